@@ -1,0 +1,132 @@
+"""gin plumbing in the t5x manner: --gin_file (repeatable), --gin.NAME=VALUE, --gin_search_paths.
+
+Every error in a gin file or binding is raised as GinConfigError naming the file (or the
+--gin. flag), the line and the binding, so the CLI can print it and exit.
+"""
+
+import contextlib
+import logging
+import os
+import pathlib
+import tokenize
+from typing import Iterable, Sequence
+
+import gin
+
+REPO_GIN_DIR = pathlib.Path(__file__).resolve().parents[1] / "gin"
+
+
+class GinConfigError(ValueError):
+  """A gin file or binding that cannot be used; the message says where."""
+
+
+def default_search_paths() -> list[str]:
+  """'' (the working directory, or absolute paths), then $JAXFORMER_GIN_PATH, then the repo's gin/."""
+  paths = [""]
+  paths += [p for p in os.environ.get("JAXFORMER_GIN_PATH", "").split(os.pathsep) if p]
+  paths.append(str(REPO_GIN_DIR))
+  return paths
+
+
+def _import_configurables():
+  # Registers every gin configurable so files can name them without `import` lines.
+  import jaxformer.model  # pylint: disable=unused-import,import-outside-toplevel
+  import jaxformer.plan  # pylint: disable=unused-import,import-outside-toplevel
+  import jaxformer.sharding  # pylint: disable=unused-import,import-outside-toplevel
+  for module in ("jaxformer.registry",):
+    try:
+      __import__(module)
+    except ModuleNotFoundError as e:
+      if e.name != module:
+        raise
+
+
+def _describe(error: Exception, where: str, text: str | None = None) -> str:
+  message = str(error)
+  if isinstance(error, tokenize.TokenError):
+    line = error.args[1][0] if len(error.args) > 1 else "?"
+    return f"{where}, near line {line}: gin syntax error ({error.args[0]})"
+  if isinstance(error, SyntaxError) and error.lineno:
+    message = f"{error.msg} (line {error.lineno}: {error.text!r})"
+  if where not in message:
+    message = f"{where}: {message}"
+  if text is not None and text not in message:
+    message += f"\n  binding: {text}"
+  return message
+
+
+class _DropGinPathNoise(logging.Filter):
+  """gin logs 'Path not found' for every search path it tries; we report the real failure."""
+
+  def filter(self, record):
+    return not str(record.msg).startswith("Path not found")
+
+
+@contextlib.contextmanager
+def _quiet_gin_search():
+  root = logging.getLogger()
+  noise = _DropGinPathNoise()
+  root.addFilter(noise)
+  try:
+    yield
+  finally:
+    root.removeFilter(noise)
+
+
+def binding_from_flag(name: str, value: str) -> str:
+  """--gin.TRAIN_STEPS=100 -> 'TRAIN_STEPS = 100' (values are gin expressions, as in t5x)."""
+  return f"{name} = {value}"
+
+
+def parse_gin(gin_files: Sequence[str] = (),
+              bindings: Iterable[str] = (),
+              search_paths: Sequence[str] | None = None,
+              finalize: bool = True) -> None:
+  """Clears gin, then parses files in order and bindings in order (later wins).
+
+  Raises:
+    GinConfigError naming the file and line, or the binding, that failed.
+  """
+  _import_configurables()
+  gin.clear_config(clear_constants=True)
+  gin.config._LOCATION_PREFIXES[:] = [""]  # pylint: disable=protected-access
+  for path in (default_search_paths() if search_paths is None else [""] + list(search_paths)):
+    if path:
+      gin.add_config_file_search_path(path)
+  for gin_file in gin_files:
+    try:
+      with _quiet_gin_search():
+        gin.parse_config_file(gin_file)
+    except OSError as e:
+      raise GinConfigError(f"--gin_file={gin_file}: not found in the gin search paths "
+                           f"{gin.config._LOCATION_PREFIXES}") from e  # pylint: disable=protected-access
+    except Exception as e:  # gin raises ValueError, SyntaxError, TokenError, ...
+      raise GinConfigError(_describe(e, f"In gin file {gin_file!r}")) from e
+  for binding in bindings:
+    try:
+      gin.parse_config(binding)
+    except Exception as e:
+      hint = ""
+      if isinstance(e, (SyntaxError, tokenize.TokenError)):
+        hint = " (gin values are expressions: quote strings, e.g. --gin.MODEL_DIR=\"'/tmp/run'\")"
+      raise GinConfigError(_describe(e, f"In binding --gin.{binding.replace(' = ', '=', 1)}") + hint) from e
+  if finalize:
+    gin.finalize()
+
+
+def call_configurable(fn, *args, **kwargs):
+  """Calls a gin-configured function, turning a bad bound value into GinConfigError."""
+  try:
+    return fn(*args, **kwargs)
+  except (ValueError, TypeError) as e:
+    if isinstance(e, GinConfigError):
+      raise
+    raise GinConfigError(f"{getattr(fn, '__name__', fn)}: {e}") from e
+
+
+def write_operative_config(model_dir: str | os.PathLike, name: str = "config.gin") -> pathlib.Path:
+  """Writes gin's operative config (values actually used) to MODEL_DIR/config.gin."""
+  path = pathlib.Path(model_dir) / name
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(gin.operative_config_str())
+  return path

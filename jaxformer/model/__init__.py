@@ -1,0 +1,6 @@
+"""The CodeGen prefix-LM: knows token ids, positions, segments and prefix masks, nothing else."""
+
+from jaxformer.model.config import ModelConfig
+from jaxformer.model.transformer import Transformer
+
+__all__ = ["ModelConfig", "Transformer"]

@@ -1,0 +1,47 @@
+"""Model hyper-parameters: one frozen dataclass that gin fills in (see gin/models/*.gin)."""
+
+import dataclasses
+
+import gin
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """CodeGen-architecture sizes and numerics.
+
+  Defaults are the `tiny` model; gin/models/*.gin set the real sizes.
+  """
+
+  vocab_size: int = 512
+  num_layers: int = 2
+  d_model: int = 64
+  num_heads: int = 4
+  rotary_dim: int = 8
+  max_length: int = 2048  # n_ctx: the context the model is trained for.
+  mlp_ratio: int = 4
+  layer_norm_epsilon: float = 1e-5
+  initializer_range: float = 0.02
+  dtype: str = "bfloat16"  # compute dtype; parameters stay float32.
+  param_dtype: str = "float32"
+  attention: str = "xla"  # a key of model.attention.IMPLEMENTATIONS
+  remat_policy: str = "none"  # a key of model.remat.POLICIES
+  scan_layers: bool = True
+
+  def __post_init__(self):
+    if self.d_model % self.num_heads:
+      raise ValueError(
+          f"ModelConfig.d_model={self.d_model} is not divisible by "
+          f"ModelConfig.num_heads={self.num_heads}")
+    if self.rotary_dim > self.head_dim or self.rotary_dim % 2:
+      raise ValueError(
+          f"ModelConfig.rotary_dim={self.rotary_dim} must be even and at most "
+          f"head_dim={self.head_dim}")
+
+  @property
+  def head_dim(self) -> int:
+    return self.d_model // self.num_heads
+
+  @property
+  def mlp_dim(self) -> int:
+    return self.mlp_ratio * self.d_model

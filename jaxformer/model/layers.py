@@ -1,0 +1,102 @@
+"""The CodeGen block: one LayerNorm feeding attention and MLP in parallel.
+
+    h = x + attention(ln(x)) + mlp(ln(x))
+
+Parameter names follow HuggingFace CodeGen so export is a renaming:
+ln (ln_1), qkv (qkv_proj), out (out_proj), fc_in, fc_out.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
+
+from jaxformer.model.attention import get_attention
+from jaxformer.model.config import ModelConfig
+from jaxformer.model.rotary import apply_rotary
+
+
+def weight_init(config: ModelConfig):
+  return nn.initializers.normal(stddev=config.initializer_range)
+
+
+def layer_norm(config: ModelConfig, name: str):
+  return nn.LayerNorm(
+      epsilon=config.layer_norm_epsilon,
+      dtype=config.dtype,
+      param_dtype=config.param_dtype,
+      use_fast_variance=False,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+      name=name)
+
+
+class Dense(nn.Module):
+  """x @ kernel (+ bias) contracting the last axis; kernel axes named logically."""
+  features: tuple[int, ...]
+  kernel_axes: tuple[str, ...]
+  config: ModelConfig
+  use_bias: bool = False
+  contract_dims: int = 1
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.config
+    in_shape = x.shape[-self.contract_dims:]
+    kernel = self.param("kernel", nn.with_logical_partitioning(weight_init(cfg), self.kernel_axes),
+                        in_shape + tuple(self.features), cfg.param_dtype)
+    axes = tuple(range(x.ndim - self.contract_dims, x.ndim))
+    y = jax.lax.dot_general(
+        x.astype(cfg.dtype), kernel.astype(cfg.dtype),
+        ((axes, tuple(range(self.contract_dims))), ((), ())))
+    if self.use_bias:
+      bias_axes = self.kernel_axes[self.contract_dims:]
+      bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, bias_axes),
+                        tuple(self.features), cfg.param_dtype)
+      y = y + bias.astype(cfg.dtype)
+    return y
+
+
+class Attention(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x, positions, mask):
+    cfg = self.config
+    qkv = Dense((3, cfg.num_heads, cfg.head_dim), ("embed", "qkv", "heads", "kv"), cfg, name="qkv")(x)
+    qkv = checkpoint_name(qkv, "qkv")
+    query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    query = nn.with_logical_constraint(apply_rotary(query, positions, cfg.rotary_dim),
+                                       ("batch", "length", "heads", "kv"))
+    key = nn.with_logical_constraint(apply_rotary(key, positions, cfg.rotary_dim),
+                                     ("batch", "length", "heads", "kv"))
+    out = get_attention(cfg.attention)(query, key, value, mask)
+    out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
+    out = Dense((cfg.d_model,), ("heads", "kv", "embed"), cfg, contract_dims=2, name="out")(out)
+    return checkpoint_name(out, "attention_out")
+
+
+class Mlp(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.config
+    h = Dense((cfg.mlp_dim,), ("embed", "mlp"), cfg, use_bias=True, name="fc_in")(x)
+    h = nn.with_logical_constraint(jax.nn.gelu(h, approximate=True), ("batch", "length", "mlp"))
+    h = checkpoint_name(h, "mlp_hidden")
+    out = Dense((cfg.d_model,), ("mlp", "embed"), cfg, use_bias=True, name="fc_out")(h)
+    return checkpoint_name(out, "mlp_out")
+
+
+class Block(nn.Module):
+  """One decoder layer. Signature (carry, broadcast...) -> (carry, None) so nn.scan can stack it."""
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x, positions, mask):
+    cfg = self.config
+    h = layer_norm(cfg, "ln")(x)
+    x = x + Attention(cfg, name="attention")(h, positions, mask) + Mlp(cfg, name="mlp")(h)
+    x = nn.with_logical_constraint(x.astype(jnp.dtype(cfg.dtype)), ("batch", "length", "embed"))
+    return x, None

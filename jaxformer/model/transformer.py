@@ -1,0 +1,67 @@
+"""The CodeGen decoder as a prefix-LM: embed, N parallel blocks (scanned), final LayerNorm, LM head."""
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxformer.model.attention import attention_mask
+from jaxformer.model.config import ModelConfig
+from jaxformer.model.layers import Block, Dense, layer_norm, weight_init
+from jaxformer.model.remat import get_policy
+
+
+def _block_class(config: ModelConfig):
+  use_remat, policy = get_policy(config.remat_policy)
+  if not use_remat:
+    return Block
+  return nn.remat(Block, policy=policy, prevent_cse=not config.scan_layers)
+
+
+class Transformer(nn.Module):
+  """Token ids in, float32 logits out.
+
+  Call with:
+    tokens: [batch, length] int token ids.
+    positions: [batch, length] int, position of each token in its document (default 0..length-1).
+    segment_ids: [batch, length] int, packed-document ids (default all ones: one document).
+    prefix_mask: [batch, length] 0/1, 1 where the token is in the bidirectional prefix
+      (default zeros: a plain causal decoder).
+  Returns:
+    logits [batch, length, vocab] float32.
+  """
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens, positions=None, segment_ids=None, prefix_mask=None):
+    cfg = self.config
+    batch, length = tokens.shape
+    if positions is None:
+      positions = jnp.broadcast_to(jnp.arange(length), (batch, length))
+    if segment_ids is None:
+      segment_ids = jnp.ones((batch, length), jnp.int32)
+    if prefix_mask is None:
+      prefix_mask = jnp.zeros((batch, length), jnp.int32)
+
+    embed = self.param("embed", nn.with_logical_partitioning(weight_init(cfg), ("vocab", "embed")),
+                       (cfg.vocab_size, cfg.d_model), cfg.param_dtype)
+    x = jnp.take(embed, tokens, axis=0).astype(cfg.dtype)
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    mask = attention_mask(segment_ids, prefix_mask)
+
+    block = _block_class(cfg)
+    if cfg.scan_layers:
+      stack = nn.scan(
+          block,
+          variable_axes={"params": 0},
+          split_rngs={"params": True},
+          in_axes=(nn.broadcast, nn.broadcast),
+          length=cfg.num_layers,
+          metadata_params={nn.PARTITION_NAME: "layers"})
+      x, _ = stack(cfg, name="layers")(x, positions, mask)
+    else:
+      for i in range(cfg.num_layers):
+        x, _ = block(cfg, name=f"layers_{i}")(x, positions, mask)
+
+    x = layer_norm(cfg, "ln_f")(x)
+    logits = Dense((cfg.vocab_size,), ("embed", "vocab"), cfg, use_bias=True, name="lm_head")(x)
+    logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+    return logits.astype(jnp.float32)

@@ -1,0 +1,87 @@
+"""The jaxformer command: gin flags, search paths, clear errors, and `plan`."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from jaxformer import cli, plan
+from jaxformer.model import ModelConfig
+
+SIZES = {  # DESIGN.md: exactly HF CodeGenForCausalLM's parameter counts.
+    "codegen2_1b": 1_015_306_240,
+    "codegen2_3_7b": 3_641_174_016,
+    "codegen2_7b": 6_862_858_240,
+    "codegen2_16b": 16_032_155_648,
+}
+
+
+def _last_json(capsys):
+  return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_plan_counts_codegen2_sizes_exactly(name, capsys):
+  assert cli.main(["plan", f"--gin_file=gin/models/{name}.gin", "--json"]) == 0
+  report = _last_json(capsys)
+  assert report["params"] == SIZES[name]
+  assert report["adam_state_bytes"] == 8 * SIZES[name]
+
+
+def test_plan_flops_follow_the_stated_accountings(capsys):
+  assert cli.main(["plan", "--gin_file=models/tiny.gin", "--gin.ModelConfig.num_layers=3", "--length=256",
+                   "--json"]) == 0
+  report = _last_json(capsys)
+  d, layers, vocab = 128, 3, 1024
+  n = layers * 12 * d * d + d * vocab
+  assert report["flops_per_token_6n"] == 6 * n
+  assert report["flops_per_token_with_attention"] == 6 * n + 6 * layers * 256 * d
+
+
+def test_gin_file_found_through_search_path_from_any_directory(tmp_path, capsys, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert cli.main(["plan", "--gin_file=models/codegen2_1b.gin", "--json"]) == 0
+  assert _last_json(capsys)["params"] == SIZES["codegen2_1b"]
+  (tmp_path / "mine").mkdir()
+  (tmp_path / "mine" / "small.gin").write_text("include 'models/tiny.gin'\nModelConfig.num_layers = 1\n")
+  assert cli.main(["plan", "--gin_search_paths=mine", "--gin_file=small.gin", "--json"]) == 0
+  assert _last_json(capsys)["model"]["num_layers"] == 1
+
+
+def test_bad_binding_names_the_binding(capsys):
+  assert cli.main(["plan", "--gin_file=models/tiny.gin", "--gin.ModelConfig.num_layrs=3"]) == 2
+  err = capsys.readouterr().err
+  assert "--gin.ModelConfig.num_layrs=3" in err and "num_layrs" in err
+
+
+def test_bad_gin_file_names_file_and_line(tmp_path, capsys):
+  bad = tmp_path / "bad.gin"
+  bad.write_text("ModelConfig.num_layers = 2\n\nModelConfig.heads = 4\n")
+  assert cli.main(["plan", f"--gin_file={bad}"]) == 2
+  err = capsys.readouterr().err
+  assert str(bad) in err and "line 3" in err and "ModelConfig.heads" in err
+  bad.write_text("ModelConfig.num_layers = (2,\n")
+  assert cli.main(["plan", f"--gin_file={bad}"]) == 2
+  assert "syntax error" in capsys.readouterr().err
+  assert cli.main(["plan", "--gin_file=models/none.gin"]) == 2
+  assert "models/none.gin" in capsys.readouterr().err
+
+
+def test_inconsistent_values_fail_with_the_binding_names(capsys):
+  assert cli.main(["plan", "--gin_file=models/tiny.gin", "--gin.ModelConfig.d_model=130"]) == 2
+  assert "ModelConfig.d_model=130" in capsys.readouterr().err
+
+
+def test_console_script_runs_from_another_directory(tmp_path):
+  exe = os.path.join(os.path.dirname(sys.executable), "jaxformer")
+  out = subprocess.run([exe, "plan", "--gin_file=models/codegen2_16b.gin", "--json"], cwd=tmp_path,
+                       capture_output=True, text=True, check=True, timeout=120)
+  assert json.loads(out.stdout.strip().splitlines()[-1])["params"] == SIZES["codegen2_16b"]
+
+
+def test_eval_shape_count_matches_closed_form():
+  config = ModelConfig(vocab_size=51200, num_layers=16, d_model=2048, num_heads=16, rotary_dim=64)
+  d, v = 2048, 51200
+  per_layer = 2 * d + 12 * d * d + 4 * d + d  # ln, qkv+out+mlp kernels, mlp biases
+  assert plan.count_params(config) == v * d + 16 * per_layer + 2 * d + d * v + v

@@ -1,0 +1,145 @@
+"""Behaviour of the CodeGen prefix-LM: masks, packing, remat, scan, attention kernels."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from model_util import init, jitted_apply, random_tokens, tiny
+
+from jaxformer.model.attention import attention_mask
+from jaxformer.model.rotary import apply_rotary
+
+
+def test_mask_prefix_tokens_see_later_prefix_tokens_only():
+  segments = jnp.array([[1, 1, 1, 1, 1, 2, 2, 0]])
+  prefix = jnp.array([[1, 1, 1, 0, 0, 1, 0, 0]])
+  mask = np.asarray(attention_mask(segments, prefix))[0, 0]
+  assert mask[0, 2]  # prefix token sees a later prefix token
+  assert not mask[0, 3] and not mask[1, 4]  # but not a later non-prefix token
+  assert mask[3, 0] and mask[3, 3] and not mask[3, 4]  # non-prefix: causal
+  assert not mask[5, 4] and not mask[6, 2]  # never across segments
+  assert mask[6, 5] and not mask[5, 6]  # second segment has its own one-token prefix
+  assert mask.diagonal().all()  # every token sees itself, so no row is empty
+
+
+def test_prefix_changes_reach_back_only_inside_the_prefix():
+  config = tiny()
+  model, params = init(config)
+  tokens = random_tokens(config, 1, 10)
+  prefix = np.array([[1] * 5 + [0] * 5])
+  changed_in_prefix, changed_after = tokens.copy(), tokens.copy()
+  changed_in_prefix[0, 4] = (tokens[0, 4] + 1) % config.vocab_size
+  changed_after[0, 7] = (tokens[0, 7] + 1) % config.vocab_size
+  apply = jitted_apply(model)
+  run = lambda t, p: apply(params, t, prefix_mask=p)
+  base = run(tokens, prefix)
+  # A later prefix token changes the logits of earlier prefix tokens...
+  assert np.abs(run(changed_in_prefix, prefix)[0, :4] - base[0, :4]).max() > 1e-4
+  # ...but in a causal decoder it cannot.
+  causal = np.zeros_like(prefix)
+  assert np.allclose(run(changed_in_prefix, causal)[0, :4], run(tokens, causal)[0, :4], atol=1e-6)
+  # A non-prefix token never changes anything before it.
+  assert np.allclose(run(changed_after, prefix)[0, :7], base[0, :7], atol=1e-6)
+  assert np.abs(run(changed_after, prefix)[0, 7:] - base[0, 7:]).max() > 1e-4
+
+
+def test_packed_documents_equal_separate_runs():
+  config = tiny()
+  model, params = init(config)
+  doc_a, doc_b = random_tokens(config, 1, 6, seed=2), random_tokens(config, 1, 5, seed=3)
+  prefix_a, prefix_b = np.array([[1, 1, 0, 0, 0, 0]]), np.array([[1, 1, 1, 0, 0]])
+  apply = lambda *a, **k: jitted_apply(model)(params, *a, **k)
+  alone_a = apply(doc_a, prefix_mask=prefix_a)
+  alone_b = apply(doc_b, prefix_mask=prefix_b)
+  packed = np.concatenate([doc_a, doc_b, np.zeros((1, 3), np.int32)], axis=1)
+  segments = np.array([[1] * 6 + [2] * 5 + [0] * 3])
+  positions = np.array([list(range(6)) + list(range(5)) + [0] * 3])
+  prefix = np.concatenate([prefix_a, prefix_b, np.zeros((1, 3), np.int32)], axis=1)
+  together = apply(packed, positions=positions, segment_ids=segments, prefix_mask=prefix)
+  np.testing.assert_allclose(together[0, :6], alone_a[0], atol=1e-5)
+  np.testing.assert_allclose(together[0, 6:11], alone_b[0], atol=1e-5)
+
+
+def _loss_and_grads(config, params, tokens):
+  model = __import__("jaxformer.model", fromlist=["Transformer"]).Transformer(config)
+
+  def loss(p):
+    logits = model.apply({"params": p}, tokens[:, :-1])
+    logp = jax.nn.log_softmax(logits)
+    return -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1).mean()
+
+  return jax.jit(jax.value_and_grad(loss))(params)
+
+
+@pytest.mark.parametrize("policy", ["full", "save_dots", "save_qkv_attn", "save_attn_mlp"])
+def test_remat_policies_give_the_same_gradients(policy):
+  config = tiny()
+  _, params = init(config)
+  tokens = random_tokens(config, 2, 12)
+  loss0, grads0 = _loss_and_grads(config, params, tokens)
+  loss1, grads1 = _loss_and_grads(tiny(remat_policy=policy), params, tokens)
+  assert np.isclose(loss0, loss1, atol=1e-6)
+  for g0, g1 in zip(jax.tree.leaves(grads0), jax.tree.leaves(grads1)):
+    np.testing.assert_allclose(g0, g1, atol=1e-6)
+  assert any(np.abs(g).max() > 0 for g in jax.tree.leaves(grads1))
+
+
+def test_remat_full_recomputes_in_the_backward_pass():
+  config, full = tiny(), tiny(remat_policy="full")
+  _, params = init(config)
+  tokens = random_tokens(config, 2, 12)
+  count = lambda cfg: jax.jit(lambda p: _loss_and_grads(cfg, p, tokens)).lower(params).as_text().count("dot_general")
+  assert count(full) > count(config)
+
+
+def test_unrolled_layers_equal_scanned_layers():
+  config = tiny()
+  model, params = init(config)
+  unrolled_model, unrolled = init(tiny(scan_layers=False))
+  # Copy the scanned (stacked) weights into the per-layer tree.
+  for i in range(config.num_layers):
+    unrolled[f"layers_{i}"] = jax.tree.map(lambda x, i=i: x[i], params["layers"])
+  for name in ("embed", "ln_f", "lm_head"):
+    unrolled[name] = params[name]
+  tokens = random_tokens(config, 2, 9)
+  np.testing.assert_allclose(jitted_apply(model)(params, tokens),
+                             jitted_apply(unrolled_model)(unrolled, tokens), atol=1e-5)
+
+
+def test_jax_dot_product_attention_matches_xla_kernel():
+  config = tiny()
+  model, params = init(config)
+  other, _ = init(tiny(attention="jax"))
+  tokens = random_tokens(config, 2, 10)
+  prefix = np.array([[1, 1, 1, 0, 0, 0, 0, 0, 0, 0]] * 2)
+  np.testing.assert_allclose(jitted_apply(model)(params, tokens, prefix_mask=prefix),
+                             jitted_apply(other)(params, tokens, prefix_mask=prefix), atol=1e-5)
+
+
+def test_rotary_is_interleaved_and_only_on_rotary_dims():
+  x = jnp.arange(2 * 3 * 1 * 6, dtype=jnp.float32).reshape(2, 3, 1, 6)
+  positions = jnp.broadcast_to(jnp.arange(3), (2, 3))
+  out = apply_rotary(x, positions, rotary_dim=4)
+  np.testing.assert_array_equal(out[..., 4:], x[..., 4:])  # untouched beyond rotary_dim
+  np.testing.assert_allclose(out[:, 0], x[:, 0], atol=1e-6)  # position 0 is the identity
+  # Pair (x0, x1) at position p rotates by angle p * 1.0 (first frequency).
+  p, a, b = 2, x[0, 2, 0, 0], x[0, 2, 0, 1]
+  np.testing.assert_allclose(out[0, 2, 0, :2], [a * np.cos(p) - b * np.sin(p), b * np.cos(p) + a * np.sin(p)],
+                             rtol=1e-5)
+
+
+def test_bfloat16_compute_keeps_float32_params():
+  config = tiny(dtype="bfloat16")
+  model, params = init(config)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
+  logits = jitted_apply(model)(params, random_tokens(config, 1, 5))
+  assert logits.dtype == jnp.float32
+
+
+def test_bad_names_are_rejected():
+  with pytest.raises(ValueError, match="remat_policy"):
+    init(tiny(remat_policy="sometimes"))
+  with pytest.raises(ValueError, match="attention"):
+    init(tiny(attention="magic"))
+  with pytest.raises(ValueError, match="divisible"):
+    tiny(d_model=30)
