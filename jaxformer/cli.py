@@ -23,6 +23,21 @@ def _choose_platform():
     os.environ["JAX_PLATFORMS"] = "cpu"
 
 
+def _import_tensorflow_quietly():
+  """TF prints start-up lines to stderr that no log level hides; drop them, and keep TF off GPUs
+  (JAX owns the accelerator; TF only reads data)."""
+  saved = os.dup(2)
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  try:
+    os.dup2(devnull, 2)
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    tf.config.set_visible_devices([], "GPU")
+  finally:
+    os.dup2(saved, 2)
+    os.close(devnull)
+    os.close(saved)
+
+
 def _add_gin_flags(parser: argparse.ArgumentParser):
   parser.add_argument("--gin_file", action="append", default=[],
                       help="gin file, relative to the working directory or a gin search path")
@@ -82,28 +97,165 @@ def _plan_run(args, bindings):
     print(json.dumps(report))
 
 
+def _data_build_local_args(parser):
+  parser.add_argument("--output_dir", required=True)
+  parser.add_argument("--max_bytes", type=int, default=None, help="bytes of documents kept (default 48 MiB)")
+  parser.add_argument("--roots", default=None, help="comma-separated folders to read (default: this machine's)")
+
+
+def _data_build_local_run(args, bindings):
+  _parse_gin(args, bindings)
+  from jaxformer.data import corpus  # pylint: disable=import-outside-toplevel
+  options = corpus.CorpusOptions()
+  if args.max_bytes:
+    options = corpus.dataclasses.replace(options, max_bytes=args.max_bytes)
+  roots = args.roots.split(",") if args.roots else None
+  stats = corpus.build_local_corpus(args.output_dir, roots=roots, options=options)
+  for kind, splits in stats["classes"].items():
+    for split, s in splits.items():
+      top = ", ".join(f"{lang} {v['documents']}" for lang, v in list(s["languages"].items())[:6])
+      print(f"{kind} {split:10s} {s['documents']:6d} documents {s['bytes'] / 2**20:7.2f} MiB  ({top})")
+  print("skipped:", ", ".join(f"{k} {v}" for k, v in stats["skipped"].items()) or "none")
+  print(f"wrote {args.output_dir}/stats.json")
+
+
+def _data_tokenizer_args(parser):
+  parser.add_argument("--corpus_dir", required=True)
+  parser.add_argument("--output", default=None, help="the .model path (default CORPUS_DIR/spm.model)")
+  parser.add_argument("--vocab_size", type=int, default=None)
+  parser.add_argument("--num_masks", type=int, default=None, help="<mask_k> sentinels, at least 64")
+
+
+def _data_tokenizer_run(args, bindings):
+  _parse_gin(args, bindings)
+  from jaxformer.data import vocabulary  # pylint: disable=import-outside-toplevel
+  kwargs = {k: v for k, v in (("vocab_size", args.vocab_size), ("num_masks", args.num_masks)) if v}
+  output = args.output or os.path.join(args.corpus_dir, "spm.model")
+  path = _user_errors(vocabulary.train_tokenizer, args.corpus_dir, output, **kwargs)
+  vocab = vocabulary.CodeGenVocabulary(path)
+  print(f"wrote {path}: {vocab.vocab_size} pieces, {vocab.num_masks} masks, <sep>={vocab.sep_id} "
+        f"<eom>={vocab.eom_id} <mask_1>={vocab.mask_base_id}")
+
+
+def _data_convert_args(parser):
+  parser.add_argument("--input", required=True, help="file pattern of .jsonl, .jsonl.gz or .parquet (local or gs://)")
+  parser.add_argument("--output_dir", required=True)
+  parser.add_argument("--text_field", default="text")
+  parser.add_argument("--num_shards", type=int, default=8)
+
+
+def _data_convert_run(args, bindings):
+  _parse_gin(args, bindings)
+  from jaxformer.data import convert  # pylint: disable=import-outside-toplevel
+  report = _user_errors(convert.convert_files, args.input, args.output_dir, text_field=args.text_field,
+                        num_shards=args.num_shards)
+  print(f"documents: {dict(report.documents)}; skipped: {dict(report.skipped) or 'none'}")
+  for problem in report.problems:
+    print(f"  skipped {problem}")
+
+
+def _data_config(args, bindings):
+  _parse_gin(args, bindings)
+  import tasks  # pylint: disable=import-outside-toplevel
+  from jaxformer.data import pipeline  # pylint: disable=import-outside-toplevel
+  config = config_lib.call_configurable(pipeline.DataConfig)
+  vocabulary = _user_errors(tasks.ensure_registered, config.mixture_or_task_name)
+  return config, vocabulary
+
+
+def _data_show_args(parser):
+  parser.add_argument("--num_examples", type=int, default=3)
+  parser.add_argument("--split", default="train")
+  parser.add_argument("--json", action="store_true", help="one JSON object per example and line")
+
+
+def _data_show_run(args, bindings):
+  config, vocabulary = _data_config(args, bindings)
+  from jaxformer.data import inspect  # pylint: disable=import-outside-toplevel
+  rows = _user_errors(inspect.show_examples, config, vocabulary, args.num_examples, args.split)
+  for i, row in enumerate(rows):
+    if args.json:
+      print(json.dumps(row, ensure_ascii=False))
+      continue
+    print(f"=== example {i}: {row['objective']}, {row['num_tokens']} tokens, loss on "
+          f"{sum(row['loss_mask'])}, prefix {sum(row['prefix_mask'])} ===")
+    print("--- model input (special tokens shown) ---")
+    print(row["inputs_text"])
+    if row["prefix_text"]:
+      print("--- bidirectional prefix (· = other tokens) ---")
+      print(row["prefix_text"])
+    print("--- tokens with loss (· = no loss) ---")
+    print(row["loss_text"])
+
+
+def _data_bench_args(parser):
+  parser.add_argument("--batches", type=int, default=50)
+  parser.add_argument("--json", action="store_true")
+
+
+def _data_bench_run(args, bindings):
+  config, _ = _data_config(args, bindings)
+  from jaxformer.data import inspect  # pylint: disable=import-outside-toplevel
+  report = inspect.bench(config, args.batches)
+  print(f"{report['batches']} batches of {report['batch_size']} x {report['length']} in {report['seconds']:.2f} s: "
+        f"{report['tokens_per_second']:,.0f} tokens/s ({report['nonpad_tokens_per_second']:,.0f} non-padding, "
+        f"packing fill {report['packing_fill']:.1%})")
+  if args.json:
+    print(json.dumps(report))
+
+
+def _user_errors(fn, *args, **kwargs):
+  """Runs fn; missing files and bad values become one clear message (GinConfigError)."""
+  try:
+    return fn(*args, **kwargs)
+  except (FileNotFoundError, ValueError) as e:
+    if isinstance(e, config_lib.GinConfigError):
+      raise
+    raise config_lib.GinConfigError(str(e).split("\n  In call to configurable")[0]) from e
+
+
 VERBS = {
     "plan": ("parameter count, FLOPs per token and state bytes of a model config", _plan_args, _plan_run),
+    "data": ("build, tokenize, inspect and time the data", {
+        "build-local": ("gather this machine's code and docs into a corpus", _data_build_local_args,
+                        _data_build_local_run),
+        "train-tokenizer": ("train the SentencePiece BPE with CodeGen2 sentinels", _data_tokenizer_args,
+                            _data_tokenizer_run),
+        "convert": ("JSONL/Parquet corpora -> TFRecord shards", _data_convert_args, _data_convert_run),
+        "show": ("decoded training examples with their loss and prefix masks", _data_show_args, _data_show_run),
+        "bench": ("tokens/second of the whole data pipeline", _data_bench_args, _data_bench_run),
+    }),
 }
+
+
+def _add_verbs(sub, verbs, dest_prefix=""):
+  for name, spec in verbs.items():
+    help_text = spec[0]
+    verb_parser = sub.add_parser(name, help=help_text, description=help_text)
+    if isinstance(spec[1], dict):
+      inner = verb_parser.add_subparsers(dest=f"{dest_prefix}{name}_verb", required=True, metavar="VERB")
+      _add_verbs(inner, spec[1], dest_prefix=f"{dest_prefix}{name}_")
+    else:
+      _add_gin_flags(verb_parser)
+      spec[1](verb_parser)
+      verb_parser.set_defaults(run=spec[2])
 
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="jaxformer", description=__doc__.splitlines()[0])
-  sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-  for name, (help_text, add_args, _) in VERBS.items():
-    verb_parser = sub.add_parser(name, help=help_text, description=help_text)
-    _add_gin_flags(verb_parser)
-    add_args(verb_parser)
+  _add_verbs(parser.add_subparsers(dest="verb", required=True, metavar="VERB"), VERBS)
   return parser
 
 
 def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   _choose_platform()
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  _import_tensorflow_quietly()
   try:
     rest, bindings = split_gin_bindings(argv)
     args = build_parser().parse_args(rest)
-    VERBS[args.verb][2](args, bindings)
+    args.run(args, bindings)
   except config_lib.GinConfigError as e:
     print(f"jaxformer: error: {e}", file=sys.stderr)
     return 2

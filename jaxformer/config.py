@@ -16,6 +16,14 @@ import gin
 REPO_GIN_DIR = pathlib.Path(__file__).resolve().parents[1] / "gin"
 
 
+# Modules whose gin configurables files may name without `import` lines.
+CONFIGURABLE_MODULES = (
+    "jaxformer.model", "jaxformer.plan", "jaxformer.sharding", "jaxformer.data.objectives",
+    "jaxformer.data.preprocessors", "jaxformer.data.pipeline", "jaxformer.data.vocabulary",
+    "tasks.local", "tasks.corpora",
+)
+
+
 class GinConfigError(ValueError):
   """A gin file or binding that cannot be used; the message says where."""
 
@@ -30,15 +38,8 @@ def default_search_paths() -> list[str]:
 
 def _import_configurables():
   # Registers every gin configurable so files can name them without `import` lines.
-  import jaxformer.model  # pylint: disable=unused-import,import-outside-toplevel
-  import jaxformer.plan  # pylint: disable=unused-import,import-outside-toplevel
-  import jaxformer.sharding  # pylint: disable=unused-import,import-outside-toplevel
-  for module in ("jaxformer.registry",):
-    try:
-      __import__(module)
-    except ModuleNotFoundError as e:
-      if e.name != module:
-        raise
+  for module in CONFIGURABLE_MODULES:
+    __import__(module)
 
 
 def _describe(error: Exception, where: str, text: str | None = None) -> str:
@@ -88,6 +89,7 @@ def parse_gin(gin_files: Sequence[str] = (),
     GinConfigError naming the file and line, or the binding, that failed.
   """
   _import_configurables()
+  gin.config._set_config_is_locked(False)  # pylint: disable=protected-access  (a second parse in one process)
   gin.clear_config(clear_constants=True)
   gin.config._LOCATION_PREFIXES[:] = [""]  # pylint: disable=protected-access
   for path in (default_search_paths() if search_paths is None else [""] + list(search_paths)):

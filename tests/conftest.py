@@ -14,8 +14,30 @@ import pytest  # pylint: disable=wrong-import-position
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _reset_gin():
+  gin.config._set_config_is_locked(False)  # pylint: disable=protected-access
+  gin.clear_config(clear_constants=True)
+
+
 @pytest.fixture(autouse=True)
 def _clear_gin():
-  gin.clear_config(clear_constants=True)
+  _reset_gin()
   yield
-  gin.clear_config(clear_constants=True)
+  _reset_gin()
+
+
+@pytest.fixture(scope="session")
+def local_corpus(tmp_path_factory):
+  """A small real local corpus (this machine's files) with its tokenizer, built once per session."""
+  from jaxformer.data import corpus, vocabulary  # pylint: disable=import-outside-toplevel
+  out = tmp_path_factory.mktemp("corpus")
+  corpus.build_local_corpus(str(out), options=corpus.CorpusOptions(max_bytes=3 << 20, validation_percent=5))
+  vocabulary.train_tokenizer(str(out), str(out / "spm.model"), vocab_size=1024, max_documents=3000)
+  return str(out)
+
+
+@pytest.fixture
+def local_tasks(local_corpus):
+  """Registers the local tasks over the session corpus; returns the vocabulary."""
+  from tasks import local  # pylint: disable=import-outside-toplevel
+  return local.register_local_tasks(corpus_dir=local_corpus)

@@ -1,0 +1,1 @@
+"""Data: the local corpus, the vocabulary, objectives and batches. Knows no model."""

@@ -1,0 +1,98 @@
+"""`jaxformer data convert`: JSONL, JSONL.gz or Parquet files (local or gs://) -> TFRecord shards.
+
+Why a conversion step: training resumes from a saved tf.data iterator, and only native TF
+readers (TFRecord) can be checkpointed; Python generators over JSON or Parquet cannot. Real
+corpora (The Stack, The Pile) are converted once, in parallel per input file, and then read
+like the local corpus.
+"""
+
+import collections
+import dataclasses
+import gzip
+import hashlib
+import io
+import json
+import os
+
+import tensorflow as tf
+
+from jaxformer.data.corpus import _example, shard_paths, split_of
+
+
+@dataclasses.dataclass
+class ConvertReport:
+  documents: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+  skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+  problems: list = dataclasses.field(default_factory=list)  # "file:line: reason", first 20
+
+  def skip(self, reason: str, where: str):
+    self.skipped[reason] += 1
+    if len(self.problems) < 20:
+      self.problems.append(f"{where}: {reason}")
+
+
+def _records(path: str, text_field: str, report: ConvertReport):
+  """(text, where) of each usable record of one input file; bad records are skipped and counted."""
+  with tf.io.gfile.GFile(path, "rb") as f:
+    raw = f.read()
+  if path.endswith(".parquet"):
+    import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+    table = pq.read_table(io.BytesIO(raw))
+    if text_field not in table.column_names:
+      report.skip(f"no column {text_field!r} (columns: {table.column_names})", path)
+      return
+    for row, text in enumerate(table.column(text_field).to_pylist()):
+      if isinstance(text, str) and text.strip():
+        yield text, f"{path}:row {row}"
+      else:
+        report.skip("empty or not a string", f"{path}:row {row}")
+    return
+  if path.endswith(".gz"):
+    raw = gzip.decompress(raw)
+  for number, line in enumerate(raw.split(b"\n"), start=1):
+    if not line.strip():
+      continue
+    where = f"{path}:{number}"
+    try:
+      record = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+      report.skip("not JSON", where)
+      continue
+    text = record.get(text_field) if isinstance(record, dict) else None
+    if not isinstance(text, str) or not text.strip():
+      report.skip(f"no text in field {text_field!r}", where)
+      continue
+    yield text, where
+
+
+def convert_files(file_pattern: str, output_dir: str, text_field: str = "text", validation_percent: int = 1,
+                  num_shards: int = 8) -> ConvertReport:
+  """Converts every file matching file_pattern; writes DIR/text/{train,validation}-*.tfrecord and stats.json."""
+  paths = sorted(tf.io.gfile.glob(file_pattern))
+  if not paths:
+    raise FileNotFoundError(f"--input={file_pattern} matches no files")
+  report = ConvertReport()
+  tf.io.gfile.makedirs(os.path.join(output_dir, "text"))
+  writers = {split: [tf.io.TFRecordWriter(p) for p in shard_paths(output_dir, "text", split, n)]
+             for split, n in (("train", num_shards), ("validation", max(1, num_shards // 4)))}
+  if any(not (p.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet"))) for p in paths):
+    bad = [p for p in paths if not p.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet"))]
+    raise ValueError(f"--input={file_pattern}: {bad[:3]} are not .jsonl, .jsonl.gz or .parquet")
+  for path in paths:
+    try:
+      for text, where in _records(path, text_field, report):
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        split = split_of(digest, validation_percent)
+        shard = writers[split][int(digest[8:16], 16) % len(writers[split])]
+        shard.write(_example(text, where, "text"))
+        report.documents[split] += 1
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+      report.skip(f"unreadable ({e.__class__.__name__}: {e})", path)
+  for shards in writers.values():
+    for writer in shards:
+      writer.close()
+  stats = {"input": file_pattern, "text_field": text_field, "documents": dict(report.documents),
+           "skipped": dict(report.skipped), "problems": report.problems}
+  with tf.io.gfile.GFile(os.path.join(output_dir, "stats.json"), "w") as f:
+    f.write(json.dumps(stats, indent=1))
+  return report

@@ -1,0 +1,44 @@
+"""Which files are programming language (PL) or natural language (NL), by name."""
+
+import pathlib
+
+PL_EXTENSIONS = {
+    ".py": "python", ".pyi": "python", ".pyx": "cython", ".pxd": "cython",
+    ".c": "c", ".h": "c", ".cc": "c++", ".cpp": "c++", ".cxx": "c++", ".hpp": "c++", ".hh": "c++",
+    ".hxx": "c++", ".inc": "c++", ".cu": "cuda", ".cuh": "cuda",
+    ".sh": "shell", ".bash": "shell", ".zsh": "shell",
+    ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript", ".ts": "typescript",
+    ".java": "java", ".go": "go", ".rs": "rust", ".rb": "ruby", ".pl": "perl", ".pm": "perl",
+    ".lua": "lua", ".php": "php", ".tcl": "tcl", ".el": "emacs-lisp", ".scm": "scheme",
+    ".r": "r", ".jl": "julia", ".swift": "swift", ".kt": "kotlin", ".scala": "scala", ".cs": "c#",
+    ".sql": "sql", ".cmake": "cmake", ".mk": "make", ".m4": "m4", ".awk": "awk", ".vim": "vim",
+    ".hs": "haskell", ".ml": "ocaml", ".f90": "fortran", ".f": "fortran", ".proto": "protobuf",
+    ".css": "css", ".html": "html",
+}
+PL_FILENAMES = {"Makefile": "make", "CMakeLists.txt": "cmake", "Dockerfile": "dockerfile"}
+NL_EXTENSIONS = {".md": "markdown", ".rst": "restructuredtext", ".txt": "text"}
+NL_FILENAMES = {"METADATA": "metadata", "PKG-INFO": "metadata", "copyright": "text"}
+NL_PREFIXES = ("README", "NEWS", "CHANGELOG", "changelog", "HISTORY", "AUTHORS", "CONTRIBUTING")
+
+
+def classify(path: pathlib.Path) -> tuple[str, str] | None:
+  """('pl' | 'nl', language) for a file name, or None for files we do not read.
+
+  A '.gz' suffix (Debian's /usr/share/doc) is looked through for NL documents.
+  """
+  name = path.name
+  if name.endswith(".gz"):
+    inner = classify(path.with_name(name[:-3]))
+    return inner if inner and inner[0] == "nl" else None
+  if name in PL_FILENAMES:
+    return "pl", PL_FILENAMES[name]
+  suffix = path.suffix.lower()
+  if suffix in PL_EXTENSIONS:
+    return "pl", PL_EXTENSIONS[suffix]
+  if name in NL_FILENAMES:
+    return "nl", NL_FILENAMES[name]
+  if suffix in NL_EXTENSIONS:
+    return "nl", NL_EXTENSIONS[suffix]
+  if name.startswith(NL_PREFIXES):
+    return "nl", "text"
+  return None

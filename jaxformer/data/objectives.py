@@ -1,0 +1,181 @@
+"""Training objectives as seeded, deterministic TF ops over one chunk of one document.
+
+Each objective turns `tokens` (int32 [n], one chunk of one document) into three aligned
+int32 sequences:
+  targets         the token sequence the model reads and predicts,
+  targets_loss    1 where the loss counts,
+  targets_prefix  1 on bidirectional (prefix) tokens,
+plus `objective`, the index of the objective in OBJECTIVES.
+
+Span corruption is CodeGen2's format (DESIGN.md):
+  corrupted_doc(span k -> <mask_k>) <|endoftext|> <sep> <mask_1> span_1 <eom> ... <mask_K> span_K <eom>
+"""
+
+import dataclasses
+
+import gin
+import tensorflow as tf
+
+OBJECTIVES = ("causal_lm", "span_corruption", "prefix_lm")
+
+
+@gin.configurable(module="objectives")
+@dataclasses.dataclass(frozen=True)
+class SpanCorruption:
+  """Span count and lengths: about noise_density * n tokens masked, in spans of mean length
+  mean_span_length, at most max_spans spans per example."""
+  noise_density: float = 0.15
+  mean_span_length: float = 5.0
+  max_spans: int = 16
+  bidirectional_prefix: bool = False  # the corrupted document as a prefix-LM prefix (an ablation)
+
+  def overhead(self) -> int:
+    """Tokens the format adds to a chunk: a mask in the text, a mask and <eom> per span, EOS, <sep>."""
+    return 3 * self.max_spans + 2
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecialIds:
+  eos: int
+  sep: int
+  eom: int
+  mask_base: int  # id of <mask_1>; <mask_k> = mask_base + k - 1
+  num_masks: int
+  # Byte-fallback pieces <0x80>..<0xBF> continue a UTF-8 character: a span never starts or ends
+  # inside one, so every span decodes to whole characters. (-1, -2): no such pieces.
+  continuation_first: int = -1
+  continuation_last: int = -2
+
+  @classmethod
+  def from_vocabulary(cls, vocabulary):
+    first = last = None
+    tokenizer = getattr(vocabulary, "tokenizer", None)
+    if tokenizer is not None and hasattr(tokenizer, "piece_to_id"):
+      first, last = tokenizer.piece_to_id("<0x80>"), tokenizer.piece_to_id("<0xBF>")
+      if last - first != 0xBF - 0x80 or tokenizer.is_unknown(first):
+        first = last = None
+    return cls(vocabulary.eos_id, vocabulary.sep_id, vocabulary.eom_id, vocabulary.mask_base_id,
+               vocabulary.num_masks, -1 if first is None else first, -2 if last is None else last)
+
+
+def _output(targets, loss, prefix, objective):
+  return {"targets": tf.cast(targets, tf.int32), "targets_loss": tf.cast(loss, tf.int32),
+          "targets_prefix": tf.cast(prefix, tf.int32), "objective": tf.constant(objective, tf.int32)}
+
+
+def causal_lm(tokens):
+  n = tf.size(tokens)
+  return _output(tokens, tf.ones([n], tf.int32), tf.zeros([n], tf.int32), OBJECTIVES.index("causal_lm"))
+
+
+def prefix_lm(tokens, seed):
+  """A uniform split point p in [1, n-1]: tokens[:p] is a bidirectional prefix without loss."""
+  n = tf.size(tokens)
+  split = tf.random.stateless_uniform([], seed, minval=1, maxval=tf.maximum(n, 2), dtype=tf.int32)
+  prefix = tf.cast(tf.range(n) < split, tf.int32)
+  return _output(tokens, 1 - prefix, prefix, OBJECTIVES.index("prefix_lm"))
+
+
+def random_segmentation(num_items, num_segments, seed):
+  """num_segments positive int32 lengths summing to num_items (num_items >= num_segments >= 1)."""
+  order = tf.argsort(tf.random.stateless_uniform([num_items - 1], seed))
+  cuts = tf.sort(order[:num_segments - 1]) + 1
+  bounds = tf.concat([[0], cuts, [num_items]], axis=0)
+  return bounds[1:] - bounds[:-1]
+
+
+def span_corruption(tokens, seed, ids: SpecialIds, config: SpanCorruption, loss_on_targets_only: bool):
+  """CodeGen2 file-level span corruption of one chunk (n >= 2 tokens)."""
+  n = tf.size(tokens)
+  num_noise = tf.clip_by_value(tf.cast(tf.round(tf.cast(n, tf.float32) * config.noise_density), tf.int32), 1, n - 1)
+  num_spans = tf.cast(tf.round(tf.cast(num_noise, tf.float32) / config.mean_span_length), tf.int32)
+  max_spans = min(config.max_spans, ids.num_masks)
+  num_nonnoise = n - num_noise
+  # Interior non-noise gaps need >= 1 token each: num_nonnoise >= num_spans - 1.
+  num_spans = tf.clip_by_value(num_spans, 1, tf.minimum(tf.minimum(max_spans, num_noise), num_nonnoise + 1))
+  seeds = tf.random.experimental.stateless_split(seed, 2)
+  noise_lengths = random_segmentation(num_noise, num_spans, seeds[0])
+  # num_spans + 1 gaps; the first and last may be empty so a span can start or end the chunk.
+  gap_lengths = random_segmentation(num_nonnoise + 2, num_spans + 1, seeds[1])
+  gap_lengths -= tf.one_hot(0, num_spans + 1, dtype=tf.int32) + tf.one_hot(num_spans, num_spans + 1, dtype=tf.int32)
+
+  # Segments interleave as gap_0, span_1, gap_1, ..., span_K, gap_K.
+  lengths = tf.concat([tf.reshape(tf.stack([gap_lengths[:-1], noise_lengths], axis=1), [-1]), gap_lengths[-1:]], 0)
+  segment_span = tf.reshape(tf.stack([tf.zeros([num_spans], tf.int32), tf.range(1, num_spans + 1)], 1), [-1])
+  segment_span = tf.concat([segment_span, [0]], 0)  # 0 for gaps, k for span k
+  segment_of_token = tf.repeat(tf.range(2 * num_spans + 1), lengths)
+  is_noise = tf.gather(segment_span, segment_of_token) > 0
+  # Snap span edges to character starts: a continuation byte takes the noise flag of the token
+  # that starts its character. Spans may merge or vanish; they are renumbered below.
+  index = tf.range(n)
+  continues = tf.logical_and(tokens >= ids.continuation_first, tokens <= ids.continuation_last)
+  character = tf.cumsum(tf.cast(tf.logical_not(continues), tf.int32))  # id of each token's character
+  character_start = tf.math.unsorted_segment_min(index, character, n + 1)
+  is_noise = tf.gather(is_noise, tf.gather(character_start, character))
+  starts_segment = tf.logical_and(is_noise, tf.logical_not(tf.concat([[False], is_noise[:-1]], 0)))
+  span_of_token = tf.where(is_noise, tf.cumsum(tf.cast(starts_segment, tf.int32)), 0)
+  num_spans = tf.reduce_sum(tf.cast(starts_segment, tf.int32))
+
+  with_masks = tf.where(is_noise, ids.mask_base + span_of_token - 1, tokens)
+  corrupted = tf.boolean_mask(with_masks, tf.logical_or(tf.logical_not(is_noise), starts_segment))
+  spans = tf.RaggedTensor.from_value_rowids(tf.boolean_mask(tokens, is_noise),
+                                            tf.boolean_mask(span_of_token, is_noise) - 1, nrows=num_spans,
+                                            validate=False).with_row_splits_dtype(tf.int64)
+  masks = tf.RaggedTensor.from_tensor(ids.mask_base + tf.range(num_spans)[:, None], row_splits_dtype=tf.int64)
+  eoms = tf.RaggedTensor.from_tensor(tf.fill([num_spans, 1], ids.eom), row_splits_dtype=tf.int64)
+  infill = tf.concat([masks, spans, eoms], axis=1).flat_values
+
+  head = tf.concat([corrupted, [ids.eos, ids.sep]], 0)
+  targets = tf.concat([head, infill], 0)
+  in_head = tf.concat([tf.ones_like(head), tf.zeros_like(infill)], 0)
+  if config.bidirectional_prefix:
+    prefix, loss = in_head, 1 - in_head
+  else:
+    prefix = tf.zeros_like(targets)
+    loss = 1 - in_head if loss_on_targets_only else tf.ones_like(targets)
+  return _output(targets, loss, prefix, OBJECTIVES.index("span_corruption"))
+
+
+def normalized_rates(rates: dict) -> list[float]:
+  """Rates in OBJECTIVES order, summing to 1; errors name the OBJECTIVE_RATES macro."""
+  unknown = set(rates) - set(OBJECTIVES)
+  if unknown:
+    raise ValueError(f"OBJECTIVE_RATES names unknown objectives {sorted(unknown)}; known: {list(OBJECTIVES)}")
+  values = [float(rates.get(name, 0.0)) for name in OBJECTIVES]
+  if any(v < 0 for v in values) or sum(values) <= 0:
+    raise ValueError(f"OBJECTIVE_RATES={rates} must be non-negative with a positive sum")
+  return [v / sum(values) for v in values]
+
+
+def chunk_length(feature_length: int, rates: dict, config: SpanCorruption) -> int:
+  """Tokens of a document per example, so every objective's output fits the feature length."""
+  if normalized_rates(rates)[OBJECTIVES.index("span_corruption")] == 0:
+    return feature_length
+  length = feature_length - config.overhead()
+  if length < 2 * config.max_spans:
+    raise ValueError(
+        f"TASK_FEATURE_LENGTHS['targets']={feature_length} is too short for span corruption with "
+        f"objectives.SpanCorruption.max_spans={config.max_spans} (needs at least {config.overhead() + 2 * config.max_spans})")
+  return length
+
+
+def choose_objective(tokens, seed, rates: list[float], ids: SpecialIds, config: SpanCorruption,
+                     loss_on_targets_only: bool):
+  """Draws one objective by rate and applies it; chunks under 2 tokens stay causal LM."""
+  seeds = tf.random.experimental.stateless_split(seed, 3)
+  draw = tf.random.stateless_uniform([], seeds[0])
+  index = tf.searchsorted(tf.constant([sum(rates[:i + 1]) for i in range(len(rates) - 1)]), [draw], side="right")[0]
+  # The span format writes its own <|endoftext|>: drop the document's, if this chunk ends it.
+  n = tf.size(tokens)
+  ends_document = tf.cast(tf.logical_and(n > 0, tf.equal(tokens[tf.maximum(n - 1, 0)], ids.eos)), tf.int32)
+  body = tokens[:n - ends_document]
+  index = tf.where(tf.size(body) < 2, 0, tf.cast(index, tf.int32))
+  # All three are computed and one is picked by index: a tf.switch_case (a stateful Case op)
+  # would make the tf.data iterator impossible to checkpoint.
+  padded_body = tf.concat([body, tf.fill([tf.maximum(0, 2 - tf.size(body))], ids.eos)], 0)
+  candidates = [causal_lm(tokens), span_corruption(padded_body, seeds[1], ids, config, loss_on_targets_only),
+                prefix_lm(tokens, seeds[2])]
+  out = {key: tf.ragged.stack([c[key] for c in candidates])[index]
+         for key in ("targets", "targets_loss", "targets_prefix")}
+  out["objective"] = index
+  return out

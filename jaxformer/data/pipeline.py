@@ -1,0 +1,106 @@
+"""Batches for training and eval: seqio task -> objectives -> packing -> per-host batches,
+with an iterator whose position can be saved and restored without replaying the stream."""
+
+import dataclasses
+import os
+
+import gin
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from jaxformer.data.features import PrefixLMObjectiveConverter, expand_lengths
+
+
+@gin.configurable(module="data")
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """What a run reads; gin/runs bind these to the t5x macros.
+
+  mixture_or_task_name: %MIXTURE_OR_TASK_NAME; task_feature_lengths: %TASK_FEATURE_LENGTHS;
+  batch_size: %BATCH_SIZE (global, over all hosts); seed: %SEED; num_epochs: None = repeat forever.
+  """
+  mixture_or_task_name: str = "local_pl_nl"
+  task_feature_lengths: dict = dataclasses.field(default_factory=lambda: {"targets": 512})
+  batch_size: int = 8
+  seed: int | None = 0
+  num_epochs: int | None = None
+  pack: bool = True
+
+  def __hash__(self):
+    return hash((self.mixture_or_task_name, tuple(sorted(self.task_feature_lengths.items())), self.batch_size,
+                 self.seed, self.num_epochs, self.pack))
+
+  @property
+  def length(self) -> int:
+    return self.task_feature_lengths["targets"]
+
+
+def default_shard_info() -> seqio.ShardInfo:
+  import jax  # pylint: disable=import-outside-toplevel
+  return seqio.ShardInfo(jax.process_index(), jax.process_count())
+
+
+def get_dataset(config: DataConfig, split: str = "train", shuffle: bool = True, num_epochs: int | None = -1,
+                shard_info: seqio.ShardInfo | None = None, drop_remainder: bool = True) -> tf.data.Dataset:
+  """This host's batches of the model features (data/features.py).
+
+  Args:
+    config: the task, lengths, global batch size, seed.
+    num_epochs: -1 takes config.num_epochs; None repeats forever; k passes over the data k times.
+    shard_info: which part of the data this host reads (default: jax process index and count);
+      each of shard_info.num_shards hosts gets batch_size / num_shards rows.
+  Returns:
+    a tf.data.Dataset of dicts of int32 [per_host_batch, length] arrays.
+  """
+  shard_info = shard_info or default_shard_info()
+  if config.batch_size % shard_info.num_shards:
+    raise ValueError(f"BATCH_SIZE={config.batch_size} is not divisible by the {shard_info.num_shards} hosts")
+  dataset = seqio.get_dataset(
+      config.mixture_or_task_name, task_feature_lengths=expand_lengths(config.task_feature_lengths),
+      dataset_split=split, shuffle=shuffle, num_epochs=config.num_epochs if num_epochs == -1 else num_epochs,
+      seed=config.seed, shard_info=shard_info, use_cached=False,
+      feature_converter=PrefixLMObjectiveConverter(pack=config.pack))
+  dataset = dataset.batch(config.batch_size // shard_info.num_shards, drop_remainder=drop_remainder)
+  options = tf.data.Options()
+  options.deterministic = True
+  return dataset.with_options(options).prefetch(2)
+
+
+class BatchIterator:
+  """numpy batches from a tf.data.Dataset; save()/restore() keep the exact position.
+
+  The checkpoint is tf.data's own iterator state (buffers included), so restoring continues the
+  same sequence without reading the stream from the start.
+  """
+
+  def __init__(self, dataset: tf.data.Dataset):
+    self._iterator = iter(dataset)
+    self._checkpoint = tf.train.Checkpoint(iterator=self._iterator)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    return {k: v.numpy() for k, v in next(self._iterator).items()}
+
+  def save(self, path: str) -> str:
+    """Writes the position under `path` (a prefix); returns it."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return self._checkpoint.write(path)
+
+  def restore(self, path: str) -> None:
+    self._checkpoint.read(path).assert_consumed()
+
+
+def examples_dataset(mixture_or_task_name: str, task_feature_lengths: dict, split: str = "train",
+                     seed: int | None = 0, shuffle: bool = True, shard_info: seqio.ShardInfo | None = None,
+                     num_epochs: int | None = 1) -> tf.data.Dataset:
+  """Preprocessed task examples before packing (objective, source and aligned features)."""
+  return seqio.get_mixture_or_task(mixture_or_task_name).get_dataset(
+      sequence_length=expand_lengths(task_feature_lengths), split=split, shuffle=shuffle, seed=seed,
+      use_cached=False, num_epochs=num_epochs, shard_info=shard_info)
+
+
+def to_numpy(batch) -> dict:
+  return {k: np.asarray(v) for k, v in batch.items()}

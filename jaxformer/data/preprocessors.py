@@ -1,0 +1,60 @@
+"""seqio preprocessors: document text -> tokens -> chunks -> one objective per chunk."""
+
+import gin
+import seqio
+import tensorflow as tf
+
+from jaxformer.data import objectives
+from jaxformer.data.vocabulary import escape_sentinels
+
+
+@seqio.map_over_dataset
+def text_to_targets(example, text_key: str = "text"):
+  """Keeps the document text (sentinel strings escaped) as the feature seqio tokenizes."""
+  return {"targets": escape_sentinels(example[text_key])}
+
+
+def split_tokens(dataset, max_tokens: int):
+  """Cuts each example's `targets` into pieces of at most max_tokens (seqio 0.0.20 has no split_tokens)."""
+
+  def split(example):
+    tokens = example["targets"]
+    n = tf.size(tokens)
+    pieces = tf.maximum(1, (n + max_tokens - 1) // max_tokens)
+    lengths = tf.concat([tf.fill([pieces - 1], max_tokens), [n - (pieces - 1) * max_tokens]], 0)
+    return tf.data.Dataset.from_tensor_slices({"targets": tf.RaggedTensor.from_row_lengths(tokens, lengths)})
+
+  return dataset.flat_map(split)
+
+
+@gin.configurable(module="objectives")
+def objective_mixture(dataset, sequence_length, output_features, rates=None, loss_on_targets_only: bool = True,
+                      span_corruption: objectives.SpanCorruption | None = None):
+  """Appends EOS to each document, chunks it to fit, and applies one objective per chunk.
+
+  Args (gin: objectives.objective_mixture.*):
+    rates: {objective name: rate}, normally the macro OBJECTIVE_RATES; default causal LM only.
+    loss_on_targets_only: span corruption's loss only after <sep> (True) or on every token.
+    span_corruption: the SpanCorruption settings (default SpanCorruption()).
+  """
+  rates = {"causal_lm": 1.0} if rates is None else dict(rates)
+  span_corruption = span_corruption or objectives.SpanCorruption()
+  normalized = objectives.normalized_rates(rates)
+  if not sequence_length or "targets" not in sequence_length:
+    raise ValueError("objective_mixture needs TASK_FEATURE_LENGTHS with a 'targets' length")
+  chunk = objectives.chunk_length(sequence_length["targets"], rates, span_corruption)
+  ids = objectives.SpecialIds.from_vocabulary(output_features["targets"].vocabulary)
+
+  dataset = dataset.filter(lambda ex: tf.size(ex["targets"]) > 0)
+  dataset = dataset.map(lambda ex: {"targets": tf.concat([ex["targets"], [ids.eos]], 0)},
+                        num_parallel_calls=tf.data.AUTOTUNE)
+  dataset = split_tokens(dataset, chunk)
+
+  @seqio.map_over_dataset(num_seeds=1)
+  def apply(example, seed):
+    out = objectives.choose_objective(example["targets"], seed, normalized, ids, span_corruption,
+                                      loss_on_targets_only)
+    out["source"] = example["targets"]
+    return out
+
+  return apply(dataset)

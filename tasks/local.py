@@ -1,0 +1,93 @@
+"""Tasks over the embedded local corpus (`jaxformer data build-local`).
+
+  local_pl, local_nl     one class of documents each (splits: train, validation)
+  local_pl_only          mixture: PL alone
+  local_pl_nl            mixture: PL and NL at rates from gin
+"""
+
+import functools
+import os
+
+import gin
+import seqio
+import tensorflow as tf
+
+from jaxformer.data import preprocessors
+from jaxformer.data.corpus import check_corpus
+from jaxformer.data.vocabulary import CodeGenVocabulary
+
+DEFAULT_CORPUS_DIR = os.path.join("~", ".cache", "jaxformer", "local_corpus")
+TASKS = ("local_pl", "local_nl")
+MIXTURES = ("local_pl_only", "local_pl_nl")
+
+
+def output_features(vocabulary) -> dict:
+  flags = seqio.PassThroughVocabulary(size=2)
+  return {
+      "targets": seqio.Feature(vocabulary, add_eos=False, dtype=tf.int32),
+      "targets_loss": seqio.Feature(flags, add_eos=False, dtype=tf.int32),
+      "targets_prefix": seqio.Feature(flags, add_eos=False, dtype=tf.int32),
+      # For `jaxformer data show`; the feature converter drops them.
+      "objective": seqio.Feature(flags, add_eos=False, dtype=tf.int32, rank=0, required=False),
+      "source": seqio.Feature(vocabulary, add_eos=False, dtype=tf.int32, required=False),
+  }
+
+
+@gin.configurable(module="tasks")
+def shuffle_buffer_size(size: int = 1000) -> int:
+  """Examples (after the objective) that a task shuffles together (gin: tasks.shuffle_buffer_size.size)."""
+  return size
+
+
+def text_task(name: str, source: seqio.DataSource, vocabulary, text_key: str = "text") -> seqio.Task:
+  """A task from any source of documents with a text feature, through the objective mixture."""
+  if name in seqio.TaskRegistry.names():
+    seqio.TaskRegistry.remove(name)
+  return seqio.TaskRegistry.add(
+      name, source=source, output_features=output_features(vocabulary),
+      preprocessors=[functools.partial(preprocessors.text_to_targets, text_key=text_key),
+                     seqio.preprocessors.tokenize, preprocessors.objective_mixture],
+      shuffle_buffer_size=shuffle_buffer_size())
+
+
+def add_mixture(name: str, tasks_and_rates):
+  if name in seqio.MixtureRegistry.names():
+    seqio.MixtureRegistry.remove(name)
+  return seqio.MixtureRegistry.add(name, tasks_and_rates)
+
+
+def corpus_vocabulary(corpus_dir: str, vocabulary_path: str | None) -> CodeGenVocabulary:
+  corpus_dir = os.path.expanduser(corpus_dir)
+  path = vocabulary_path or os.path.join(corpus_dir, "spm.model")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"no tokenizer at {path}; train it with "
+                            f"`jaxformer data train-tokenizer --corpus_dir={corpus_dir} --output={path}`")
+  return CodeGenVocabulary(path)
+
+
+@gin.configurable(module="tasks")
+def register_local_tasks(corpus_dir: str = DEFAULT_CORPUS_DIR, vocabulary_path: str | None = None,
+                         pl_rate: float = 0.8, nl_rate: float = 0.2) -> CodeGenVocabulary:
+  """Registers local_pl, local_nl and their mixtures; returns the vocabulary.
+
+  Raises FileNotFoundError naming the command that builds a missing corpus or tokenizer, and
+  ValueError for a class with no documents.
+  """
+  corpus_dir = os.path.expanduser(corpus_dir)
+  stats = check_corpus(corpus_dir)
+  vocabulary = corpus_vocabulary(corpus_dir, vocabulary_path)
+  for kind in ("pl", "nl"):
+    counts = {split: stats["classes"].get(kind, {}).get(split, {}).get("documents", 0)
+              for split in ("train", "validation")}
+    empty = [split for split, count in counts.items() if count == 0]
+    if empty:
+      raise ValueError(f"task local_{kind}: split(s) {empty} of {corpus_dir} hold no documents "
+                       f"({os.path.join(corpus_dir, 'stats.json')}); rebuild with a larger --max_bytes")
+    source = seqio.TFExampleDataSource(
+        split_to_filepattern={split: os.path.join(corpus_dir, kind, f"{split}-*.tfrecord")
+                              for split in ("train", "validation")},
+        feature_description={"text": tf.io.FixedLenFeature([], tf.string)})
+    text_task(f"local_{kind}", source, vocabulary)
+  add_mixture("local_pl_only", [("local_pl", 1.0)])
+  add_mixture("local_pl_nl", [("local_pl", pl_rate), ("local_nl", nl_rate)])
+  return vocabulary
