@@ -10,6 +10,8 @@ import json
 import os
 import sys
 
+import gin
+
 from jaxformer import config as config_lib
 
 
@@ -204,6 +206,59 @@ def _data_bench_run(args, bindings):
     print(json.dumps(report))
 
 
+def _distributed_args(parser):
+  parser.add_argument("--coordinator_address", default=None,
+                      help="host:port of process 0, for multi-host runs off TPU (or $JAXFORMER_COORDINATOR_ADDRESS)")
+  parser.add_argument("--num_processes", type=int, default=None)
+  parser.add_argument("--process_id", type=int, default=None)
+
+
+def _log_to_stderr():
+  """jaxformer's own log lines (restores, preemption, skipped steps) go to stderr; absl owns the
+  root logger, so the 'jaxformer' logger gets a handler of its own."""
+  import logging  # pylint: disable=import-outside-toplevel
+  logger = logging.getLogger("jaxformer")
+  if not logger.handlers:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s jaxformer: %(message)s"))
+    logger.addHandler(handler)
+  logger.setLevel(logging.INFO)
+  logger.propagate = False
+  for noisy in ("orbax", "jax"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _train_args(parser):
+  parser.add_argument("--model_dir", default=None, help="sets the MODEL_DIR macro")
+  parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+  _distributed_args(parser)
+
+
+def _train_run(args, bindings):
+  from jaxformer import distributed  # pylint: disable=import-outside-toplevel
+  distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+  extra = [config_lib.binding_from_flag("MODEL_DIR", repr(args.model_dir))] if args.model_dir else []
+  _parse_gin(args, bindings + extra)
+  _log_to_stderr()
+  from jaxformer.train import loop  # pylint: disable=import-outside-toplevel
+  try:
+    result = _user_errors(loop.train)
+  except loop.NonFiniteError as e:
+    raise config_lib.GinConfigError(str(e)) from e
+  import jax  # pylint: disable=import-outside-toplevel
+  if jax.process_index() == 0:
+    for task, values in result["eval"].items():
+      print(f"eval {task}: loss {values['loss']:.4f}, accuracy {values['accuracy']:.3f} "
+            f"({values['tokens']:.0f} tokens)")
+    if result.get("sample") is not None:
+      print("sample:", json.dumps(gin.query_parameter("train.train.sample_prompt")), "->")
+      print(result["sample"])
+    print(f"{'preempted' if result['preempted'] else 'stopped'} at step {result['step']}, "
+          f"train loss {result['train_loss']}")
+    if args.json:
+      print(json.dumps({k: v for k, v in result.items()}))
+
+
 def _user_errors(fn, *args, **kwargs):
   """Runs fn; missing files and bad values become one clear message (GinConfigError)."""
   try:
@@ -216,6 +271,7 @@ def _user_errors(fn, *args, **kwargs):
 
 VERBS = {
     "plan": ("parameter count, FLOPs per token and state bytes of a model config", _plan_args, _plan_run),
+    "train": ("train (or resume) a model: checkpoints, eval, metrics in MODEL_DIR", _train_args, _train_run),
     "data": ("build, tokenize, inspect and time the data", {
         "build-local": ("gather this machine's code and docs into a corpus", _data_build_local_args,
                         _data_build_local_run),

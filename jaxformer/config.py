@@ -20,7 +20,8 @@ REPO_GIN_DIR = pathlib.Path(__file__).resolve().parents[1] / "gin"
 CONFIGURABLE_MODULES = (
     "jaxformer.model", "jaxformer.plan", "jaxformer.sharding", "jaxformer.data.objectives",
     "jaxformer.data.preprocessors", "jaxformer.data.pipeline", "jaxformer.data.vocabulary",
-    "tasks.local", "tasks.corpora",
+    "tasks.local", "tasks.corpora", "jaxformer.checkpoint", "jaxformer.train.optimizer",
+    "jaxformer.train.step", "jaxformer.train.loop",
 )
 
 

@@ -65,15 +65,30 @@ def corpus_vocabulary(corpus_dir: str, vocabulary_path: str | None) -> CodeGenVo
   return CodeGenVocabulary(path)
 
 
+def _build_missing(corpus_dir: str, vocabulary_path: str | None):
+  from jaxformer.data import corpus, vocabulary  # pylint: disable=import-outside-toplevel
+  if not os.path.exists(os.path.join(corpus_dir, "stats.json")):
+    print(f"building the local corpus in {corpus_dir} (jaxformer data build-local)", flush=True)
+    corpus.build_local_corpus(corpus_dir)
+  path = vocabulary_path or os.path.join(corpus_dir, "spm.model")
+  if not os.path.exists(path):
+    print(f"training the tokenizer {path} (jaxformer data train-tokenizer)", flush=True)
+    vocabulary.train_tokenizer(corpus_dir, path)
+
+
 @gin.configurable(module="tasks")
 def register_local_tasks(corpus_dir: str = DEFAULT_CORPUS_DIR, vocabulary_path: str | None = None,
-                         pl_rate: float = 0.8, nl_rate: float = 0.2) -> CodeGenVocabulary:
+                         pl_rate: float = 0.8, nl_rate: float = 0.2, build_if_missing: bool = False) -> CodeGenVocabulary:
   """Registers local_pl, local_nl and their mixtures; returns the vocabulary.
 
-  Raises FileNotFoundError naming the command that builds a missing corpus or tokenizer, and
-  ValueError for a class with no documents.
+  With build_if_missing (gin/runs/local_tiny.gin) a missing corpus or tokenizer is built first
+  (`jaxformer data build-local` and `data train-tokenizer` with their defaults). Otherwise
+  raises FileNotFoundError naming the command that builds it, and ValueError for a class with
+  no documents.
   """
   corpus_dir = os.path.expanduser(corpus_dir)
+  if build_if_missing:
+    _build_missing(corpus_dir, vocabulary_path)
   stats = check_corpus(corpus_dir)
   vocabulary = corpus_vocabulary(corpus_dir, vocabulary_path)
   for kind in ("pl", "nl"):

@@ -30,7 +30,9 @@ class PrefixLMObjectiveConverter(seqio.FeatureConverter):
   def _convert_features(self, ds, task_feature_lengths):
     # seqio's packer measures each feature by its non-zero entries, so 0/1 flags would be cut
     # short: carry them as 1/2 through packing and shift them back after.
-    ds = ds.map(lambda ex: {**ex, **{k: ex[k] + 1 for k in FLAG_FEATURES}}, num_parallel_calls=tf.data.AUTOTUNE)
+    # (Other task features, e.g. `objective` for `data show`, are dropped here.)
+    ds = ds.map(lambda ex: {"targets": ex["targets"], **{k: ex[k] + 1 for k in FLAG_FEATURES}},
+                num_parallel_calls=tf.data.AUTOTUNE)
     ds = self._pack_or_pad(ds, task_feature_lengths)
     pack = self.pack
 

@@ -1,0 +1,113 @@
+"""Checkpoints: orbax CheckpointManager holding the train state and every host's data-iterator
+position, committed together. Low in the house so infer/ and export/ read checkpoints without
+importing train/.
+
+Layout (orbax):  MODEL_DIR/checkpoints/<step>/state/...            sharded arrays (OCDBT)
+                 MODEL_DIR/checkpoints/<step>/data/process_<i>.*   tf.data iterator of host i
+An interrupted save leaves only `<step>.orbax-checkpoint-tmp*`, which restore ignores.
+"""
+
+import dataclasses
+import os
+from typing import Any
+
+import gin
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+
+
+class DataIteratorHandler(ocp.CheckpointHandler):
+  """Saves each process's data iterator (an object with save(prefix)/restore(prefix)) into the
+  item directory, one file set per process, so hosts keep their own positions."""
+
+  def save(self, directory: epath.Path, args: "DataIteratorSave"):
+    directory.mkdir(parents=True, exist_ok=True)
+    args.iterator.save(os.fspath(directory / f"process_{jax.process_index()}"))
+
+  def restore(self, directory: epath.Path, args: "DataIteratorRestore"):
+    prefix = directory / f"process_{jax.process_index()}"
+    if not list(directory.glob(f"process_{jax.process_index()}*")):
+      raise FileNotFoundError(f"{directory} holds no data-iterator position for process {jax.process_index()}; "
+                              "was the checkpoint written by a run with fewer hosts?")
+    args.iterator.restore(os.fspath(prefix))
+    return args.iterator
+
+  def close(self):
+    pass
+
+
+@ocp.args.register_with_handler(DataIteratorHandler, for_save=True)
+@dataclasses.dataclass
+class DataIteratorSave(ocp.args.CheckpointArgs):
+  iterator: Any
+
+
+@ocp.args.register_with_handler(DataIteratorHandler, for_restore=True)
+@dataclasses.dataclass
+class DataIteratorRestore(ocp.args.CheckpointArgs):
+  iterator: Any
+
+
+@gin.configurable(module="checkpoint")
+def make_manager(model_dir: str, checkpoint_period: int = 1000, keep: int = 3, keep_period: int | None = None,
+                 async_save: bool = True) -> ocp.CheckpointManager:
+  """The run's CheckpointManager.
+
+  Args (gin: checkpoint.make_manager.*):
+    checkpoint_period: save every this many steps (%CHECKPOINT_PERIOD); the final step and a
+      preemption step are saved too.
+    keep: how many recent checkpoints stay; keep_period: also keep every step divisible by it.
+  """
+  policies = ocp.checkpoint_managers
+  options = ocp.CheckpointManagerOptions(
+      # Exactly every period (orbax's default also saves the first step it sees) and at preemption.
+      save_decision_policy=policies.AnySavePolicy([
+          policies.FixedIntervalPolicy(checkpoint_period), policies.PreemptionCheckpointingPolicy()]),
+      max_to_keep=keep, keep_period=keep_period, enable_async_checkpointing=async_save, create=True)
+  return ocp.CheckpointManager(os.path.join(model_dir, "checkpoints"), options=options,
+                               item_names=("state", "data"))
+
+
+def abstract_like(tree, shardings):
+  """ShapeDtypeStructs carrying the target shardings: what a restore onto a (new) mesh needs."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state, iterator=None, force: bool = False) -> bool:
+  """Saves when the policy says so (period, preemption) or when forced; returns whether it did."""
+  items = {"state": ocp.args.StandardSave(state)}
+  if iterator is not None:
+    items["data"] = DataIteratorSave(iterator)
+  return manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+
+def restore(manager: ocp.CheckpointManager, step: int, abstract_state, iterator=None):
+  """Restores the state at `step` onto the shardings in abstract_state (and the iterator, if given)."""
+  items = {"state": ocp.args.StandardRestore(abstract_state)}
+  if iterator is not None:
+    items["data"] = DataIteratorRestore(iterator)
+  return manager.restore(step, args=ocp.args.Composite(**items)).state
+
+
+def restore_params(model_dir: str, abstract_params, step: int | None = None):
+  """Only the parameters of a run's checkpoint (for sampling, eval and export).
+
+  Raises FileNotFoundError naming the directory, or ValueError naming a missing step.
+  """
+  directory = os.path.join(model_dir, "checkpoints")
+  manager = ocp.CheckpointManager(directory, item_names=("state", "data"))
+  steps = manager.all_steps()
+  if not steps:
+    raise FileNotFoundError(f"no checkpoint in {directory}; train with `jaxformer train` first")
+  step = steps[-1] if step is None else step
+  if step not in steps:
+    raise ValueError(f"--step={step}: {directory} has steps {sorted(steps)}")
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.PyTreeRestore(
+          item={"params": abstract_params},
+          restore_args=jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding, dtype=x.dtype),
+                                    {"params": abstract_params}),
+          partial_restore=True)))
+  manager.close()
+  return restored.state["params"], step

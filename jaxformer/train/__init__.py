@@ -1,0 +1,1 @@
+"""Training: optimizer, sharded train state, the step, the loop, metrics."""

@@ -1,0 +1,80 @@
+"""Where metrics go: MODEL_DIR/metrics.jsonl, TensorBoard event files, and a loss plot at the end.
+Only process 0 writes."""
+
+import json
+import os
+
+import jax
+
+
+class MetricsLog:
+  """Appends one JSON object per line to metrics.jsonl and mirrors scalars to TensorBoard."""
+
+  def __init__(self, model_dir: str):
+    self.enabled = jax.process_index() == 0
+    self.path = os.path.join(model_dir, "metrics.jsonl")
+    self._writer = None
+    if self.enabled:
+      from clu import metric_writers  # pylint: disable=import-outside-toplevel
+      os.makedirs(model_dir, exist_ok=True)
+      self._writer = metric_writers.SummaryWriter(os.path.join(model_dir, "tensorboard"))
+
+  def write(self, step: int, values: dict, prefix: str = "", **fields):
+    if not self.enabled:
+      return
+    record = {"step": int(step), **fields, **{k: _plain(v) for k, v in values.items()}}
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+    scalars = {f"{prefix}{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
+    self._writer.write_scalars(int(step), scalars)
+    self._writer.flush()
+
+  def close(self):
+    if self._writer is not None:
+      self._writer.close()
+
+
+def _plain(value):
+  try:
+    value = value.item()
+  except AttributeError:
+    pass
+  return value if isinstance(value, (int, float, str, bool)) or value is None else float(value)
+
+
+def read_metrics(model_dir: str) -> list[dict]:
+  path = os.path.join(model_dir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_losses(model_dir: str) -> str | None:
+  """MODEL_DIR/loss.png: train loss and each task's eval loss against step (last value per step wins)."""
+  records = read_metrics(model_dir)
+  if not records or jax.process_index() != 0:
+    return None
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  series = {}
+  for r in records:
+    if "loss" not in r:
+      continue
+    name = f"eval {r['task']}" if r.get("split") == "eval" else "train"
+    series.setdefault(name, {})[r["step"]] = r["loss"]
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for name, points in sorted(series.items()):
+    steps = sorted(points)
+    ax.plot(steps, [points[s] for s in steps], marker="o" if name != "train" else None, label=name)
+  ax.set_xlabel("step")
+  ax.set_ylabel("cross-entropy (nats/token)")
+  ax.set_title(os.path.basename(os.path.normpath(model_dir)))
+  ax.legend()
+  ax.grid(alpha=0.3)
+  path = os.path.join(model_dir, "loss.png")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path

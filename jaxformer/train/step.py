@@ -1,0 +1,92 @@
+"""The sharded train step (with gradient accumulation and a non-finite guard) and the eval step."""
+
+import dataclasses
+
+import gin
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxformer.train.loss import cross_entropy_sums
+from jaxformer.train.state import TrainState, model_inputs
+
+
+@gin.configurable(module="train")
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+  """microbatches: gradient accumulation steps per batch (lax.scan; same update as one big batch).
+  z_loss: weight of log(Z)^2. nan_policy: 'skip' (drop the update, go on) or 'stop' (drop it, stop)."""
+  microbatches: int = 1
+  z_loss: float = 0.0
+  nan_policy: str = "skip"
+
+  def __post_init__(self):
+    if self.nan_policy not in ("skip", "stop"):
+      raise ValueError(f"train.StepConfig.nan_policy={self.nan_policy!r}: use 'skip' or 'stop'")
+    if self.microbatches < 1:
+      raise ValueError(f"train.StepConfig.microbatches={self.microbatches} must be >= 1")
+
+
+def _sums(model, params, batch, z_loss):
+  logits = model.apply({"params": params}, **model_inputs(batch))
+  sums = cross_entropy_sums(logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"], z_loss)
+  return sums["loss"], sums
+
+
+def make_train_step(model, optimizer, schedule, config: StepConfig, batch_sharding=None):
+  """train_step(state, batch) -> (state, metrics). A non-finite loss or gradient never reaches
+  the parameters or the optimizer state; metrics['finite'] says whether the update was applied."""
+  grad_fn = jax.value_and_grad(lambda p, b: _sums(model, p, b, config.z_loss), has_aux=True)
+
+  def accumulate(params, batch):
+    m = config.microbatches
+    if m == 1:
+      (_, sums), grads = grad_fn(params, batch)
+      return grads, sums
+
+    def split(x):  # microbatch j takes rows j, j+m, ...: each stays spread over the batch shards
+      if x.shape[0] % m:
+        raise ValueError(f"train.StepConfig.microbatches={m} does not divide the per-step batch {x.shape[0]}")
+      return jnp.swapaxes(x.reshape((x.shape[0] // m, m) + x.shape[1:]), 0, 1)
+
+    micro = jax.tree.map(split, batch)
+
+    def body(carry, mb):
+      if batch_sharding is not None:
+        mb = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, batch_sharding), mb)
+      (_, sums), grads = grad_fn(params, mb)
+      return jax.tree.map(jnp.add, carry, (grads, sums)), None
+
+    zero_sums = {k: jnp.zeros((), jnp.float32) for k in ("loss", "cross_entropy", "z_loss", "correct", "weight")}
+    (grads, sums), _ = jax.lax.scan(body, (jax.tree.map(jnp.zeros_like, params), zero_sums), micro)
+    return grads, sums
+
+  def train_step(state: TrainState, batch):
+    grads, sums = accumulate(state.params, batch)
+    denominator = jnp.maximum(sums["weight"], 1.0)
+    grads = jax.tree.map(lambda g: g / denominator, grads)
+    grad_norm = optax.global_norm(grads)
+    loss = sums["loss"] / denominator
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = TrainState(step=state.step + 1, params=keep(params, state.params),
+                           opt_state=keep(opt_state, state.opt_state))
+    metrics = {"loss": loss, "cross_entropy": sums["cross_entropy"] / denominator,
+               "z_loss": sums["z_loss"] / denominator, "accuracy": sums["correct"] / denominator,
+               "grad_norm": grad_norm, "learning_rate": schedule(state.step), "loss_tokens": sums["weight"],
+               "finite": finite}
+    return new_state, metrics
+
+  return train_step
+
+
+def make_eval_step(model):
+  """eval_step(params, batch) -> sums of loss, correct and weight (add them over batches)."""
+
+  def eval_step(params, batch):
+    _, sums = _sums(model, params, batch, 0.0)
+    return {"loss": sums["cross_entropy"], "correct": sums["correct"], "weight": sums["weight"]}
+
+  return eval_step

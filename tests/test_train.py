@@ -1,0 +1,193 @@
+"""Training: the step, the schedule, NaN guards, checkpoints across meshes, and `jaxformer train`
+runs that are killed, preempted and resumed."""
+
+import glob
+import os
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import train_util
+from model_util import random_tokens, tiny
+
+from jaxformer import checkpoint, sharding
+from jaxformer.model import Transformer
+from jaxformer.train.optimizer import decay_mask, learning_rate_schedule, make_optimizer
+from jaxformer.train.state import create_state, state_shardings
+from jaxformer.train.step import StepConfig, make_train_step
+
+
+def _batch(config, batch=8, length=16, seed=3):
+  targets = random_tokens(config, batch, length, seed=seed) + 1
+  weights = np.ones_like(targets)
+  weights[:, -3:] = 0  # some tokens without loss, unevenly spread below
+  weights[1, :5] = 0
+  return {"decoder_target_tokens": targets,
+          "decoder_input_tokens": np.pad(targets[:, :-1], ((0, 0), (1, 0))),
+          "decoder_loss_weights": weights,
+          "decoder_segment_ids": np.ones_like(targets),
+          "decoder_positions": np.broadcast_to(np.arange(length), targets.shape).copy(),
+          "decoder_causal_attention": np.zeros_like(targets)}
+
+
+def _setup(config=None, sgd=False, **step_kwargs):
+  config = config or tiny()
+  model = Transformer(config)
+  schedule = learning_rate_schedule(peak=1e-2, warmup_steps=0, total_steps=10)
+  # SGD shows the gradient itself; Adam's first step is ~lr*sign(g) and amplifies rounding.
+  optimizer = optax.sgd(1.0) if sgd else make_optimizer(schedule)
+  mesh = sharding.make_mesh((1, -1, 1))
+  rules = sharding.logical_axis_rules()
+  _, shards = state_shardings(model, optimizer, mesh, rules)
+  state = create_state(model, optimizer, mesh, rules, jax.random.key(0), shards)
+  step = jax.jit(make_train_step(model, optimizer, schedule, StepConfig(**step_kwargs)))
+  return state, step, (model, optimizer, mesh, rules, shards)
+
+
+def test_learning_rate_schedule_values_at_known_steps():
+  schedule = learning_rate_schedule(peak=1e-3, warmup_steps=10, total_steps=110, floor_ratio=0.1)
+  assert float(schedule(0)) == 0.0
+  assert np.isclose(float(schedule(5)), 5e-4)
+  assert np.isclose(float(schedule(10)), 1e-3)
+  assert np.isclose(float(schedule(60)), 1e-4 + 0.5 * (1e-3 - 1e-4))  # half-way down the cosine
+  assert np.isclose(float(schedule(110)), 1e-4) and np.isclose(float(schedule(500)), 1e-4)
+
+
+def test_weight_decay_skips_biases_and_layernorm():
+  state, _, _ = _setup()
+  mask = decay_mask(state.params)
+  assert mask["embed"] and mask["layers"]["attention"]["qkv"]["kernel"] and mask["lm_head"]["kernel"]
+  assert not mask["lm_head"]["bias"] and not mask["layers"]["ln"]["scale"] and not mask["ln_f"]["bias"]
+
+
+def test_gradient_accumulation_equals_the_full_batch():
+  state, full_step, _ = _setup(sgd=True)
+  _, micro_step, _ = _setup(sgd=True, microbatches=4)
+  batch = _batch(tiny())
+  full_state, full_metrics = full_step(state, batch)
+  micro_state, micro_metrics = micro_step(state, batch)
+  assert np.isclose(full_metrics["loss"], micro_metrics["loss"], rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(full_state.params), jax.tree.leaves(micro_state.params)):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+  assert not np.allclose(jax.tree.leaves(full_state.params)[0], jax.tree.leaves(state.params)[0])
+
+
+def test_nonfinite_update_is_never_applied():
+  state, _, _ = _setup()
+  _, poisoned_step, _ = _setup(z_loss=1e39)  # log(Z)^2 * 1e39 overflows float32
+  before = jax.device_get(state)
+  new_state, metrics = poisoned_step(state, _batch(tiny()))
+  assert not bool(metrics["finite"]) and not np.isfinite(float(metrics["loss"]))
+  after = jax.device_get(new_state)
+  for a, b in zip(jax.tree.leaves(before.params) + jax.tree.leaves(before.opt_state),
+                  jax.tree.leaves(after.params) + jax.tree.leaves(after.opt_state)):
+    np.testing.assert_array_equal(a, b)
+  assert int(after.step) == 1
+
+
+def test_checkpoint_saved_on_8_devices_restores_on_4(tmp_path):
+  state, step, (model, optimizer, mesh, rules, shards) = _setup(tiny(d_model=64))
+  state, _ = step(state, _batch(tiny(d_model=64)))
+  assert len(jax.tree.leaves(state.params)[0].sharding.device_set) == 8
+  manager = checkpoint.make_manager(str(tmp_path), checkpoint_period=1)
+  checkpoint.save(manager, 1, state, force=True)
+  manager.wait_until_finished()
+
+  small_mesh = sharding.make_mesh((2, 2, 1), devices=jax.devices()[:4])
+  abstract, small_shards = state_shardings(model, optimizer, small_mesh, rules)
+  restored = checkpoint.restore(checkpoint.make_manager(str(tmp_path)), 1, abstract)
+  leaf = restored.params["layers"]["mlp"]["fc_in"]["kernel"]
+  assert leaf.sharding.mesh.devices.size == 4 and leaf.sharding.spec == jax.P(None, "fsdp", "tensor")
+  for a, b in zip(jax.tree.leaves(jax.device_get(state)), jax.tree.leaves(jax.device_get(restored))):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_sigkill_then_restart_reproduces_the_uninterrupted_losses(local_corpus, tmp_path):
+  flags = train_util.small_run_flags(local_corpus, steps=12, checkpoint_period=4)
+  reference = str(tmp_path / "reference")
+  assert train_util.run(reference, flags) == 0, train_util.log_text(reference)
+  expected = train_util.train_losses(reference)
+  assert sorted(expected) == list(range(1, 13))
+
+  interrupted = str(tmp_path / "interrupted")
+  process = train_util.start(interrupted, flags)
+  train_util.wait_for_step(interrupted, 8, process)
+  train_util.kill(process, signal.SIGKILL)
+  restored_from = max(train_util.committed_steps(interrupted))
+  assert restored_from >= 8
+  assert train_util.run(interrupted, flags) == 0, train_util.log_text(interrupted)
+  assert f"restored step {restored_from}" in train_util.log_text(interrupted)
+  resumed = train_util.train_losses(interrupted)
+  for step in range(restored_from + 1, 13):
+    assert resumed[step] == expected[step], (step, resumed[step], expected[step])  # bit-identical
+
+
+def test_sigterm_saves_and_exits_cleanly_then_resumes(local_corpus, tmp_path):
+  flags = train_util.small_run_flags(local_corpus, steps=40, checkpoint_period=100)
+  model_dir = str(tmp_path / "run")
+  process = train_util.start(model_dir, flags)
+  deadline = __import__("time").time() + 240
+  while not os.path.exists(os.path.join(model_dir, "metrics.jsonl")) or len(train_util.train_losses(model_dir)) < 3:
+    assert process.poll() is None, train_util.log_text(model_dir)
+    assert __import__("time").time() < deadline
+    __import__("time").sleep(0.1)
+  assert train_util.kill(process, signal.SIGTERM) == 0, train_util.log_text(model_dir)
+  assert "preempted at step" in train_util.log_text(model_dir)
+  saved = train_util.committed_steps(model_dir)
+  assert saved and 3 <= saved[-1] < 40  # saved at the preemption step, not the period
+  flags = train_util.small_run_flags(local_corpus, steps=saved[-1] + 2, checkpoint_period=100)
+  assert train_util.run(model_dir, flags) == 0
+  assert f"restored step {saved[-1]}" in train_util.log_text(model_dir)
+  assert train_util.committed_steps(model_dir)[-1] == saved[-1] + 2
+
+
+def test_nan_stop_mode_names_the_step_and_leaves_no_bad_checkpoint(local_corpus, tmp_path):
+  model_dir = str(tmp_path / "nan")
+  flags = train_util.small_run_flags(local_corpus, steps=4) + [
+      "--gin.train.StepConfig.z_loss=1e39", "--gin.train.StepConfig.nan_policy='stop'"]
+  assert train_util.run(model_dir, flags) == 2
+  text = train_util.log_text(model_dir)
+  assert "step 1:" in text and "not finite" in text and "nan_policy = 'stop'" in text
+  assert train_util.committed_steps(model_dir) == []
+
+
+def test_nan_skip_mode_keeps_training_and_checkpoints_finite_state(local_corpus, tmp_path):
+  model_dir = str(tmp_path / "nan_skip")
+  flags = train_util.small_run_flags(local_corpus, steps=4, checkpoint_period=2) + [
+      "--gin.train.StepConfig.z_loss=1e39"]
+  assert train_util.run(model_dir, flags) == 0, train_util.log_text(model_dir)
+  assert "skipped; train.StepConfig.nan_policy = 'skip'" in train_util.log_text(model_dir)
+  assert train_util.committed_steps(model_dir)[-1] == 4
+  params, step = checkpoint.restore_params(model_dir, _abstract_params(tiny(vocab_size=2048, d_model=128,
+                                                                             rotary_dim=16)))
+  assert step == 4 and all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+
+
+def _abstract_params(config):
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  model = Transformer(config)
+  mesh = sharding.make_mesh((1, -1, 1))
+  boxed = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, 8), jnp.int32))["params"], jax.random.key(0))
+  shards = sharding.tree_shardings(boxed, mesh, sharding.logical_axis_rules())
+  return checkpoint.abstract_like(nn.unbox(boxed), shards)
+
+
+def test_local_tiny_run_leaves_checkpoint_metrics_tensorboard_and_plot(local_corpus, tmp_path):
+  model_dir = str(tmp_path / "tiny")
+  flags = train_util.small_run_flags(local_corpus, steps=6, checkpoint_period=3)
+  flags = [f for f in flags if "sample_prompt" not in f and "EVAL_PERIOD" not in f] + ["--gin.EVAL_PERIOD=3"]
+  assert train_util.run(model_dir, flags) == 0, train_util.log_text(model_dir)
+  text = train_util.log_text(model_dir)
+  assert "eval local_pl: loss" in text and "eval local_nl: loss" in text and "sample:" in text
+  assert train_util.committed_steps(model_dir) == [3, 6]
+  assert os.path.getsize(os.path.join(model_dir, "loss.png")) > 1000
+  assert glob.glob(os.path.join(model_dir, "tensorboard", "events.out.tfevents.*"))
+  assert "TRAIN_STEPS = 6" in open(os.path.join(model_dir, "config.gin")).read()
+  records = [__import__("json").loads(l) for l in open(os.path.join(model_dir, "metrics.jsonl"))]
+  assert {r["task"] for r in records if r.get("split") == "eval"} == {"local_pl", "local_nl"}
+  train_records = [r for r in records if r.get("split") == "train"]
+  assert [r["step"] for r in train_records] == list(range(1, 7)) and all("loss" in r for r in train_records)
+  assert train_records[0]["mfu_6n"] is None  # CPU: no peak FLOP/s, shown as n/a

@@ -1,0 +1,78 @@
+"""Running `jaxformer train` as a user does, in a subprocess, on the session's small corpus."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+JAXFORMER = os.path.join(os.path.dirname(sys.executable), "jaxformer")
+
+
+def small_run_flags(corpus_dir: str, steps: int = 12, checkpoint_period: int = 4) -> list[str]:
+  return [
+      "--gin_file=runs/local_tiny.gin", f"--gin.CORPUS_DIR='{corpus_dir}'", f"--gin.TRAIN_STEPS={steps}",
+      "--gin.BATCH_SIZE=8", "--gin.TASK_FEATURE_LENGTHS={'targets': 128}",
+      f"--gin.CHECKPOINT_PERIOD={checkpoint_period}", "--gin.EVAL_PERIOD=0", "--gin.train.train.log_period=1",
+      "--gin.train.evaluate.eval_batches=1", "--gin.optimizer.learning_rate_schedule.warmup_steps=2",
+      "--gin.train.train.sample_prompt=None", "--gin.train.train.progress=False",
+  ]
+
+
+def env(devices: int = 8, **extra) -> dict:
+  out = dict(os.environ)
+  out["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  out["JAX_PLATFORMS"] = "cpu"
+  out.update({k: str(v) for k, v in extra.items()})
+  return out
+
+
+def start(model_dir: str, flags: list[str], devices: int = 8, extra_args=(), log_path=None) -> subprocess.Popen:
+  log = open(log_path or os.path.join(os.path.dirname(model_dir), os.path.basename(model_dir) + ".log"), "ab")
+  return subprocess.Popen([JAXFORMER, "train", f"--model_dir={model_dir}", *flags, *extra_args],
+                          stdout=log, stderr=subprocess.STDOUT, env=env(devices))
+
+
+def run(model_dir: str, flags: list[str], timeout: int = 300, **kwargs) -> int:
+  process = start(model_dir, flags, **kwargs)
+  return process.wait(timeout=timeout)
+
+
+def log_text(model_dir: str) -> str:
+  with open(os.path.join(os.path.dirname(model_dir), os.path.basename(model_dir) + ".log"), "rb") as f:
+    return f.read().decode("utf-8", "replace")
+
+
+def committed_steps(model_dir: str) -> list[int]:
+  folder = os.path.join(model_dir, "checkpoints")
+  if not os.path.isdir(folder):
+    return []
+  return sorted(int(d) for d in os.listdir(folder) if d.isdigit())
+
+
+def wait_for_step(model_dir: str, step: int, process, timeout: float = 240) -> None:
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if step in committed_steps(model_dir):
+      return
+    if process.poll() is not None:
+      raise AssertionError(f"train exited ({process.returncode}) before step {step}:\n{log_text(model_dir)[-3000:]}")
+    time.sleep(0.1)
+  raise AssertionError(f"no checkpoint at step {step} after {timeout} s")
+
+
+def kill(process, sig=signal.SIGKILL):
+  process.send_signal(sig)
+  return process.wait(timeout=120)
+
+
+def train_losses(model_dir: str) -> dict[int, float]:
+  """step -> loss of the last train line written for that step."""
+  losses = {}
+  with open(os.path.join(model_dir, "metrics.jsonl")) as f:
+    for line in f:
+      record = json.loads(line)
+      if record.get("split") == "train":
+        losses[record["step"]] = record["loss"]
+  return losses
