@@ -259,6 +259,27 @@ def _train_run(args, bindings):
       print(json.dumps({k: v for k, v in result.items()}))
 
 
+def _bench_args(parser):
+  parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--batch_size", type=int, default=8)
+  parser.add_argument("--length", type=int, default=512)
+  parser.add_argument("--json", action="store_true")
+
+
+def _bench_run(args, bindings):
+  _parse_gin(args, bindings)
+  from jaxformer.train import bench, mfu  # pylint: disable=import-outside-toplevel
+  r = config_lib.call_configurable(bench.bench, args.steps, args.batch_size, args.length)
+  print(f"{r['devices']} x {r['device_kind']}, batch {r['batch_size']} x {r['length']}, {r['steps']} steps "
+        f"(after {r['warmup_seconds']:.1f} s of compile and warm-up)")
+  print(f"step time {r['step_seconds'] * 1000:.1f} ms, {r['tokens_per_second']:,.0f} tokens/s, "
+        f"{r['model_tflops_per_second_6n']:.3f} model TFLOP/s (6N)")
+  print(f"MFU: 6N {mfu.format_mfu(r['mfu_6n'])}, 6N + causal attention {mfu.format_mfu(r['mfu_6n_attention'])}")
+  print(f"peak memory {r['peak_memory_bytes'] / 2**20:,.0f} MiB ({r['peak_memory_source']})")
+  if args.json:
+    print(json.dumps(r))
+
+
 def _user_errors(fn, *args, **kwargs):
   """Runs fn; missing files and bad values become one clear message (GinConfigError)."""
   try:
@@ -272,6 +293,7 @@ def _user_errors(fn, *args, **kwargs):
 VERBS = {
     "plan": ("parameter count, FLOPs per token and state bytes of a model config", _plan_args, _plan_run),
     "train": ("train (or resume) a model: checkpoints, eval, metrics in MODEL_DIR", _train_args, _train_run),
+    "bench": ("train-step speed, MFU and peak memory on synthetic batches", _bench_args, _bench_run),
     "data": ("build, tokenize, inspect and time the data", {
         "build-local": ("gather this machine's code and docs into a corpus", _data_build_local_args,
                         _data_build_local_run),

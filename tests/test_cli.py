@@ -17,8 +17,9 @@ SIZES = {  # DESIGN.md: exactly HF CodeGenForCausalLM's parameter counts.
 }
 
 
-def _last_json(capsys):
-  return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+def _last_json(capsys, text=None):
+  text = capsys.readouterr().out if text is None else text
+  return json.loads(text.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("name", sorted(SIZES))
@@ -33,7 +34,7 @@ def test_plan_flops_follow_the_stated_accountings(capsys):
   assert cli.main(["plan", "--gin_file=models/tiny.gin", "--gin.ModelConfig.num_layers=3", "--length=256",
                    "--json"]) == 0
   report = _last_json(capsys)
-  d, layers, vocab = 128, 3, 1024
+  d, layers, vocab = 128, 3, 2048
   n = layers * 12 * d * d + d * vocab
   assert report["flops_per_token_6n"] == 6 * n
   assert report["flops_per_token_with_attention"] == 6 * n + 6 * layers * 256 * d
@@ -85,3 +86,13 @@ def test_eval_shape_count_matches_closed_form():
   d, v = 2048, 51200
   per_layer = 2 * d + 12 * d * d + 4 * d + d  # ln, qkv+out+mlp kernels, mlp biases
   assert plan.count_params(config) == v * d + 16 * per_layer + 2 * d + d * v + v
+
+
+def test_bench_prints_speed_mfu_labels_and_memory(capsys):
+  assert cli.main(["bench", "--gin_file=models/tiny.gin", "--steps=2", "--batch_size=8", "--length=64",
+                   "--json"]) == 0
+  out = capsys.readouterr().out
+  report = _last_json(capsys=None, text=out)
+  assert report["tokens_per_second"] > 0 and report["step_seconds"] > 0
+  assert report["mfu_6n"] is None and "MFU: 6N n/a, 6N + causal attention n/a" in out  # CPU
+  assert report["peak_memory_bytes"] > 0 and "peak memory" in out

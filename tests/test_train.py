@@ -191,3 +191,13 @@ def test_local_tiny_run_leaves_checkpoint_metrics_tensorboard_and_plot(local_cor
   train_records = [r for r in records if r.get("split") == "train"]
   assert [r["step"] for r in train_records] == list(range(1, 7)) and all("loss" in r for r in train_records)
   assert train_records[0]["mfu_6n"] is None  # CPU: no peak FLOP/s, shown as n/a
+
+
+def test_mfu_uses_the_peak_table_and_is_na_on_cpu():
+  from jaxformer.train import mfu  # pylint: disable=import-outside-toplevel
+  assert mfu.peak_flops("TPU v4") == 275e12 and mfu.peak_flops("TPU v5 lite") == 197e12
+  assert mfu.peak_flops("TPU v5p") == 459e12 and mfu.peak_flops("TPU v6 lite") == 918e12
+  assert mfu.peak_flops("NVIDIA H100 80GB HBM3") == 989e12 and mfu.peak_flops("NVIDIA A100-SXM4-40GB") == 312e12
+  assert mfu.peak_flops("cpu") is None and mfu.format_mfu(None) == "n/a"
+  # 1000 tokens/s x 6e9 FLOPs/token on 2 v4 chips = 6e12 / 5.5e14
+  assert np.isclose(mfu.mfu(1000, 6e9, 2, "TPU v4"), 6e12 / 5.5e14)

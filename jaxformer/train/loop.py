@@ -104,6 +104,7 @@ def _check_vocabulary(model_config: ModelConfig, vocabulary):
 @gin.configurable(module="train")
 def train(model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED, eval_period: int = 0,
           log_period: int = 10, seed: int = 0, sample_prompt: str | None = None, sample_tokens: int = 48,
+          sample_temperature: float = 0.0,
           progress: bool = True, stop_after_steps: int | None = None) -> dict:
   """Trains the gin-bound ModelConfig on the gin-bound DataConfig.
 
@@ -112,7 +113,7 @@ def train(model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED, eval_p
     train_steps: %TRAIN_STEPS, the step the run ends at (a restart continues towards it).
     eval_period: %EVAL_PERIOD; 0 evaluates only at the end.
     log_period: train metrics are logged every this many steps.
-    sample_prompt: if set, a short greedy sample is printed at the end.
+    sample_prompt: if set, a short sample is printed at the end (greedy, or at sample_temperature).
     stop_after_steps: stop (with a checkpoint) after this many steps of this process, even
       before train_steps, e.g. to split a run across jobs.
   Returns:
@@ -219,7 +220,8 @@ def train(model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED, eval_p
     if jax.process_index() == 0:
       config_lib.write_operative_config(model_dir)  # now with everything the run called
     if not result["preempted"] and sample_prompt is not None:
-      result["sample"] = _sample(model, state.params, vocabulary, sample_prompt, sample_tokens)
+      result["sample"] = _sample(model, state.params, vocabulary, sample_prompt, sample_tokens, sample_temperature,
+                                 seed)
   finally:
     if bar is not None:
       bar.close()
@@ -238,9 +240,10 @@ def _evaluate_and_log(params, model, data_config, batch_sharding, rules, mesh, m
   return results
 
 
-def _sample(model, params, vocabulary, prompt: str, max_new_tokens: int) -> str:
+def _sample(model, params, vocabulary, prompt: str, max_new_tokens: int, temperature: float, seed: int) -> str:
   from jaxformer.infer.sample import generate  # pylint: disable=import-outside-toplevel
   params = jax.device_get(params)
   ids = vocabulary.encode(prompt)
-  completion = generate(model, params, [ids], max_new_tokens, stop_ids=(vocabulary.eos_id,))[0]
+  completion = generate(model, params, [ids], max_new_tokens, stop_ids=(vocabulary.eos_id,),
+                        temperature=temperature, seed=seed)[0]
   return vocabulary.decode(completion)
