@@ -90,6 +90,23 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state, iterator=
   return manager.restore(step, args=ocp.args.Composite(**items)).state
 
 
+def holds_only_params(manager: ocp.CheckpointManager, step: int) -> bool:
+  """True for a checkpoint written by `jaxformer import` (parameters, no optimizer state)."""
+  metadata = manager.item_metadata(step)
+  state = metadata["state"] if isinstance(metadata, dict) or hasattr(metadata, "__getitem__") else None
+  tree = getattr(state, "tree", state)
+  return tree is not None and "opt_state" not in tree
+
+
+def find_vocabulary(model_dir: str) -> str | None:
+  """MODEL_DIR/vocabulary/spm.model or tokenizer.json, as `train` and `import` leave it."""
+  for name in ("spm.model", "tokenizer.json"):
+    path = os.path.join(model_dir, "vocabulary", name)
+    if os.path.exists(path):
+      return path
+  return None
+
+
 def restore_params(model_dir: str, abstract_params, step: int | None = None):
   """Only the parameters of a run's checkpoint (for sampling, eval and export).
 

@@ -280,6 +280,115 @@ def _bench_run(args, bindings):
     print(json.dumps(r))
 
 
+def _parse_run_gin(model_dir: str, args, bindings):
+  """Parses MODEL_DIR/config.gin (what the run used) plus any --gin_file/--gin. overrides."""
+  path = os.path.join(os.path.expanduser(model_dir), "config.gin")
+  if not os.path.exists(path):
+    raise config_lib.GinConfigError(f"--model_dir={model_dir}: {path} is missing; is this a jaxformer run "
+                                    "(`jaxformer train`) or an import (`jaxformer import`)?")
+  args.gin_file = [path] + args.gin_file
+  _parse_gin(args, bindings)
+
+
+def _trained_as_prefix_lm() -> bool:
+  try:
+    rates = gin.query_parameter("%OBJECTIVE_RATES") or {}
+  except (ValueError, KeyError):
+    rates = {}
+  try:
+    bidirectional_span = gin.query_parameter("objectives.SpanCorruption.bidirectional_prefix")
+  except (ValueError, KeyError):
+    bidirectional_span = False
+  return bool(rates.get("prefix_lm", 0)) or bool(bidirectional_span)
+
+
+def _load(args, bindings):
+  _parse_run_gin(args.model_dir, args, bindings)
+  from jaxformer.infer.run import load_run  # pylint: disable=import-outside-toplevel
+  from jaxformer.model import ModelConfig  # pylint: disable=import-outside-toplevel
+  config = config_lib.call_configurable(ModelConfig)
+  return _user_errors(load_run, args.model_dir, config, args.step, _trained_as_prefix_lm())
+
+
+def _sample_args(parser):
+  parser.add_argument("--model_dir", required=True)
+  parser.add_argument("--prompt", required=True)
+  parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+  parser.add_argument("--num_samples", type=int, default=1)
+  parser.add_argument("--max_new_tokens", type=int, default=64)
+  parser.add_argument("--temperature", type=float, default=0.0)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--prefix_lm", choices=("auto", "yes", "no"), default="auto",
+                      help="prompt as a bidirectional prefix (auto: if the run trained prefix-LM)")
+  parser.add_argument("--json", action="store_true", help="last line: one JSON object with the completion(s)")
+
+
+def _sample_run(args, bindings):
+  run = _load(args, bindings)
+  from jaxformer import sharding  # pylint: disable=import-outside-toplevel
+  from jaxformer.infer.sample import generate  # pylint: disable=import-outside-toplevel
+  prefix_lm = run.prefix_lm if args.prefix_lm == "auto" else args.prefix_lm == "yes"
+  ids = run.vocabulary.encode(args.prompt)
+  with sharding.activation_sharding(run.mesh, run.rules):
+    outs = generate(run.model, run.params, [ids] * args.num_samples, args.max_new_tokens,
+                    stop_ids=(run.vocabulary.eos_id,), temperature=args.temperature, seed=args.seed,
+                    prefix_lm=prefix_lm)
+  completions = [run.vocabulary.decode(o) for o in outs]
+  for i, text in enumerate(completions):
+    if args.num_samples > 1:
+      print(f"--- sample {i} ---")
+    print(args.prompt + text)
+  if args.json:
+    record = {"step": run.step, "prompt": args.prompt}
+    record.update({"completion": completions[0]} if args.num_samples == 1 else {"completions": completions})
+    record["tokens"] = outs[0] if args.num_samples == 1 else outs
+    print(json.dumps(record))
+
+
+def _export_args(parser):
+  parser.add_argument("--model_dir", required=True)
+  parser.add_argument("--output", required=True, help="the HuggingFace directory to write (must not exist)")
+  parser.add_argument("--step", type=int, default=None)
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+  parser.add_argument("--qkv_groups", type=int, default=4, help="4 for upstream transformers")
+  parser.add_argument("--max_shard_bytes", type=int, default=2 << 30)
+
+
+def _export_run(args, bindings):
+  _parse_run_gin(args.model_dir, args, bindings)
+  import warnings  # pylint: disable=import-outside-toplevel
+  from jaxformer import checkpoint  # pylint: disable=import-outside-toplevel
+  from jaxformer.export import to_hf  # pylint: disable=import-outside-toplevel
+  from jaxformer.model import ModelConfig  # pylint: disable=import-outside-toplevel
+  config = config_lib.call_configurable(ModelConfig)
+  vocabulary = checkpoint.find_vocabulary(os.path.abspath(os.path.expanduser(args.model_dir)))
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always", to_hf.PrefixLMWarning)
+    path, step = _user_errors(to_hf.export_checkpoint, os.path.abspath(os.path.expanduser(args.model_dir)), config,
+                              args.output, vocabulary, step=args.step, dtype=args.dtype, qkv_groups=args.qkv_groups,
+                              max_shard_bytes=args.max_shard_bytes, prefix_lm=_trained_as_prefix_lm())
+  for warning in caught:
+    print(f"jaxformer: warning: {warning.message}", file=sys.stderr)
+  print(f"exported step {step} of {args.model_dir} to {path} ({args.dtype}, QKV in {args.qkv_groups} groups)")
+
+
+def _import_args(parser):
+  parser.add_argument("--hf", required=True, help="a HuggingFace CodeGen directory")
+  parser.add_argument("--model_dir", required=True)
+  parser.add_argument("--qkv_groups", type=int, default=None,
+                      help="QKV grouping of the source: 4 (upstream) or 8 (CodeGen2 remote code); default: detect")
+
+
+def _import_run(args, bindings):
+  _parse_gin(args, bindings)
+  from jaxformer.export import from_hf  # pylint: disable=import-outside-toplevel
+  result = _user_errors(from_hf.import_hf, args.hf, args.model_dir, args.qkv_groups)
+  c = result["config"]
+  print(f"imported {args.hf} ({c.num_layers} layers, d_model {c.d_model}, {c.num_heads} heads, vocab "
+        f"{c.vocab_size}, QKV in {result['qkv_groups']} groups) into {result['model_dir']}")
+  print(f"vocabulary: {result['vocabulary'] or 'none found (no spm.model or tokenizer.json)'}")
+
+
 def _user_errors(fn, *args, **kwargs):
   """Runs fn; missing files and bad values become one clear message (GinConfigError)."""
   try:
@@ -294,6 +403,9 @@ VERBS = {
     "plan": ("parameter count, FLOPs per token and state bytes of a model config", _plan_args, _plan_run),
     "train": ("train (or resume) a model: checkpoints, eval, metrics in MODEL_DIR", _train_args, _train_run),
     "bench": ("train-step speed, MFU and peak memory on synthetic batches", _bench_args, _bench_run),
+    "sample": ("generate from a checkpoint", _sample_args, _sample_run),
+    "export": ("write a HuggingFace CodeGenForCausalLM directory from a checkpoint", _export_args, _export_run),
+    "import": ("make a jaxformer run from a HuggingFace CodeGen directory", _import_args, _import_run),
     "data": ("build, tokenize, inspect and time the data", {
         "build-local": ("gather this machine's code and docs into a corpus", _data_build_local_args,
                         _data_build_local_run),

@@ -15,7 +15,7 @@ def small_run_flags(corpus_dir: str, steps: int = 12, checkpoint_period: int = 4
       "--gin_file=runs/local_tiny.gin", f"--gin.CORPUS_DIR='{corpus_dir}'", f"--gin.TRAIN_STEPS={steps}",
       "--gin.BATCH_SIZE=8", "--gin.TASK_FEATURE_LENGTHS={'targets': 128}",
       f"--gin.CHECKPOINT_PERIOD={checkpoint_period}", "--gin.EVAL_PERIOD=0", "--gin.train.train.log_period=1",
-      "--gin.train.evaluate.eval_batches=1", "--gin.optimizer.learning_rate_schedule.warmup_steps=2",
+      "--gin.train.evaluate.eval_batches=1", "--gin.optimizer.learning_rate_schedule.warmup_steps=1",
       "--gin.train.train.sample_prompt=None", "--gin.train.train.progress=False",
   ]
 

@@ -3,20 +3,111 @@
 Inputs follow training: the model reads [BOS=0, prompt...] (targets shifted right), so the
 next token is predicted at the last prompt position. With prefix_lm=True the prompt (and the
 BOS) is a bidirectional prefix, as prefix-LM examples were trained.
+
+`generate` prefills a fixed-size KV cache with the (right-padded) prompts and then decodes one
+token per step; `generate_full_forward` reruns the whole sequence each step and is the
+reference the cache is tested against.
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 
-def generate(model, params, prompts: list[list[int]], max_new_tokens: int, stop_ids=(), temperature: float = 0.0,
-             seed: int = 0, prefix_lm: bool = False) -> list[list[int]]:
-  """Completions (token ids, stop token excluded) for a batch of prompts.
+def sample_logits(logits, key, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0):
+  """[batch, vocab] -> [batch] int32: argmax at temperature 0, else a draw after top-k / top-p."""
+  if temperature <= 0:
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  logits = logits / temperature
+  if top_k:
+    kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
+    logits = jnp.where(logits < kth, -jnp.inf, logits)
+  if top_p < 1.0:
+    order = jnp.argsort(-logits, axis=-1)
+    sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+    cumulative = jnp.cumsum(jax.nn.softmax(sorted_logits, axis=-1), axis=-1)
+    drop_sorted = cumulative - jax.nn.softmax(sorted_logits, axis=-1) >= top_p  # keep the first token past p
+    drop = jnp.zeros_like(drop_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(drop_sorted)
+    logits = jnp.where(drop, -jnp.inf, logits)
+  return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
-  Every step runs the full forward pass over the fixed-size buffer: simple and exact; the
-  KV-cache decoder is the fast path for long generations.
+
+def _prompt_buffer(prompts, extra: int, prefix_lm: bool):
+  lengths = np.array([len(p) + 1 for p in prompts])  # +1: the BOS
+  width = int(lengths.max()) + extra
+  buffer = np.zeros((len(prompts), width), np.int32)
+  for row, prompt in enumerate(prompts):
+    buffer[row, 1:len(prompt) + 1] = prompt
+  prefix = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int32) if prefix_lm else np.zeros_like(buffer)
+  return buffer, lengths, prefix
+
+
+def _cut_at_stops(rows, stop_ids):
+  out = []
+  for generated in rows:
+    generated = list(generated)
+    for j, token in enumerate(generated):
+      if token in stop_ids:
+        generated = generated[:j]
+        break
+    out.append(generated)
+  return out
+
+
+@functools.lru_cache(maxsize=16)
+def _decoder(model, batch: int, prompt_width: int, max_new_tokens: int, temperature: float, top_k: int,
+             top_p: float, stops: tuple):
+  cache_length = prompt_width + max_new_tokens
+  stop_array = jnp.asarray(stops or (-1,), jnp.int32)
+
+  @jax.jit
+  def run(params, buffer, lengths, prefix, key):
+    cache = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((batch, cache_length), jnp.int32),
+                                              decode=True))["cache"]
+    cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), cache)
+    positions = jnp.broadcast_to(jnp.arange(prompt_width), (batch, prompt_width))
+    logits, variables = model.apply({"params": params, "cache": cache}, buffer, positions=positions,
+                                    prefix_mask=prefix, decode=True, mutable=["cache"])
+    last = jnp.take_along_axis(logits, (lengths - 1)[:, None, None], axis=1)[:, 0]
+
+    def step(carry, i):
+      cache, last, done, key = carry
+      key, sub = jax.random.split(key)
+      token = sample_logits(last, sub, temperature, top_k, top_p)
+      token = jnp.where(done, 0, token)
+      done = done | jnp.isin(token, stop_array)
+      logits, variables = model.apply({"params": params, "cache": cache}, token[:, None],
+                                      positions=(lengths + i)[:, None], prefix_mask=jnp.zeros((batch, 1), jnp.int32),
+                                      decode=True, mutable=["cache"])
+      return (variables["cache"], logits[:, 0], done, key), token
+
+    _, tokens = jax.lax.scan(step, (variables["cache"], last, jnp.zeros(batch, bool), key),
+                             jnp.arange(max_new_tokens))
+    return tokens.T
+
+  return run
+
+
+def generate(model, params, prompts: list[list[int]], max_new_tokens: int, stop_ids=(), temperature: float = 0.0,
+             seed: int = 0, prefix_lm: bool = False, top_k: int = 0, top_p: float = 1.0) -> list[list[int]]:
+  """Completions (token ids, the stop token excluded) for a batch of prompts, with a KV cache.
+
+  Reproducible: the same seed gives the same samples.
   """
+  buffer, lengths, prefix = _prompt_buffer(prompts, 0, prefix_lm)
+  run = _decoder(model, len(prompts), buffer.shape[1], max_new_tokens, float(temperature), int(top_k),
+                 float(top_p), tuple(int(s) for s in stop_ids))
+  tokens = np.asarray(run(params, buffer, lengths, prefix, jax.random.key(seed)))
+  return _cut_at_stops(tokens.tolist(), stop_ids)
+
+
+def generate_full_forward(model, params, prompts: list[list[int]], max_new_tokens: int, stop_ids=(), temperature: float = 0.0,
+             seed: int = 0, prefix_lm: bool = False) -> list[list[int]]:
+  """Completions (token ids, stop token excluded) for a batch of prompts, greedy or at a
+  temperature, rerunning the full forward pass over a fixed-size buffer each step (the
+  reference for `generate`)."""
   batch = len(prompts)
   lengths = np.array([len(p) + 1 for p in prompts])  # +1: the BOS
   total = int(lengths.max()) + max_new_tokens

@@ -58,7 +58,11 @@ class Dense(nn.Module):
 
 
 class Attention(nn.Module):
+  """Self-attention. With decode=True, keys and values also go to a fixed-size cache
+  ('cache' collection, [batch, cache_length, heads, head_dim]) at `positions`, and queries attend
+  over the whole cache under `mask` ([batch, 1, length, cache_length])."""
   config: ModelConfig
+  decode: bool = False
 
   @nn.compact
   def __call__(self, x, positions, mask):
@@ -70,10 +74,24 @@ class Attention(nn.Module):
                                        ("batch", "length", "heads", "kv"))
     key = nn.with_logical_constraint(apply_rotary(key, positions, cfg.rotary_dim),
                                      ("batch", "length", "heads", "kv"))
+    if self.decode:
+      key, value = self._cached(key, value, positions)
     out = get_attention(cfg.attention)(query, key, value, mask)
     out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
     out = Dense((cfg.d_model,), ("heads", "kv", "embed"), cfg, contract_dims=2, name="out")(out)
     return checkpoint_name(out, "attention_out")
+
+  def _cached(self, key, value, positions):
+    initialized = self.has_variable("cache", "key")
+    # At init the call's length is the cache length; afterwards the shapes stay.
+    cached_key = self.variable("cache", "key", jnp.zeros, key.shape, key.dtype)
+    cached_value = self.variable("cache", "value", jnp.zeros, value.shape, value.dtype)
+    if not initialized:
+      return key, value
+    rows = jnp.arange(key.shape[0])[:, None]
+    cached_key.value = cached_key.value.at[rows, positions].set(key)
+    cached_value.value = cached_value.value.at[rows, positions].set(value)
+    return cached_key.value, cached_value.value
 
 
 class Mlp(nn.Module):
@@ -92,11 +110,12 @@ class Mlp(nn.Module):
 class Block(nn.Module):
   """One decoder layer. Signature (carry, broadcast...) -> (carry, None) so nn.scan can stack it."""
   config: ModelConfig
+  decode: bool = False
 
   @nn.compact
   def __call__(self, x, positions, mask):
     cfg = self.config
     h = layer_norm(cfg, "ln")(x)
-    x = x + Attention(cfg, name="attention")(h, positions, mask) + Mlp(cfg, name="mlp")(h)
+    x = x + Attention(cfg, self.decode, name="attention")(h, positions, mask) + Mlp(cfg, name="mlp")(h)
     x = nn.with_logical_constraint(x.astype(jnp.dtype(cfg.dtype)), ("batch", "length", "embed"))
     return x, None

@@ -9,9 +9,9 @@ from jaxformer.model.layers import Block, Dense, layer_norm, weight_init
 from jaxformer.model.remat import get_policy
 
 
-def _block_class(config: ModelConfig):
+def _block_class(config: ModelConfig, decode: bool):
   use_remat, policy = get_policy(config.remat_policy)
-  if not use_remat:
+  if not use_remat or decode:
     return Block
   return nn.remat(Block, policy=policy, prevent_cse=not config.scan_layers)
 
@@ -25,13 +25,16 @@ class Transformer(nn.Module):
     segment_ids: [batch, length] int, packed-document ids (default all ones: one document).
     prefix_mask: [batch, length] 0/1, 1 where the token is in the bidirectional prefix
       (default zeros: a plain causal decoder).
+    decode: use and fill the KV cache (mutable 'cache' collection). Initialise it by calling
+      model.init(..., tokens of shape [batch, cache_length], decode=True); then each call writes
+      its tokens at `positions` (one sequence per row; segment_ids are ignored).
   Returns:
     logits [batch, length, vocab] float32.
   """
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, tokens, positions=None, segment_ids=None, prefix_mask=None):
+  def __call__(self, tokens, positions=None, segment_ids=None, prefix_mask=None, decode: bool = False):
     cfg = self.config
     batch, length = tokens.shape
     if positions is None:
@@ -45,23 +48,37 @@ class Transformer(nn.Module):
                        (cfg.vocab_size, cfg.d_model), cfg.param_dtype)
     x = jnp.take(embed, tokens, axis=0).astype(cfg.dtype)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
-    mask = attention_mask(segment_ids, prefix_mask)
+    mask = self._decode_mask(positions, prefix_mask) if decode else attention_mask(segment_ids, prefix_mask)
 
-    block = _block_class(cfg)
+    block = _block_class(cfg, decode)
     if cfg.scan_layers:
       stack = nn.scan(
           block,
-          variable_axes={"params": 0},
+          variable_axes={"params": 0, "cache": 0},
           split_rngs={"params": True},
           in_axes=(nn.broadcast, nn.broadcast),
           length=cfg.num_layers,
           metadata_params={nn.PARTITION_NAME: "layers"})
-      x, _ = stack(cfg, name="layers")(x, positions, mask)
+      x, _ = stack(cfg, decode, name="layers")(x, positions, mask)
     else:
       for i in range(cfg.num_layers):
-        x, _ = block(cfg, name=f"layers_{i}")(x, positions, mask)
+        x, _ = block(cfg, decode, name=f"layers_{i}")(x, positions, mask)
 
     x = layer_norm(cfg, "ln_f")(x)
     logits = Dense((cfg.vocab_size,), ("embed", "vocab"), cfg, use_bias=True, name="lm_head")(x)
     logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
     return logits.astype(jnp.float32)
+
+  def _decode_mask(self, positions, prefix_mask):
+    """[batch, 1, length, cache_length]: keys at or before each query's position, and prefix keys
+    for prefix queries. The prefix flags of written positions live in the cache too."""
+    initialized = self.has_variable("cache", "prefix")
+    cached_prefix = self.variable("cache", "prefix", jnp.zeros, positions.shape, jnp.int32)
+    if not initialized:
+      return attention_mask(jnp.ones_like(positions), prefix_mask)
+    rows = jnp.arange(positions.shape[0])[:, None]
+    cached_prefix.value = cached_prefix.value.at[rows, positions].set(prefix_mask.astype(jnp.int32))
+    keys = jnp.arange(cached_prefix.value.shape[1])
+    causal = keys[None, None, :] <= positions[:, :, None]
+    both_prefix = prefix_mask.astype(bool)[:, :, None] & cached_prefix.value.astype(bool)[:, None, :]
+    return (causal | both_prefix)[:, None]

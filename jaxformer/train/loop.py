@@ -4,6 +4,7 @@ checkpoints (state and every host's data position together), logs, and stops cle
 import dataclasses
 import logging
 import os
+import shutil
 import signal
 import time
 
@@ -94,6 +95,17 @@ def evaluate(params, model, data_config: pipeline.DataConfig, batch_sharding, ru
   return results
 
 
+def _keep_vocabulary(vocabulary, model_dir: str):
+  """Copies the vocabulary file into MODEL_DIR/vocabulary/, so sample and export need no corpus."""
+  source = getattr(vocabulary, "model_path", None) or getattr(vocabulary, "path", None)
+  if not source:
+    return
+  target = os.path.join(model_dir, "vocabulary", os.path.basename(source))
+  if os.path.abspath(source) != os.path.abspath(target):
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.copy(source, target)
+
+
 def _check_vocabulary(model_config: ModelConfig, vocabulary):
   if vocabulary.vocab_size > model_config.vocab_size:
     raise config_lib.GinConfigError(
@@ -140,11 +152,17 @@ def train(model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED, eval_p
   if start is None:
     state = create_state(model, optimizer, mesh, rules, jax.random.key(seed), state_shards)
     start = 0
+  elif checkpoint.holds_only_params(manager, start):  # written by `jaxformer import`: fine-tune it
+    state = create_state(model, optimizer, mesh, rules, jax.random.key(seed), state_shards)
+    params, _ = checkpoint.restore_params(model_dir, abstract_state.params, start)
+    state = state.replace(params=params, step=jnp.asarray(start, jnp.int32))
+    log.info("initialised parameters from the imported checkpoint at step %d in %s", start, model_dir)
   else:
     state = checkpoint.restore(manager, start, abstract_state, train_iterator)
     log.info("restored step %d from %s", start, model_dir)
   if jax.process_index() == 0:
     config_lib.write_operative_config(model_dir)
+    _keep_vocabulary(vocabulary, model_dir)
 
   train_step = jax.jit(make_train_step(model, optimizer, schedule, step_config, batch_sharding),
                        in_shardings=(state_shards, batch_sharding), out_shardings=(state_shards, None),
