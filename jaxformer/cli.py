@@ -318,6 +318,10 @@ def _sample_args(parser):
   parser.add_argument("--max_new_tokens", type=int, default=64)
   parser.add_argument("--temperature", type=float, default=0.0)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--suffix", default=None, help="infill between --prompt and --suffix (CodeGen2 format)")
+  parser.add_argument("--top_k", type=int, default=0)
+  parser.add_argument("--top_p", type=float, default=1.0)
+  parser.add_argument("--stop", action="append", default=[], help="stop sequence (repeatable)")
   parser.add_argument("--prefix_lm", choices=("auto", "yes", "no"), default="auto",
                       help="prompt as a bidirectional prefix (auto: if the run trained prefix-LM)")
   parser.add_argument("--json", action="store_true", help="last line: one JSON object with the completion(s)")
@@ -327,17 +331,32 @@ def _sample_run(args, bindings):
   run = _load(args, bindings)
   from jaxformer import sharding  # pylint: disable=import-outside-toplevel
   from jaxformer.infer.sample import generate  # pylint: disable=import-outside-toplevel
+  from jaxformer.data.vocabulary import escape_sentinels_text  # pylint: disable=import-outside-toplevel
+  from jaxformer.infer.sample import infill_ids  # pylint: disable=import-outside-toplevel
   prefix_lm = run.prefix_lm if args.prefix_lm == "auto" else args.prefix_lm == "yes"
-  ids = run.vocabulary.encode(args.prompt)
+  if args.suffix is not None:
+    if not hasattr(run.vocabulary, "mask_id"):
+      raise config_lib.GinConfigError(f"{run.vocabulary_path} has no <mask_k>/<sep>/<eom>: infill needs them")
+    ids, stops = infill_ids(run.vocabulary, args.prompt, args.suffix), (run.vocabulary.eom_id, run.vocabulary.eos_id)
+  else:
+    ids, stops = run.vocabulary.encode(escape_sentinels_text(args.prompt)), (run.vocabulary.eos_id,)
+  if len(ids) + 1 + args.max_new_tokens > run.config.max_length:
+    raise config_lib.GinConfigError(f"prompt ({len(ids)} tokens) + --max_new_tokens={args.max_new_tokens} exceed the "
+                                    f"model's context ModelConfig.max_length={run.config.max_length}")
   with sharding.activation_sharding(run.mesh, run.rules):
-    outs = generate(run.model, run.params, [ids] * args.num_samples, args.max_new_tokens,
-                    stop_ids=(run.vocabulary.eos_id,), temperature=args.temperature, seed=args.seed,
-                    prefix_lm=prefix_lm)
-  completions = [run.vocabulary.decode(o) for o in outs]
+    outs = generate(run.model, run.params, [ids] * args.num_samples, args.max_new_tokens, stop_ids=stops,
+                    temperature=args.temperature, seed=args.seed, prefix_lm=prefix_lm, top_k=args.top_k,
+                    top_p=args.top_p)
+  completions = []
+  for o in outs:
+    text = run.vocabulary.decode(o)
+    for stop in args.stop:
+      text = text[:text.index(stop)] if stop in text else text
+    completions.append(text)
   for i, text in enumerate(completions):
     if args.num_samples > 1:
       print(f"--- sample {i} ---")
-    print(args.prompt + text)
+    print(args.prompt + text + (args.suffix or ""))
   if args.json:
     record = {"step": run.step, "prompt": args.prompt}
     record.update({"completion": completions[0]} if args.num_samples == 1 else {"completions": completions})
@@ -389,6 +408,127 @@ def _import_run(args, bindings):
   print(f"vocabulary: {result['vocabulary'] or 'none found (no spm.model or tokenizer.json)'}")
 
 
+def _eval_common(parser, needs_model=True):
+  parser.add_argument("--model_dir", required=needs_model, default=None)
+  parser.add_argument("--step", type=int, default=None)
+  parser.add_argument("--output", default=None, help="per-item results as JSONL (default: MODEL_DIR/evals/)")
+  parser.add_argument("--limit", type=int, default=None, help="only the first N problems (a quick look)")
+  parser.add_argument("--timeout", type=float, default=10.0, help="seconds per program in the sandbox")
+  parser.add_argument("--json", action="store_true")
+
+
+def _humaneval_args(parser):
+  _eval_common(parser, needs_model=False)
+  parser.add_argument("--completions", default=None, help="score these {task_id, completion} JSONL lines instead")
+  parser.add_argument("--num_samples", type=int, default=1)
+  parser.add_argument("--k", default="1,10,100")
+  parser.add_argument("--temperature", type=float, default=None, help="default 0 for one sample, else 0.8")
+  parser.add_argument("--top_p", type=float, default=0.95)
+  parser.add_argument("--max_new_tokens", type=int, default=256)
+  parser.add_argument("--batch_size", type=int, default=16)
+  parser.add_argument("--seed", type=int, default=0)
+
+
+def _results_path(args, name):
+  if args.output:
+    return args.output
+  folder = os.path.join(os.path.expanduser(args.model_dir), "evals") if args.model_dir else "."
+  os.makedirs(folder, exist_ok=True)
+  return os.path.join(folder, name)
+
+
+def _humaneval_run(args, bindings):
+  from jaxformer.evals import humaneval, sandbox  # pylint: disable=import-outside-toplevel
+  problems = humaneval.read_problems()
+  if args.limit:
+    problems = dict(list(problems.items())[:args.limit])
+  ks = [int(k) for k in args.k.split(",") if k]
+  if args.completions:
+    _parse_gin(args, bindings)
+    samples = _user_errors(humaneval.read_jsonl, args.completions)
+    if args.limit:
+      samples = [s for s in samples if s.get("task_id") in problems]
+  else:
+    if not args.model_dir:
+      raise config_lib.GinConfigError("eval humaneval needs --model_dir (to generate) or --completions (to score)")
+    run = _load(args, bindings)
+    from jaxformer import sharding  # pylint: disable=import-outside-toplevel
+    from jaxformer.infer.sample import complete  # pylint: disable=import-outside-toplevel
+    temperature = args.temperature if args.temperature is not None else (0.0 if args.num_samples == 1 else 0.8)
+    prompts = [p["prompt"] for p in problems.values() for _ in range(args.num_samples)]
+    with sharding.activation_sharding(run.mesh, run.rules):
+      texts = complete(run.model, run.params, run.vocabulary, prompts, args.max_new_tokens,
+                       batch_size=args.batch_size, stop_sequences=humaneval.STOP_SEQUENCES, temperature=temperature,
+                       top_p=args.top_p if temperature > 0 else 1.0, seed=args.seed)
+    task_ids = [t for t in problems for _ in range(args.num_samples)]
+    samples = [{"task_id": t, "completion": c} for t, c in zip(task_ids, texts)]
+  limits = sandbox.Limits(wall_seconds=args.timeout, cpu_seconds=int(args.timeout) + 1)
+  scored, scores = _user_errors(humaneval.score, samples, problems, ks, limits)
+  path = _results_path(args, "humaneval_results.jsonl")
+  humaneval.write_jsonl(path, scored)
+  statuses = __import__("collections").Counter(s["status"] for s in scored)
+  print(f"HumanEval: {len(scored)} samples over {len({s['task_id'] for s in scored})} problems "
+        f"({dict(statuses)}); sandbox namespaces: {sandbox.namespaces_available()}")
+  print("  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+  print(f"per-sample results: {path}")
+  if args.json:
+    print(json.dumps({**scores, "samples": len(scored), "results": path}))
+
+
+def _infill_args(parser):
+  _eval_common(parser)
+  parser.add_argument("--max_new_tokens", type=int, default=64)
+  parser.add_argument("--batch_size", type=int, default=16)
+
+
+def _infill_run(args, bindings):
+  run = _load(args, bindings)
+  from jaxformer import sharding  # pylint: disable=import-outside-toplevel
+  from jaxformer.evals import humaneval, sandbox  # pylint: disable=import-outside-toplevel
+  from jaxformer.infer.sample import complete  # pylint: disable=import-outside-toplevel
+  if not hasattr(run.vocabulary, "mask_id"):
+    raise config_lib.GinConfigError(f"{run.vocabulary_path} has no <mask_k>/<sep>/<eom>: infill needs them")
+  problems = humaneval.read_problems()
+  if args.limit:
+    problems = dict(list(problems.items())[:args.limit])
+  tasks = humaneval.single_line_infill_tasks(problems)
+  with sharding.activation_sharding(run.mesh, run.rules):
+    texts = complete(run.model, run.params, run.vocabulary, [t["prefix"] for t in tasks], args.max_new_tokens,
+                     suffixes=[t["suffix"] for t in tasks], batch_size=args.batch_size)
+  limits = sandbox.Limits(wall_seconds=args.timeout, cpu_seconds=int(args.timeout) + 1)
+  rows, scores = humaneval.score_infill(tasks, texts, problems, limits)
+  path = _results_path(args, "infill_results.jsonl")
+  humaneval.write_jsonl(path, rows)
+  print(f"single-line infill: {scores['tasks']} tasks from {len(problems)} problems: pass@1 {scores['pass@1']:.4f}, "
+        f"exact match {scores['exact_match']:.4f}")
+  print(f"per-task results: {path}")
+  if args.json:
+    print(json.dumps({**scores, "results": path}))
+
+
+def _loss_args(parser):
+  parser.add_argument("--model_dir", required=True)
+  parser.add_argument("--step", type=int, default=None)
+  parser.add_argument("--json", action="store_true")
+
+
+def _loss_run(args, bindings):
+  run = _load(args, bindings)
+  import tasks  # pylint: disable=import-outside-toplevel
+  from jaxformer import sharding  # pylint: disable=import-outside-toplevel
+  from jaxformer.data import pipeline  # pylint: disable=import-outside-toplevel
+  from jaxformer.train import loop  # pylint: disable=import-outside-toplevel
+  data_config = config_lib.call_configurable(pipeline.DataConfig)
+  _user_errors(tasks.ensure_registered, data_config.mixture_or_task_name)
+  batch_sharding = sharding.logical_to_sharding(("batch", "length"), run.mesh, run.rules)
+  results = loop.evaluate(run.params, run.model, data_config, batch_sharding, run.rules, run.mesh)
+  for task, values in results.items():
+    print(f"{task}: loss {values['loss']:.4f}, accuracy {values['accuracy']:.3f} ({values['tokens']:.0f} tokens) "
+          f"at step {run.step}")
+  if args.json:
+    print(json.dumps({"step": run.step, **results}))
+
+
 def _user_errors(fn, *args, **kwargs):
   """Runs fn; missing files and bad values become one clear message (GinConfigError)."""
   try:
@@ -406,6 +546,11 @@ VERBS = {
     "sample": ("generate from a checkpoint", _sample_args, _sample_run),
     "export": ("write a HuggingFace CodeGenForCausalLM directory from a checkpoint", _export_args, _export_run),
     "import": ("make a jaxformer run from a HuggingFace CodeGen directory", _import_args, _import_run),
+    "eval": ("evaluate a checkpoint", {
+        "humaneval": ("HumanEval pass@k, executed in the sandbox", _humaneval_args, _humaneval_run),
+        "infill": ("HumanEval single-line infilling: pass@1 and exact match", _infill_args, _infill_run),
+        "loss": ("held-out loss per task (the trainer's eval)", _loss_args, _loss_run),
+    }),
     "data": ("build, tokenize, inspect and time the data", {
         "build-local": ("gather this machine's code and docs into a corpus", _data_build_local_args,
                         _data_build_local_run),

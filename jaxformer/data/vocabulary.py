@@ -117,6 +117,11 @@ def escape_sentinels(text: tf.Tensor) -> tf.Tensor:
   return tf.strings.regex_replace(text, SENTINEL_PATTERN, "<" + ESCAPE + r"\1>")
 
 
+def escape_sentinels_text(text: str) -> str:
+  """Python twin of escape_sentinels, for prompts (inference reads text as training did)."""
+  return re.sub(SENTINEL_PATTERN, "<" + ESCAPE + r"\1>", text)
+
+
 def unescape_sentinels(text: str) -> str:
   return re.sub("<" + ESCAPE + SENTINEL_PATTERN[1:], r"<\1>", text)
 

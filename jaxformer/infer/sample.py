@@ -34,9 +34,9 @@ def sample_logits(logits, key, temperature: float = 0.0, top_k: int = 0, top_p: 
   return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
-def _prompt_buffer(prompts, extra: int, prefix_lm: bool):
+def _prompt_buffer(prompts, extra: int, prefix_lm: bool, multiple: int = 1):
   lengths = np.array([len(p) + 1 for p in prompts])  # +1: the BOS
-  width = int(lengths.max()) + extra
+  width = -(-int(lengths.max()) // multiple) * multiple + extra  # rounded up: fewer distinct compiles
   buffer = np.zeros((len(prompts), width), np.int32)
   for row, prompt in enumerate(prompts):
     buffer[row, 1:len(prompt) + 1] = prompt
@@ -96,7 +96,7 @@ def generate(model, params, prompts: list[list[int]], max_new_tokens: int, stop_
 
   Reproducible: the same seed gives the same samples.
   """
-  buffer, lengths, prefix = _prompt_buffer(prompts, 0, prefix_lm)
+  buffer, lengths, prefix = _prompt_buffer(prompts, 0, prefix_lm, multiple=32)
   run = _decoder(model, len(prompts), buffer.shape[1], max_new_tokens, float(temperature), int(top_k),
                  float(top_p), tuple(int(s) for s in stop_ids))
   tokens = np.asarray(run(params, buffer, lengths, prefix, jax.random.key(seed)))
@@ -150,3 +150,41 @@ def generate_full_forward(model, params, prompts: list[list[int]], max_new_token
         break
     completions.append(generated)
   return completions
+
+
+def infill_ids(vocabulary, prefix: str, suffix: str) -> list[int]:
+  """CodeGen2's infill prompt: prefix <mask_1> suffix <|endoftext|> <sep> <mask_1>."""
+  from jaxformer.data.vocabulary import escape_sentinels_text  # pylint: disable=import-outside-toplevel
+  mask = vocabulary.mask_id(1)
+  return (vocabulary.encode(escape_sentinels_text(prefix)) + [mask] + vocabulary.encode(escape_sentinels_text(suffix))
+          + [vocabulary.eos_id, vocabulary.sep_id, mask])
+
+
+def complete(model, params, vocabulary, prompts: list[str], max_new_tokens: int, suffixes: list[str] | None = None,
+             batch_size: int = 16, stop_sequences=(), **kwargs) -> list[str]:
+  """Text completions: left to right, or infills (stopping at <eom>) when suffixes are given.
+
+  Prompts run in batches of batch_size; each completion is cut at the first stop sequence.
+  kwargs go to `generate` (temperature, seed, top_k, top_p, prefix_lm).
+  """
+  from jaxformer.data.vocabulary import escape_sentinels_text  # pylint: disable=import-outside-toplevel
+  if suffixes is not None:
+    ids = [infill_ids(vocabulary, p, s) for p, s in zip(prompts, suffixes)]
+    stops = (vocabulary.eom_id, vocabulary.eos_id)
+  else:
+    ids = [vocabulary.encode(escape_sentinels_text(p)) for p in prompts]
+    stops = (vocabulary.eos_id,)
+  seed = kwargs.pop("seed", 0)
+  texts = []
+  for start in range(0, len(ids), batch_size):
+    chunk = ids[start:start + batch_size]
+    chunk = chunk + [chunk[-1]] * (batch_size - len(chunk)) if len(ids) > batch_size else chunk  # one shape
+    outs = generate(model, params, chunk, max_new_tokens, stop_ids=stops, seed=seed + start, **kwargs)
+    texts.extend(vocabulary.decode(o) for o in outs[:len(ids) - start])
+  out = []
+  for text in texts:
+    for stop in stop_sequences:
+      if stop in text:
+        text = text[:text.index(stop)]
+    out.append(text)
+  return out

