@@ -13,6 +13,7 @@ from typing import Any
 
 import gin
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -107,8 +108,9 @@ def find_vocabulary(model_dir: str) -> str | None:
   return None
 
 
-def restore_params(model_dir: str, abstract_params, step: int | None = None):
-  """Only the parameters of a run's checkpoint (for sampling, eval and export).
+def restore_params(model_dir: str, abstract_params, step: int | None = None, as_numpy: bool = False):
+  """Only the parameters of a run's checkpoint (for sampling, eval and export); as_numpy gives
+  host numpy arrays without an intermediate device copy.
 
   Raises FileNotFoundError naming the directory, or ValueError naming a missing step.
   """
@@ -123,8 +125,9 @@ def restore_params(model_dir: str, abstract_params, step: int | None = None):
   restored = manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.PyTreeRestore(
           item={"params": abstract_params},
-          restore_args=jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding, dtype=x.dtype),
-                                    {"params": abstract_params}),
+          restore_args=jax.tree.map(
+              lambda x: ocp.RestoreArgs(restore_type=np.ndarray, dtype=x.dtype) if as_numpy else
+              ocp.ArrayRestoreArgs(sharding=x.sharding, dtype=x.dtype), {"params": abstract_params}),
           partial_restore=True)))
   manager.close()
   return restored.state["params"], step

@@ -260,6 +260,11 @@ def _train_run(args, bindings):
 
 
 def _bench_args(parser):
+  parser.add_argument("--decode", action="store_true", help="time KV-cache decoding instead of train steps")
+  parser.add_argument("--compare_hf", action="store_true", help="with --decode: also HF generate on the same weights")
+  parser.add_argument("--decode_batch_sizes", default="1,8")
+  parser.add_argument("--prompt_length", type=int, default=64)
+  parser.add_argument("--new_tokens", type=int, default=128)
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--batch_size", type=int, default=8)
   parser.add_argument("--length", type=int, default=512)
@@ -268,6 +273,18 @@ def _bench_args(parser):
 
 def _bench_run(args, bindings):
   _parse_gin(args, bindings)
+  if args.decode:
+    from jaxformer.infer import bench as decode  # pylint: disable=import-outside-toplevel
+    sizes = [int(b) for b in args.decode_batch_sizes.split(",") if b]
+    r = config_lib.call_configurable(decode.decode_bench, sizes, args.prompt_length, args.new_tokens, args.compare_hf)
+    print(f"greedy decoding on {r['device_kind']}, prompt {r['prompt_length']} tokens, {r['new_tokens']} new "
+          "tokens, float32, generated tokens/s:")
+    for batch in sizes:
+      hf = f", HF generate {r['hf'][batch]:,.0f}" if batch in r["hf"] else ""
+      print(f"  batch {batch}: jaxformer {r['jaxformer'][batch]:,.0f}{hf}")
+    if args.json:
+      print(json.dumps(r))
+    return
   from jaxformer.train import bench, mfu  # pylint: disable=import-outside-toplevel
   r = config_lib.call_configurable(bench.bench, args.steps, args.batch_size, args.length)
   print(f"{r['devices']} x {r['device_kind']}, batch {r['batch_size']} x {r['length']}, {r['steps']} steps "
@@ -387,7 +404,8 @@ def _export_run(args, bindings):
                               args.output, vocabulary, step=args.step, dtype=args.dtype, qkv_groups=args.qkv_groups,
                               max_shard_bytes=args.max_shard_bytes, prefix_lm=_trained_as_prefix_lm())
   for warning in caught:
-    print(f"jaxformer: warning: {warning.message}", file=sys.stderr)
+    if issubclass(warning.category, to_hf.PrefixLMWarning):
+      print(f"jaxformer: warning: {warning.message}", file=sys.stderr)
   print(f"exported step {step} of {args.model_dir} to {path} ({args.dtype}, QKV in {args.qkv_groups} groups)")
 
 

@@ -96,3 +96,11 @@ def test_bench_prints_speed_mfu_labels_and_memory(capsys):
   assert report["tokens_per_second"] > 0 and report["step_seconds"] > 0
   assert report["mfu_6n"] is None and "MFU: 6N n/a, 6N + causal attention n/a" in out  # CPU
   assert report["peak_memory_bytes"] > 0 and "peak memory" in out
+
+
+def test_decode_bench_reports_both_implementations(capsys):
+  assert cli.main(["bench", "--decode", "--compare_hf", "--gin_file=models/tiny.gin", "--decode_batch_sizes=1,2",
+                   "--prompt_length=8", "--new_tokens=8", "--gin.ModelConfig.num_layers=1", "--json"]) == 0
+  report = _last_json(capsys)
+  assert set(report["jaxformer"]) == {"1", "2"} and set(report["hf"]) == {"1", "2"}
+  assert all(v > 0 for v in list(report["jaxformer"].values()) + list(report["hf"].values()))

@@ -1,8 +1,8 @@
 """`jaxformer export`: a run's checkpoint -> a HuggingFace CodeGenForCausalLM directory.
 
-Tensors stream one of our leaves at a time (restored alone from the orbax checkpoint), are
-split per layer, converted and written into safetensors shards; host memory peaks near the
-largest stacked leaf plus one shard, never at the whole model. The output appears at its path
+Tensors stream one of our leaves at a time (restored alone, as numpy, from the orbax
+checkpoint), are split per layer, converted and appended to safetensors shards whose headers are
+planned from the shapes; host memory peaks near the largest stacked leaf, never the whole model. The output appears at its path
 only when complete (written beside it, then renamed).
 """
 
@@ -35,40 +35,78 @@ def _abstract_leaf(shape_dtype, path):
   return tree
 
 
-def _write_shards(tensors, directory: str, dtype: str, max_shard_bytes: int) -> dict:
-  """Writes (name, numpy) pairs into safetensors shards as they come; returns the weight map."""
-  import torch  # pylint: disable=import-outside-toplevel
-  from safetensors.torch import save_file  # pylint: disable=import-outside-toplevel
-  torch_dtype = getattr(torch, dtype)
-  shard, shard_bytes, names_by_shard = {}, 0, []
+SAFETENSORS_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
 
-  def flush():
-    nonlocal shard, shard_bytes
-    if shard:
-      save_file(shard, os.path.join(directory, f"shard-{len(names_by_shard):05d}.tmp"), metadata={"format": "pt"})
-      names_by_shard.append(list(shard))
-      shard, shard_bytes = {}, 0
 
+def _plan_shards(names_and_shapes, dtype: str, max_shard_bytes: int):
+  """Groups (name, shape) in emission order into shards; returns [(file name, [(name, shape, nbytes)])]."""
+  itemsize = np.dtype(_numpy_dtype(dtype)).itemsize
+  shards, current, current_bytes = [], [], 0
+  for name, shape in names_and_shapes:
+    nbytes = int(np.prod(shape)) * itemsize
+    if current and current_bytes + nbytes > max_shard_bytes:
+      shards.append(current)
+      current, current_bytes = [], 0
+    current.append((name, tuple(shape), nbytes))
+    current_bytes += nbytes
+  if current:
+    shards.append(current)
+  total = len(shards)
+  names = ["model.safetensors"] if total == 1 else [f"model-{k + 1:05d}-of-{total:05d}.safetensors"
+                                                     for k in range(total)]
+  return list(zip(names, shards))
+
+
+def _numpy_dtype(dtype: str):
+  if dtype == "bfloat16":
+    import ml_dtypes  # pylint: disable=import-outside-toplevel
+    return ml_dtypes.bfloat16
+  return np.dtype(dtype)
+
+
+def _write_shards_streaming(tensors, plan, directory: str, dtype: str) -> None:
+  """Writes safetensors files tensor by tensor: each file's header is planned up front from the
+  shapes, then each tensor's bytes are appended as it arrives and dropped, so memory holds one
+  tensor at a time (the safetensors library would build each whole file in memory first)."""
+  numpy_dtype = _numpy_dtype(dtype)
+  files = iter(plan)
+  handle, expected = None, []
   for name, array in tensors:
-    tensor = torch.from_numpy(np.asarray(array, np.float32)).to(torch_dtype).contiguous()
-    size = tensor.numel() * tensor.element_size()
-    if shard and shard_bytes + size > max_shard_bytes:
-      flush()
-    shard[name] = tensor
-    shard_bytes += size
-  flush()
-
-  weight_map = {}
-  total = len(names_by_shard)
-  for k, names in enumerate(names_by_shard):
-    final = "model.safetensors" if total == 1 else f"model-{k + 1:05d}-of-{total:05d}.safetensors"
-    os.rename(os.path.join(directory, f"shard-{k:05d}.tmp"), os.path.join(directory, final))
-    weight_map.update({name: final for name in names})
-  if total > 1:
-    index = {"metadata": {}, "weight_map": weight_map}
+    if not expected:
+      if handle:
+        handle.close()
+      file_name, entries = next(files)
+      header, offset = {"__metadata__": {"format": "pt"}}, 0
+      for entry_name, shape, nbytes in entries:
+        header[entry_name] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(shape),
+                              "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+      encoded = json.dumps(header, separators=(",", ":")).encode()
+      encoded += b" " * (-len(encoded) % 8)
+      handle = open(os.path.join(directory, file_name), "wb")
+      handle.write(len(encoded).to_bytes(8, "little") + encoded)
+      expected = [(n, s) for n, s, _ in entries]
+    want_name, want_shape = expected.pop(0)
+    if name != want_name or tuple(array.shape) != want_shape:
+      raise RuntimeError(f"export order mismatch: got {name} {array.shape}, planned {want_name} {want_shape}")
+    handle.write(np.ascontiguousarray(array, dtype=numpy_dtype).tobytes())
+  if handle:
+    handle.close()
+  if len(plan) > 1:
+    index = {"metadata": {}, "weight_map": {n: f for f, entries in plan for n, _, _ in entries}}
     with open(os.path.join(directory, "model.safetensors.index.json"), "w") as f:
       json.dump(index, f, indent=1)
-  return weight_map
+
+
+def _hf_names_and_shapes(config: ModelConfig, groups: int):
+  """(HF name, HF shape) in the order export emits them, from shapes alone."""
+  shapes = param_shapes(config)
+  for leaf in layout.LEAVES:
+    shape = layout.get_path(shapes, leaf.path).shape
+    one = np.empty(shape[1:] if leaf.per_layer else shape, np.float32)  # pages never touched
+    hf_shape = leaf.to_hf(one, config, groups).shape
+    for i in range(shape[0] if leaf.per_layer else 1):
+      yield leaf.hf_name.format(i=i), hf_shape
 
 
 def export_params(read_leaf, config: ModelConfig, output: str, vocabulary_path: str | None, dtype: str = "float32",
@@ -91,9 +129,10 @@ def export_params(read_leaf, config: ModelConfig, output: str, vocabulary_path: 
   shutil.rmtree(partial, ignore_errors=True)
   os.makedirs(partial)
   try:
+    plan = _plan_shards(_hf_names_and_shapes(config, qkv_groups), dtype, max_shard_bytes)
     tensors = (pair for leaf in layout.LEAVES
                for pair in layout.hf_tensors(leaf, read_leaf(leaf), config, qkv_groups))
-    _write_shards(tensors, partial, dtype, max_shard_bytes)
+    _write_shards_streaming(tensors, plan, partial, dtype)
     # The model reads <pad> (0) as BOS; HF infers attention masks from pad_token_id when none is
     # given, so HF's pad is <|endoftext|> (as GPT-2 and CodeGen do) and never masks the BOS.
     bos, eos = 0, 1
@@ -123,9 +162,9 @@ def export_checkpoint(model_dir: str, config: ModelConfig, output: str, vocabula
 
   def read_leaf(leaf):
     abstract = _abstract_leaf(layout.get_path(shapes, leaf.path), leaf.path)
-    params, restored_step = checkpoint.restore_params(model_dir, abstract, step)
+    params, restored_step = checkpoint.restore_params(model_dir, abstract, step, as_numpy=True)
     steps_seen.append(restored_step)
-    return np.asarray(layout.get_path(params, leaf.path))
+    return layout.get_path(params, leaf.path)
 
   path = export_params(read_leaf, config, output, vocabulary_path, **kwargs)
   return path, steps_seen[0]

@@ -103,18 +103,14 @@ def generate(model, params, prompts: list[list[int]], max_new_tokens: int, stop_
   return _cut_at_stops(tokens.tolist(), stop_ids)
 
 
-def generate_full_forward(model, params, prompts: list[list[int]], max_new_tokens: int, stop_ids=(), temperature: float = 0.0,
-             seed: int = 0, prefix_lm: bool = False) -> list[list[int]]:
+def generate_full_forward(model, params, prompts: list[list[int]], max_new_tokens: int, stop_ids=(),
+                          temperature: float = 0.0, seed: int = 0, prefix_lm: bool = False) -> list[list[int]]:
   """Completions (token ids, stop token excluded) for a batch of prompts, greedy or at a
   temperature, rerunning the full forward pass over a fixed-size buffer each step (the
   reference for `generate`)."""
   batch = len(prompts)
-  lengths = np.array([len(p) + 1 for p in prompts])  # +1: the BOS
-  total = int(lengths.max()) + max_new_tokens
-  buffer = np.zeros((batch, total), np.int32)
-  for row, prompt in enumerate(prompts):
-    buffer[row, 1:len(prompt) + 1] = prompt
-  prefix = (np.arange(total)[None, :] < lengths[:, None]).astype(np.int32) if prefix_lm else np.zeros_like(buffer)
+  buffer, lengths, prefix = _prompt_buffer(prompts, max_new_tokens, prefix_lm)
+  total = buffer.shape[1]
   stops = jnp.asarray(list(stop_ids) or [-1], jnp.int32)
 
   @jax.jit
@@ -141,15 +137,8 @@ def generate_full_forward(model, params, prompts: list[list[int]], max_new_token
     return tokens
 
   out = np.asarray(run(params, buffer, lengths, prefix, jax.random.key(seed)))
-  completions = []
-  for row in range(batch):
-    generated = out[row, lengths[row]:lengths[row] + max_new_tokens].tolist()
-    for j, token in enumerate(generated):
-      if token in stop_ids:
-        generated = generated[:j]
-        break
-    completions.append(generated)
-  return completions
+  rows = [out[row, lengths[row]:lengths[row] + max_new_tokens].tolist() for row in range(batch)]
+  return _cut_at_stops(rows, stop_ids)
 
 
 def infill_ids(vocabulary, prefix: str, suffix: str) -> list[int]:
