@@ -35,14 +35,20 @@ def converted_source(folder: str) -> seqio.DataSource:
                                    feature_description={"text": tf.io.FixedLenFeature([], tf.string)})
 
 
-def tfds_source(tfds_name: str) -> seqio.DataSource:
-  return seqio.TfdsDataSource(tfds_name=tfds_name, splits={"train": "train", "validation": "validation"})
+def tfds_source(tfds_name: str, data_dir: str | None = None) -> seqio.DataSource:
+  return seqio.TfdsDataSource(tfds_name=tfds_name, tfds_data_dir=data_dir,
+                              splits={"train": "train", "validation": "validation"})
 
 
 @gin.configurable(module="tasks")
 def register_configured(vocabulary_path: str | None = None, file_tasks: dict | None = None,
-                        tfds_tasks: dict | None = None, mixtures: dict | None = None) -> None:
-  """Registers the gin-configured file and TFDS tasks and mixtures."""
+                        tfds_tasks: dict | None = None, mixtures: dict | None = None,
+                        tfds_data_dir: str | None = None) -> None:
+  """Registers the gin-configured file and TFDS tasks and mixtures.
+
+  tfds_tasks: {task name: (TFDS name with version, text feature key)}, read from tfds_data_dir
+  (default: TFDS's own, $TFDS_DATA_DIR); the datasets must be prepared there already.
+  """
   file_tasks, tfds_tasks, mixtures = file_tasks or {}, tfds_tasks or {}, mixtures or {}
   if (file_tasks or tfds_tasks) and not vocabulary_path:
     raise ValueError("tasks.register_configured.vocabulary_path is not set (a SentencePiece .model "
@@ -51,6 +57,6 @@ def register_configured(vocabulary_path: str | None = None, file_tasks: dict | N
   for name, folder in file_tasks.items():
     text_task(name, converted_source(folder), vocabulary)
   for name, (tfds_name, text_key) in tfds_tasks.items():
-    text_task(name, tfds_source(tfds_name), vocabulary, text_key=text_key)
+    text_task(name, tfds_source(tfds_name, tfds_data_dir), vocabulary, text_key=text_key)
   for name, tasks_and_rates in mixtures.items():
     add_mixture(name, [tuple(x) for x in tasks_and_rates])

@@ -298,3 +298,32 @@ def test_tokenizers_json_vocabulary_encodes_in_tf_and_python(tmp_path):
   assert vocab.decode(ids) == CODE
   assert vocab.encode_tf(tf.constant(CODE)).numpy().tolist() == ids
   assert vocab.eos_id == tokenizer.token_to_id("<|endoftext|>")
+
+
+def test_tfds_dataset_by_name_is_a_task(local_corpus, tmp_path):
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  from tasks import corpora  # pylint: disable=import-outside-toplevel
+
+  class JaxformerTinyText(tfds.core.GeneratorBasedBuilder):
+    """A real TFDS dataset, prepared offline in the test."""
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({"body": tfds.features.Text()}))
+
+    def _split_generators(self, dl_manager):
+      return {"train": self._generate_examples(40), "validation": self._generate_examples(4)}
+
+    def _generate_examples(self, n):
+      for i in range(n):
+        yield i, {"body": f"def tfds_{i}():\n    return {i}\n"}
+
+  JaxformerTinyText(data_dir=str(tmp_path)).download_and_prepare()
+  corpora.register_configured(vocabulary_path=os.path.join(local_corpus, "spm.model"), tfds_data_dir=str(tmp_path),
+                              tfds_tasks={"tiny_text": ("jaxformer_tiny_text:1.0.0", "body")})
+  _bind_rates({"causal_lm": 1.0})
+  vocab = seqio.get_mixture_or_task("tiny_text").output_features["targets"].vocabulary
+  examples = list(pipeline.examples_dataset("tiny_text", {"targets": 64}, split="validation",
+                                            shuffle=False).as_numpy_iterator())
+  assert sorted(vocab.decode(e["source"]) for e in examples) == sorted(
+      f"def tfds_{i}():\n    return {i}\n" for i in range(4))
