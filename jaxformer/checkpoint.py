@@ -92,11 +92,9 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state, iterator=
 
 
 def holds_only_params(manager: ocp.CheckpointManager, step: int) -> bool:
-  """True for a checkpoint written by `jaxformer import` (parameters, no optimizer state)."""
-  metadata = manager.item_metadata(step)
-  state = metadata["state"] if isinstance(metadata, dict) or hasattr(metadata, "__getitem__") else None
-  tree = getattr(state, "tree", state)
-  return tree is not None and "opt_state" not in tree
+  """True for a checkpoint written by `jaxformer import`: parameters only, no optimizer state and
+  no data position (a `jaxformer train` checkpoint always has its `data` item)."""
+  return not (epath.Path(manager.directory) / str(step) / "data").exists()
 
 
 def find_vocabulary(model_dir: str) -> str | None:

@@ -141,6 +141,12 @@ def test_cli_export_loads_in_transformers_and_round_trips_through_import(local_c
   again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert again["tokens"] == ours["tokens"] and again["completion"] == ours["completion"]
 
+  # The imported run fine-tunes: train starts from its parameters with a fresh optimizer.
+  flags = train_util.small_run_flags(local_corpus, steps=2, checkpoint_period=2)
+  assert train_util.run(imported, flags) == 0, train_util.log_text(imported)
+  assert "initialised parameters from the imported checkpoint at step 0" in train_util.log_text(imported)
+  assert train_util.committed_steps(imported) == [0, 2]
+
 
 def test_bad_inputs_fail_clearly_and_leave_nothing_behind(tmp_path, capsys):
   config = CONFIGS["4_heads_partial_rotary"]
@@ -169,3 +175,22 @@ def test_bad_inputs_fail_clearly_and_leave_nothing_behind(tmp_path, capsys):
 
   assert cli.main(["export", f"--model_dir={tmp_path}/nowhere", f"--output={tmp_path}/o"]) == 2
   assert "config.gin is missing" in capsys.readouterr().err
+
+
+def test_prefix_lm_checkpoints_export_with_a_warning(tmp_path):
+  config = CONFIGS["4_heads_partial_rotary"]
+  _, params = init(config)
+  with pytest.warns(to_hf.PrefixLMWarning, match="attends causally"):
+    to_hf.export_in_memory(params, config, str(tmp_path / "hf"), prefix_lm=True)
+
+
+def test_bfloat16_export_loads_with_close_logits(tmp_path):
+  config = CONFIGS["4_heads_partial_rotary"]
+  model, params = init(config, seed=5)
+  out = to_hf.export_in_memory(params, config, str(tmp_path / "hf"), dtype="bfloat16")
+  hf_model = CodeGenForCausalLM.from_pretrained(out, torch_dtype=torch.bfloat16).eval()
+  assert hf_model.transformer.wte.weight.dtype == torch.bfloat16
+  tokens = _with_bos(random_tokens(config, 1, 9, seed=9))
+  with torch.no_grad():
+    theirs = hf_model.float()(torch.from_numpy(tokens).long()).logits.numpy()
+  assert np.abs(jitted_apply(model)(params, tokens) - theirs).max() < 0.05  # bf16 weights
