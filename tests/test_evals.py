@@ -48,10 +48,11 @@ def test_hostile_completions_are_stopped_and_counted_failed(tmp_path):
   hostile = {
       "loops": "    while True:\n        pass\n",
       "allocates_60_gb": "    x = bytearray(60 * 2**30)\n" + good,
-      "fork_bomb": "    import os\n    while True:\n        os.fork()\n",
       "writes_outside": f"    open({str(tmp_path / 'escaped')!r}, 'w').write('x')\n" + good,
       "writes_tmp": f"    open({marker!r}, 'w').write('x')\n    assert False\n",
   }
+  if sandbox.namespaces_available() or os.geteuid() != 0:  # root without namespaces has no process limit
+    hostile["fork_bomb"] = "    import os\n    while True:\n        os.fork()\n"
   samples = [{"task_id": task, "completion": c} for c in hostile.values()] + [{"task_id": task, "completion": good}]
   start = time.time()
   scored, scores = humaneval.score(samples, problems, ks=(1,), limits=sandbox.Limits(wall_seconds=5, cpu_seconds=5))
@@ -61,7 +62,8 @@ def test_hostile_completions_are_stopped_and_counted_failed(tmp_path):
   assert not any(by_name[name]["passed"] for name in hostile)
   assert by_name["loops"]["status"] == "timeout"
   assert not (tmp_path / "escaped").exists() and not os.path.exists(marker)
-  assert np.isclose(scores["pass@1"], 1 / 6)  # one problem, 1 of 6 samples correct
+  assert np.isclose(scores["pass@1"], 1 / len(samples))  # one problem, one correct sample
+  assert "fork_bomb" in hostile, "root without namespaces cannot stop a fork bomb: not run, and not passed"
 
 
 def test_sandbox_has_no_network_and_a_private_home_when_namespaces_work():

@@ -10,8 +10,9 @@ Each program runs in its own process group and session, with:
 - a private working directory with HOME and TMPDIR inside it, and a minimal environment.
 
 What it does not isolate: it is not a VM or seccomp jail. Without unshare (not root, or not
-Linux) only the limits, the process group and the private directory apply, so network access and
-writes to world-writable paths remain possible; run evals of untrusted models in a container then.
+Linux) only the limits, the process group and the private directory apply (the process-count
+limit then counts the user's own processes, and root ignores it), so network access and writes
+to world-writable paths remain possible; run evals of untrusted models in a container then.
 """
 
 import dataclasses
@@ -38,6 +39,8 @@ for name in ("AS", "CPU", "FSIZE", "CORE"):
 """
 
 _FALLBACK = _LIMITS + r"""
+nproc = int(os.environ.pop("SANDBOX_NPROC"))  # counts the user's processes; root ignores it
+resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
 os.execve(sys.executable, [sys.executable, "-I", "program.py"],
           {k: os.environ[k] for k in ("HOME", "TMPDIR", "PATH", "LANG")})
 """
@@ -100,6 +103,15 @@ def namespaces_available() -> bool:
   return probe.returncode == 0
 
 
+def _user_processes() -> int:
+  """Processes this user already runs (RLIMIT_NPROC counts them all)."""
+  try:
+    uid = os.geteuid()
+    return sum(1 for pid in os.listdir("/proc") if pid.isdigit() and os.stat(f"/proc/{pid}").st_uid == uid)
+  except OSError:
+    return 0
+
+
 def _limit_env(limits: Limits) -> dict:
   # Limits are set by the launcher itself (no preexec_fn: forking a multithreaded JAX process
   # and running Python before exec can deadlock).
@@ -122,7 +134,8 @@ def run_program(program: str, limits: Limits = Limits()) -> Result:
     with open(os.path.join(workdir, "program.py"), "w") as f:
       f.write(program)
     command = [sys.executable, "-I", "-c", _FALLBACK]
-    env = {"HOME": workdir, "TMPDIR": workdir, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    env = {"HOME": workdir, "TMPDIR": workdir, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
+           "SANDBOX_NPROC": str(max(limits.processes, _user_processes() + limits.processes))}
     stdin = ""
   process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              cwd=workdir or "/", env={**env, **_limit_env(limits)}, start_new_session=True, text=True,
