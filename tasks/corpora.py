@@ -15,15 +15,9 @@ import gin
 import seqio
 import tensorflow as tf
 
+from jaxformer.data.vocabulary import load_vocabulary
 from tasks.local import add_mixture, text_task
 
-
-def load_vocabulary(path: str):
-  if path.endswith(".json"):
-    from jaxformer.data.vocabulary import TokenizersVocabulary  # pylint: disable=import-outside-toplevel
-    return TokenizersVocabulary(path)
-  from jaxformer.data.vocabulary import CodeGenVocabulary  # pylint: disable=import-outside-toplevel
-  return CodeGenVocabulary(path)
 
 
 def converted_source(folder: str) -> seqio.DataSource:

@@ -177,3 +177,8 @@ class TokenizersVocabulary(seqio.Vocabulary):
 
   def __eq__(self, other):
     return isinstance(other, TokenizersVocabulary) and other.path == self.path
+
+
+def load_vocabulary(path: str):
+  """A SentencePiece .model as CodeGenVocabulary, or a tokenizer.json as TokenizersVocabulary."""
+  return TokenizersVocabulary(path) if path.endswith(".json") else CodeGenVocabulary(path)

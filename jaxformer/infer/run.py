@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxformer import checkpoint, sharding
+from jaxformer.data.vocabulary import load_vocabulary
 from jaxformer.model import ModelConfig, Transformer
 
 
@@ -23,13 +24,6 @@ class LoadedRun:
   mesh: object
   rules: tuple
 
-
-def load_vocabulary(path: str):
-  if path.endswith(".json"):
-    from jaxformer.data.vocabulary import TokenizersVocabulary  # pylint: disable=import-outside-toplevel
-    return TokenizersVocabulary(path)
-  from jaxformer.data.vocabulary import CodeGenVocabulary  # pylint: disable=import-outside-toplevel
-  return CodeGenVocabulary(path)
 
 
 def abstract_params(config: ModelConfig, mesh, rules):
