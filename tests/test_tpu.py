@@ -1,0 +1,173 @@
+"""tpu/ scripts against a fake `gcloud` (tests/fake_gcloud.py) whose workers run the commands for real."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAKE = os.path.join(REPO, "tests", "fake_gcloud.py")
+TRAIN = ["jaxformer", "train", "--gin_file=runs/codegen2_1b_v4_32.gin", "--gin.OBJECTIVE_RATES={'causal_lm': 1.0}",
+         "--gin.NOTE=it's \"quoted\" $HOME"]  # quotes and a $ must reach the workers untouched
+EXPECTED_ARGS = TRAIN[1:] + ["--model_dir=gs://bucket/run1"]
+
+
+class Cloud:
+  def __init__(self, tmp_path):
+    self.dir = tmp_path / "gcloud"
+    self.dir.mkdir()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    gcloud = bin_dir / "gcloud"
+    gcloud.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE}" "$@"\n')
+    gcloud.chmod(0o755)
+    self.env = {k: v for k, v in os.environ.items() if not k.startswith("JAXFORMER_TPU_")}
+    self.env.update({"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_GCLOUD_DIR": str(self.dir),
+                     "TMPDIR": str(tmp_path), "JAXFORMER_TPU_ZONE": "us-central2-b",
+                     "JAXFORMER_TPU_NAME": "test-v4", "JAXFORMER_TPU_TYPE": "v4-16",
+                     "JAXFORMER_TPU_BUCKET": "gs://bucket", "JAXFORMER_TPU_RUN": "run1"})
+
+  def script(self, name, *args, check=True, **env):
+    result = subprocess.run(["bash", os.path.join(REPO, "tpu", name), *args], env={**self.env, **env},
+                            capture_output=True, text=True, timeout=120, check=False)
+    if check and result.returncode != 0:
+      raise AssertionError(f"{name} {args} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+  def calls(self):
+    path = self.dir / "calls.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+  def verbs(self):
+    return [" ".join(c[2:4]) for c in self.calls()]
+
+  def worker(self, i, name="test-v4"):
+    return self.dir / "slices" / name / f"worker{i}"
+
+
+def _wait_for(path, timeout=20):
+  deadline = time.time() + timeout
+  while not path.exists():
+    if time.time() > deadline:
+      raise AssertionError(f"{path} never appeared")
+    time.sleep(0.1)
+  time.sleep(0.1)  # let the writer finish the line
+
+
+def _jaxformer_calls(home):
+  return [json.loads(line) for line in (home / "jaxformer-calls.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def cloud(tmp_path):
+  return Cloud(tmp_path)
+
+
+def test_create_setup_launch_stop_delete(cloud):
+  cloud.script("create.sh", "--spot")
+  cloud.script("setup.sh")
+  cloud.script("launch.sh", "--", *TRAIN)
+  assert cloud.verbs() == ["tpu-vm create", "tpu-vm scp", "tpu-vm ssh", "tpu-vm ssh"]
+  create = cloud.calls()[0]
+  assert "--accelerator-type=v4-16" in create and "--spot" in create and "--version=tpu-ubuntu2204-base" in create
+  for i in range(2):
+    home = cloud.worker(i)
+    # setup shipped the committed tree and installed it with the tpu extra
+    assert (home / "jaxformer" / "setup.py").exists() and (home / "jaxformer" / "tpu" / "launch.sh").exists()
+    pip = [json.loads(line) for line in (home / "pip-calls.jsonl").read_text().splitlines()]
+    assert any(f"{home}/jaxformer[tpu]" in call for call in pip)
+    # every worker ran exactly the command given, quotes and all, detached, with its own log and exit code
+    _wait_for(home / "jaxformer-logs" / "run1.exit")
+    assert _jaxformer_calls(home) == [EXPECTED_ARGS]
+    assert (home / "jaxformer-logs" / "run1.exit").read_text().strip() == "0"
+    assert "fake jaxformer ran: train" in (home / "jaxformer-logs" / "run1.log").read_text()
+
+  logs = cloud.script("logs.sh", "--worker=all")
+  assert logs.stdout.count("fake jaxformer ran: train") == 2
+  cloud.script("stop.sh")
+  assert "pkill -TERM" in cloud.calls()[-1][-1]
+  cloud.script("delete.sh")
+  assert cloud.verbs()[-1] == "tpu-vm delete" and not cloud.worker(0).exists()
+
+
+def test_foreground_launch_waits_and_passes_output_and_exit_code(cloud):
+  cloud.script("create.sh")
+  cloud.script("setup.sh")
+  result = cloud.script("launch.sh", "--foreground", "--", "jaxformer", "eval", "loss", "--model_dir=gs://b/r", "--json")
+  assert result.stdout.count("fake jaxformer ran: eval loss --model_dir=gs://b/r --json") == 2
+  (cloud.worker(1) / "jaxformer-exit-code").write_text("3")
+  failed = cloud.script("launch.sh", "--foreground", "--", "jaxformer", "eval", "loss", check=False)
+  assert failed.returncode == 3
+
+
+def test_queued_create_and_delete(cloud):
+  cloud.script("create.sh", "--queued", "--reserved", "--project=proj")
+  assert cloud.verbs() == ["queued-resources create", "queued-resources describe"]
+  create = cloud.calls()[0]
+  assert "--node-id=test-v4" in create and "--runtime-version=tpu-ubuntu2204-base" in create
+  assert "--reserved" in create and "--project=proj" in create
+  cloud.script("delete.sh", "--queued")
+  assert cloud.verbs()[-1] == "queued-resources delete"
+
+
+def test_supervise_recreates_a_preempted_slice_and_relaunches(cloud):
+  # describe 1: no slice yet; describe 2: the slice was preempted; describe 3: READY, run finished.
+  result = cloud.script("supervise.sh", "--spot", "--poll_seconds=0", "--", *TRAIN, FAKE_GCLOUD_EVENTS=",PREEMPT")
+  recover = ["tpu-vm create", "tpu-vm scp", "tpu-vm ssh", "tpu-vm ssh"]
+  assert cloud.verbs() == (["tpu-vm describe", *recover, "tpu-vm describe", "tpu-vm delete", *recover,
+                            "tpu-vm describe", "tpu-vm ssh"]), result.stdout
+  assert "PREEMPTED; recreating it (restart 2)" in result.stdout
+  assert "run run1 finished" in result.stdout
+  creates = [c for c in cloud.calls() if c[2:4] == ["tpu-vm", "create"]]
+  assert all("--spot" in c for c in creates)
+  # the relaunch is the same command with the same MODEL_DIR, so training resumes from its checkpoint
+  launches = [c[-1] for c in cloud.calls() if c[3] == "ssh" and "nohup" in c[-1]]
+  assert len(launches) == 2 and launches[0] == launches[1]
+  assert _jaxformer_calls(cloud.worker(0)) == [EXPECTED_ARGS]
+
+
+def test_supervise_stops_on_a_failed_run(cloud):
+  cloud.script("create.sh")
+  cloud.script("setup.sh")
+  (cloud.worker(0) / "jaxformer-exit-code").write_text("1")
+  result = cloud.script("supervise.sh", "--poll_seconds=0", "--", *TRAIN, check=False)
+  assert result.returncode == 2
+  assert "exited with 1 on a READY slice" in result.stderr
+
+
+def test_dry_run_prints_the_gcloud_commands_and_runs_none(cloud):
+  outputs = {}
+  for script, args in [("create.sh", ["--spot"]), ("setup.sh", []), ("launch.sh", ["--", *TRAIN]),
+                       ("logs.sh", []), ("stop.sh", []), ("delete.sh", []), ("supervise.sh", ["--", *TRAIN])]:
+    outputs[script] = cloud.script(script, "--dry-run", *args).stdout
+  assert cloud.calls() == []
+  assert outputs["create.sh"].strip() == ("gcloud compute tpus tpu-vm create test-v4 --zone=us-central2-b "
+                                          "--accelerator-type=v4-16 --version=tpu-ubuntu2204-base --spot")
+  assert "gcloud compute tpus tpu-vm scp" in outputs["setup.sh"]
+  assert outputs["launch.sh"].startswith("gcloud compute tpus tpu-vm ssh test-v4 --worker=all")
+  for word in ("describe", "delete", "create", "scp", "ssh"):
+    assert f"gcloud compute tpus tpu-vm {word}" in outputs["supervise.sh"]
+  # the printed launch runs as printed: paste it into a shell with our fake gcloud
+  cloud.script("create.sh")
+  cloud.script("setup.sh")
+  subprocess.run(["bash", "-c", outputs["launch.sh"]], env=cloud.env, check=True, timeout=60)
+  _wait_for(cloud.worker(1) / "jaxformer-logs" / "run1.exit")
+  assert _jaxformer_calls(cloud.worker(1)) == [EXPECTED_ARGS]
+
+
+def test_missing_setting_is_named(cloud):
+  result = cloud.script("create.sh", check=False, JAXFORMER_TPU_ZONE="")
+  assert result.returncode == 2 and "--zone / JAXFORMER_TPU_ZONE is not set" in result.stderr
+  assert cloud.calls() == []
+
+
+def test_shellcheck_passes():
+  shellcheck = os.path.join(os.path.dirname(sys.executable), "shellcheck")
+  scripts = sorted(glob.glob(os.path.join(REPO, "tpu", "*.sh")))
+  assert len(scripts) >= 7
+  result = subprocess.run([shellcheck, *scripts], capture_output=True, text=True, check=False, cwd=REPO)
+  assert result.returncode == 0, result.stdout

@@ -1,0 +1,159 @@
+# shellcheck shell=bash disable=SC2034,SC2016
+# (SC2034: the variables are for the scripts that source this file; SC2016: $HOME expands on the workers.)
+# Settings and helpers shared by the tpu/ scripts (sourced, never run).
+#
+# Every setting comes from, in increasing priority: built-in defaults, the file named by
+# --config=FILE or $JAXFORMER_TPU_CONFIG (bash assignments of the variables below), the
+# environment, and flags.
+#
+#   flag                 variable                  meaning
+#   --project=P          JAXFORMER_TPU_PROJECT     GCP project (default: gcloud's configured one)
+#   --zone=Z             JAXFORMER_TPU_ZONE        e.g. us-central2-b (v4)
+#   --name=N             JAXFORMER_TPU_NAME        the slice (TPU VM / queued-resource) name
+#   --accelerator_type=T JAXFORMER_TPU_TYPE        v4-32, v5p-64, v5litepod-16, v6e-16, ...
+#   --runtime_version=R  JAXFORMER_TPU_RUNTIME     TPU VM image (default tpu-ubuntu2204-base)
+#   --bucket=B           JAXFORMER_TPU_BUCKET      gs://bucket for checkpoints (MODEL_DIR default)
+#   --spot | --reserved | --on_demand
+#                        JAXFORMER_TPU_CAPACITY    spot, reserved or on_demand (default)
+#   --queued             JAXFORMER_TPU_QUEUED=1    create through queued resources
+#   --run_name=R         JAXFORMER_TPU_RUN         names the log files and the default MODEL_DIR
+#   --python=PY          JAXFORMER_TPU_PYTHON      interpreter on the workers (default python3.11)
+#   --dry-run                                      print every command instead of running it
+
+set -euo pipefail
+
+TPU_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_DIR="$(dirname "$TPU_DIR")"
+DRY_RUN=0
+ARGS=()          # what a script's own parser gets: flags common.sh does not know, and "--" onwards
+
+_load_config() {
+  local file=""
+  local arg
+  for arg in "$@"; do
+    case "$arg" in
+      --config=*) file="${arg#--config=}" ;;
+    esac
+  done
+  file="${file:-${JAXFORMER_TPU_CONFIG:-}}"
+  if [[ -n "$file" ]]; then
+    if [[ ! -f "$file" ]]; then
+      echo "tpu: --config=$file: no such file" >&2
+      exit 2
+    fi
+    # shellcheck source=/dev/null
+    source "$file"
+  fi
+}
+
+parse_common() {
+  # Environment values win over the config file: remember them before sourcing it.
+  local env_project="${JAXFORMER_TPU_PROJECT:-}" env_zone="${JAXFORMER_TPU_ZONE:-}"
+  local env_name="${JAXFORMER_TPU_NAME:-}" env_type="${JAXFORMER_TPU_TYPE:-}"
+  local env_runtime="${JAXFORMER_TPU_RUNTIME:-}" env_bucket="${JAXFORMER_TPU_BUCKET:-}"
+  local env_capacity="${JAXFORMER_TPU_CAPACITY:-}" env_queued="${JAXFORMER_TPU_QUEUED:-}"
+  local env_run="${JAXFORMER_TPU_RUN:-}" env_python="${JAXFORMER_TPU_PYTHON:-}"
+  _load_config "$@"
+  PROJECT="${env_project:-${JAXFORMER_TPU_PROJECT:-}}"
+  ZONE="${env_zone:-${JAXFORMER_TPU_ZONE:-}}"
+  NAME="${env_name:-${JAXFORMER_TPU_NAME:-}}"
+  TYPE="${env_type:-${JAXFORMER_TPU_TYPE:-}}"
+  RUNTIME="${env_runtime:-${JAXFORMER_TPU_RUNTIME:-tpu-ubuntu2204-base}}"
+  BUCKET="${env_bucket:-${JAXFORMER_TPU_BUCKET:-}}"
+  CAPACITY="${env_capacity:-${JAXFORMER_TPU_CAPACITY:-on_demand}}"
+  QUEUED="${env_queued:-${JAXFORMER_TPU_QUEUED:-0}}"
+  RUN="${env_run:-${JAXFORMER_TPU_RUN:-}}"
+  PYTHON="${env_python:-${JAXFORMER_TPU_PYTHON:-python3.11}}"
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      --config=*) ;;
+      --project=*) PROJECT="${1#*=}" ;;
+      --zone=*) ZONE="${1#*=}" ;;
+      --name=*) NAME="${1#*=}" ;;
+      --accelerator_type=*) TYPE="${1#*=}" ;;
+      --runtime_version=*) RUNTIME="${1#*=}" ;;
+      --bucket=*) BUCKET="${1#*=}" ;;
+      --spot) CAPACITY=spot ;;
+      --reserved) CAPACITY=reserved ;;
+      --on_demand) CAPACITY=on_demand ;;
+      --queued) QUEUED=1 ;;
+      --run_name=*) RUN="${1#*=}" ;;
+      --python=*) PYTHON="${1#*=}" ;;
+      --dry-run|--dry_run) DRY_RUN=1 ;;
+      --) ARGS+=("$@"); break ;;
+      *) ARGS+=("$1") ;;
+    esac
+    shift
+  done
+  case "$CAPACITY" in
+    spot|reserved|on_demand) ;;
+    *) die "capacity '$CAPACITY' (JAXFORMER_TPU_CAPACITY): use spot, reserved or on_demand" ;;
+  esac
+}
+
+die() {
+  echo "tpu: $*" >&2
+  exit 2
+}
+
+require() {
+  # require VAR...: each named setting must be set (names the flag and the variable if not).
+  local var flag
+  for var in "$@"; do
+    if [[ -z "${!var}" ]]; then
+      case "$var" in
+        PROJECT) flag="--project / JAXFORMER_TPU_PROJECT" ;;
+        ZONE) flag="--zone / JAXFORMER_TPU_ZONE" ;;
+        NAME) flag="--name / JAXFORMER_TPU_NAME" ;;
+        TYPE) flag="--accelerator_type / JAXFORMER_TPU_TYPE" ;;
+        BUCKET) flag="--bucket / JAXFORMER_TPU_BUCKET" ;;
+        RUN) flag="--run_name / JAXFORMER_TPU_RUN" ;;
+        *) flag="$var" ;;
+      esac
+      die "$(basename "$0"): $flag is not set"
+    fi
+  done
+}
+
+quote() {
+  # quote ARG...: each argument as the shell reads it back; plain words stay bare, others go in
+  # single quotes (easier to read than printf %q, and as exact).
+  local out=() arg q="'"
+  for arg in "$@"; do
+    if [[ "$arg" =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then
+      out+=("$arg")
+    else
+      out+=("$q${arg//$q/$q\\$q$q}$q")
+    fi
+  done
+  printf '%s' "${out[*]}"
+}
+
+run() {
+  # Runs a command, or with --dry-run prints it (shell-quoted, ready to paste).
+  if [[ "$DRY_RUN" == 1 ]]; then
+    quote "$@"
+    echo
+  else
+    "$@"
+  fi
+}
+
+location_flags() {
+  # The --project/--zone pair every gcloud call takes (project only when set).
+  LOCATION=(--zone="$ZONE")
+  if [[ -n "$PROJECT" ]]; then
+    LOCATION+=(--project="$PROJECT")
+  fi
+}
+
+ssh_workers() {
+  # ssh_workers WORKER COMMAND: runs COMMAND (one string) on a worker (a number, or all).
+  location_flags
+  run gcloud compute tpus tpu-vm ssh "$NAME" --worker="$1" "${LOCATION[@]}" --command="$2"
+}
+
+
+LOG_DIR='$HOME/jaxformer-logs'
+VENV='$HOME/jaxformer-venv'
+SRC='$HOME/jaxformer'

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Follows a run's log on one worker (default 0), or prints the last lines of every worker's log.
+#   tpu/logs.sh --name=my-v4 --zone=us-central2-b --run_name=c2-1b [--worker=3 | --worker=all]
+# shellcheck source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+parse_common "$@"
+worker=0
+for arg in "${ARGS[@]}"; do
+  case "$arg" in
+    --worker=*) worker="${arg#--worker=}" ;;
+    *) die "logs.sh: unknown argument $arg" ;;
+  esac
+done
+require ZONE NAME RUN
+if [[ "$worker" == all ]]; then
+  ssh_workers all "echo \"== worker \$(hostname)\"; tail -n 20 $LOG_DIR/$RUN.log"
+else
+  ssh_workers "$worker" "tail -n 100 -F $LOG_DIR/$RUN.log"
+fi
