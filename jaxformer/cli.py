@@ -81,6 +81,22 @@ def _plan_args(parser):
   parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
   parser.add_argument("--length", type=int, default=None,
                       help="sequence length for the attention FLOPs (default: ModelConfig.max_length)")
+  parser.add_argument("--topology", default=None,
+                      help="compile the train step for this TPU slice (v4-32, v5p-64, v6e-16, v4:2x2x4); "
+                           "default: plan.tpu_plan.topology if the run gin binds it")
+  parser.add_argument("--num_slices", type=int, default=None, help="slices over DCN (default 1)")
+  parser.add_argument("--assumed_mfu", type=float, default=None, help="MFU the predicted step time assumes (0.4)")
+
+
+def _bound(name: str):
+  try:
+    return gin.query_parameter(name)
+  except (ValueError, KeyError):
+    return None
+
+
+def _size(n: float) -> str:
+  return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def _plan_run(args, bindings):
@@ -95,6 +111,28 @@ def _plan_run(args, bindings):
         f"  (length {report['sequence_length']})")
   print(f"parameter bytes                 {report['param_bytes'] / gib:.2f} GiB")
   print(f"Adam state bytes                {report['adam_state_bytes'] / gib:.2f} GiB")
+  if args.topology or _bound("plan.tpu_plan.topology"):
+    overrides = {k: v for k, v in (("topology", args.topology), ("num_slices", args.num_slices),
+                                   ("assumed_mfu", args.assumed_mfu)) if v is not None}
+    tpu = _user_errors(plan.tpu_plan, **overrides)
+    report["tpu"] = tpu
+    m = tpu["memory_per_device"]
+    print(f"--- train step compiled for {tpu['num_slices']} x {tpu['topology']} ({tpu['libtpu_topology']}, "
+          f"{tpu['devices']} x {tpu['device_kind']}) in {tpu['compile_seconds']:.1f} s ---")
+    print(f"mesh {tpu['mesh']}, batch {tpu['batch_size']} x {tpu['sequence_length']}, microbatches "
+          f"{tpu['microbatches']}, remat {tpu['remat_policy']}")
+    if "compiler" in m:  # the compiler refused the step: it names the temporaries it needed
+      print(f"memory per device: arguments {_size(m['arguments'])}, temporaries {_size(m['temporaries'])} "
+            f"(the TPU compiler refused: {m['compiler']})")
+    else:
+      print(f"memory per device: arguments {_size(m['arguments'])}, temporaries {_size(m['temporaries'])}, "
+            f"outputs {_size(m['outputs'])} (aliased {_size(m['aliased'])})")
+    print(f"total {_size(m['total'])} of {_size(tpu['hbm_per_device'])} HBM per device "
+          f"({tpu['memory_fraction']:.1%}): {'fits' if tpu['fits'] else 'DOES NOT FIT'}")
+    print(f"FLOPs per step: XLA cost analysis {tpu['xla_flops_per_step']:.4g}; model 6N "
+          f"{tpu['model_flops_per_step_6n']:.4g}, 6N + causal attn {tpu['model_flops_per_step_6n_attention']:.4g}")
+    print(f"predicted step time at {tpu['assumed_mfu']:.0%} MFU (6N + causal attn): "
+          f"{tpu['predicted_step_seconds'] * 1000:.1f} ms, {tpu['predicted_tokens_per_second']:,.0f} tokens/s")
   if args.json:
     print(json.dumps(report))
 
@@ -547,6 +585,42 @@ def _loss_run(args, bindings):
     print(json.dumps({"step": run.step, **results}))
 
 
+def _sweep_args(parser):
+  parser.add_argument("--sweep_file", required=True, help="a gin file binding sweep.define (gin/sweeps/*.gin)")
+  parser.add_argument("--output_dir", required=True, help="one folder per run, and results.{csv,md,png}")
+  parser.add_argument("--dry_run", action="store_true", help="print each run's name, bindings and commands")
+  parser.add_argument("--launcher", choices=("local", "tpu"), default="local",
+                      help="local: one after another here; tpu: on the slice tpu/'s settings name")
+  parser.add_argument("--tpu_flag", action="append", default=[],
+                      help="with --launcher=tpu: a flag for tpu/launch.sh, e.g. --tpu_flag=--name=my-v4 (repeatable)")
+  parser.add_argument("--collect_only", action="store_true", help="only gather finished runs into results.*")
+
+
+def _sweep_run(args, bindings):
+  args.gin_file = [args.sweep_file] + args.gin_file
+  _parse_gin(args, bindings)
+  from jaxformer import sweep  # pylint: disable=import-outside-toplevel
+  definition = config_lib.call_configurable(sweep.define)
+  runs = _user_errors(sweep.expand, definition)
+  launcher = sweep.TpuLauncher(args.tpu_flag) if args.launcher == "tpu" else sweep.LocalLauncher()
+  output_dir = args.output_dir if "://" in args.output_dir else os.path.abspath(os.path.expanduser(args.output_dir))
+  print(f"sweep {args.sweep_file}: {len(runs)} runs into {output_dir}", flush=True)
+  summary = {"interrupted": False, "failed": []}
+  if not args.collect_only:
+    summary = sweep.run_sweep(definition, output_dir, launcher, dry_run=args.dry_run)
+  if args.dry_run:
+    return
+  results = _user_errors(sweep.collect, definition, output_dir)
+  print(f"{len(results['rows'])} of {len(runs)} runs finished; wrote " + ", ".join(results["files"]))
+  for c in results["comparisons"]:
+    verdict = {None: "not run", True: "agrees", False: "disagrees"}[c["agrees"]]
+    print(f"  {c['lesson']}: {c['metric']} {c['lower']} < {c['than']}: {verdict}")
+  if summary["interrupted"]:
+    raise config_lib.GinConfigError("sweep interrupted; run the same command again to resume")
+  if summary["failed"]:
+    raise config_lib.GinConfigError(f"runs failed: {', '.join(summary['failed'])} (their sweep.log says why)")
+
+
 def _user_errors(fn, *args, **kwargs):
   """Runs fn; missing files and bad values become one clear message (GinConfigError)."""
   try:
@@ -569,6 +643,7 @@ VERBS = {
         "infill": ("HumanEval single-line infilling: pass@1 and exact match", _infill_args, _infill_run),
         "loss": ("held-out loss per task (the trainer's eval)", _loss_args, _loss_run),
     }),
+    "sweep": ("run a gin sweep (grid or named variants) and tabulate its eval losses", _sweep_args, _sweep_run),
     "data": ("build, tokenize, inspect and time the data", {
         "build-local": ("gather this machine's code and docs into a corpus", _data_build_local_args,
                         _data_build_local_run),

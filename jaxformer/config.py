@@ -21,7 +21,7 @@ CONFIGURABLE_MODULES = (
     "jaxformer.model", "jaxformer.plan", "jaxformer.sharding", "jaxformer.data.objectives",
     "jaxformer.data.preprocessors", "jaxformer.data.pipeline", "jaxformer.data.vocabulary",
     "tasks.local", "tasks.corpora", "jaxformer.checkpoint", "jaxformer.train.optimizer",
-    "jaxformer.train.step", "jaxformer.train.loop",
+    "jaxformer.train.step", "jaxformer.train.loop", "jaxformer.sweep",
 )
 
 
@@ -75,6 +75,25 @@ def _quiet_gin_search():
     root.removeFilter(noise)
 
 
+def _tolerate_namespace_packages():
+  """gin also looks for 'runs/x.gin' as package 'runs' on sys.path; a plain folder named runs/ in
+  the working directory (a namespace package, no origin) makes that lookup raise TypeError instead
+  of answering 'not here'. Make it answer 'not here'."""
+  def safe(check):
+    if getattr(check, "tolerant", False):
+      return check
+
+    def exists(path):
+      try:
+        return check(path)
+      except TypeError:
+        return False
+    exists.tolerant = True
+    return exists
+  readers = gin.config._FILE_READERS  # pylint: disable=protected-access
+  readers[:] = [(reader, safe(check)) for reader, check in readers]
+
+
 def binding_from_flag(name: str, value: str) -> str:
   """--gin.TRAIN_STEPS=100 -> 'TRAIN_STEPS = 100' (values are gin expressions, as in t5x)."""
   return f"{name} = {value}"
@@ -90,6 +109,7 @@ def parse_gin(gin_files: Sequence[str] = (),
     GinConfigError naming the file and line, or the binding, that failed.
   """
   _import_configurables()
+  _tolerate_namespace_packages()
   gin.config._set_config_is_locked(False)  # pylint: disable=protected-access  (a second parse in one process)
   gin.clear_config(clear_constants=True)
   gin.config._LOCATION_PREFIXES[:] = [""]  # pylint: disable=protected-access

@@ -1,6 +1,7 @@
 """Tasks over the embedded local corpus (`jaxformer data build-local`).
 
   local_pl, local_nl     one class of documents each (splits: train, validation)
+  local_pl_small         a fixed small subset of local_pl's train split (several-epoch studies)
   local_pl_only          mixture: PL alone
   local_pl_nl            mixture: PL and NL at rates from gin
 """
@@ -17,7 +18,7 @@ from jaxformer.data.corpus import check_corpus
 from jaxformer.data.vocabulary import CodeGenVocabulary
 
 DEFAULT_CORPUS_DIR = os.path.join("~", ".cache", "jaxformer", "local_corpus")
-TASKS = ("local_pl", "local_nl")
+TASKS = ("local_pl", "local_nl", "local_pl_small")
 MIXTURES = ("local_pl_only", "local_pl_nl")
 
 
@@ -39,15 +40,22 @@ def shuffle_buffer_size(size: int = 1000) -> int:
   return size
 
 
-def text_task(name: str, source: seqio.DataSource, vocabulary, text_key: str = "text") -> seqio.Task:
-  """A task from any source of documents with a text feature, through the objective mixture."""
+def text_task(name: str, source: seqio.DataSource, vocabulary, text_key: str = "text",
+              max_documents: int | None = None) -> seqio.Task:
+  """A task from any source of documents with a text feature, through the objective mixture.
+  max_documents keeps only the first documents the source yields (a small set for epoch studies)."""
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)
+  first = [functools.partial(_take, count=max_documents)] if max_documents else []
   return seqio.TaskRegistry.add(
       name, source=source, output_features=output_features(vocabulary),
-      preprocessors=[functools.partial(preprocessors.text_to_targets, text_key=text_key),
+      preprocessors=[*first, functools.partial(preprocessors.text_to_targets, text_key=text_key),
                      seqio.preprocessors.tokenize, preprocessors.objective_mixture],
       shuffle_buffer_size=shuffle_buffer_size())
+
+
+def _take(dataset, count: int):
+  return dataset.take(count)
 
 
 def add_mixture(name: str, tasks_and_rates):
@@ -78,8 +86,12 @@ def _build_missing(corpus_dir: str, vocabulary_path: str | None):
 
 @gin.configurable(module="tasks")
 def register_local_tasks(corpus_dir: str = DEFAULT_CORPUS_DIR, vocabulary_path: str | None = None,
-                         pl_rate: float = 0.8, nl_rate: float = 0.2, build_if_missing: bool = False) -> CodeGenVocabulary:
+                         pl_rate: float = 0.8, nl_rate: float = 0.2, build_if_missing: bool = False,
+                         small_pl_documents: int = 64) -> CodeGenVocabulary:
   """Registers local_pl, local_nl and their mixtures; returns the vocabulary.
+
+  Also registers local_pl_small: the first small_pl_documents documents of PL's first train shard
+  (always the same ones, so a run over it sees them once per epoch), with local_pl's validation split.
 
   With build_if_missing (gin/runs/local_tiny.gin) a missing corpus or tokenizer is built first
   (`jaxformer data build-local` and `data train-tokenizer` with their defaults). Otherwise
@@ -103,6 +115,11 @@ def register_local_tasks(corpus_dir: str = DEFAULT_CORPUS_DIR, vocabulary_path: 
                               for split in ("train", "validation")},
         feature_description={"text": tf.io.FixedLenFeature([], tf.string)})
     text_task(f"local_{kind}", source, vocabulary)
+  pl_train = sorted(tf.io.gfile.glob(os.path.join(corpus_dir, "pl", "train-*.tfrecord")))
+  small = seqio.TFExampleDataSource(
+      split_to_filepattern={"train": pl_train[0], "validation": os.path.join(corpus_dir, "pl", "validation-*.tfrecord")},
+      feature_description={"text": tf.io.FixedLenFeature([], tf.string)})
+  text_task("local_pl_small", small, vocabulary, max_documents=small_pl_documents)
   add_mixture("local_pl_only", [("local_pl", 1.0)])
   add_mixture("local_pl_nl", [("local_pl", pl_rate), ("local_nl", nl_rate)])
   return vocabulary

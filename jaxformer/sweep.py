@@ -1,0 +1,373 @@
+"""`jaxformer sweep`: a grid and/or named variants of gin bindings, run one after another.
+
+A sweep file is gin that binds `sweep.define` (see gin/sweeps/codegen2_lessons.gin):
+
+  sweep.define.base_gin_files = ['models/tiny.gin', ...]   # every run's gin files
+  sweep.define.bindings = {'TRAIN_STEPS': 400}             # every run's bindings
+  sweep.define.variants = {'causal': {'OBJECTIVE_RATES': {'causal_lm': 1.0}}, ...}
+  sweep.define.grid = {'lr': {'low': {...}, 'high': {...}},             # named choices, or
+                       'optimizer.make_optimizer.weight_decay': [0.0, 0.1]}  # values of one binding
+  sweep.define.evals = {'l2r': {'OBJECTIVE_RATES': {'causal_lm': 1.0}}}  # `eval loss` after training
+  sweep.define.comparisons = [{'lesson': ..., 'metric': 'l2r/local_pl', 'lower': 'causal', 'than': 'prefix_lm'}]
+
+Runs are the product of variants and grid axes, named `variant,axis=choice,...`. A binding value is
+a Python literal, passed to the run as `--gin.NAME=repr(value)`; the key 'gin_file' adds gin files.
+Each run lives in OUTPUT_DIR/NAME: `jaxformer train` (which resumes from its own checkpoints), then
+each eval; OUTPUT_DIR/NAME/sweep_result.json marks it finished, so a restarted sweep skips it.
+"""
+
+import csv
+import dataclasses
+import io
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import gin
+
+RESULT_FILE = "sweep_result.json"
+# The console script next to this interpreter (`python -m jaxformer.cli` breaks gin's relative includes).
+JAXFORMER = [os.path.join(os.path.dirname(sys.executable), "jaxformer")]
+TPU_LAUNCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tpu", "launch.sh")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  name: str
+  gin_files: tuple
+  bindings: tuple  # ((gin name, python value), ...) in the order they apply
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+  base_gin_files: tuple
+  bindings: dict
+  variants: dict
+  grid: dict
+  evals: dict
+  comparisons: tuple
+
+
+@gin.configurable(module="sweep")
+def define(base_gin_files=(), bindings=None, variants=None, grid=None, evals=None, comparisons=()) -> Sweep:
+  """The sweep a sweep file binds (module docstring). Returns a Sweep."""
+  sweep = Sweep(tuple(base_gin_files), dict(bindings or {}), dict(variants or {}), dict(grid or {}),
+                dict(evals or {}), tuple(comparisons))
+  for name, spec in sweep.variants.items():
+    if not isinstance(spec, dict):
+      raise ValueError(f"sweep.define.variants[{name!r}] must be a dict of bindings, not {spec!r}")
+  for axis, choices in sweep.grid.items():
+    if not isinstance(choices, (dict, list, tuple)) or not choices:
+      raise ValueError(f"sweep.define.grid[{axis!r}] must be a non-empty dict of named choices or list of values")
+  if not sweep.variants and not sweep.grid:
+    raise ValueError("sweep.define binds neither variants nor grid: there is nothing to run")
+  return sweep
+
+
+def _short(value) -> str:
+  text = value if isinstance(value, str) else repr(value)
+  return "".join(c if c.isalnum() or c in "._-" else "_" for c in text).strip("_")
+
+
+def _axis_choices(axis: str, choices) -> list[tuple[str, dict]]:
+  if isinstance(choices, dict):
+    return [(f"{axis}={name}", dict(spec)) for name, spec in choices.items()]
+  label = axis.rsplit(".", 1)[-1]
+  return [(f"{label}={_short(value)}", {axis: value}) for value in choices]
+
+
+def expand(sweep: Sweep) -> list[Run]:
+  """Every run of the sweep: variants x grid, in file order, with unique readable names."""
+  variants = list(sweep.variants.items()) or [("", {})]
+  axes = [_axis_choices(axis, choices) for axis, choices in sweep.grid.items()]
+  runs, seen = [], set()
+  for (variant, spec), combo in itertools.product(variants, itertools.product(*axes)):
+    parts = [variant] if variant else []
+    specs = [spec]
+    for label, axis_spec in combo:
+      parts.append(label)
+      specs.append(axis_spec)
+    name = ",".join(parts)
+    if name in seen:
+      raise ValueError(f"sweep: two runs are both named {name!r}")
+    seen.add(name)
+    gin_files, bindings = list(sweep.base_gin_files), dict(sweep.bindings)
+    for s in specs:  # later specs win, as later --gin. flags would
+      extra = s.get("gin_file", ())
+      gin_files += [extra] if isinstance(extra, str) else list(extra)
+      bindings.update({k: v for k, v in s.items() if k != "gin_file"})
+    runs.append(Run(name, tuple(gin_files), tuple(bindings.items())))
+  return runs
+
+
+def gin_flags(gin_files, bindings) -> list[str]:
+  return [f"--gin_file={f}" for f in gin_files] + [f"--gin.{k}={v!r}" for k, v in bindings]
+
+
+def _join(output_dir: str, *parts: str) -> str:
+  return "/".join([output_dir.rstrip("/"), *parts]) if "://" in output_dir else os.path.join(output_dir, *parts)
+
+
+def train_argv(run: Run, output_dir: str) -> list[str]:
+  return ["train", *gin_flags(run.gin_files, run.bindings), f"--gin.MODEL_DIR={_join(output_dir, run.name)!r}"]
+
+
+def eval_argv(run: Run, output_dir: str, eval_bindings: dict) -> list[str]:
+  return ["eval", "loss", f"--model_dir={_join(output_dir, run.name)}", *gin_flags((), eval_bindings.items()),
+          "--json"]
+
+
+# --- files (local or gs://: tf.io.gfile reads both) ---------------------------------------
+
+
+def _gfile():
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  return tf.io.gfile
+
+
+def _read_json(path: str):
+  gfile = _gfile()
+  if not gfile.exists(path):
+    return None
+  with gfile.GFile(path) as f:
+    return json.load(f)
+
+
+def _write_text(path: str, text: str):
+  gfile = _gfile()
+  gfile.makedirs(os.path.dirname(path))
+  with gfile.GFile(path + ".tmp", "w") as f:
+    f.write(text)
+  gfile.rename(path + ".tmp", path, overwrite=True)
+
+
+def final_train_eval(model_dir: str) -> dict:
+  """{task: loss} of the last eval the trainer logged in MODEL_DIR/metrics.jsonl."""
+  gfile = _gfile()
+  path = _join(model_dir, "metrics.jsonl")
+  if not gfile.exists(path):
+    return {}
+  with gfile.GFile(path) as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  evals = [r for r in records if r.get("split") == "eval"]
+  if not evals:
+    return {}
+  last = max(r["step"] for r in evals)
+  return {r["task"]: r["loss"] for r in evals if r["step"] == last}
+
+
+# --- launchers ------------------------------------------------------------------------------
+
+
+class LocalLauncher:
+  """Runs each command as a child process here, its output appended to a log file. SIGTERM or
+  Ctrl-C to the sweep is passed on: the trainer saves a checkpoint, and the sweep stops."""
+
+  def __init__(self):
+    self.child = None
+    self.interrupted = False
+
+  def command(self, argv):
+    return [*JAXFORMER, *argv]
+
+  def run(self, argv: list[str], log_path: str) -> tuple[int, str]:
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, "ab") as log:
+      log.write(f"$ jaxformer {' '.join(argv)}\n".encode())
+      log.flush()
+      self.child = subprocess.Popen(self.command(argv), stdout=subprocess.PIPE, stderr=log)
+      out = self.child.stdout.read()
+      code = self.child.wait()
+      log.write(out)
+    self.child = None
+    return code, out.decode("utf-8", "replace")
+
+  def forward(self, signum, _frame):
+    self.interrupted = True
+    if self.child is not None and self.child.poll() is None:
+      self.child.send_signal(signal.SIGTERM)
+
+
+class TpuLauncher(LocalLauncher):
+  """Runs each command on every worker of the slice named by tpu/'s settings (TPU_NAME, ZONE, ...),
+  through `tpu/launch.sh --foreground`, which returns when the command ends on all workers."""
+
+  def __init__(self, extra_flags=()):
+    super().__init__()
+    self.extra_flags = list(extra_flags)
+
+  def command(self, argv):
+    return ["bash", TPU_LAUNCH, "--foreground", *self.extra_flags, "--", "jaxformer", *argv]
+
+
+def _last_json(text: str):
+  for line in reversed(text.strip().splitlines()):
+    line = line.strip()
+    if line.startswith("{"):
+      return json.loads(line)
+  return None
+
+
+def run_sweep(sweep: Sweep, output_dir: str, launcher, dry_run: bool = False, say=print) -> dict:
+  """Runs every unfinished run, then collects. Returns {"runs", "ran", "skipped", "failed", "interrupted"}."""
+  runs = expand(sweep)
+  summary = {"runs": [r.name for r in runs], "ran": [], "skipped": [], "failed": [], "interrupted": False}
+  if dry_run:
+    for i, run in enumerate(runs, 1):
+      say(f"[{i}/{len(runs)}] {run.name}")
+      say("  gin files: " + " ".join(run.gin_files))
+      for k, v in run.bindings:
+        say(f"  {k} = {v!r}")
+      say("  $ " + " ".join(_quote(a) for a in launcher.command(train_argv(run, output_dir))))
+      for eval_name, eval_bindings in sweep.evals.items():
+        say(f"  eval {eval_name}: $ " + " ".join(_quote(a) for a in
+                                                 launcher.command(eval_argv(run, output_dir, eval_bindings))))
+    return summary
+  previous = [signal.signal(s, launcher.forward) for s in (signal.SIGTERM, signal.SIGINT)]
+  local_logs = output_dir if "://" not in output_dir else os.path.join("sweep_logs", _short(output_dir))
+  try:
+    for i, run in enumerate(runs, 1):
+      model_dir = _join(output_dir, run.name)
+      if _read_json(_join(model_dir, RESULT_FILE)) is not None:
+        say(f"[{i}/{len(runs)}] {run.name}: finished before, skipped")
+        summary["skipped"].append(run.name)
+        continue
+      log_path = os.path.join(local_logs, run.name, "sweep.log")
+      say(f"[{i}/{len(runs)}] {run.name}: training (log {log_path})", flush=True)
+      started = time.time()
+      code, _ = launcher.run(train_argv(run, output_dir), log_path)
+      if launcher.interrupted:
+        summary["interrupted"] = True
+        say(f"interrupted during {run.name}; run the same command again to resume it")
+        break
+      if code != 0:
+        say(f"[{i}/{len(runs)}] {run.name}: train exited with {code}; see {log_path}")
+        summary["failed"].append(run.name)
+        continue
+      evals = {}
+      for eval_name, eval_bindings in sweep.evals.items():
+        code, out = launcher.run(eval_argv(run, output_dir, eval_bindings), log_path)
+        result = _last_json(out) if code == 0 else None
+        if result is None:
+          break
+        evals[eval_name] = {task: v["loss"] for task, v in result.items() if isinstance(v, dict)}
+      if launcher.interrupted:
+        summary["interrupted"] = True
+        say(f"interrupted during {run.name}'s evals; run the same command again to finish it")
+        break
+      if len(evals) != len(sweep.evals):
+        say(f"[{i}/{len(runs)}] {run.name}: an eval failed ({code}); see {log_path}")
+        summary["failed"].append(run.name)
+        continue
+      record = {"name": run.name, "gin_files": list(run.gin_files),
+                "bindings": {k: repr(v) for k, v in run.bindings}, "final": final_train_eval(model_dir),
+                "evals": evals, "seconds": time.time() - started}
+      _write_text(_join(model_dir, RESULT_FILE), json.dumps(record, indent=1))
+      summary["ran"].append(run.name)
+      say(f"[{i}/{len(runs)}] {run.name}: done in {record['seconds']:.0f} s: " +
+          ", ".join(f"{m} {v:.4f}" for m, v in flatten_metrics(record).items()), flush=True)
+  finally:
+    for s, handler in zip((signal.SIGTERM, signal.SIGINT), previous):
+      signal.signal(s, handler)
+  return summary
+
+
+def _quote(arg: str) -> str:
+  import shlex  # pylint: disable=import-outside-toplevel
+  return shlex.quote(arg)
+
+
+# --- results --------------------------------------------------------------------------------
+
+
+def flatten_metrics(record: dict) -> dict:
+  """{'final/local_pl': loss, 'l2r/local_nl': loss, ...} of one run's sweep_result.json."""
+  out = {f"final/{task}": loss for task, loss in sorted(record.get("final", {}).items())}
+  for eval_name, losses in record.get("evals", {}).items():
+    out.update({f"{eval_name}/{task}": loss for task, loss in sorted(losses.items())})
+  return out
+
+
+def collect(sweep: Sweep, output_dir: str) -> dict:
+  """Reads every finished run; writes results.csv, results.md and results.png into OUTPUT_DIR.
+
+  Returns {"rows": [{name, metric: loss, ...}], "metrics": [...], "comparisons": [...], "files": [...]}.
+  """
+  runs = expand(sweep)
+  records = [r for r in (_read_json(_join(output_dir, run.name, RESULT_FILE)) for run in runs) if r]
+  rows = [{"run": r["name"], **flatten_metrics(r)} for r in records]
+  metrics = sorted({m for row in rows for m in row if m != "run"})
+  by_run = {row["run"]: row for row in rows}
+  comparisons = [_compare(c, by_run) for c in sweep.comparisons]
+
+  buffer = io.StringIO()
+  writer = csv.DictWriter(buffer, fieldnames=["run", *metrics])
+  writer.writeheader()
+  for row in rows:
+    writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+  files = [_join(output_dir, "results.csv"), _join(output_dir, "results.md")]
+  _write_text(files[0], buffer.getvalue())
+  _write_text(files[1], results_markdown(rows, metrics, comparisons, len(runs)))
+  if rows:
+    files.append(_join(output_dir, "results.png"))
+    _plot(rows, metrics, files[2])
+  return {"rows": rows, "metrics": metrics, "comparisons": comparisons, "files": files}
+
+
+def _compare(spec: dict, by_run: dict) -> dict:
+  """A claim 'metric of run `lower` is below that of run `than` (+ margin)', checked on the results."""
+  for key in ("lesson", "metric", "lower", "than"):
+    if key not in spec:
+      raise ValueError(f"sweep.define.comparisons: {spec!r} lacks {key!r}")
+  out = dict(spec)
+  margin = float(spec.get("margin", 0.0))
+  a = by_run.get(spec["lower"], {}).get(spec["metric"])
+  b = by_run.get(spec["than"], {}).get(spec["metric"])
+  out.update({"lower_value": a, "than_value": b, "margin": margin,
+              "agrees": None if a is None or b is None else bool(a < b + margin)})
+  return out
+
+
+def results_markdown(rows, metrics, comparisons, planned: int) -> str:
+  lines = [f"{len(rows)} of {planned} runs finished. Loss in nats per token, on held-out data "
+           "(`final/*`: the trainer's last eval, with the run's own objective; others: `jaxformer eval loss` "
+           "with the sweep's eval bindings).", "",
+           "| run | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+  for row in rows:
+    lines.append(f"| {row['run']} | " + " | ".join(f"{row[m]:.4f}" if m in row else "" for m in metrics) + " |")
+  if comparisons:
+    lines += ["", "| lesson | metric | claim | values | agrees |", "|---|---|---|---|---|"]
+    for c in comparisons:
+      claim = f"{c['lower']} < {c['than']}" + (f" + {c['margin']:g}" if c["margin"] else "")
+      values = ("n/a" if c["agrees"] is None else f"{c['lower_value']:.4f} vs {c['than_value']:.4f}")
+      agrees = {None: "not run", True: "yes", False: "no"}[c["agrees"]]
+      lines.append(f"| {c['lesson']} | {c['metric']} | {claim} | {values} | {agrees} |")
+  return "\n".join(lines) + "\n"
+
+
+def _plot(rows, metrics, path: str):
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows) * max(1, len(metrics)) / 2), 4.5))
+  width = 0.8 / max(1, len(metrics))
+  x = np.arange(len(rows))
+  for j, metric in enumerate(metrics):
+    ax.bar(x + j * width, [row.get(metric, np.nan) for row in rows], width, label=metric)
+  ax.set_xticks(x + width * (len(metrics) - 1) / 2, [row["run"] for row in rows], rotation=30, ha="right")
+  ax.set_ylabel("held-out loss (nats/token)")
+  values = [row[m] for row in rows for m in metrics if m in row]
+  ax.set_ylim(min(values) * 0.95, max(values) * 1.02)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=110)
+  plt.close(fig)
+  gfile = _gfile()
+  with gfile.GFile(path, "wb") as f:
+    f.write(buffer.getvalue())

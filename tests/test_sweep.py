@@ -1,0 +1,136 @@
+"""`jaxformer sweep`: expansion and naming, and a real 2-run sweep that is interrupted and restarted."""
+
+import csv
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from jaxformer import config as config_lib
+from jaxformer import sweep
+import train_util
+
+
+def test_expansion_names_runs_and_later_bindings_win():
+  definition = sweep.define(
+      base_gin_files=["runs/local_tiny.gin"], bindings={"TRAIN_STEPS": 100, "SEED": 0},
+      variants={"causal": {"OBJECTIVE_RATES": {"causal_lm": 1.0}},
+                "short": {"TRAIN_STEPS": 10, "gin_file": "extra.gin"}},
+      grid={"lr": {"low": {"optimizer.learning_rate_schedule.peak": 1e-4},
+                   "high": {"optimizer.learning_rate_schedule.peak": 1e-3}},
+            "optimizer.make_optimizer.weight_decay": [0.0, 0.1]})
+  runs = sweep.expand(definition)
+  assert [r.name for r in runs] == [
+      "causal,lr=low,weight_decay=0.0", "causal,lr=low,weight_decay=0.1",
+      "causal,lr=high,weight_decay=0.0", "causal,lr=high,weight_decay=0.1",
+      "short,lr=low,weight_decay=0.0", "short,lr=low,weight_decay=0.1",
+      "short,lr=high,weight_decay=0.0", "short,lr=high,weight_decay=0.1"]
+  short = dict(runs[-1].bindings)
+  assert short["TRAIN_STEPS"] == 10 and short["SEED"] == 0
+  assert short["optimizer.learning_rate_schedule.peak"] == 1e-3
+  assert short["optimizer.make_optimizer.weight_decay"] == 0.1
+  assert runs[-1].gin_files == ("runs/local_tiny.gin", "extra.gin")
+  assert "--gin.OBJECTIVE_RATES={'causal_lm': 1.0}" in sweep.train_argv(runs[0], "/out")
+  assert sweep.train_argv(runs[0], "gs://b/s")[-1] == "--gin.MODEL_DIR='gs://b/s/causal,lr=low,weight_decay=0.0'"
+
+
+def test_bad_sweep_definitions_are_named():
+  with pytest.raises(ValueError, match="nothing to run"):
+    sweep.define(base_gin_files=["x.gin"])
+  with pytest.raises(ValueError, match=r"variants\['a'\] must be a dict"):
+    sweep.define(variants={"a": 3})
+  with pytest.raises(ValueError, match="both named 'x=a_b'"):
+    sweep.expand(sweep.define(grid={"x": ["a b", "a_b"]}))
+
+
+def test_the_lessons_sweep_file_expands_to_its_ablations():
+  config_lib.parse_gin(["sweeps/codegen2_lessons.gin"])
+  definition = sweep.define()
+  names = [r.name for r in sweep.expand(definition)]
+  assert names == ["causal", "prefix_lm", "causal_span", "pl_only", "pl_small_1epoch", "pl_small_6epochs"]
+  runs = {r.name: dict(r.bindings) for r in sweep.expand(definition)}
+  # each pair differs only in the ablated setting
+  differ = lambda a, b: sorted(k for k in set(runs[a]) | set(runs[b]) if runs[a].get(k) != runs[b].get(k))
+  assert differ("causal", "prefix_lm") == ["OBJECTIVE_RATES"]
+  assert differ("causal", "causal_span") == ["OBJECTIVE_RATES"]
+  assert differ("causal", "pl_only") == ["MIXTURE_OR_TASK_NAME"]
+  assert differ("pl_small_1epoch", "pl_small_6epochs") == ["TRAIN_STEPS"]
+  assert set(definition.evals) == {"l2r", "infill"}
+
+
+def _micro_sweep(path, corpus_dir: str):
+  path.write_text(f"""
+sweep.define.base_gin_files = ['runs/local_tiny.gin']
+sweep.define.bindings = {{
+    'CORPUS_DIR': '{corpus_dir}', 'TASK_FEATURE_LENGTHS': {{'targets': 128}}, 'CHECKPOINT_PERIOD': 2,
+    'EVAL_PERIOD': 0, 'train.evaluate.eval_batches': 1, 'train.train.sample_prompt': None,
+    'train.train.progress': False, 'optimizer.learning_rate_schedule.warmup_steps': 1,
+}}
+sweep.define.variants = {{
+    'causal': {{'OBJECTIVE_RATES': {{'causal_lm': 1.0}}, 'TRAIN_STEPS': 4}},
+    'mixture': {{'OBJECTIVE_RATES': {{'causal_lm': 0.5, 'span_corruption': 0.5}}, 'TRAIN_STEPS': 40}},
+}}
+sweep.define.evals = {{'l2r': {{'OBJECTIVE_RATES': {{'causal_lm': 1.0}}}}}}
+sweep.define.comparisons = [
+    {{'lesson': 'toy', 'metric': 'l2r/local_pl', 'lower': 'causal', 'than': 'mixture'}},
+]
+""")
+
+
+def _start_sweep(sweep_file, output_dir, log_path):
+  log = open(log_path, "ab")  # pylint: disable=consider-using-with
+  return subprocess.Popen([train_util.JAXFORMER, "sweep", f"--sweep_file={sweep_file}", f"--output_dir={output_dir}"],
+                          stdout=log, stderr=subprocess.STDOUT, env=train_util.env())
+
+
+def test_micro_sweep_is_interrupted_restarted_and_collected(local_corpus, tmp_path):
+  sweep_file, out, log_path = tmp_path / "micro.gin", tmp_path / "out", tmp_path / "sweep.log"
+  _micro_sweep(sweep_file, local_corpus)
+  dry = subprocess.run([train_util.JAXFORMER, "sweep", f"--sweep_file={sweep_file}", f"--output_dir={out}",
+                        "--dry_run"], capture_output=True, text=True, env=train_util.env(), check=True)
+  assert "[1/2] causal" in dry.stdout and "TRAIN_STEPS = 40" in dry.stdout and not out.exists()
+
+  process = _start_sweep(sweep_file, out, log_path)
+  mixture = str(out / "mixture")
+  deadline = time.time() + 400
+  while not train_util.committed_steps(mixture):  # the first run is done; the second is training
+    assert process.poll() is None, log_path.read_text()[-3000:]
+    assert time.time() < deadline, log_path.read_text()[-3000:]
+    time.sleep(0.2)
+  process.send_signal(signal.SIGTERM)
+  assert process.wait(timeout=120) == 2
+  first = log_path.read_text()
+  assert "[1/2] causal: done" in first and "interrupted during mixture" in first
+  assert (out / "causal" / sweep.RESULT_FILE).exists() and not (out / "mixture" / sweep.RESULT_FILE).exists()
+  interrupted_at = max(train_util.committed_steps(mixture))
+  assert interrupted_at < 40
+  causal_metrics = (out / "causal" / "metrics.jsonl").read_text()
+
+  process = _start_sweep(sweep_file, out, log_path)
+  assert process.wait(timeout=400) == 0, log_path.read_text()[-3000:]
+  second = log_path.read_text()[len(first):]
+  assert "[1/2] causal: finished before, skipped" in second and "[2/2] mixture: done" in second
+  assert (out / "causal" / "metrics.jsonl").read_text() == causal_metrics  # not run again
+  assert f"restored step {interrupted_at}" in (out / "mixture" / "sweep.log").read_text()
+
+  with open(out / "results.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert [r["run"] for r in rows] == ["causal", "mixture"]
+  assert {"final/local_pl", "final/local_nl", "l2r/local_pl", "l2r/local_nl"} <= set(rows[0])
+  assert all(0 < float(r["l2r/local_pl"]) < 20 for r in rows)
+  table = (out / "results.md").read_text()
+  assert "2 of 2 runs finished" in table and "| causal |" in table and "| toy | l2r/local_pl |" in table
+  assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
+  assert "toy: l2r/local_pl causal < mixture:" in second
+
+
+def test_tpu_launcher_dry_run_goes_through_tpu_launch(local_corpus, tmp_path):
+  sweep_file = tmp_path / "micro.gin"
+  _micro_sweep(sweep_file, local_corpus)
+  result = subprocess.run([train_util.JAXFORMER, "sweep", f"--sweep_file={sweep_file}", "--output_dir=gs://b/sweep",
+                           "--launcher=tpu", "--tpu_flag=--name=my-v4", "--dry_run"],
+                          capture_output=True, text=True, env=train_util.env(), check=True)
+  assert result.stdout.count("tpu/launch.sh --foreground --name=my-v4 -- jaxformer train") == 2
+  assert "gs://b/sweep/mixture" in result.stdout and "eval loss --model_dir=gs://b/sweep/causal" in result.stdout
