@@ -15,6 +15,7 @@ import flax.linen as nn
 import gin
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -71,14 +72,41 @@ def resolve_mesh_shape(mesh_shape: Sequence[int], num_devices: int) -> tuple[int
 
 
 @gin.configurable(module="sharding")
-def make_mesh(mesh_shape: Sequence[int] = (1, -1, 1), devices=None) -> Mesh:
-  """A (data, fsdp, tensor) mesh over `devices` (default: all devices of all processes)."""
+def make_mesh(mesh_shape: Sequence[int] = (1, -1, 1), devices=None,
+              dcn_mesh_shape: Sequence[int] | None = None) -> Mesh:
+  """A (data, fsdp, tensor) mesh over `devices` (default: all devices of all processes).
+
+  Multi-slice (gin: sharding.make_mesh.dcn_mesh_shape = (2, 1, 1)): dcn_mesh_shape says how many
+  slices each axis spans over the data-centre network, and mesh_shape is then the shape inside one
+  slice (ICI). Slices are the devices' slice_index on TPU and processes elsewhere (so two hosts on
+  127.0.0.1 stand in for two slices).
+  """
   devices = jax.devices() if devices is None else list(devices)
-  shape = resolve_mesh_shape(mesh_shape, len(devices))
-  if len(devices) == len(jax.devices()):
-    auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
-    return jax.make_mesh(shape, MESH_AXES, axis_types=auto, devices=devices)
-  return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
+  auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+  dcn = tuple(dcn_mesh_shape) if dcn_mesh_shape is not None else (1,) * len(MESH_AXES)
+  if len(dcn) != len(MESH_AXES) or any(d < 1 for d in dcn):
+    raise ValueError(f"sharding.make_mesh.dcn_mesh_shape={dcn} needs {len(MESH_AXES)} positive entries, "
+                     f"one per axis {MESH_AXES} (no -1)")
+  num_slices = math.prod(dcn)
+  if len(devices) % num_slices:
+    raise ValueError(f"sharding.make_mesh.dcn_mesh_shape={dcn}: {len(devices)} devices do not split into "
+                     f"{num_slices} slices")
+  ici = resolve_mesh_shape(mesh_shape, len(devices) // num_slices)
+  if num_slices == 1:
+    try:  # topology-aware order on TPU; a plain reshape elsewhere
+      array = mesh_utils.create_device_mesh(ici, devices, allow_split_physical_axes=True)
+    except (ValueError, NotImplementedError, AssertionError):
+      array = np.asarray(devices).reshape(ici)
+    return Mesh(array, MESH_AXES, axis_types=auto)
+  # CPU (and single-slice) devices all report slice 0 or none: processes stand in for slices there.
+  by_process = len({getattr(d, "slice_index", None) for d in devices}) <= 1
+  granules = {d.process_index if by_process else d.slice_index for d in devices}
+  if len(granules) != num_slices:
+    raise ValueError(f"sharding.make_mesh.dcn_mesh_shape={dcn} asks for {num_slices} slices but the devices "
+                     f"come from {len(granules)} {'processes' if by_process else 'slices'}")
+  array = mesh_utils.create_hybrid_device_mesh(ici, dcn, devices, process_is_granule=by_process,
+                                               allow_split_physical_axes=True)
+  return Mesh(array, MESH_AXES, axis_types=auto)
 
 
 def logical_to_spec(logical_axes, rules) -> PartitionSpec:

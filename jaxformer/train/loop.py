@@ -140,6 +140,7 @@ def train(model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED, eval_p
 
   mesh = sharding.make_mesh()
   rules = sharding.logical_axis_rules()
+  log.info("mesh %s over %d devices of %d process(es)", dict(mesh.shape), mesh.size, jax.process_count())
   model = Transformer(model_config)
   schedule = learning_rate_schedule(total_steps=train_steps)
   optimizer = make_optimizer(schedule)
