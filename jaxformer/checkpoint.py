@@ -17,6 +17,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from jaxformer import fs
+
 
 class DataIteratorHandler(ocp.CheckpointHandler):
   """Saves each process's data iterator (an object with save(prefix)/restore(prefix)) into the
@@ -101,7 +103,7 @@ def find_vocabulary(model_dir: str) -> str | None:
   """MODEL_DIR/vocabulary/spm.model or tokenizer.json, as `train` and `import` leave it."""
   for name in ("spm.model", "tokenizer.json"):
     path = os.path.join(model_dir, "vocabulary", name)
-    if os.path.exists(path):
+    if fs.exists(path):
       return path
   return None
 

@@ -337,10 +337,16 @@ def _bench_run(args, bindings):
 
 def _parse_run_gin(model_dir: str, args, bindings):
   """Parses MODEL_DIR/config.gin (what the run used) plus any --gin_file/--gin. overrides."""
-  path = os.path.join(os.path.expanduser(model_dir), "config.gin")
-  if not os.path.exists(path):
+  from jaxformer import fs  # pylint: disable=import-outside-toplevel
+  path = os.path.join(fs.resolve(model_dir), "config.gin")
+  if not fs.exists(path):
     raise config_lib.GinConfigError(f"--model_dir={model_dir}: {path} is missing; is this a jaxformer run "
                                     "(`jaxformer train`) or an import (`jaxformer import`)?")
+  if fs.is_remote(path):  # gin reads local files only
+    import tempfile  # pylint: disable=import-outside-toplevel
+    with fs.open(path) as f, tempfile.NamedTemporaryFile("w", suffix=".gin", delete=False) as local:
+      local.write(f.read())
+    path = local.name
   args.gin_file = [path] + args.gin_file
   _parse_gin(args, bindings)
 
@@ -431,14 +437,14 @@ def _export_args(parser):
 def _export_run(args, bindings):
   _parse_run_gin(args.model_dir, args, bindings)
   import warnings  # pylint: disable=import-outside-toplevel
-  from jaxformer import checkpoint  # pylint: disable=import-outside-toplevel
+  from jaxformer import checkpoint, fs  # pylint: disable=import-outside-toplevel
   from jaxformer.export import to_hf  # pylint: disable=import-outside-toplevel
   from jaxformer.model import ModelConfig  # pylint: disable=import-outside-toplevel
   config = config_lib.call_configurable(ModelConfig)
-  vocabulary = checkpoint.find_vocabulary(os.path.abspath(os.path.expanduser(args.model_dir)))
+  vocabulary = checkpoint.find_vocabulary(fs.resolve(args.model_dir))
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always", to_hf.PrefixLMWarning)
-    path, step = _user_errors(to_hf.export_checkpoint, os.path.abspath(os.path.expanduser(args.model_dir)), config,
+    path, step = _user_errors(to_hf.export_checkpoint, fs.resolve(args.model_dir), config,
                               args.output, vocabulary, step=args.step, dtype=args.dtype, qkv_groups=args.qkv_groups,
                               max_shard_bytes=args.max_shard_bytes, prefix_lm=_trained_as_prefix_lm())
   for warning in caught:
@@ -488,8 +494,9 @@ def _humaneval_args(parser):
 def _results_path(args, name):
   if args.output:
     return args.output
-  folder = os.path.join(os.path.expanduser(args.model_dir), "evals") if args.model_dir else "."
-  os.makedirs(folder, exist_ok=True)
+  from jaxformer import fs  # pylint: disable=import-outside-toplevel
+  folder = os.path.join(fs.resolve(args.model_dir), "evals") if args.model_dir else "."
+  fs.makedirs(folder)
   return os.path.join(folder, name)
 
 

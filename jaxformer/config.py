@@ -147,9 +147,9 @@ def call_configurable(fn, *args, **kwargs):
     raise GinConfigError(f"{getattr(fn, '__name__', fn)}: {e}") from e
 
 
-def write_operative_config(model_dir: str | os.PathLike, name: str = "config.gin") -> pathlib.Path:
+def write_operative_config(model_dir: str | os.PathLike, name: str = "config.gin") -> str:
   """Writes gin's operative config (values actually used) to MODEL_DIR/config.gin."""
-  path = pathlib.Path(model_dir) / name
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(gin.operative_config_str())
+  from jaxformer import fs  # pylint: disable=import-outside-toplevel
+  path = os.path.join(str(model_dir), name)
+  fs.write(path, gin.operative_config_str())
   return path

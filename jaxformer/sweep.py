@@ -29,6 +29,9 @@ import time
 
 import gin
 
+from jaxformer import fs
+from jaxformer.train.metrics import read_metrics
+
 RESULT_FILE = "sweep_result.json"
 # The console script next to this interpreter (`python -m jaxformer.cli` breaks gin's relative includes).
 JAXFORMER = [os.path.join(os.path.dirname(sys.executable), "jaxformer")]
@@ -121,39 +124,19 @@ def eval_argv(run: Run, output_dir: str, eval_bindings: dict) -> list[str]:
           "--json"]
 
 
-# --- files (local or gs://: tf.io.gfile reads both) ---------------------------------------
-
-
-def _gfile():
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  return tf.io.gfile
+# --- files (local or gs://) -----------------------------------------------------------------
 
 
 def _read_json(path: str):
-  gfile = _gfile()
-  if not gfile.exists(path):
+  if not fs.exists(path):
     return None
-  with gfile.GFile(path) as f:
+  with fs.open(path) as f:
     return json.load(f)
-
-
-def _write_text(path: str, text: str):
-  gfile = _gfile()
-  gfile.makedirs(os.path.dirname(path))
-  with gfile.GFile(path + ".tmp", "w") as f:
-    f.write(text)
-  gfile.rename(path + ".tmp", path, overwrite=True)
 
 
 def final_train_eval(model_dir: str) -> dict:
   """{task: loss} of the last eval the trainer logged in MODEL_DIR/metrics.jsonl."""
-  gfile = _gfile()
-  path = _join(model_dir, "metrics.jsonl")
-  if not gfile.exists(path):
-    return {}
-  with gfile.GFile(path) as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  evals = [r for r in records if r.get("split") == "eval"]
+  evals = [r for r in read_metrics(model_dir) if r.get("split") == "eval"]
   if not evals:
     return {}
   last = max(r["step"] for r in evals)
@@ -266,7 +249,7 @@ def run_sweep(sweep: Sweep, output_dir: str, launcher, dry_run: bool = False, sa
       record = {"name": run.name, "gin_files": list(run.gin_files),
                 "bindings": {k: repr(v) for k, v in run.bindings}, "final": final_train_eval(model_dir),
                 "evals": evals, "seconds": time.time() - started}
-      _write_text(_join(model_dir, RESULT_FILE), json.dumps(record, indent=1))
+      fs.write(_join(model_dir, RESULT_FILE), json.dumps(record, indent=1))
       summary["ran"].append(run.name)
       say(f"[{i}/{len(runs)}] {run.name}: done in {record['seconds']:.0f} s: " +
           ", ".join(f"{m} {v:.4f}" for m, v in flatten_metrics(record).items()), flush=True)
@@ -310,8 +293,8 @@ def collect(sweep: Sweep, output_dir: str) -> dict:
   for row in rows:
     writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
   files = [_join(output_dir, "results.csv"), _join(output_dir, "results.md")]
-  _write_text(files[0], buffer.getvalue())
-  _write_text(files[1], results_markdown(rows, metrics, comparisons, len(runs)))
+  fs.write(files[0], buffer.getvalue())
+  fs.write(files[1], results_markdown(rows, metrics, comparisons, len(runs)))
   if rows:
     files.append(_join(output_dir, "results.png"))
     _plot(rows, metrics, files[2])
@@ -368,6 +351,4 @@ def _plot(rows, metrics, path: str):
   buffer = io.BytesIO()
   fig.savefig(buffer, format="png", dpi=110)
   plt.close(fig)
-  gfile = _gfile()
-  with gfile.GFile(path, "wb") as f:
-    f.write(buffer.getvalue())
+  fs.write(path, buffer.getvalue(), mode="wb")

@@ -4,6 +4,7 @@ single-line infilling built from the same problems (Bavarian et al., 2022)."""
 import collections
 import json
 
+from jaxformer import fs
 from jaxformer.evals import passk, sandbox
 
 # Where a completion of a function body ends (Codex's stop sequences).
@@ -56,7 +57,7 @@ def read_jsonl(path: str) -> list[dict]:
 
 
 def write_jsonl(path: str, rows: list[dict]) -> None:
-  with open(path, "w") as f:
+  with fs.open(path, "w") as f:
     for row in rows:
       f.write(json.dumps(row) + "\n")
 

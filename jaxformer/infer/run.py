@@ -1,13 +1,12 @@
 """A trained (or imported) run, loaded for inference: model, parameters, vocabulary."""
 
 import dataclasses
-import os
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxformer import checkpoint, sharding
+from jaxformer import checkpoint, fs, sharding
 from jaxformer.data.vocabulary import load_vocabulary
 from jaxformer.model import ModelConfig, Transformer
 
@@ -35,7 +34,7 @@ def abstract_params(config: ModelConfig, mesh, rules):
 
 def load_run(model_dir: str, config: ModelConfig, step: int | None = None, prefix_lm: bool = False) -> LoadedRun:
   """Restores the parameters of MODEL_DIR (gin already parsed from MODEL_DIR/config.gin)."""
-  model_dir = os.path.abspath(os.path.expanduser(model_dir))
+  model_dir = fs.resolve(model_dir)
   mesh, rules = sharding.make_mesh(), sharding.logical_axis_rules()
   params, step = checkpoint.restore_params(model_dir, abstract_params(config, mesh, rules), step)
   path = checkpoint.find_vocabulary(model_dir)

@@ -4,7 +4,6 @@ checkpoints (state and every host's data position together), logs, and stops cle
 import dataclasses
 import logging
 import os
-import shutil
 import signal
 import time
 
@@ -15,7 +14,7 @@ import numpy as np
 import seqio
 
 import tasks
-from jaxformer import checkpoint, config as config_lib, sharding
+from jaxformer import checkpoint, config as config_lib, fs, sharding
 from jaxformer.data import pipeline
 from jaxformer.data.features import MODEL_FEATURE_NAMES
 from jaxformer.model import ModelConfig, Transformer
@@ -101,9 +100,9 @@ def _keep_vocabulary(vocabulary, model_dir: str):
   if not source:
     return
   target = os.path.join(model_dir, "vocabulary", os.path.basename(source))
-  if os.path.abspath(source) != os.path.abspath(target):
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    shutil.copy(source, target)
+  if fs.resolve(source) != fs.resolve(target):
+    fs.makedirs(os.path.dirname(target))
+    fs.copy(source, target)
 
 
 def _check_vocabulary(model_config: ModelConfig, vocabulary):
@@ -131,7 +130,7 @@ def train(model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED, eval_p
   Returns:
     {"step", "train_loss", "eval": {task: {...}}, "preempted", "skipped_steps"}.
   """
-  model_dir = os.path.abspath(os.path.expanduser(model_dir))
+  model_dir = fs.resolve(model_dir)  # local or gs://
   model_config = ModelConfig()
   data_config = pipeline.DataConfig()
   step_config = StepConfig()

@@ -1,10 +1,13 @@
 """Where metrics go: MODEL_DIR/metrics.jsonl, TensorBoard event files, and a loss plot at the end.
 Only process 0 writes."""
 
+import io
 import json
 import os
 
 import jax
+
+from jaxformer import fs
 
 
 class MetricsLog:
@@ -14,17 +17,24 @@ class MetricsLog:
     self.enabled = jax.process_index() == 0
     self.path = os.path.join(model_dir, "metrics.jsonl")
     self._writer = None
+    # Cloud Storage objects cannot be appended to: remotely the file is rewritten whole each time.
+    remote = fs.is_remote(model_dir) and self.enabled
+    self._remote_lines = [json.dumps(r) for r in read_metrics(model_dir)] if remote else None
     if self.enabled:
       from clu import metric_writers  # pylint: disable=import-outside-toplevel
-      os.makedirs(model_dir, exist_ok=True)
+      fs.makedirs(model_dir)
       self._writer = metric_writers.SummaryWriter(os.path.join(model_dir, "tensorboard"))
 
   def write(self, step: int, values: dict, prefix: str = "", **fields):
     if not self.enabled:
       return
     record = {"step": int(step), **fields, **{k: _plain(v) for k, v in values.items()}}
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    if self._remote_lines is None:
+      with open(self.path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    else:
+      self._remote_lines.append(json.dumps(record))
+      fs.write(self.path, "\n".join(self._remote_lines) + "\n")
     scalars = {f"{prefix}{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
     self._writer.write_scalars(int(step), scalars)
     self._writer.flush()
@@ -44,9 +54,9 @@ def _plain(value):
 
 def read_metrics(model_dir: str) -> list[dict]:
   path = os.path.join(model_dir, "metrics.jsonl")
-  if not os.path.exists(path):
+  if not fs.exists(path):
     return []
-  with open(path) as f:
+  with fs.open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
 
 
@@ -75,6 +85,8 @@ def plot_losses(model_dir: str) -> str | None:
   ax.grid(alpha=0.3)
   path = os.path.join(model_dir, "loss.png")
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=100)
   plt.close(fig)
+  fs.write(path, buffer.getvalue(), mode="wb")
   return path
