@@ -117,6 +117,7 @@ def topology_devices(topology: str, num_slices: int = 1):
   # Compiling touches no TPU, so several planning processes may load libtpu at once (otherwise the
   # second fails on /tmp/libtpu_lockfile).
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")  # else libtpu logs an error line about it
   from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
   info = parse_topology(topology)
   kwargs = {"chip_config_name": "megacore"} if info["megacore"] else {}
