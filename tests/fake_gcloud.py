@@ -29,8 +29,9 @@ FLAGS = {  # verb -> (required, optional)
     ("tpu-vm", "describe"): ({"--zone", "--format"}, {"--project"}),
     ("tpu-vm", "ssh"): ({"--zone", "--worker", "--command"}, {"--project"}),
     ("tpu-vm", "scp"): ({"--zone", "--worker"}, {"--project"}),
-    ("queued-resources", "create"): ({"--zone", "--node-id", "--accelerator-type", "--runtime-version"},
-                                     {"--project", "--spot", "--reserved"}),
+    ("queued-resources", "create"): ({"--zone", "--accelerator-type", "--runtime-version"},
+                                     {"--project", "--spot", "--reserved", "--node-id", "--node-count",
+                                      "--node-prefix"}),
     ("queued-resources", "delete"): ({"--zone", "--force", "--quiet"}, {"--project"}),
     ("queued-resources", "describe"): ({"--zone", "--format"}, {"--project"}),
 }
@@ -93,23 +94,47 @@ def main(argv):
   state = State(folder)
   slices = state.data["slices"]
 
+  queued = state.data.setdefault("queued", {})  # queued resource -> its nodes
   if verb == "create":
-    name = positional[0] if group == "tpu-vm" else flags["--node-id"]
-    if name in slices:
-      fail(f"ALREADY_EXISTS: {name}", 1)
-    slices[name] = "READY"
-    for home in state.worker_homes(name, "all"):
-      os.makedirs(home)
+    if group == "tpu-vm":
+      names = [positional[0]]
+    elif ("--node-id" in flags) == ("--node-count" in flags):
+      fail("queued-resources create: exactly one of --node-id or --node-count (with --node-prefix)")
+    elif "--node-id" in flags:
+      names = [flags["--node-id"]]
+    else:
+      names = [f"{flags['--node-prefix']}-{i}" for i in range(int(flags["--node-count"]))]
+    if group == "queued-resources":
+      if positional[0] in queued:
+        fail(f"ALREADY_EXISTS: queued resource {positional[0]}", 1)
+      queued[positional[0]] = names
+    for name in names:
+      if name in slices:
+        fail(f"ALREADY_EXISTS: {name}", 1)
+      slices[name] = "READY"
+      for home in state.worker_homes(name, "all"):
+        os.makedirs(home)
     state.save()
   elif verb == "delete":
-    name = positional[0]
-    if name not in slices:
-      fail(f"NOT_FOUND: {name}", 1)
-    del slices[name]
-    shutil.rmtree(os.path.join(folder, "slices", name), ignore_errors=True)
+    if group == "queued-resources":
+      if positional[0] not in queued:
+        fail(f"NOT_FOUND: queued resource {positional[0]}", 1)
+      names = queued.pop(positional[0])
+    else:
+      names = [positional[0]]
+    for name in names:
+      if name not in slices:
+        fail(f"NOT_FOUND: {name}", 1)
+      del slices[name]
+      shutil.rmtree(os.path.join(folder, "slices", name), ignore_errors=True)
     state.save()
   elif verb == "describe":
     name = positional[0]
+    if group == "queued-resources":
+      if name not in queued:
+        fail(f"NOT_FOUND: queued resource {name}", 1)
+      print("ACTIVE")
+      return
     if group == "tpu-vm":
       events = os.environ.get("FAKE_GCLOUD_EVENTS", "").split(",")
       index = state.data["describes"]
@@ -119,7 +144,7 @@ def main(argv):
       state.save()
     if name not in slices:
       fail(f"NOT_FOUND: Resource '{name}' was not found", 1)
-    print("ACTIVE" if group == "queued-resources" else slices[name])
+    print(slices[name])
   elif verb == "scp":
     source, target = positional
     if not os.path.isfile(source):

@@ -171,3 +171,33 @@ def test_shellcheck_passes():
   assert len(scripts) >= 7
   result = subprocess.run([shellcheck, *scripts], capture_output=True, text=True, check=False, cwd=REPO)
   assert result.returncode == 0, result.stdout
+
+
+def test_multi_slice_creates_sets_up_and_launches_every_slice(cloud):
+  with pytest.raises(AssertionError, match="add --queued"):
+    cloud.script("create.sh", "--num_slices=2")
+  cloud.script("create.sh", "--queued", "--num_slices=2")
+  create = cloud.calls()[0]
+  assert "--node-count=2" in create and "--node-prefix=test-v4" in create and "--node-id=test-v4" not in create
+  cloud.script("setup.sh", "--num_slices=2", "--queued")
+  cloud.script("launch.sh", "--num_slices=2", "--queued", "--", *TRAIN)
+  assert cloud.verbs()[2:] == ["tpu-vm scp", "tpu-vm scp"] + ["tpu-vm ssh"] * 4
+  for node in ("test-v4-0", "test-v4-1"):
+    for i in range(2):
+      home = cloud.worker(i, node)
+      _wait_for(home / "jaxformer-logs" / "run1.exit")
+      assert _jaxformer_calls(home) == [EXPECTED_ARGS]
+
+
+def test_supervise_recreates_a_multi_slice_job_when_one_slice_is_preempted(cloud):
+  cloud.script("create.sh", "--queued", "--num_slices=2")
+  cloud.script("setup.sh", "--num_slices=2", "--queued")
+  # describe 1 and 2 (slice 0 and 1): slice 0 is preempted; then all READY and the relaunched run finished
+  result = cloud.script("supervise.sh", "--queued", "--num_slices=2", "--poll_seconds=0", "--", *TRAIN,
+                        FAKE_GCLOUD_EVENTS="PREEMPT")
+  assert "test-v4 is PREEMPTED; recreating it (restart 1)" in result.stdout, result.stdout
+  verbs = cloud.verbs()
+  assert verbs[6:] == ["tpu-vm describe", "queued-resources delete", "queued-resources create",
+                       "queued-resources describe", "tpu-vm scp", "tpu-vm scp", "tpu-vm ssh", "tpu-vm ssh",
+                       "tpu-vm ssh", "tpu-vm ssh", "tpu-vm describe", "tpu-vm describe", "tpu-vm ssh"]
+  assert _jaxformer_calls(cloud.worker(1, "test-v4-1")) == [EXPECTED_ARGS]

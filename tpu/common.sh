@@ -16,6 +16,9 @@
 #   --spot | --reserved | --on_demand
 #                        JAXFORMER_TPU_CAPACITY    spot, reserved or on_demand (default)
 #   --queued             JAXFORMER_TPU_QUEUED=1    create through queued resources
+#   --num_slices=N       JAXFORMER_TPU_SLICES      multi-slice: N slices NAME-0..NAME-(N-1) joined over
+#                                                  DCN (queued resources only; bind
+#                                                  sharding.make_mesh.dcn_mesh_shape to match)
 #   --run_name=R         JAXFORMER_TPU_RUN         names the log files and the default MODEL_DIR
 #   --python=PY          JAXFORMER_TPU_PYTHON      interpreter on the workers (default python3.11)
 #   --dry-run                                      print every command instead of running it
@@ -53,6 +56,7 @@ parse_common() {
   local env_runtime="${JAXFORMER_TPU_RUNTIME:-}" env_bucket="${JAXFORMER_TPU_BUCKET:-}"
   local env_capacity="${JAXFORMER_TPU_CAPACITY:-}" env_queued="${JAXFORMER_TPU_QUEUED:-}"
   local env_run="${JAXFORMER_TPU_RUN:-}" env_python="${JAXFORMER_TPU_PYTHON:-}"
+  local env_slices="${JAXFORMER_TPU_SLICES:-}"
   _load_config "$@"
   PROJECT="${env_project:-${JAXFORMER_TPU_PROJECT:-}}"
   ZONE="${env_zone:-${JAXFORMER_TPU_ZONE:-}}"
@@ -64,6 +68,7 @@ parse_common() {
   QUEUED="${env_queued:-${JAXFORMER_TPU_QUEUED:-0}}"
   RUN="${env_run:-${JAXFORMER_TPU_RUN:-}}"
   PYTHON="${env_python:-${JAXFORMER_TPU_PYTHON:-python3.11}}"
+  SLICES="${env_slices:-${JAXFORMER_TPU_SLICES:-1}}"
   while [[ $# -gt 0 ]]; do
     case "$1" in
       --config=*) ;;
@@ -79,6 +84,7 @@ parse_common() {
       --queued) QUEUED=1 ;;
       --run_name=*) RUN="${1#*=}" ;;
       --python=*) PYTHON="${1#*=}" ;;
+      --num_slices=*) SLICES="${1#*=}" ;;
       --dry-run|--dry_run) DRY_RUN=1 ;;
       --) ARGS+=("$@"); break ;;
       *) ARGS+=("$1") ;;
@@ -89,6 +95,20 @@ parse_common() {
     spot|reserved|on_demand) ;;
     *) die "capacity '$CAPACITY' (JAXFORMER_TPU_CAPACITY): use spot, reserved or on_demand" ;;
   esac
+  [[ "$SLICES" =~ ^[1-9][0-9]*$ ]] || die "--num_slices=$SLICES (JAXFORMER_TPU_SLICES) must be a positive number"
+  if (( SLICES > 1 )) && [[ "$QUEUED" != 1 ]]; then
+    die "--num_slices=$SLICES: several slices are created through queued resources; add --queued"
+  fi
+}
+
+nodes() {
+  # The TPU VM names: NAME for one slice; NAME-0 .. NAME-(N-1) for a multi-slice queued resource.
+  if (( SLICES == 1 )); then
+    echo "$NAME"
+  else
+    local i
+    for ((i = 0; i < SLICES; i++)); do echo "$NAME-$i"; done
+  fi
 }
 
 die() {
@@ -148,9 +168,20 @@ location_flags() {
 }
 
 ssh_workers() {
-  # ssh_workers WORKER COMMAND: runs COMMAND (one string) on a worker (a number, or all).
+  # ssh_workers WORKER COMMAND: runs COMMAND (one string) on a worker (a number, or all) of every
+  # slice, all slices at once (a multi-slice job starts only when every slice runs it).
   location_flags
-  run gcloud compute tpus tpu-vm ssh "$NAME" --worker="$1" "${LOCATION[@]}" --command="$2"
+  local node pids=() code=0
+  if (( SLICES == 1 )); then
+    run gcloud compute tpus tpu-vm ssh "$NAME" --worker="$1" "${LOCATION[@]}" --command="$2"
+    return
+  fi
+  for node in $(nodes); do
+    run gcloud compute tpus tpu-vm ssh "$node" --worker="$1" "${LOCATION[@]}" --command="$2" &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || code=$?; done
+  return "$code"
 }
 
 

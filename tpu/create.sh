@@ -16,7 +16,12 @@ case "$CAPACITY" in
 esac
 
 if [[ "$QUEUED" == 1 ]]; then
-  run gcloud compute tpus queued-resources create "$NAME" --node-id="$NAME" "${LOCATION[@]}" \
+  if (( SLICES > 1 )); then
+    node=(--node-count="$SLICES" --node-prefix="$NAME")
+  else
+    node=(--node-id="$NAME")
+  fi
+  run gcloud compute tpus queued-resources create "$NAME" "${node[@]}" "${LOCATION[@]}" \
     --accelerator-type="$TYPE" --runtime-version="$RUNTIME" "${capacity[@]}"
   if [[ "$DRY_RUN" == 1 ]]; then
     run gcloud compute tpus queued-resources describe "$NAME" "${LOCATION[@]}" --format='value(state.state)'

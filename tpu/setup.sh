@@ -12,7 +12,9 @@ location_flags
 
 tarball="${TMPDIR:-/tmp}/jaxformer-src-$NAME.tar.gz"
 run git -C "$REPO_DIR" archive --format=tar.gz --output="$tarball" HEAD
-run gcloud compute tpus tpu-vm scp "$tarball" "$NAME":jaxformer-src.tar.gz --worker=all "${LOCATION[@]}"
+for node in $(nodes); do
+  run gcloud compute tpus tpu-vm scp "$tarball" "$node":jaxformer-src.tar.gz --worker=all "${LOCATION[@]}"
+done
 
 # jax 0.10 needs Python >= 3.11; TPU VM images ship 3.10, so install PYTHON if it is missing.
 # shellcheck disable=SC2016  # $HOME and friends expand on the workers

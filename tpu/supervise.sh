@@ -30,22 +30,34 @@ settings=(--zone="$ZONE" --name="$NAME" --accelerator_type="$TYPE" --runtime_ver
 [[ -n "$PROJECT" ]] && settings+=(--project="$PROJECT")
 [[ -n "$BUCKET" ]] && settings+=(--bucket="$BUCKET")
 [[ "$CAPACITY" != on_demand ]] && settings+=(--"$CAPACITY")
-[[ "$QUEUED" == 1 ]] && settings+=(--queued)
+[[ "$QUEUED" == 1 ]] && settings+=(--queued --num_slices="$SLICES")
 [[ "$DRY_RUN" == 1 ]] && settings+=(--dry-run)
 
 slice_state() {
-  # READY, CREATING, PREEMPTED, ... or MISSING when gcloud cannot find the slice.
-  gcloud compute tpus tpu-vm describe "$NAME" "${LOCATION[@]}" --format='value(state)' 2>/dev/null || echo MISSING
+  # READY, CREATING, PREEMPTED, ... or MISSING when gcloud cannot find a slice; with several
+  # slices, the first that is not READY speaks for all (one lost slice stops the whole job).
+  local node state
+  for node in $(nodes); do
+    state="$(gcloud compute tpus tpu-vm describe "$node" "${LOCATION[@]}" --format='value(state)' 2>/dev/null || echo MISSING)"
+    if [[ "$state" != READY ]]; then
+      echo "$state"
+      return
+    fi
+  done
+  echo READY
 }
 
 run_status() {
   # The run's exit code on worker 0, "running", or "absent" (never launched on this slice).
   # shellcheck disable=SC2016  # expands on the worker
-  gcloud compute tpus tpu-vm ssh "$NAME" --worker=0 "${LOCATION[@]}" --command="if [ -f $LOG_DIR/$RUN.exit ]; then cat $LOG_DIR/$RUN.exit; elif pgrep -f '$VENV/bin/jaxformer' > /dev/null; then echo running; else echo absent; fi" 2>/dev/null || echo unreachable
+  gcloud compute tpus tpu-vm ssh "$(nodes | head -n 1)" --worker=0 "${LOCATION[@]}" --command="if [ -f $LOG_DIR/$RUN.exit ]; then cat $LOG_DIR/$RUN.exit; elif pgrep -f '$VENV/bin/jaxformer' > /dev/null; then echo running; else echo absent; fi" 2>/dev/null || echo unreachable
 }
 
 recreate() {
-  if [[ "$1" != MISSING ]]; then
+  # A queued resource outlives its preempted nodes: delete it whatever state the nodes are in.
+  if [[ "$QUEUED" == 1 ]]; then
+    bash "$TPU_DIR/delete.sh" "${settings[@]}" || true
+  elif [[ "$1" != MISSING ]]; then
     bash "$TPU_DIR/delete.sh" "${settings[@]}"
   fi
   bash "$TPU_DIR/create.sh" "${settings[@]}"
@@ -55,7 +67,9 @@ recreate() {
 
 if [[ "$DRY_RUN" == 1 ]]; then
   echo "# each poll:"
-  run gcloud compute tpus tpu-vm describe "$NAME" "${LOCATION[@]}" --format='value(state)'
+  for node in $(nodes); do
+    run gcloud compute tpus tpu-vm describe "$node" "${LOCATION[@]}" --format='value(state)'
+  done
   echo "# when the slice is PREEMPTED, TERMINATED or missing:"
   recreate PREEMPTED
   exit 0
