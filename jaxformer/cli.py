@@ -364,6 +364,8 @@ def _trained_as_prefix_lm() -> bool:
 
 
 def _load(args, bindings):
+  from jaxformer import distributed  # pylint: disable=import-outside-toplevel
+  distributed.initialize()  # every worker of a TPU slice runs the same eval (tpu/launch.sh); a no-op here
   _parse_run_gin(args.model_dir, args, bindings)
   from jaxformer.infer.run import load_run  # pylint: disable=import-outside-toplevel
   from jaxformer.model import ModelConfig  # pylint: disable=import-outside-toplevel
