@@ -154,15 +154,15 @@ class LocalLauncher:
     self.child = None
     self.interrupted = False
 
-  def command(self, argv):
+  def command(self, argv, name: str):  # pylint: disable=unused-argument
     return [*JAXFORMER, *argv]
 
-  def run(self, argv: list[str], log_path: str) -> tuple[int, str]:
+  def run(self, argv: list[str], log_path: str, name: str) -> tuple[int, str]:
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     with open(log_path, "ab") as log:
       log.write(f"$ jaxformer {' '.join(argv)}\n".encode())
       log.flush()
-      self.child = subprocess.Popen(self.command(argv), stdout=subprocess.PIPE, stderr=log)
+      self.child = subprocess.Popen(self.command(argv, name), stdout=subprocess.PIPE, stderr=log)
       out = self.child.stdout.read()
       code = self.child.wait()
       log.write(out)
@@ -183,8 +183,9 @@ class TpuLauncher(LocalLauncher):
     super().__init__()
     self.extra_flags = list(extra_flags)
 
-  def command(self, argv):
-    return ["bash", TPU_LAUNCH, "--foreground", *self.extra_flags, "--", "jaxformer", *argv]
+  def command(self, argv, name: str):
+    # The run's name names its log and exit files on the workers.
+    return ["bash", TPU_LAUNCH, "--foreground", f"--run_name={name}", *self.extra_flags, "--", "jaxformer", *argv]
 
 
 def _last_json(text: str):
@@ -205,10 +206,10 @@ def run_sweep(sweep: Sweep, output_dir: str, launcher, dry_run: bool = False, sa
       say("  gin files: " + " ".join(run.gin_files))
       for k, v in run.bindings:
         say(f"  {k} = {v!r}")
-      say("  $ " + " ".join(_quote(a) for a in launcher.command(train_argv(run, output_dir))))
+      say("  $ " + " ".join(_quote(a) for a in launcher.command(train_argv(run, output_dir), run.name)))
       for eval_name, eval_bindings in sweep.evals.items():
         say(f"  eval {eval_name}: $ " + " ".join(_quote(a) for a in
-                                                 launcher.command(eval_argv(run, output_dir, eval_bindings))))
+                                                 launcher.command(eval_argv(run, output_dir, eval_bindings), run.name)))
     return summary
   previous = [signal.signal(s, launcher.forward) for s in (signal.SIGTERM, signal.SIGINT)]
   local_logs = output_dir if "://" not in output_dir else os.path.join("sweep_logs", _short(output_dir))
@@ -222,7 +223,7 @@ def run_sweep(sweep: Sweep, output_dir: str, launcher, dry_run: bool = False, sa
       log_path = os.path.join(local_logs, run.name, "sweep.log")
       say(f"[{i}/{len(runs)}] {run.name}: training (log {log_path})", flush=True)
       started = time.time()
-      code, _ = launcher.run(train_argv(run, output_dir), log_path)
+      code, _ = launcher.run(train_argv(run, output_dir), log_path, run.name)
       if launcher.interrupted:
         summary["interrupted"] = True
         say(f"interrupted during {run.name}; run the same command again to resume it")
@@ -233,7 +234,7 @@ def run_sweep(sweep: Sweep, output_dir: str, launcher, dry_run: bool = False, sa
         continue
       evals = {}
       for eval_name, eval_bindings in sweep.evals.items():
-        code, out = launcher.run(eval_argv(run, output_dir, eval_bindings), log_path)
+        code, out = launcher.run(eval_argv(run, output_dir, eval_bindings), log_path, run.name)
         result = _last_json(out) if code == 0 else None
         if result is None:
           break

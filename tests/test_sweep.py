@@ -132,5 +132,5 @@ def test_tpu_launcher_dry_run_goes_through_tpu_launch(local_corpus, tmp_path):
   result = subprocess.run([train_util.JAXFORMER, "sweep", f"--sweep_file={sweep_file}", "--output_dir=gs://b/sweep",
                            "--launcher=tpu", "--tpu_flag=--name=my-v4", "--dry_run"],
                           capture_output=True, text=True, env=train_util.env(), check=True)
-  assert result.stdout.count("tpu/launch.sh --foreground --name=my-v4 -- jaxformer train") == 2
+  assert result.stdout.count("tpu/launch.sh --foreground --run_name=mixture --name=my-v4 -- jaxformer train") == 1
   assert "gs://b/sweep/mixture" in result.stdout and "eval loss --model_dir=gs://b/sweep/causal" in result.stdout
