@@ -46,7 +46,9 @@ def text_task(name: str, source: seqio.DataSource, vocabulary, text_key: str = "
   max_documents keeps only the first documents the source yields (a small set for epoch studies)."""
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)
-  first = [functools.partial(_take, count=max_documents)] if max_documents else []
+  # seqio repeats epochs after the cache placeholder (or, with none, before every preprocessor):
+  # the subset must be taken before it, or it would cap the whole repeated stream.
+  first = [functools.partial(_take, count=max_documents), seqio.CacheDatasetPlaceholder()] if max_documents else []
   return seqio.TaskRegistry.add(
       name, source=source, output_features=output_features(vocabulary),
       preprocessors=[*first, functools.partial(preprocessors.text_to_targets, text_key=text_key),

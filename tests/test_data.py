@@ -327,3 +327,18 @@ def test_tfds_dataset_by_name_is_a_task(local_corpus, tmp_path):
                                             shuffle=False).as_numpy_iterator())
   assert sorted(vocab.decode(e["source"]) for e in examples) == sorted(
       f"def tfds_{i}():\n    return {i}\n" for i in range(4))
+
+
+def test_small_pl_task_repeats_the_same_documents_every_epoch(local_corpus):
+  from tasks import local  # pylint: disable=import-outside-toplevel
+  gin.bind_parameter("objectives.objective_mixture.rates", {"causal_lm": 1.0})
+  local.register_local_tasks(corpus_dir=local_corpus, small_pl_documents=5)
+  task = seqio.get_mixture_or_task("local_pl_small")
+
+  def chunks(num_epochs):
+    ds = task.get_dataset({"targets": 128}, split="train", shuffle=False, num_epochs=num_epochs, use_cached=False)
+    return [tuple(x["targets"]) for x in ds.take(10_000).as_numpy_iterator()]
+  one = chunks(1)
+  three = chunks(3)
+  assert len(one) > 5 and three == one * 3  # exactly 5 documents' chunks, three times over
+  assert len(chunks(None)) == 10_000  # an unbounded run never runs dry
