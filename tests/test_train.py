@@ -154,6 +154,18 @@ def test_nan_stop_mode_names_the_step_and_leaves_no_bad_checkpoint(local_corpus,
   assert train_util.committed_steps(model_dir) == []
 
 
+def test_finite_data_that_runs_out_names_the_step_and_keeps_the_checkpoint(local_corpus, tmp_path):
+  model_dir = str(tmp_path / "dry")
+  flags = train_util.small_run_flags(local_corpus, steps=500, checkpoint_period=2) + [
+      "--gin.MIXTURE_OR_TASK_NAME='local_pl_small'", "--gin.tasks.register_local_tasks.small_pl_documents=2",
+      "--gin.DataConfig.num_epochs=1"]
+  assert train_util.run(model_dir, flags) == 2
+  text = train_util.log_text(model_dir)
+  assert "the train split of local_pl_small ran out after" in text and "DataConfig.num_epochs=1" in text
+  assert "Traceback" not in text
+  assert train_util.committed_steps(model_dir)  # the checkpoints before it are intact
+
+
 def test_nan_skip_mode_keeps_training_and_checkpoints_finite_state(local_corpus, tmp_path):
   model_dir = str(tmp_path / "nan_skip")
   flags = train_util.small_run_flags(local_corpus, steps=4, checkpoint_period=2) + [

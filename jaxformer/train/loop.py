@@ -185,7 +185,13 @@ def train(model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED, eval_p
   end = train_steps if stop_after_steps is None else min(train_steps, start + stop_after_steps)
   try:
     while step < end:
-      local = next(train_iterator)
+      try:
+        local = next(train_iterator)
+      except StopIteration:
+        raise ValueError(
+            f"step {step + 1}: the train split of {data_config.mixture_or_task_name} ran out after {step - start} "
+            f"steps of this process (DataConfig.num_epochs={data_config.num_epochs}); the last checkpoint is "
+            f"step {manager.latest_step()}. Allow more epochs (None repeats) or lower TRAIN_STEPS") from None
       with sharding.activation_sharding(mesh, rules):
         state, step_metrics = train_step(state, _global_batch(local, batch_sharding))
       step += 1
