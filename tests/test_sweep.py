@@ -88,10 +88,6 @@ def _start_sweep(sweep_file, output_dir, log_path):
 def test_micro_sweep_is_interrupted_restarted_and_collected(local_corpus, tmp_path):
   sweep_file, out, log_path = tmp_path / "micro.gin", tmp_path / "out", tmp_path / "sweep.log"
   _micro_sweep(sweep_file, local_corpus)
-  dry = subprocess.run([train_util.JAXFORMER, "sweep", f"--sweep_file={sweep_file}", f"--output_dir={out}",
-                        "--dry_run"], capture_output=True, text=True, env=train_util.env(), check=True)
-  assert "[1/2] causal" in dry.stdout and "TRAIN_STEPS = 40" in dry.stdout and not out.exists()
-
   process = _start_sweep(sweep_file, out, log_path)
   mixture = str(out / "mixture")
   deadline = time.time() + 400
@@ -132,5 +128,7 @@ def test_tpu_launcher_dry_run_goes_through_tpu_launch(local_corpus, tmp_path):
   result = subprocess.run([train_util.JAXFORMER, "sweep", f"--sweep_file={sweep_file}", "--output_dir=gs://b/sweep",
                            "--launcher=tpu", "--tpu_flag=--name=my-v4", "--dry_run"],
                           capture_output=True, text=True, env=train_util.env(), check=True)
+  assert "[1/2] causal" in result.stdout and "[2/2] mixture" in result.stdout
+  assert "  TRAIN_STEPS = 40" in result.stdout and "  OBJECTIVE_RATES = {'causal_lm': 1.0}" in result.stdout
   assert result.stdout.count("tpu/launch.sh --foreground --run_name=mixture --name=my-v4 -- jaxformer train") == 1
   assert "gs://b/sweep/mixture" in result.stdout and "eval loss --model_dir=gs://b/sweep/causal" in result.stdout

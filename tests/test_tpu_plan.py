@@ -74,11 +74,11 @@ def test_plan_cli_reads_the_topology_from_the_run_gin():
 
 
 def test_two_processes_as_two_slices_train(local_corpus, tmp_path):
-  flags = train_util.small_run_flags(local_corpus, steps=3, checkpoint_period=3) + [
+  flags = train_util.small_run_flags(local_corpus, steps=2, checkpoint_period=2) + [
       "--gin.sharding.make_mesh.mesh_shape=(1, -1, 1)", "--gin.sharding.make_mesh.dcn_mesh_shape=(2, 1, 1)"]
   run = str(tmp_path / "dcn")
   for p in _start_pair(run, flags, "a"):
     assert p.wait(timeout=300) == 0, _logs(run, "a")
   assert "mesh {'data': 2, 'fsdp': 4, 'tensor': 1} over 8 devices of 2 process(es)" in _logs(run, "a")[0]
-  assert sorted(train_util.train_losses(run)) == [1, 2, 3]
+  assert sorted(train_util.train_losses(run)) == [1, 2]
   assert jax.device_count() == 8  # this process is untouched
