@@ -298,7 +298,9 @@ def collect(sweep: Sweep, output_dir: str) -> dict:
   fs.write(files[1], results_markdown(rows, metrics, comparisons, len(runs)))
   if rows:
     files.append(_join(output_dir, "results.png"))
-    _plot(rows, metrics, files[2])
+    # The sweep's own evals score every run alike; the trainer's final/* ones only when there are none.
+    plotted = [m for m in metrics if not m.startswith("final/")] or metrics
+    _plot(rows, plotted, files[2])
   return {"rows": rows, "metrics": metrics, "comparisons": comparisons, "files": files}
 
 
@@ -338,7 +340,7 @@ def _plot(rows, metrics, path: str):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows) * max(1, len(metrics)) / 2), 4.5))
+  fig, ax = plt.subplots(figsize=(min(14, max(6, 0.6 * len(rows) * max(1, len(metrics)))), 4.5))
   width = 0.8 / max(1, len(metrics))
   x = np.arange(len(rows))
   for j, metric in enumerate(metrics):
