@@ -1,7 +1,6 @@
 """`jaxformer sweep`: expansion and naming, and a real 2-run sweep that is interrupted and restarted."""
 
 import csv
-import os
 import signal
 import subprocess
 import time
