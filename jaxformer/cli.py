@@ -393,16 +393,11 @@ def _sample_args(parser):
 def _sample_run(args, bindings):
   run = _load(args, bindings)
   from jaxformer import sharding  # pylint: disable=import-outside-toplevel
-  from jaxformer.infer.sample import generate  # pylint: disable=import-outside-toplevel
-  from jaxformer.data.vocabulary import escape_sentinels_text  # pylint: disable=import-outside-toplevel
-  from jaxformer.infer.sample import infill_ids  # pylint: disable=import-outside-toplevel
+  from jaxformer.infer.sample import cut_at_stop_sequences, generate, prompt_ids  # pylint: disable=import-outside-toplevel
   prefix_lm = run.prefix_lm if args.prefix_lm == "auto" else args.prefix_lm == "yes"
-  if args.suffix is not None:
-    if not hasattr(run.vocabulary, "mask_id"):
-      raise config_lib.GinConfigError(f"{run.vocabulary_path} has no <mask_k>/<sep>/<eom>: infill needs them")
-    ids, stops = infill_ids(run.vocabulary, args.prompt, args.suffix), (run.vocabulary.eom_id, run.vocabulary.eos_id)
-  else:
-    ids, stops = run.vocabulary.encode(escape_sentinels_text(args.prompt)), (run.vocabulary.eos_id,)
+  if args.suffix is not None and not hasattr(run.vocabulary, "mask_id"):
+    raise config_lib.GinConfigError(f"{run.vocabulary_path} has no <mask_k>/<sep>/<eom>: infill needs them")
+  ids, stops = prompt_ids(run.vocabulary, args.prompt, args.suffix)
   if len(ids) + 1 + args.max_new_tokens > run.config.max_length:
     raise config_lib.GinConfigError(f"prompt ({len(ids)} tokens) + --max_new_tokens={args.max_new_tokens} exceed the "
                                     f"model's context ModelConfig.max_length={run.config.max_length}")
@@ -410,12 +405,7 @@ def _sample_run(args, bindings):
     outs = generate(run.model, run.params, [ids] * args.num_samples, args.max_new_tokens, stop_ids=stops,
                     temperature=args.temperature, seed=args.seed, prefix_lm=prefix_lm, top_k=args.top_k,
                     top_p=args.top_p)
-  completions = []
-  for o in outs:
-    text = run.vocabulary.decode(o)
-    for stop in args.stop:
-      text = text[:text.index(stop)] if stop in text else text
-    completions.append(text)
+  completions = [cut_at_stop_sequences(run.vocabulary.decode(o), args.stop) for o in outs]
   for i, text in enumerate(completions):
     if args.num_samples > 1:
       print(f"--- sample {i} ---")

@@ -149,7 +149,7 @@ def tpu_plan(topology: str | None = None, num_slices: int = 1, assumed_mfu: floa
   from jaxformer.train import mfu as mfu_lib  # pylint: disable=import-outside-toplevel
   from jaxformer.train.optimizer import learning_rate_schedule, make_optimizer  # pylint: disable=import-outside-toplevel
   from jaxformer.train.state import state_shardings  # pylint: disable=import-outside-toplevel
-  from jaxformer.train.step import StepConfig, make_train_step  # pylint: disable=import-outside-toplevel
+  from jaxformer.train.step import StepConfig, jit_train_step  # pylint: disable=import-outside-toplevel
   if not topology:
     raise ValueError("no TPU topology: pass --topology=v4-32 or bind plan.tpu_plan.topology in the run gin")
   devices, info = topology_devices(topology, num_slices)
@@ -167,8 +167,7 @@ def tpu_plan(topology: str | None = None, num_slices: int = 1, assumed_mfu: floa
   batch_sharding = sharding.logical_to_sharding(("batch", "length"), mesh, rules)
   shape = (data_config.batch_size, data_config.length)
   batch = {k: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sharding) for k in MODEL_FEATURE_NAMES}
-  step = jax.jit(make_train_step(model, optimizer, schedule, step_config, batch_sharding),
-                 in_shardings=(state_shards, batch_sharding), out_shardings=(state_shards, None), donate_argnums=0)
+  step = jit_train_step(model, optimizer, schedule, step_config, state_shards, batch_sharding)
   started = time.perf_counter()
   with sharding.activation_sharding(mesh, rules):
     lowered = step.lower(abstract_state, batch)

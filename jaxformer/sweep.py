@@ -22,6 +22,7 @@ import io
 import itertools
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -206,9 +207,9 @@ def run_sweep(sweep: Sweep, output_dir: str, launcher, dry_run: bool = False, sa
       say("  gin files: " + " ".join(run.gin_files))
       for k, v in run.bindings:
         say(f"  {k} = {v!r}")
-      say("  $ " + " ".join(_quote(a) for a in launcher.command(train_argv(run, output_dir), run.name)))
+      say("  $ " + " ".join(shlex.quote(a) for a in launcher.command(train_argv(run, output_dir), run.name)))
       for eval_name, eval_bindings in sweep.evals.items():
-        say(f"  eval {eval_name}: $ " + " ".join(_quote(a) for a in
+        say(f"  eval {eval_name}: $ " + " ".join(shlex.quote(a) for a in
                                                  launcher.command(eval_argv(run, output_dir, eval_bindings), run.name)))
     return summary
   previous = [signal.signal(s, launcher.forward) for s in (signal.SIGTERM, signal.SIGINT)]
@@ -258,11 +259,6 @@ def run_sweep(sweep: Sweep, output_dir: str, launcher, dry_run: bool = False, sa
     for s, handler in zip((signal.SIGTERM, signal.SIGINT), previous):
       signal.signal(s, handler)
   return summary
-
-
-def _quote(arg: str) -> str:
-  import shlex  # pylint: disable=import-outside-toplevel
-  return shlex.quote(arg)
 
 
 # --- results --------------------------------------------------------------------------------

@@ -149,6 +149,23 @@ def infill_ids(vocabulary, prefix: str, suffix: str) -> list[int]:
           + [vocabulary.eos_id, vocabulary.sep_id, mask])
 
 
+def prompt_ids(vocabulary, prompt: str, suffix: str | None = None) -> tuple[list[int], tuple[int, ...]]:
+  """(token ids, stop ids) of one prompt: left to right (stop at EOS), or CodeGen2 infill between
+  prompt and suffix (stop at <eom> or EOS). Literal sentinel strings in the text are escaped."""
+  if suffix is not None:
+    return infill_ids(vocabulary, prompt, suffix), (vocabulary.eom_id, vocabulary.eos_id)
+  from jaxformer.data.vocabulary import escape_sentinels_text  # pylint: disable=import-outside-toplevel
+  return vocabulary.encode(escape_sentinels_text(prompt)), (vocabulary.eos_id,)
+
+
+def cut_at_stop_sequences(text: str, stop_sequences) -> str:
+  """text up to the first occurrence of each stop sequence, applied in order."""
+  for stop in stop_sequences:
+    if stop in text:
+      text = text[:text.index(stop)]
+  return text
+
+
 def complete(model, params, vocabulary, prompts: list[str], max_new_tokens: int, suffixes: list[str] | None = None,
              batch_size: int = 16, stop_sequences=(), **kwargs) -> list[str]:
   """Text completions: left to right, or infills (stopping at <eom>) when suffixes are given.
@@ -156,13 +173,9 @@ def complete(model, params, vocabulary, prompts: list[str], max_new_tokens: int,
   Prompts run in batches of batch_size; each completion is cut at the first stop sequence.
   kwargs go to `generate` (temperature, seed, top_k, top_p, prefix_lm).
   """
-  from jaxformer.data.vocabulary import escape_sentinels_text  # pylint: disable=import-outside-toplevel
-  if suffixes is not None:
-    ids = [infill_ids(vocabulary, p, s) for p, s in zip(prompts, suffixes)]
-    stops = (vocabulary.eom_id, vocabulary.eos_id)
-  else:
-    ids = [vocabulary.encode(escape_sentinels_text(p)) for p in prompts]
-    stops = (vocabulary.eos_id,)
+  encoded = [prompt_ids(vocabulary, p, s) for p, s in zip(prompts, suffixes or [None] * len(prompts))]
+  ids = [i for i, _ in encoded]
+  stops = encoded[0][1] if encoded else ()  # the same for every prompt of one kind
   seed = kwargs.pop("seed", 0)
   texts = []
   for start in range(0, len(ids), batch_size):
@@ -170,10 +183,4 @@ def complete(model, params, vocabulary, prompts: list[str], max_new_tokens: int,
     chunk = chunk + [chunk[-1]] * (batch_size - len(chunk)) if len(ids) > batch_size else chunk  # one shape
     outs = generate(model, params, chunk, max_new_tokens, stop_ids=stops, seed=seed + start, **kwargs)
     texts.extend(vocabulary.decode(o) for o in outs[:len(ids) - start])
-  out = []
-  for text in texts:
-    for stop in stop_sequences:
-      if stop in text:
-        text = text[:text.index(stop)]
-    out.append(text)
-  return out
+  return [cut_at_stop_sequences(text, stop_sequences) for text in texts]

@@ -13,7 +13,7 @@ from jaxformer.plan import flops_per_token
 from jaxformer.train import mfu as mfu_lib
 from jaxformer.train.optimizer import learning_rate_schedule, make_optimizer
 from jaxformer.train.state import create_state, state_shardings
-from jaxformer.train.step import StepConfig, make_train_step
+from jaxformer.train.step import StepConfig, jit_train_step
 
 
 def _peak_memory() -> tuple[float | None, str]:
@@ -33,8 +33,7 @@ def bench(steps: int, batch_size: int, length: int, warmup: int = 2, seed: int =
   _, shards = state_shardings(model, optimizer, mesh, rules)
   state = create_state(model, optimizer, mesh, rules, jax.random.key(seed), shards)
   batch_sharding = sharding.logical_to_sharding(("batch", "length"), mesh, rules)
-  step = jax.jit(make_train_step(model, optimizer, schedule, StepConfig(), batch_sharding),
-                 in_shardings=(shards, batch_sharding), out_shardings=(shards, None), donate_argnums=0)
+  step = jit_train_step(model, optimizer, schedule, StepConfig(), shards, batch_sharding)
   rng = np.random.default_rng(seed)
   targets = rng.integers(1, config.vocab_size, (batch_size, length)).astype(np.int32)
   local = {"decoder_target_tokens": targets, "decoder_input_tokens": np.pad(targets[:, :-1], ((0, 0), (1, 0))),

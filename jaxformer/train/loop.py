@@ -23,7 +23,7 @@ from jaxformer.train import metrics as metrics_lib
 from jaxformer.train import mfu as mfu_lib
 from jaxformer.train.optimizer import learning_rate_schedule, make_optimizer
 from jaxformer.train.state import create_state, state_shardings
-from jaxformer.train.step import StepConfig, make_eval_step, make_train_step
+from jaxformer.train.step import StepConfig, jit_train_step, make_eval_step
 
 log = logging.getLogger("jaxformer")
 
@@ -164,9 +164,7 @@ def train(model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED, eval_p
     config_lib.write_operative_config(model_dir)
     _keep_vocabulary(vocabulary, model_dir)
 
-  train_step = jax.jit(make_train_step(model, optimizer, schedule, step_config, batch_sharding),
-                       in_shardings=(state_shards, batch_sharding), out_shardings=(state_shards, None),
-                       donate_argnums=0)
+  train_step = jit_train_step(model, optimizer, schedule, step_config, state_shards, batch_sharding)
   flops = flops_per_token(model_config, data_config.length)
   device_kind = jax.devices()[0].device_kind
   metrics_log = metrics_lib.MetricsLog(model_dir)

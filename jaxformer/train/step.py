@@ -82,6 +82,14 @@ def make_train_step(model, optimizer, schedule, config: StepConfig, batch_shardi
   return train_step
 
 
+def jit_train_step(model, optimizer, schedule, config: StepConfig, state_shardings, batch_sharding):
+  """The jitted, sharded train step that `train`, `bench` and `plan --topology` all compile: state in
+  and out with its shardings (donated), batch sharded over (data, fsdp)."""
+  return jax.jit(make_train_step(model, optimizer, schedule, config, batch_sharding),
+                 in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, None),
+                 donate_argnums=0)
+
+
 def make_eval_step(model):
   """eval_step(params, batch) -> sums of loss, correct and weight (add them over batches)."""
 
