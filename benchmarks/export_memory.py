@@ -18,18 +18,24 @@ import time
 
 def make_checkpoint(work_dir: str, model_gin: str):
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
-  import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from jaxformer import checkpoint, config as config_lib  # pylint: disable=import-outside-toplevel
-  from jaxformer.model import ModelConfig  # pylint: disable=import-outside-toplevel
-  from jaxformer.plan import param_shapes  # pylint: disable=import-outside-toplevel
+  import jax
+  import numpy as np
+
+  from jaxformer import checkpoint
+  from jaxformer import config as config_lib
+  from jaxformer.model import ModelConfig
+  from jaxformer.plan import param_shapes
+
   run = os.path.join(work_dir, "run")
   config_lib.parse_gin([model_gin], [])
   rng = np.random.default_rng(0)
   params = jax.tree.map(lambda s: rng.standard_normal(s.shape, dtype=np.float32) * 0.02, param_shapes(ModelConfig()))
   leaves = jax.tree.leaves(params)
-  print(f"model {sum(x.nbytes for x in leaves) / 2**30:.2f} GiB (float32), largest stacked leaf "
-        f"{max(x.nbytes for x in leaves) / 2**30:.2f} GiB", flush=True)
+  print(
+    f"model {sum(x.nbytes for x in leaves) / 2**30:.2f} GiB (float32), largest stacked leaf "
+    f"{max(x.nbytes for x in leaves) / 2**30:.2f} GiB",
+    flush=True,
+  )
   manager = checkpoint.make_manager(run, checkpoint_period=1, async_save=False)
   checkpoint.save(manager, 0, {"params": params}, force=True)
   manager.wait_until_finished()
@@ -47,8 +53,10 @@ def main():
     make_checkpoint(args.work_dir, args.model_gin)
     return
   shutil.rmtree(args.work_dir, ignore_errors=True)
-  subprocess.run([sys.executable, __file__, "--make_checkpoint", f"--work_dir={args.work_dir}",
-                  f"--model_gin={args.model_gin}"], check=True)
+  subprocess.run(
+    [sys.executable, __file__, "--make_checkpoint", f"--work_dir={args.work_dir}", f"--model_gin={args.model_gin}"],
+    check=True,
+  )
   exe = os.path.join(os.path.dirname(sys.executable), "jaxformer")
   start = time.perf_counter()
   child = subprocess.Popen([exe, "export", f"--model_dir={args.work_dir}/run", f"--output={args.work_dir}/hf"])

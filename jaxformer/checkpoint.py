@@ -31,8 +31,10 @@ class DataIteratorHandler(ocp.CheckpointHandler):
   def restore(self, directory: epath.Path, args: "DataIteratorRestore"):
     prefix = directory / f"process_{jax.process_index()}"
     if not list(directory.glob(f"process_{jax.process_index()}*")):
-      raise FileNotFoundError(f"{directory} holds no data-iterator position for process {jax.process_index()}; "
-                              "was the checkpoint written by a run with fewer hosts?")
+      raise FileNotFoundError(
+        f"{directory} holds no data-iterator position for process {jax.process_index()}; "
+        "was the checkpoint written by a run with fewer hosts?"
+      )
     args.iterator.restore(os.fspath(prefix))
     return args.iterator
 
@@ -53,8 +55,9 @@ class DataIteratorRestore(ocp.args.CheckpointArgs):
 
 
 @gin.configurable(module="checkpoint")
-def make_manager(model_dir: str, checkpoint_period: int = 1000, keep: int = 3, keep_period: int | None = None,
-                 async_save: bool = True) -> ocp.CheckpointManager:
+def make_manager(
+  model_dir: str, checkpoint_period: int = 1000, keep: int = 3, keep_period: int | None = None, async_save: bool = True
+) -> ocp.CheckpointManager:
   """The run's CheckpointManager.
 
   Args (gin: checkpoint.make_manager.*):
@@ -64,12 +67,16 @@ def make_manager(model_dir: str, checkpoint_period: int = 1000, keep: int = 3, k
   """
   policies = ocp.checkpoint_managers
   options = ocp.CheckpointManagerOptions(
-      # Exactly every period (orbax's default also saves the first step it sees) and at preemption.
-      save_decision_policy=policies.AnySavePolicy([
-          policies.FixedIntervalPolicy(checkpoint_period), policies.PreemptionCheckpointingPolicy()]),
-      max_to_keep=keep, keep_period=keep_period, enable_async_checkpointing=async_save, create=True)
-  return ocp.CheckpointManager(os.path.join(model_dir, "checkpoints"), options=options,
-                               item_names=("state", "data"))
+    # Exactly every period (orbax's default also saves the first step it sees) and at preemption.
+    save_decision_policy=policies.AnySavePolicy(
+      [policies.FixedIntervalPolicy(checkpoint_period), policies.PreemptionCheckpointingPolicy()]
+    ),
+    max_to_keep=keep,
+    keep_period=keep_period,
+    enable_async_checkpointing=async_save,
+    create=True,
+  )
+  return ocp.CheckpointManager(os.path.join(model_dir, "checkpoints"), options=options, item_names=("state", "data"))
 
 
 def abstract_like(tree, shardings):
@@ -122,12 +129,22 @@ def restore_params(model_dir: str, abstract_params, step: int | None = None, as_
   step = steps[-1] if step is None else step
   if step not in steps:
     raise ValueError(f"--step={step}: {directory} has steps {sorted(steps)}")
-  restored = manager.restore(step, args=ocp.args.Composite(
+  restored = manager.restore(
+    step,
+    args=ocp.args.Composite(
       state=ocp.args.PyTreeRestore(
-          item={"params": abstract_params},
-          restore_args=jax.tree.map(
-              lambda x: ocp.RestoreArgs(restore_type=np.ndarray, dtype=x.dtype) if as_numpy else
-              ocp.ArrayRestoreArgs(sharding=x.sharding, dtype=x.dtype), {"params": abstract_params}),
-          partial_restore=True)))
+        item={"params": abstract_params},
+        restore_args=jax.tree.map(
+          lambda x: (
+            ocp.RestoreArgs(restore_type=np.ndarray, dtype=x.dtype)
+            if as_numpy
+            else ocp.ArrayRestoreArgs(sharding=x.sharding, dtype=x.dtype)
+          ),
+          {"params": abstract_params},
+        ),
+        partial_restore=True,
+      )
+    ),
+  )
   manager.close()
   return restored.state["params"], step

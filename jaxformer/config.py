@@ -9,7 +9,7 @@ import logging
 import os
 import pathlib
 import tokenize
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import gin
 
@@ -18,10 +18,20 @@ REPO_GIN_DIR = pathlib.Path(__file__).resolve().parents[1] / "gin"
 
 # Modules whose gin configurables files may name without `import` lines.
 CONFIGURABLE_MODULES = (
-    "jaxformer.model", "jaxformer.plan", "jaxformer.sharding", "jaxformer.data.objectives",
-    "jaxformer.data.preprocessors", "jaxformer.data.pipeline", "jaxformer.data.vocabulary",
-    "tasks.local", "tasks.corpora", "jaxformer.checkpoint", "jaxformer.train.optimizer",
-    "jaxformer.train.step", "jaxformer.train.loop", "jaxformer.sweep",
+  "jaxformer.model",
+  "jaxformer.plan",
+  "jaxformer.sharding",
+  "jaxformer.data.objectives",
+  "jaxformer.data.preprocessors",
+  "jaxformer.data.pipeline",
+  "jaxformer.data.vocabulary",
+  "tasks.local",
+  "tasks.corpora",
+  "jaxformer.checkpoint",
+  "jaxformer.train.optimizer",
+  "jaxformer.train.step",
+  "jaxformer.train.loop",
+  "jaxformer.sweep",
 )
 
 
@@ -79,6 +89,7 @@ def _tolerate_namespace_packages():
   """gin also looks for 'runs/x.gin' as package 'runs' on sys.path; a plain folder named runs/ in
   the working directory (a namespace package, no origin) makes that lookup raise TypeError instead
   of answering 'not here'. Make it answer 'not here'."""
+
   def safe(check):
     if getattr(check, "tolerant", False):
       return check
@@ -88,9 +99,11 @@ def _tolerate_namespace_packages():
         return check(path)
       except TypeError:
         return False
+
     exists.tolerant = True
     return exists
-  readers = gin.config._FILE_READERS  # pylint: disable=protected-access
+
+  readers = gin.config._FILE_READERS
   readers[:] = [(reader, safe(check)) for reader, check in readers]
 
 
@@ -99,10 +112,12 @@ def binding_from_flag(name: str, value: str) -> str:
   return f"{name} = {value}"
 
 
-def parse_gin(gin_files: Sequence[str] = (),
-              bindings: Iterable[str] = (),
-              search_paths: Sequence[str] | None = None,
-              finalize: bool = True) -> None:
+def parse_gin(
+  gin_files: Sequence[str] = (),
+  bindings: Iterable[str] = (),
+  search_paths: Sequence[str] | None = None,
+  finalize: bool = True,
+) -> None:
   """Clears gin, then parses files in order and bindings in order (later wins).
 
   Raises:
@@ -110,10 +125,10 @@ def parse_gin(gin_files: Sequence[str] = (),
   """
   _import_configurables()
   _tolerate_namespace_packages()
-  gin.config._set_config_is_locked(False)  # pylint: disable=protected-access  (a second parse in one process)
+  gin.config._set_config_is_locked(False)  # a second parse in one process
   gin.clear_config(clear_constants=True)
-  gin.config._LOCATION_PREFIXES[:] = [""]  # pylint: disable=protected-access
-  for path in (default_search_paths() if search_paths is None else [""] + list(search_paths)):
+  gin.config._LOCATION_PREFIXES[:] = [""]
+  for path in default_search_paths() if search_paths is None else [""] + list(search_paths):
     if path:
       gin.add_config_file_search_path(path)
   for gin_file in gin_files:
@@ -121,8 +136,9 @@ def parse_gin(gin_files: Sequence[str] = (),
       with _quiet_gin_search():
         gin.parse_config_file(gin_file)
     except OSError as e:
-      raise GinConfigError(f"--gin_file={gin_file}: not found in the gin search paths "
-                           f"{gin.config._LOCATION_PREFIXES}") from e  # pylint: disable=protected-access
+      raise GinConfigError(
+        f"--gin_file={gin_file}: not found in the gin search paths {gin.config._LOCATION_PREFIXES}"
+      ) from e
     except Exception as e:  # gin raises ValueError, SyntaxError, TokenError, ...
       raise GinConfigError(_describe(e, f"In gin file {gin_file!r}")) from e
   for binding in bindings:
@@ -149,7 +165,8 @@ def call_configurable(fn, *args, **kwargs):
 
 def write_operative_config(model_dir: str | os.PathLike, name: str = "config.gin") -> str:
   """Writes gin's operative config (values actually used) to MODEL_DIR/config.gin."""
-  from jaxformer import fs  # pylint: disable=import-outside-toplevel
+  from jaxformer import fs
+
   path = os.path.join(str(model_dir), name)
   fs.write(path, gin.operative_config_str())
   return path

@@ -6,8 +6,9 @@ import os
 import jax
 
 
-def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None) -> bool:
+def initialize(
+  coordinator_address: str | None = None, num_processes: int | None = None, process_id: int | None = None
+) -> bool:
   """Initialises jax.distributed once; returns whether this is a multi-process (or TPU) run.
 
   Explicit coordinates come from the arguments or JAXFORMER_COORDINATOR_ADDRESS,

@@ -19,7 +19,8 @@ def resolve(path) -> str:
 
 
 def _gfile():
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
+
   return tf.io.gfile
 
 
@@ -34,7 +35,7 @@ def makedirs(path) -> None:
     os.makedirs(path, exist_ok=True)
 
 
-def open(path, mode: str = "r"):  # pylint: disable=redefined-builtin
+def open(path, mode: str = "r"):
   return _gfile().GFile(path, mode) if is_remote(path) else builtins.open(path, mode)
 
 

@@ -26,8 +26,9 @@ def param_shapes(config: ModelConfig, length: int = 8):
   model = Transformer(config)
   tokens = jnp.zeros((1, length), jnp.int32)
   variables = jax.eval_shape(lambda key: model.init(key, tokens), jax.random.key(0))
-  return jax.tree.map(lambda x: x.value if hasattr(x, "value") else x, variables["params"],
-                      is_leaf=lambda x: hasattr(x, "value"))
+  return jax.tree.map(
+    lambda x: x.value if hasattr(x, "value") else x, variables["params"], is_leaf=lambda x: hasattr(x, "value")
+  )
 
 
 def count_params(config: ModelConfig) -> int:
@@ -60,14 +61,14 @@ def plan_report(length: int | None = None) -> dict:
   params = count_params(config)
   param_bytes = params * jnp.dtype(config.param_dtype).itemsize
   return {
-      "model": dataclasses.asdict(config),
-      "params": params,
-      "matmul_params": matmul_params(config),
-      "sequence_length": length,
-      **flops_per_token(config, length),
-      "param_bytes": param_bytes,
-      "adam_state_bytes": ADAM_STATE_PER_PARAM * param_bytes,
-      "train_state_bytes": (1 + ADAM_STATE_PER_PARAM) * param_bytes,
+    "model": dataclasses.asdict(config),
+    "params": params,
+    "matmul_params": matmul_params(config),
+    "sequence_length": length,
+    **flops_per_token(config, length),
+    "param_bytes": param_bytes,
+    "adam_state_bytes": ADAM_STATE_PER_PARAM * param_bytes,
+    "train_state_bytes": (1 + ADAM_STATE_PER_PARAM) * param_bytes,
   }
 
 
@@ -76,15 +77,26 @@ def plan_report(length: int | None = None) -> dict:
 GIB = 2**30
 # family: (topology prefix, cores per chip in the accelerator name, HBM bytes per JAX device, megacore)
 TPU_FAMILIES = {
-    "v4": ("v4", 2, 32 * GIB, True),
-    "v5p": ("v5p", 2, 95 * GIB, True),
-    "v5litepod": ("v5e", 1, 16 * GIB, False),
-    "v5e": ("v5e", 1, 16 * GIB, False),
-    "v6e": ("v6e", 1, 32 * GIB, False),
+  "v4": ("v4", 2, 32 * GIB, True),
+  "v5p": ("v5p", 2, 95 * GIB, True),
+  "v5litepod": ("v5e", 1, 16 * GIB, False),
+  "v5e": ("v5e", 1, 16 * GIB, False),
+  "v6e": ("v6e", 1, 32 * GIB, False),
 }
 # chips -> physical shape of one slice
-SHAPES_3D = {4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128: "4x4x8", 256: "4x8x8",
-             512: "8x8x8", 1024: "8x8x16", 2048: "8x16x16", 4096: "16x16x16"}
+SHAPES_3D = {
+  4: "2x2x1",
+  8: "2x2x2",
+  16: "2x2x4",
+  32: "2x4x4",
+  64: "4x4x4",
+  128: "4x4x8",
+  256: "4x8x8",
+  512: "8x8x8",
+  1024: "8x8x16",
+  2048: "8x16x16",
+  4096: "16x16x16",
+}
 SHAPES_2D = {1: "1x1", 4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16"}
 
 
@@ -95,8 +107,10 @@ def parse_topology(topology: str) -> dict:
   """
   family, sep, size = topology.replace(":", "-", 1).partition("-")
   if family not in TPU_FAMILIES or not sep:
-    raise ValueError(f"topology {topology!r}: use an accelerator type such as v4-32, v5p-64, v5litepod-16, "
-                     f"v6e-16, or family:shape such as v4:2x2x4 (families: {sorted(TPU_FAMILIES)})")
+    raise ValueError(
+      f"topology {topology!r}: use an accelerator type such as v4-32, v5p-64, v5litepod-16, "
+      f"v6e-16, or family:shape such as v4:2x2x4 (families: {sorted(TPU_FAMILIES)})"
+    )
   prefix, cores_per_chip, hbm, megacore = TPU_FAMILIES[family]
   if "x" in size:
     shape = size
@@ -105,8 +119,10 @@ def parse_topology(topology: str) -> dict:
     chips = int(size) // cores_per_chip
     shapes = SHAPES_3D if prefix in ("v4", "v5p") else SHAPES_2D
     if chips not in shapes:
-      raise ValueError(f"topology {topology!r}: {chips} chips is not a slice size; known: "
-                       + ", ".join(f"{family}-{c * cores_per_chip}" for c in shapes))
+      raise ValueError(
+        f"topology {topology!r}: {chips} chips is not a slice size; known: "
+        + ", ".join(f"{family}-{c * cores_per_chip}" for c in shapes)
+      )
     shape = shapes[chips]
   return {"name": f"{prefix}:{shape}", "chips": chips, "hbm_bytes": hbm, "megacore": megacore, "family": prefix}
 
@@ -118,16 +134,19 @@ def topology_devices(topology: str, num_slices: int = 1):
   # second fails on /tmp/libtpu_lockfile).
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")  # else libtpu logs an error line about it
-  from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
+  from jax.experimental import topologies
+
   info = parse_topology(topology)
   kwargs = {"chip_config_name": "megacore"} if info["megacore"] else {}
   if num_slices > 1:
     kwargs["num_slices"] = num_slices
   try:
     return topologies.get_topology_desc(info["name"], "tpu", **kwargs).devices, info
-  except Exception as e:  # pylint: disable=broad-except  (libtpu missing or the shape refused)
-    raise ValueError(f"topology {topology!r} ({info['name']}): libtpu could not describe it ({e}); "
-                     "is the tpu extra installed (pip install -e '.[tpu]')?") from e
+  except Exception as e:  # libtpu missing or the shape refused
+    raise ValueError(
+      f"topology {topology!r} ({info['name']}): libtpu could not describe it ({e}); "
+      "is the tpu extra installed (pip install -e '.[tpu]')?"
+    ) from e
 
 
 @gin.configurable(module="plan")
@@ -143,13 +162,14 @@ def tpu_plan(topology: str | None = None, num_slices: int = 1, assumed_mfu: floa
     num_slices: slices joined over DCN (bind sharding.make_mesh.dcn_mesh_shape to match).
     assumed_mfu: the MFU the predicted step time assumes (6N + attention accounting).
   """
-  from jaxformer import sharding  # pylint: disable=import-outside-toplevel
-  from jaxformer.data import pipeline  # pylint: disable=import-outside-toplevel
-  from jaxformer.data.features import MODEL_FEATURE_NAMES  # pylint: disable=import-outside-toplevel
-  from jaxformer.train import mfu as mfu_lib  # pylint: disable=import-outside-toplevel
-  from jaxformer.train.optimizer import learning_rate_schedule, make_optimizer  # pylint: disable=import-outside-toplevel
-  from jaxformer.train.state import state_shardings  # pylint: disable=import-outside-toplevel
-  from jaxformer.train.step import StepConfig, jit_train_step  # pylint: disable=import-outside-toplevel
+  from jaxformer import sharding
+  from jaxformer.data import pipeline
+  from jaxformer.data.features import MODEL_FEATURE_NAMES
+  from jaxformer.train import mfu as mfu_lib
+  from jaxformer.train.optimizer import learning_rate_schedule, make_optimizer
+  from jaxformer.train.state import state_shardings
+  from jaxformer.train.step import StepConfig, jit_train_step
+
   if not topology:
     raise ValueError("no TPU topology: pass --topology=v4-32 or bind plan.tpu_plan.topology in the run gin")
   devices, info = topology_devices(topology, num_slices)
@@ -158,8 +178,10 @@ def tpu_plan(topology: str | None = None, num_slices: int = 1, assumed_mfu: floa
   rules = sharding.logical_axis_rules()
   batch_ways = mesh.shape["data"] * mesh.shape["fsdp"]
   if data_config.batch_size % (batch_ways * step_config.microbatches):
-    raise ValueError(f"BATCH_SIZE={data_config.batch_size} must divide by data x fsdp = {batch_ways} devices "
-                     f"times train.StepConfig.microbatches={step_config.microbatches}")
+    raise ValueError(
+      f"BATCH_SIZE={data_config.batch_size} must divide by data x fsdp = {batch_ways} devices "
+      f"times train.StepConfig.microbatches={step_config.microbatches}"
+    )
   model = Transformer(model_config)
   schedule = learning_rate_schedule(total_steps=10**9)  # its length changes no shape, memory or FLOP
   optimizer = make_optimizer(schedule)
@@ -173,11 +195,16 @@ def tpu_plan(topology: str | None = None, num_slices: int = 1, assumed_mfu: floa
     lowered = step.lower(abstract_state, batch)
     try:
       m = lowered.compile().memory_analysis()
-      memory = {"arguments": m.argument_size_in_bytes, "outputs": m.output_size_in_bytes,
-                "aliased": m.alias_size_in_bytes, "temporaries": m.temp_size_in_bytes,
-                "generated_code": m.generated_code_size_in_bytes}
-      memory["total"] = (memory["arguments"] + memory["outputs"] - memory["aliased"] + memory["temporaries"]
-                         + memory["generated_code"])
+      memory = {
+        "arguments": m.argument_size_in_bytes,
+        "outputs": m.output_size_in_bytes,
+        "aliased": m.alias_size_in_bytes,
+        "temporaries": m.temp_size_in_bytes,
+        "generated_code": m.generated_code_size_in_bytes,
+      }
+      memory["total"] = (
+        memory["arguments"] + memory["outputs"] - memory["aliased"] + memory["temporaries"] + memory["generated_code"]
+      )
     except jax.errors.JaxRuntimeError as e:
       memory = _out_of_memory(e, (abstract_state, batch))
   compile_seconds = time.perf_counter() - started
@@ -188,19 +215,28 @@ def tpu_plan(topology: str | None = None, num_slices: int = 1, assumed_mfu: floa
   chips = info["chips"] * num_slices
   model_flops = flops["flops_per_token_with_attention"] * tokens
   return {
-      "topology": topology, "libtpu_topology": info["name"], "num_slices": num_slices, "devices": len(devices),
-      "device_kind": devices[0].device_kind, "mesh": dict(mesh.shape), "batch_size": data_config.batch_size,
-      "sequence_length": data_config.length, "microbatches": step_config.microbatches,
-      "remat_policy": model_config.remat_policy, "params": count_params(model_config),
-      "memory_per_device": memory, "hbm_per_device": info["hbm_bytes"],
-      "fits": memory["total"] <= info["hbm_bytes"], "memory_fraction": memory["total"] / info["hbm_bytes"],
-      "xla_flops_per_step": xla_flops,
-      "model_flops_per_step_6n": flops["flops_per_token_6n"] * tokens,
-      "model_flops_per_step_6n_attention": model_flops,
-      "assumed_mfu": assumed_mfu,
-      "predicted_step_seconds": model_flops / (chips * peak * assumed_mfu),
-      "predicted_tokens_per_second": tokens / (model_flops / (chips * peak * assumed_mfu)),
-      "compile_seconds": compile_seconds,
+    "topology": topology,
+    "libtpu_topology": info["name"],
+    "num_slices": num_slices,
+    "devices": len(devices),
+    "device_kind": devices[0].device_kind,
+    "mesh": dict(mesh.shape),
+    "batch_size": data_config.batch_size,
+    "sequence_length": data_config.length,
+    "microbatches": step_config.microbatches,
+    "remat_policy": model_config.remat_policy,
+    "params": count_params(model_config),
+    "memory_per_device": memory,
+    "hbm_per_device": info["hbm_bytes"],
+    "fits": memory["total"] <= info["hbm_bytes"],
+    "memory_fraction": memory["total"] / info["hbm_bytes"],
+    "xla_flops_per_step": xla_flops,
+    "model_flops_per_step_6n": flops["flops_per_token_6n"] * tokens,
+    "model_flops_per_step_6n_attention": model_flops,
+    "assumed_mfu": assumed_mfu,
+    "predicted_step_seconds": model_flops / (chips * peak * assumed_mfu),
+    "predicted_tokens_per_second": tokens / (model_flops / (chips * peak * assumed_mfu)),
+    "compile_seconds": compile_seconds,
   }
 
 
@@ -211,11 +247,18 @@ def _out_of_memory(error, arguments) -> dict:
   if "RESOURCE_EXHAUSTED" not in str(error) or not found:
     raise error
   temporaries = float(found.group(1)) * 1024 ** ("KMGT".index(found.group(2)) + 1)
-  argument_bytes = sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
-                       for x in jax.tree.leaves(arguments))
-  return {"arguments": argument_bytes, "outputs": None, "aliased": None, "temporaries": int(temporaries),
-          "generated_code": None, "total": int(argument_bytes + temporaries),
-          "compiler": str(error).splitlines()[0][:300]}
+  argument_bytes = sum(
+    math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(arguments)
+  )
+  return {
+    "arguments": argument_bytes,
+    "outputs": None,
+    "aliased": None,
+    "temporaries": int(temporaries),
+    "generated_code": None,
+    "total": int(argument_bytes + temporaries),
+    "compiler": str(error).splitlines()[0][:300],
+  }
 
 
 def _unrolled_step_flops(model_config, optimizer, schedule, step_config, rules, batch_shape) -> float:
@@ -225,10 +268,11 @@ def _unrolled_step_flops(model_config, optimizer, schedule, step_config, rules, 
   microbatch, on one CPU device: XLA's cost analysis counts a while loop's body once (the scanned
   program would show one layer), and compile-only TPU devices give no cost for a lowered program.
   """
-  from jaxformer import sharding  # pylint: disable=import-outside-toplevel
-  from jaxformer.data.features import MODEL_FEATURE_NAMES  # pylint: disable=import-outside-toplevel
-  from jaxformer.train.state import state_shardings  # pylint: disable=import-outside-toplevel
-  from jaxformer.train.step import make_train_step  # pylint: disable=import-outside-toplevel
+  from jaxformer import sharding
+  from jaxformer.data.features import MODEL_FEATURE_NAMES
+  from jaxformer.train.state import state_shardings
+  from jaxformer.train.step import make_train_step
+
   model = Transformer(dataclasses.replace(model_config, scan_layers=False))
   mesh = sharding.make_mesh((1, 1, 1), devices=jax.devices("cpu")[:1], dcn_mesh_shape=(1, 1, 1))
   abstract_state, _ = state_shardings(model, optimizer, mesh, rules)

@@ -59,8 +59,14 @@ class Sweep:
 @gin.configurable(module="sweep")
 def define(base_gin_files=(), bindings=None, variants=None, grid=None, evals=None, comparisons=()) -> Sweep:
   """The sweep a sweep file binds (module docstring). Returns a Sweep."""
-  sweep = Sweep(tuple(base_gin_files), dict(bindings or {}), dict(variants or {}), dict(grid or {}),
-                dict(evals or {}), tuple(comparisons))
+  sweep = Sweep(
+    tuple(base_gin_files),
+    dict(bindings or {}),
+    dict(variants or {}),
+    dict(grid or {}),
+    dict(evals or {}),
+    tuple(comparisons),
+  )
   for name, spec in sweep.variants.items():
     if not isinstance(spec, dict):
       raise ValueError(f"sweep.define.variants[{name!r}] must be a dict of bindings, not {spec!r}")
@@ -121,8 +127,7 @@ def train_argv(run: Run, output_dir: str) -> list[str]:
 
 
 def eval_argv(run: Run, output_dir: str, eval_bindings: dict) -> list[str]:
-  return ["eval", "loss", f"--model_dir={_join(output_dir, run.name)}", *gin_flags((), eval_bindings.items()),
-          "--json"]
+  return ["eval", "loss", f"--model_dir={_join(output_dir, run.name)}", *gin_flags((), eval_bindings.items()), "--json"]
 
 
 # --- files (local or gs://) -----------------------------------------------------------------
@@ -155,7 +160,7 @@ class LocalLauncher:
     self.child = None
     self.interrupted = False
 
-  def command(self, argv, name: str):  # pylint: disable=unused-argument
+  def command(self, argv, name: str):
     return [*JAXFORMER, *argv]
 
   def run(self, argv: list[str], log_path: str, name: str) -> tuple[int, str]:
@@ -209,8 +214,10 @@ def run_sweep(sweep: Sweep, output_dir: str, launcher, dry_run: bool = False, sa
         say(f"  {k} = {v!r}")
       say("  $ " + " ".join(shlex.quote(a) for a in launcher.command(train_argv(run, output_dir), run.name)))
       for eval_name, eval_bindings in sweep.evals.items():
-        say(f"  eval {eval_name}: $ " + " ".join(shlex.quote(a) for a in
-                                                 launcher.command(eval_argv(run, output_dir, eval_bindings), run.name)))
+        say(
+          f"  eval {eval_name}: $ "
+          + " ".join(shlex.quote(a) for a in launcher.command(eval_argv(run, output_dir, eval_bindings), run.name))
+        )
     return summary
   previous = [signal.signal(s, launcher.forward) for s in (signal.SIGTERM, signal.SIGINT)]
   local_logs = output_dir if "://" not in output_dir else os.path.join("sweep_logs", _short(output_dir))
@@ -248,13 +255,21 @@ def run_sweep(sweep: Sweep, output_dir: str, launcher, dry_run: bool = False, sa
         say(f"[{i}/{len(runs)}] {run.name}: an eval failed ({code}); see {log_path}")
         summary["failed"].append(run.name)
         continue
-      record = {"name": run.name, "gin_files": list(run.gin_files),
-                "bindings": {k: repr(v) for k, v in run.bindings}, "final": final_train_eval(model_dir),
-                "evals": evals, "seconds": time.time() - started}
+      record = {
+        "name": run.name,
+        "gin_files": list(run.gin_files),
+        "bindings": {k: repr(v) for k, v in run.bindings},
+        "final": final_train_eval(model_dir),
+        "evals": evals,
+        "seconds": time.time() - started,
+      }
       fs.write(_join(model_dir, RESULT_FILE), json.dumps(record, indent=1))
       summary["ran"].append(run.name)
-      say(f"[{i}/{len(runs)}] {run.name}: done in {record['seconds']:.0f} s: " +
-          ", ".join(f"{m} {v:.4f}" for m, v in flatten_metrics(record).items()), flush=True)
+      say(
+        f"[{i}/{len(runs)}] {run.name}: done in {record['seconds']:.0f} s: "
+        + ", ".join(f"{m} {v:.4f}" for m, v in flatten_metrics(record).items()),
+        flush=True,
+      )
   finally:
     for s, handler in zip((signal.SIGTERM, signal.SIGINT), previous):
       signal.signal(s, handler)
@@ -309,33 +324,45 @@ def _compare(spec: dict, by_run: dict) -> dict:
   margin = float(spec.get("margin", 0.0))
   a = by_run.get(spec["lower"], {}).get(spec["metric"])
   b = by_run.get(spec["than"], {}).get(spec["metric"])
-  out.update({"lower_value": a, "than_value": b, "margin": margin,
-              "agrees": None if a is None or b is None else bool(a < b + margin)})
+  out.update(
+    {
+      "lower_value": a,
+      "than_value": b,
+      "margin": margin,
+      "agrees": None if a is None or b is None else bool(a < b + margin),
+    }
+  )
   return out
 
 
 def results_markdown(rows, metrics, comparisons, planned: int) -> str:
-  lines = [f"{len(rows)} of {planned} runs finished. Loss in nats per token, on held-out data "
-           "(`final/*`: the trainer's last eval, with the run's own objective; others: `jaxformer eval loss` "
-           "with the sweep's eval bindings).", "",
-           "| run | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+  lines = [
+    f"{len(rows)} of {planned} runs finished. Loss in nats per token, on held-out data "
+    "(`final/*`: the trainer's last eval, with the run's own objective; others: `jaxformer eval loss` "
+    "with the sweep's eval bindings).",
+    "",
+    "| run | " + " | ".join(metrics) + " |",
+    "|---" * (len(metrics) + 1) + "|",
+  ]
   for row in rows:
     lines.append(f"| {row['run']} | " + " | ".join(f"{row[m]:.4f}" if m in row else "" for m in metrics) + " |")
   if comparisons:
     lines += ["", "| lesson | metric | claim | values | agrees |", "|---|---|---|---|---|"]
     for c in comparisons:
       claim = f"{c['lower']} < {c['than']}" + (f" + {c['margin']:g}" if c["margin"] else "")
-      values = ("n/a" if c["agrees"] is None else f"{c['lower_value']:.4f} vs {c['than_value']:.4f}")
+      values = "n/a" if c["agrees"] is None else f"{c['lower_value']:.4f} vs {c['than_value']:.4f}"
       agrees = {None: "not run", True: "yes", False: "no"}[c["agrees"]]
       lines.append(f"| {c['lesson']} | {c['metric']} | {claim} | {values} | {agrees} |")
   return "\n".join(lines) + "\n"
 
 
 def _plot(rows, metrics, path: str):
-  import matplotlib  # pylint: disable=import-outside-toplevel
+  import matplotlib
+
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
+  import matplotlib.pyplot as plt
+  import numpy as np
+
   fig, ax = plt.subplots(figsize=(min(14, max(6, 0.6 * len(rows) * max(1, len(metrics)))), 4.5))
   width = 0.8 / max(1, len(metrics))
   x = np.arange(len(rows))

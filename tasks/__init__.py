@@ -14,7 +14,8 @@ def ensure_registered(name: str):
   if name in local.TASKS + local.MIXTURES:
     local.register_local_tasks()
   else:
-    from tasks import corpora  # pylint: disable=import-outside-toplevel
+    from tasks import corpora
+
     corpora.register_configured()
   if name not in seqio.TaskRegistry.names() and name not in seqio.MixtureRegistry.names():
     known = sorted(set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names()))

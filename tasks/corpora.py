@@ -19,25 +19,32 @@ from jaxformer.data.vocabulary import load_vocabulary
 from tasks.local import add_mixture, text_task
 
 
-
 def converted_source(folder: str) -> seqio.DataSource:
   patterns = {split: os.path.join(folder, "text", f"{split}-*.tfrecord") for split in ("train", "validation")}
   if not tf.io.gfile.glob(patterns["train"]):
-    raise FileNotFoundError(f"{folder} holds no converted shards ({patterns['train']}); write them with "
-                            f"`jaxformer data convert --input='FILES*.jsonl.gz' --output_dir={folder}`")
-  return seqio.TFExampleDataSource(split_to_filepattern=patterns,
-                                   feature_description={"text": tf.io.FixedLenFeature([], tf.string)})
+    raise FileNotFoundError(
+      f"{folder} holds no converted shards ({patterns['train']}); write them with "
+      f"`jaxformer data convert --input='FILES*.jsonl.gz' --output_dir={folder}`"
+    )
+  return seqio.TFExampleDataSource(
+    split_to_filepattern=patterns, feature_description={"text": tf.io.FixedLenFeature([], tf.string)}
+  )
 
 
 def tfds_source(tfds_name: str, data_dir: str | None = None) -> seqio.DataSource:
-  return seqio.TfdsDataSource(tfds_name=tfds_name, tfds_data_dir=data_dir,
-                              splits={"train": "train", "validation": "validation"})
+  return seqio.TfdsDataSource(
+    tfds_name=tfds_name, tfds_data_dir=data_dir, splits={"train": "train", "validation": "validation"}
+  )
 
 
 @gin.configurable(module="tasks")
-def register_configured(vocabulary_path: str | None = None, file_tasks: dict | None = None,
-                        tfds_tasks: dict | None = None, mixtures: dict | None = None,
-                        tfds_data_dir: str | None = None) -> None:
+def register_configured(
+  vocabulary_path: str | None = None,
+  file_tasks: dict | None = None,
+  tfds_tasks: dict | None = None,
+  mixtures: dict | None = None,
+  tfds_data_dir: str | None = None,
+) -> None:
   """Registers the gin-configured file and TFDS tasks and mixtures.
 
   tfds_tasks: {task name: (TFDS name with version, text feature key)}, read from tfds_data_dir
@@ -45,8 +52,9 @@ def register_configured(vocabulary_path: str | None = None, file_tasks: dict | N
   """
   file_tasks, tfds_tasks, mixtures = file_tasks or {}, tfds_tasks or {}, mixtures or {}
   if (file_tasks or tfds_tasks) and not vocabulary_path:
-    raise ValueError("tasks.register_configured.vocabulary_path is not set (a SentencePiece .model "
-                     "or a tokenizers .json)")
+    raise ValueError(
+      "tasks.register_configured.vocabulary_path is not set (a SentencePiece .model or a tokenizers .json)"
+    )
   vocabulary = load_vocabulary(vocabulary_path) if vocabulary_path else None
   for name, folder in file_tasks.items():
     text_task(name, converted_source(folder), vocabulary)

@@ -1,9 +1,9 @@
 """Tasks over the embedded local corpus (`jaxformer data build-local`).
 
-  local_pl, local_nl     one class of documents each (splits: train, validation)
-  local_pl_small         a fixed small subset of local_pl's train split (several-epoch studies)
-  local_pl_only          mixture: PL alone
-  local_pl_nl            mixture: PL and NL at rates from gin
+local_pl, local_nl     one class of documents each (splits: train, validation)
+local_pl_small         a fixed small subset of local_pl's train split (several-epoch studies)
+local_pl_only          mixture: PL alone
+local_pl_nl            mixture: PL and NL at rates from gin
 """
 
 import functools
@@ -25,12 +25,12 @@ MIXTURES = ("local_pl_only", "local_pl_nl")
 def output_features(vocabulary) -> dict:
   flags = seqio.PassThroughVocabulary(size=2)
   return {
-      "targets": seqio.Feature(vocabulary, add_eos=False, dtype=tf.int32),
-      "targets_loss": seqio.Feature(flags, add_eos=False, dtype=tf.int32),
-      "targets_prefix": seqio.Feature(flags, add_eos=False, dtype=tf.int32),
-      # For `jaxformer data show`; the feature converter drops them.
-      "objective": seqio.Feature(flags, add_eos=False, dtype=tf.int32, rank=0, required=False),
-      "source": seqio.Feature(vocabulary, add_eos=False, dtype=tf.int32, required=False),
+    "targets": seqio.Feature(vocabulary, add_eos=False, dtype=tf.int32),
+    "targets_loss": seqio.Feature(flags, add_eos=False, dtype=tf.int32),
+    "targets_prefix": seqio.Feature(flags, add_eos=False, dtype=tf.int32),
+    # For `jaxformer data show`; the feature converter drops them.
+    "objective": seqio.Feature(flags, add_eos=False, dtype=tf.int32, rank=0, required=False),
+    "source": seqio.Feature(vocabulary, add_eos=False, dtype=tf.int32, required=False),
   }
 
 
@@ -40,8 +40,9 @@ def shuffle_buffer_size(size: int = 1000) -> int:
   return size
 
 
-def text_task(name: str, source: seqio.DataSource, vocabulary, text_key: str = "text",
-              max_documents: int | None = None) -> seqio.Task:
+def text_task(
+  name: str, source: seqio.DataSource, vocabulary, text_key: str = "text", max_documents: int | None = None
+) -> seqio.Task:
   """A task from any source of documents with a text feature, through the objective mixture.
   max_documents keeps only the first documents the source yields (a small set for epoch studies)."""
   if name in seqio.TaskRegistry.names():
@@ -50,10 +51,17 @@ def text_task(name: str, source: seqio.DataSource, vocabulary, text_key: str = "
   # the subset must be taken before it, or it would cap the whole repeated stream.
   first = [functools.partial(_take, count=max_documents), seqio.CacheDatasetPlaceholder()] if max_documents else []
   return seqio.TaskRegistry.add(
-      name, source=source, output_features=output_features(vocabulary),
-      preprocessors=[*first, functools.partial(preprocessors.text_to_targets, text_key=text_key),
-                     seqio.preprocessors.tokenize, preprocessors.objective_mixture],
-      shuffle_buffer_size=shuffle_buffer_size())
+    name,
+    source=source,
+    output_features=output_features(vocabulary),
+    preprocessors=[
+      *first,
+      functools.partial(preprocessors.text_to_targets, text_key=text_key),
+      seqio.preprocessors.tokenize,
+      preprocessors.objective_mixture,
+    ],
+    shuffle_buffer_size=shuffle_buffer_size(),
+  )
 
 
 def _take(dataset, count: int):
@@ -70,13 +78,16 @@ def corpus_vocabulary(corpus_dir: str, vocabulary_path: str | None) -> CodeGenVo
   corpus_dir = os.path.expanduser(corpus_dir)
   path = vocabulary_path or os.path.join(corpus_dir, "spm.model")
   if not os.path.exists(path):
-    raise FileNotFoundError(f"no tokenizer at {path}; train it with "
-                            f"`jaxformer data train-tokenizer --corpus_dir={corpus_dir} --output={path}`")
+    raise FileNotFoundError(
+      f"no tokenizer at {path}; train it with "
+      f"`jaxformer data train-tokenizer --corpus_dir={corpus_dir} --output={path}`"
+    )
   return CodeGenVocabulary(path)
 
 
 def _build_missing(corpus_dir: str, vocabulary_path: str | None):
-  from jaxformer.data import corpus, vocabulary  # pylint: disable=import-outside-toplevel
+  from jaxformer.data import corpus, vocabulary
+
   if not os.path.exists(os.path.join(corpus_dir, "stats.json")):
     print(f"building the local corpus in {corpus_dir} (jaxformer data build-local)", flush=True)
     corpus.build_local_corpus(corpus_dir)
@@ -87,9 +98,14 @@ def _build_missing(corpus_dir: str, vocabulary_path: str | None):
 
 
 @gin.configurable(module="tasks")
-def register_local_tasks(corpus_dir: str = DEFAULT_CORPUS_DIR, vocabulary_path: str | None = None,
-                         pl_rate: float = 0.8, nl_rate: float = 0.2, build_if_missing: bool = False,
-                         small_pl_documents: int = 64) -> CodeGenVocabulary:
+def register_local_tasks(
+  corpus_dir: str = DEFAULT_CORPUS_DIR,
+  vocabulary_path: str | None = None,
+  pl_rate: float = 0.8,
+  nl_rate: float = 0.2,
+  build_if_missing: bool = False,
+  small_pl_documents: int = 64,
+) -> CodeGenVocabulary:
   """Registers local_pl, local_nl and their mixtures; returns the vocabulary.
 
   Also registers local_pl_small: the first small_pl_documents documents of PL's first train shard
@@ -106,21 +122,27 @@ def register_local_tasks(corpus_dir: str = DEFAULT_CORPUS_DIR, vocabulary_path: 
   stats = check_corpus(corpus_dir)
   vocabulary = corpus_vocabulary(corpus_dir, vocabulary_path)
   for kind in ("pl", "nl"):
-    counts = {split: stats["classes"].get(kind, {}).get(split, {}).get("documents", 0)
-              for split in ("train", "validation")}
+    counts = {
+      split: stats["classes"].get(kind, {}).get(split, {}).get("documents", 0) for split in ("train", "validation")
+    }
     empty = [split for split, count in counts.items() if count == 0]
     if empty:
-      raise ValueError(f"task local_{kind}: split(s) {empty} of {corpus_dir} hold no documents "
-                       f"({os.path.join(corpus_dir, 'stats.json')}); rebuild with a larger --max_bytes")
+      raise ValueError(
+        f"task local_{kind}: split(s) {empty} of {corpus_dir} hold no documents "
+        f"({os.path.join(corpus_dir, 'stats.json')}); rebuild with a larger --max_bytes"
+      )
     source = seqio.TFExampleDataSource(
-        split_to_filepattern={split: os.path.join(corpus_dir, kind, f"{split}-*.tfrecord")
-                              for split in ("train", "validation")},
-        feature_description={"text": tf.io.FixedLenFeature([], tf.string)})
+      split_to_filepattern={
+        split: os.path.join(corpus_dir, kind, f"{split}-*.tfrecord") for split in ("train", "validation")
+      },
+      feature_description={"text": tf.io.FixedLenFeature([], tf.string)},
+    )
     text_task(f"local_{kind}", source, vocabulary)
   pl_train = sorted(tf.io.gfile.glob(os.path.join(corpus_dir, "pl", "train-*.tfrecord")))
   small = seqio.TFExampleDataSource(
-      split_to_filepattern={"train": pl_train[0], "validation": os.path.join(corpus_dir, "pl", "validation-*.tfrecord")},
-      feature_description={"text": tf.io.FixedLenFeature([], tf.string)})
+    split_to_filepattern={"train": pl_train[0], "validation": os.path.join(corpus_dir, "pl", "validation-*.tfrecord")},
+    feature_description={"text": tf.io.FixedLenFeature([], tf.string)},
+  )
   text_task("local_pl_small", small, vocabulary, max_documents=small_pl_documents)
   add_mixture("local_pl_only", [("local_pl", 1.0)])
   add_mixture("local_pl_nl", [("local_pl", pl_rate), ("local_nl", nl_rate)])

@@ -3,19 +3,18 @@
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_force_host_platform_device_count=8").strip()
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v4-8")
 
-import gin  # pylint: disable=wrong-import-position
-import pytest  # pylint: disable=wrong-import-position
+import gin
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _reset_gin():
-  gin.config._set_config_is_locked(False)  # pylint: disable=protected-access
+  gin.config._set_config_is_locked(False)
   gin.clear_config(clear_constants=True)
 
 
@@ -29,7 +28,8 @@ def _clear_gin():
 @pytest.fixture(scope="session")
 def local_corpus(tmp_path_factory):
   """A small real local corpus (this machine's files) with its tokenizer, built once per session."""
-  from jaxformer.data import corpus, vocabulary  # pylint: disable=import-outside-toplevel
+  from jaxformer.data import corpus, vocabulary
+
   out = tmp_path_factory.mktemp("corpus")
   corpus.build_local_corpus(str(out), options=corpus.CorpusOptions(max_bytes=3 << 20, validation_percent=5))
   vocabulary.train_tokenizer(str(out), str(out / "spm.model"), vocab_size=1024, max_documents=3000)
@@ -39,5 +39,6 @@ def local_corpus(tmp_path_factory):
 @pytest.fixture
 def local_tasks(local_corpus):
   """Registers the local tasks over the session corpus; returns the vocabulary."""
-  from tasks import local  # pylint: disable=import-outside-toplevel
+  from tasks import local
+
   return local.register_local_tasks(corpus_dir=local_corpus)

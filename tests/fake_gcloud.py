@@ -19,21 +19,24 @@ import sys
 
 WORKERS = 2
 VERBS = {
-    "tpu-vm": {"create", "delete", "describe", "ssh", "scp"},
-    "queued-resources": {"create", "delete", "describe"},
+  "tpu-vm": {"create", "delete", "describe", "ssh", "scp"},
+  "queued-resources": {"create", "delete", "describe"},
 }
 FLAGS = {  # verb -> (required, optional)
-    ("tpu-vm", "create"): ({"--zone", "--accelerator-type", "--version"},
-                           {"--project", "--spot", "--reserved", "--preemptible"}),
-    ("tpu-vm", "delete"): ({"--zone", "--quiet"}, {"--project"}),
-    ("tpu-vm", "describe"): ({"--zone", "--format"}, {"--project"}),
-    ("tpu-vm", "ssh"): ({"--zone", "--worker", "--command"}, {"--project"}),
-    ("tpu-vm", "scp"): ({"--zone", "--worker"}, {"--project"}),
-    ("queued-resources", "create"): ({"--zone", "--accelerator-type", "--runtime-version"},
-                                     {"--project", "--spot", "--reserved", "--node-id", "--node-count",
-                                      "--node-prefix"}),
-    ("queued-resources", "delete"): ({"--zone", "--force", "--quiet"}, {"--project"}),
-    ("queued-resources", "describe"): ({"--zone", "--format"}, {"--project"}),
+  ("tpu-vm", "create"): (
+    {"--zone", "--accelerator-type", "--version"},
+    {"--project", "--spot", "--reserved", "--preemptible"},
+  ),
+  ("tpu-vm", "delete"): ({"--zone", "--quiet"}, {"--project"}),
+  ("tpu-vm", "describe"): ({"--zone", "--format"}, {"--project"}),
+  ("tpu-vm", "ssh"): ({"--zone", "--worker", "--command"}, {"--project"}),
+  ("tpu-vm", "scp"): ({"--zone", "--worker"}, {"--project"}),
+  ("queued-resources", "create"): (
+    {"--zone", "--accelerator-type", "--runtime-version"},
+    {"--project", "--spot", "--reserved", "--node-id", "--node-count", "--node-prefix"},
+  ),
+  ("queued-resources", "delete"): ({"--zone", "--force", "--quiet"}, {"--project"}),
+  ("queued-resources", "describe"): ({"--zone", "--format"}, {"--project"}),
 }
 STUB_BIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_tpu_bin")
 
@@ -161,8 +164,15 @@ def main(argv):
     code = 0
     for home in state.worker_homes(name, flags["--worker"]):
       env = {"HOME": home, "PATH": f"{STUB_BIN}:/usr/bin:/bin", "FAKE_PYTHON": sys.executable}
-      result = subprocess.run(["bash", "-c", flags["--command"]], env=env, cwd=home, check=False,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      result = subprocess.run(
+        ["bash", "-c", flags["--command"]],
+        env=env,
+        cwd=home,
+        check=False,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+      )
       sys.stdout.write(result.stdout)
       code = code or result.returncode
     sys.exit(code)

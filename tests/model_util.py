@@ -23,10 +23,14 @@ def init(config: ModelConfig, seed: int = 0, length: int = 8):
   model = Transformer(config)
   shapes = jax.eval_shape(model.init, jax.random.key(seed), np.zeros((1, length), np.int32))["params"]
   rng = np.random.default_rng(seed)
-  params = jax.tree.map(lambda s: (rng.standard_normal(s.value.shape) * 0.1).astype(np.float32),
-                        shapes, is_leaf=lambda x: hasattr(x, "value"))
+  params = jax.tree.map(
+    lambda s: (rng.standard_normal(s.value.shape) * 0.1).astype(np.float32),
+    shapes,
+    is_leaf=lambda x: hasattr(x, "value"),
+  )
   params = jax.tree_util.tree_map_with_path(
-      lambda path, x: x + 1.0 if "scale" in jax.tree_util.keystr(path) else x, params)
+    lambda path, x: x + 1.0 if "scale" in jax.tree_util.keystr(path) else x, params
+  )
   return model, params
 
 

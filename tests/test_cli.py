@@ -6,14 +6,15 @@ import subprocess
 import sys
 
 import pytest
+
 from jaxformer import cli, plan
 from jaxformer.model import ModelConfig
 
 SIZES = {  # DESIGN.md: exactly HF CodeGenForCausalLM's parameter counts.
-    "codegen2_1b": 1_015_306_240,
-    "codegen2_3_7b": 3_641_174_016,
-    "codegen2_7b": 6_862_858_240,
-    "codegen2_16b": 16_032_155_648,
+  "codegen2_1b": 1_015_306_240,
+  "codegen2_3_7b": 3_641_174_016,
+  "codegen2_7b": 6_862_858_240,
+  "codegen2_16b": 16_032_155_648,
 }
 
 
@@ -31,8 +32,9 @@ def test_plan_counts_codegen2_sizes_exactly(name, capsys):
 
 
 def test_plan_flops_follow_the_stated_accountings(capsys):
-  assert cli.main(["plan", "--gin_file=models/tiny.gin", "--gin.ModelConfig.num_layers=3", "--length=256",
-                   "--json"]) == 0
+  assert (
+    cli.main(["plan", "--gin_file=models/tiny.gin", "--gin.ModelConfig.num_layers=3", "--length=256", "--json"]) == 0
+  )
   report = _last_json(capsys)
   d, layers, vocab = 128, 3, 2048
   n = layers * 12 * d * d + d * vocab
@@ -76,8 +78,14 @@ def test_inconsistent_values_fail_with_the_binding_names(capsys):
 
 def test_console_script_runs_from_another_directory(tmp_path):
   exe = os.path.join(os.path.dirname(sys.executable), "jaxformer")
-  out = subprocess.run([exe, "plan", "--gin_file=models/codegen2_16b.gin", "--json"], cwd=tmp_path,
-                       capture_output=True, text=True, check=True, timeout=120)
+  out = subprocess.run(
+    [exe, "plan", "--gin_file=models/codegen2_16b.gin", "--json"],
+    cwd=tmp_path,
+    capture_output=True,
+    text=True,
+    check=True,
+    timeout=120,
+  )
   assert json.loads(out.stdout.strip().splitlines()[-1])["params"] == SIZES["codegen2_16b"]
 
 
@@ -89,8 +97,7 @@ def test_eval_shape_count_matches_closed_form():
 
 
 def test_bench_prints_speed_mfu_labels_and_memory(capsys):
-  assert cli.main(["bench", "--gin_file=models/tiny.gin", "--steps=2", "--batch_size=8", "--length=64",
-                   "--json"]) == 0
+  assert cli.main(["bench", "--gin_file=models/tiny.gin", "--steps=2", "--batch_size=8", "--length=64", "--json"]) == 0
   out = capsys.readouterr().out
   report = _last_json(capsys=None, text=out)
   assert report["tokens_per_second"] > 0 and report["step_seconds"] > 0
@@ -99,8 +106,22 @@ def test_bench_prints_speed_mfu_labels_and_memory(capsys):
 
 
 def test_decode_bench_reports_both_implementations(capsys):
-  assert cli.main(["bench", "--decode", "--compare_hf", "--gin_file=models/tiny.gin", "--decode_batch_sizes=1,2",
-                   "--prompt_length=8", "--new_tokens=8", "--gin.ModelConfig.num_layers=1", "--json"]) == 0
+  assert (
+    cli.main(
+      [
+        "bench",
+        "--decode",
+        "--compare_hf",
+        "--gin_file=models/tiny.gin",
+        "--decode_batch_sizes=1,2",
+        "--prompt_length=8",
+        "--new_tokens=8",
+        "--gin.ModelConfig.num_layers=1",
+        "--json",
+      ]
+    )
+    == 0
+  )
   report = _last_json(capsys)
   assert set(report["jaxformer"]) == {"1", "2"} and set(report["hf"]) == {"1", "2"}
   assert all(v > 0 for v in list(report["jaxformer"].values()) + list(report["hf"].values()))

@@ -12,11 +12,13 @@ import seqio
 import tensorflow as tf
 
 from jaxformer import cli
-from jaxformer.data import corpus, objectives, pipeline, vocabulary
+from jaxformer.data import convert, corpus, objectives, pipeline, vocabulary
 from jaxformer.model.attention import attention_mask
 
-CODE = ("def f(x):\n\tif x:\n\t\treturn  x   \n\n\n\r\n    y = 'héllo wörld, 日本語, émoji 🚀'  \n"
-        "\t  \t mixed\t\n" + " " * 40 + "deep = 12345678\n")
+CODE = (
+  "def f(x):\n\tif x:\n\t\treturn  x   \n\n\n\r\n    y = 'héllo wörld, 日本語, émoji 🚀'  \n"
+  "\t  \t mixed\t\n" + " " * 40 + "deep = 12345678\n"
+)
 MIX = {"causal_lm": 0.5, "span_corruption": 0.3, "prefix_lm": 0.2}
 
 
@@ -49,7 +51,7 @@ def test_sentinels_are_single_ids_and_literal_ones_are_escaped(local_tasks):
 def _invert_span_corruption(targets, ids: objectives.SpecialIds):
   targets = list(targets)
   cut = next(i for i in range(len(targets) - 1) if targets[i] == ids.eos and targets[i + 1] == ids.sep)
-  corrupted, infill = targets[:cut], targets[cut + 2:]
+  corrupted, infill = targets[:cut], targets[cut + 2 :]
   spans, k = {}, None
   for token in infill:
     if ids.mask_base <= token < ids.mask_base + ids.num_masks and k is None:
@@ -70,8 +72,9 @@ def test_span_corruption_inverts_exactly_to_its_source(local_tasks):
   ids = objectives.SpecialIds.from_vocabulary(vocab)
   _bind_rates({"span_corruption": 1.0})
   examples = list(pipeline.examples_dataset("local_pl", {"targets": 256}).take(40).as_numpy_iterator())
-  assert examples and all(objectives.OBJECTIVES[int(e["objective"])] == "span_corruption" for e in examples
-                          if e["source"].size > 2)
+  assert examples and all(
+    objectives.OBJECTIVES[int(e["objective"])] == "span_corruption" for e in examples if e["source"].size > 2
+  )
   spans_seen = 0
   for example in examples:
     source = list(example["source"])
@@ -83,12 +86,12 @@ def test_span_corruption_inverts_exactly_to_its_source(local_tasks):
     head, infill = text.split("<|endoftext|><sep>")
     for k, span in enumerate(infill.split("<eom>")[:-1], start=1):
       assert span.startswith(f"<mask_{k}>")
-      head = head.replace(f"<mask_{k}>", span[len(f"<mask_{k}>"):], 1)
+      head = head.replace(f"<mask_{k}>", span[len(f"<mask_{k}>") :], 1)
       spans_seen += 1
     assert head == vocab.decode(source)
     # Loss only on the infill part (targets only), no prefix.
     sep_at = list(example["targets"]).index(ids.sep)
-    assert example["targets_loss"][:sep_at + 1].sum() == 0 and example["targets_loss"][sep_at + 1:].all()
+    assert example["targets_loss"][: sep_at + 1].sum() == 0 and example["targets_loss"][sep_at + 1 :].all()
     assert example["targets_prefix"].sum() == 0
   assert spans_seen > len(examples)  # several spans per example
 
@@ -96,8 +99,9 @@ def test_span_corruption_inverts_exactly_to_its_source(local_tasks):
 def test_objective_rates_are_honoured(local_tasks):
   _bind_rates(MIX)
   counts = collections.Counter(
-      objectives.OBJECTIVES[int(e["objective"])]
-      for e in pipeline.examples_dataset("local_pl", {"targets": 128}).take(1500).as_numpy_iterator())
+    objectives.OBJECTIVES[int(e["objective"])]
+    for e in pipeline.examples_dataset("local_pl", {"targets": 128}).take(1500).as_numpy_iterator()
+  )
   total = sum(counts.values())
   for name, rate in MIX.items():
     assert abs(counts[name] / total - rate) < 0.05, counts
@@ -117,21 +121,26 @@ def test_prefix_lm_examples_have_a_bidirectional_prefix_without_loss(local_tasks
 @pytest.fixture
 def short_docs_task(local_corpus, tmp_path):
   """A file task of short documents (so rows pack several), via `data convert`."""
-  from tasks import corpora  # pylint: disable=import-outside-toplevel
+  from tasks import corpora
+
   raw = tmp_path / "short.jsonl"
-  raw.write_text("\n".join(json.dumps({"text": f"def f{i}(x):\n    return x * {i}\n" * (1 + i % 5)})
-                           for i in range(400)))
-  from jaxformer.data.convert import convert_files  # pylint: disable=import-outside-toplevel
+  raw.write_text(
+    "\n".join(json.dumps({"text": f"def f{i}(x):\n    return x * {i}\n" * (1 + i % 5)}) for i in range(400))
+  )
+  from jaxformer.data.convert import convert_files
+
   convert_files(str(raw), str(tmp_path / "short"))
-  corpora.register_configured(vocabulary_path=os.path.join(local_corpus, "spm.model"),
-                              file_tasks={"short_docs": str(tmp_path / "short")})
+  corpora.register_configured(
+    vocabulary_path=os.path.join(local_corpus, "spm.model"), file_tasks={"short_docs": str(tmp_path / "short")}
+  )
   return "short_docs"
 
 
 def test_packed_batches_never_share_attention_across_segments(short_docs_task):
   _bind_rates(MIX)
-  config = pipeline.DataConfig(mixture_or_task_name=short_docs_task, task_feature_lengths={"targets": 256},
-                               batch_size=8)
+  config = pipeline.DataConfig(
+    mixture_or_task_name=short_docs_task, task_feature_lengths={"targets": 256}, batch_size=8
+  )
   iterator = pipeline.BatchIterator(pipeline.get_dataset(config, shard_info=seqio.ShardInfo(0, 1)))
   most_segments = 0
   for _ in range(6):
@@ -150,7 +159,7 @@ def test_packed_batches_never_share_attention_across_segments(short_docs_task):
         p = int(prefix[row, where].sum())
         assert prefix[row, where[:p]].all()
         if p:
-          assert not batch["decoder_loss_weights"][row, where[:p - 1]].any()
+          assert not batch["decoder_loss_weights"][row, where[: p - 1]].any()
     assert not batch["decoder_loss_weights"][segments == 0].any()
   assert most_segments >= 2  # several documents in a row: packing happened
 
@@ -170,12 +179,14 @@ def test_host_shards_are_disjoint_and_cover_the_data(local_tasks):
 
 
 def test_same_seed_same_batches_and_restored_iterator_continues(local_corpus, tmp_path):
-  from tasks import local  # pylint: disable=import-outside-toplevel
+  from tasks import local
+
   gin.parse_config("tasks.shuffle_buffer_size.size = 64")
   local.register_local_tasks(corpus_dir=local_corpus)
   _bind_rates(MIX)
-  config = pipeline.DataConfig(mixture_or_task_name="local_pl_nl", task_feature_lengths={"targets": 128},
-                               batch_size=2, seed=7)
+  config = pipeline.DataConfig(
+    mixture_or_task_name="local_pl_nl", task_feature_lengths={"targets": 128}, batch_size=2, seed=7
+  )
   make = lambda: pipeline.BatchIterator(pipeline.get_dataset(config, shard_info=seqio.ShardInfo(0, 1)))
   reference = make()
   expected = [next(reference)["decoder_target_tokens"] for _ in range(6)]
@@ -187,8 +198,9 @@ def test_same_seed_same_batches_and_restored_iterator_continues(local_corpus, tm
   resumed.restore(path)
   for i in range(3, 6):
     np.testing.assert_array_equal(next(resumed)["decoder_target_tokens"], expected[i])
-  other = pipeline.BatchIterator(pipeline.get_dataset(
-      pipeline.DataConfig(**{**config.__dict__, "seed": 8}), shard_info=seqio.ShardInfo(0, 1)))
+  other = pipeline.BatchIterator(
+    pipeline.get_dataset(pipeline.DataConfig(**{**config.__dict__, "seed": 8}), shard_info=seqio.ShardInfo(0, 1))
+  )
   assert any(not np.array_equal(next(other)["decoder_target_tokens"], e) for e in expected[:3])
 
 
@@ -205,14 +217,23 @@ def test_build_local_skips_bad_files_by_reason(tmp_path):
   (root / "README.md").write_text("# A readme\n\nSome prose.\n")
   (root / "broken.txt.gz").write_bytes(b"not gzip at all")
   (root / "NEWS.gz").write_bytes(gzip.compress(b"Version 2: news in a gzip.\n"))
-  stats = corpus.build_local_corpus(str(tmp_path / "out"), roots=[str(root)],
-                                    options=corpus.CorpusOptions(max_bytes=1 << 20, validation_percent=0))
-  assert stats["skipped"] == {"binary": 1, "duplicate": 1, "empty": 1, "minified": 1, "non_utf8": 1,
-                              "oversized": 1, "unreadable": 1}
+  stats = corpus.build_local_corpus(
+    str(tmp_path / "out"), roots=[str(root)], options=corpus.CorpusOptions(max_bytes=1 << 20, validation_percent=0)
+  )
+  assert stats["skipped"] == {
+    "binary": 1,
+    "duplicate": 1,
+    "empty": 1,
+    "minified": 1,
+    "non_utf8": 1,
+    "oversized": 1,
+    "unreadable": 1,
+  }
   assert stats["classes"]["pl"]["train"]["documents"] == 1
   assert stats["classes"]["nl"]["train"]["documents"] == 2
-  again = corpus.build_local_corpus(str(tmp_path / "out2"), roots=[str(root)],
-                                    options=corpus.CorpusOptions(max_bytes=1 << 20, validation_percent=0))
+  again = corpus.build_local_corpus(
+    str(tmp_path / "out2"), roots=[str(root)], options=corpus.CorpusOptions(max_bytes=1 << 20, validation_percent=0)
+  )
   assert again["classes"] == stats["classes"]
 
 
@@ -234,7 +255,8 @@ def test_feature_length_too_short_for_span_format_fails_clearly(local_tasks):
 
 
 def test_empty_task_fails_clearly(tmp_path, local_corpus):
-  from tasks import local  # pylint: disable=import-outside-toplevel
+  from tasks import local
+
   empty = tmp_path / "empty"
   corpus.build_local_corpus(str(empty), roots=[str(tmp_path / "nothing")])
   with pytest.raises(ValueError, match="hold no documents"):
@@ -242,9 +264,16 @@ def test_empty_task_fails_clearly(tmp_path, local_corpus):
 
 
 def test_data_show_json_gives_objective_inputs_and_source(local_corpus, capsys):
-  args = ["data", "show", "--gin_file=data/local.gin", "--gin_file=objectives/codegen2.gin",
-          f"--gin.CORPUS_DIR='{local_corpus}'", "--gin.TASK_FEATURE_LENGTHS={'targets': 160}",
-          "--num_examples=12", "--json"]
+  args = [
+    "data",
+    "show",
+    "--gin_file=data/local.gin",
+    "--gin_file=objectives/codegen2.gin",
+    f"--gin.CORPUS_DIR='{local_corpus}'",
+    "--gin.TASK_FEATURE_LENGTHS={'targets': 160}",
+    "--num_examples=12",
+    "--json",
+  ]
   assert cli.main(args) == 0
   rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
   assert len(rows) == 12
@@ -255,9 +284,11 @@ def test_data_show_json_gives_objective_inputs_and_source(local_corpus, capsys):
 
 
 def test_convert_jsonl_and_parquet_into_file_tasks_with_mixture_rates(local_corpus, tmp_path):
-  import pyarrow as pa  # pylint: disable=import-outside-toplevel
-  import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
-  from tasks import corpora  # pylint: disable=import-outside-toplevel
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+
+  from tasks import corpora
+
   raw = tmp_path / "raw"
   raw.mkdir()
   lines = [json.dumps({"content": f"alpha document {i}\n" * 3}) for i in range(300)]
@@ -266,31 +297,41 @@ def test_convert_jsonl_and_parquet_into_file_tasks_with_mixture_rates(local_corp
   with gzip.open(raw / "alpha.jsonl.gz", "wt") as f:
     f.write("\n".join(lines) + "\n")
   pq.write_table(pa.table({"content": [f"beta document {i}\n" * 3 for i in range(300)]}), raw / "beta.parquet")
-  report_a = __import__("jaxformer.data.convert", fromlist=["x"]).convert_files(
-      str(raw / "alpha.jsonl.gz"), str(tmp_path / "alpha"), text_field="content")
+  report_a = convert.convert_files(str(raw / "alpha.jsonl.gz"), str(tmp_path / "alpha"), text_field="content")
   assert report_a.skipped == {"not JSON": 1, "no text in field 'content'": 1}
   assert any("alpha.jsonl.gz:6" in p for p in report_a.problems)  # file and line of the bad record
-  assert cli.main(["data", "convert", f"--input={raw}/beta.parquet", f"--output_dir={tmp_path}/beta",
-                   "--text_field=content"]) == 0
+  assert (
+    cli.main(
+      ["data", "convert", f"--input={raw}/beta.parquet", f"--output_dir={tmp_path}/beta", "--text_field=content"]
+    )
+    == 0
+  )
   corpora.register_configured(
-      vocabulary_path=os.path.join(local_corpus, "spm.model"),
-      file_tasks={"alpha": str(tmp_path / "alpha"), "beta": str(tmp_path / "beta")},
-      mixtures={"alpha_beta": [("alpha", 0.75), ("beta", 0.25)]})
+    vocabulary_path=os.path.join(local_corpus, "spm.model"),
+    file_tasks={"alpha": str(tmp_path / "alpha"), "beta": str(tmp_path / "beta")},
+    mixtures={"alpha_beta": [("alpha", 0.75), ("beta", 0.25)]},
+  )
   _bind_rates({"causal_lm": 1.0})
   vocab = seqio.get_mixture_or_task("alpha").output_features["targets"].vocabulary
   counts = collections.Counter(
-      vocab.decode(e["source"]).split()[0]
-      for e in pipeline.examples_dataset("alpha_beta", {"targets": 64}, num_epochs=None).take(800).as_numpy_iterator())
+    vocab.decode(e["source"]).split()[0]
+    for e in pipeline.examples_dataset("alpha_beta", {"targets": 64}, num_epochs=None).take(800).as_numpy_iterator()
+  )
   assert abs(counts["alpha"] / 800 - 0.75) < 0.06, counts
 
 
 def test_tokenizers_json_vocabulary_encodes_in_tf_and_python(tmp_path):
-  from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders  # pylint: disable=import-outside-toplevel
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
   tokenizer = Tokenizer(models.BPE())
   tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   tokenizer.decoder = decoders.ByteLevel()
-  tokenizer.train_from_iterator([CODE] * 20, trainers.BpeTrainer(
-      vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+  tokenizer.train_from_iterator(
+    [CODE] * 20,
+    trainers.BpeTrainer(
+      vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    ),
+  )
   path = str(tmp_path / "tokenizer.json")
   tokenizer.save(path)
   vocab = vocabulary.TokenizersVocabulary(path)
@@ -301,11 +342,13 @@ def test_tokenizers_json_vocabulary_encodes_in_tf_and_python(tmp_path):
 
 
 def test_tfds_dataset_by_name_is_a_task(local_corpus, tmp_path):
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  from tasks import corpora  # pylint: disable=import-outside-toplevel
+  import tensorflow_datasets as tfds
+
+  from tasks import corpora
 
   class JaxformerTinyText(tfds.core.GeneratorBasedBuilder):
     """A real TFDS dataset, prepared offline in the test."""
+
     VERSION = tfds.core.Version("1.0.0")
 
     def _info(self):
@@ -319,18 +362,24 @@ def test_tfds_dataset_by_name_is_a_task(local_corpus, tmp_path):
         yield i, {"body": f"def tfds_{i}():\n    return {i}\n"}
 
   JaxformerTinyText(data_dir=str(tmp_path)).download_and_prepare()
-  corpora.register_configured(vocabulary_path=os.path.join(local_corpus, "spm.model"), tfds_data_dir=str(tmp_path),
-                              tfds_tasks={"tiny_text": ("jaxformer_tiny_text:1.0.0", "body")})
+  corpora.register_configured(
+    vocabulary_path=os.path.join(local_corpus, "spm.model"),
+    tfds_data_dir=str(tmp_path),
+    tfds_tasks={"tiny_text": ("jaxformer_tiny_text:1.0.0", "body")},
+  )
   _bind_rates({"causal_lm": 1.0})
   vocab = seqio.get_mixture_or_task("tiny_text").output_features["targets"].vocabulary
-  examples = list(pipeline.examples_dataset("tiny_text", {"targets": 64}, split="validation",
-                                            shuffle=False).as_numpy_iterator())
+  examples = list(
+    pipeline.examples_dataset("tiny_text", {"targets": 64}, split="validation", shuffle=False).as_numpy_iterator()
+  )
   assert sorted(vocab.decode(e["source"]) for e in examples) == sorted(
-      f"def tfds_{i}():\n    return {i}\n" for i in range(4))
+    f"def tfds_{i}():\n    return {i}\n" for i in range(4)
+  )
 
 
 def test_small_pl_task_repeats_the_same_documents_every_epoch(local_corpus):
-  from tasks import local  # pylint: disable=import-outside-toplevel
+  from tasks import local
+
   gin.bind_parameter("objectives.objective_mixture.rates", {"causal_lm": 1.0})
   local.register_local_tasks(corpus_dir=local_corpus, small_pl_documents=5)
   task = seqio.get_mixture_or_task("local_pl_small")
@@ -338,6 +387,7 @@ def test_small_pl_task_repeats_the_same_documents_every_epoch(local_corpus):
   def chunks(num_epochs):
     ds = task.get_dataset({"targets": 128}, split="train", shuffle=False, num_epochs=num_epochs, use_cached=False)
     return [tuple(x["targets"]) for x in ds.take(10_000).as_numpy_iterator()]
+
   one = chunks(1)
   three = chunks(3)
   assert len(one) > 5 and three == one * 3  # exactly 5 documents' chunks, three times over

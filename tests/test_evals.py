@@ -16,7 +16,8 @@ from jaxformer.infer.sample import complete
 
 
 def test_pass_at_k_matches_its_closed_form():
-  from math import comb  # pylint: disable=import-outside-toplevel
+  from math import comb
+
   for n, c, k in [(10, 3, 1), (10, 2, 5), (20, 7, 10), (5, 0, 1), (5, 5, 5), (100, 1, 100)]:
     expected = 1 - comb(n - c, k) / comb(n, k)
     assert np.isclose(passk.pass_at_k(n, c, k), expected)
@@ -28,8 +29,9 @@ def test_canonical_solutions_pass_and_empty_completions_fail(tmp_path, capsys):
   problems = humaneval.read_problems()
   assert len(problems) == 164
   canonical = tmp_path / "canonical.jsonl"
-  humaneval.write_jsonl(str(canonical), [{"task_id": t, "completion": p["canonical_solution"]}
-                                         for t, p in problems.items()])
+  humaneval.write_jsonl(
+    str(canonical), [{"task_id": t, "completion": p["canonical_solution"]} for t, p in problems.items()]
+  )
   out = tmp_path / "results.jsonl"
   assert cli.main(["eval", "humaneval", f"--completions={canonical}", "--k=1", f"--output={out}", "--json"]) == 0
   assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["pass@1"] == 1.0
@@ -46,10 +48,10 @@ def test_hostile_completions_are_stopped_and_counted_failed(tmp_path):
   good = problems[task]["canonical_solution"]
   marker = f"/tmp/jaxformer-escape-{uuid.uuid4().hex}"
   hostile = {
-      "loops": "    while True:\n        pass\n",
-      "allocates_60_gb": "    x = bytearray(60 * 2**30)\n" + good,
-      "writes_outside": f"    open({str(tmp_path / 'escaped')!r}, 'w').write('x')\n" + good,
-      "writes_tmp": f"    open({marker!r}, 'w').write('x')\n    assert False\n",
+    "loops": "    while True:\n        pass\n",
+    "allocates_60_gb": "    x = bytearray(60 * 2**30)\n" + good,
+    "writes_outside": f"    open({str(tmp_path / 'escaped')!r}, 'w').write('x')\n" + good,
+    "writes_tmp": f"    open({marker!r}, 'w').write('x')\n    assert False\n",
   }
   if sandbox.namespaces_available() or os.geteuid() != 0:  # root without namespaces has no process limit
     hostile["fork_bomb"] = "    import os\n    while True:\n        os.fork()\n"
@@ -67,7 +69,9 @@ def test_hostile_completions_are_stopped_and_counted_failed(tmp_path):
 
 
 def test_sandbox_has_no_network_and_a_private_home_when_namespaces_work():
-  result = sandbox.run_program("import os\nprint(os.environ['HOME'] == os.getcwd(), os.environ['TMPDIR'] == os.getcwd())")
+  result = sandbox.run_program(
+    "import os\nprint(os.environ['HOME'] == os.getcwd(), os.environ['TMPDIR'] == os.getcwd())"
+  )
   assert result.passed and "True True" in result.output
   if sandbox.namespaces_available():
     net = sandbox.run_program("import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=2)")
@@ -106,19 +110,44 @@ def test_eval_and_sample_verbs_on_a_trained_run(local_corpus, tmp_path, capsys):
   assert cli.main(["eval", "loss", f"--model_dir={run}", "--json"]) == 0
   losses = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert losses["step"] == 2 and set(losses) >= {"local_pl", "local_nl"} and losses["local_pl"]["loss"] > 0
-  assert cli.main(["sample", f"--model_dir={run}", "--prompt=def add(a, b):\n", "--suffix=\n\nprint(add(1, 2))\n",
-                   "--max_new_tokens=8", "--json"]) == 0
+  assert (
+    cli.main(
+      [
+        "sample",
+        f"--model_dir={run}",
+        "--prompt=def add(a, b):\n",
+        "--suffix=\n\nprint(add(1, 2))\n",
+        "--max_new_tokens=8",
+        "--json",
+      ]
+    )
+    == 0
+  )
   infill = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert "<eom>" not in infill["completion"] and len(infill["tokens"]) <= 8
-  assert cli.main(["eval", "humaneval", f"--model_dir={run}", "--limit=2", "--num_samples=2", "--k=1,2",
-                   "--max_new_tokens=16", "--json"]) == 0
+  assert (
+    cli.main(
+      [
+        "eval",
+        "humaneval",
+        f"--model_dir={run}",
+        "--limit=2",
+        "--num_samples=2",
+        "--k=1,2",
+        "--max_new_tokens=16",
+        "--json",
+      ]
+    )
+    == 0
+  )
   result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert result["samples"] == 4 and 0.0 <= result["pass@2"] <= 1.0
   assert len(humaneval.read_jsonl(os.path.join(run, "evals", "humaneval_results.jsonl"))) == 4
   assert cli.main(["eval", "infill", f"--model_dir={run}", "--limit=1", "--max_new_tokens=8", "--json"]) == 0
   infill_scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-  assert infill_scores["tasks"] == len(humaneval.single_line_infill_tasks(
-      dict(list(humaneval.read_problems().items())[:1])))
+  assert infill_scores["tasks"] == len(
+    humaneval.single_line_infill_tasks(dict(list(humaneval.read_problems().items())[:1]))
+  )
 
 
 def test_fallback_without_namespaces_still_limits_time_and_memory(monkeypatch):

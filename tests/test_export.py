@@ -12,12 +12,13 @@ from model_util import init, jitted_apply, random_tokens, tiny
 from transformers import AutoModelForCausalLM, AutoTokenizer, CodeGenConfig, CodeGenForCausalLM
 
 from jaxformer import checkpoint, cli
+from jaxformer.data import vocabulary
 from jaxformer.export import codegen_layout, from_hf, to_hf
 from jaxformer.infer.sample import generate
 
 CONFIGS = {  # different head counts; rotary_dim below and equal to the head dim
-    "4_heads_partial_rotary": tiny(vocab_size=96, d_model=64, num_heads=4, rotary_dim=8),
-    "8_heads_full_rotary": tiny(vocab_size=96, d_model=64, num_heads=8, rotary_dim=8, num_layers=3),
+  "4_heads_partial_rotary": tiny(vocab_size=96, d_model=64, num_heads=4, rotary_dim=8),
+  "8_heads_full_rotary": tiny(vocab_size=96, d_model=64, num_heads=8, rotary_dim=8, num_layers=3),
 }
 
 
@@ -35,7 +36,9 @@ def test_exported_model_gives_the_same_logits_and_greedy_tokens(name, tmp_path):
   config = CONFIGS[name]
   model, params = init(config, seed=5)
   small_shards = name == "8_heads_full_rotary"  # also check the sharded layout with its index
-  out = to_hf.export_in_memory(params, config, str(tmp_path / "hf"), max_shard_bytes=60_000 if small_shards else 2 << 30)
+  out = to_hf.export_in_memory(
+    params, config, str(tmp_path / "hf"), max_shard_bytes=60_000 if small_shards else 2 << 30
+  )
   assert os.path.exists(os.path.join(out, "model.safetensors.index.json")) == small_shards
   hf_model = CodeGenForCausalLM.from_pretrained(out, torch_dtype=torch.float32).eval()
   tokens = _with_bos(random_tokens(config, 2, 23, seed=9))
@@ -46,13 +49,23 @@ def test_exported_model_gives_the_same_logits_and_greedy_tokens(name, tmp_path):
   greedy = generate(model, params, [prompt], 20, stop_ids=())[0]
   with torch.no_grad():
     hf_out = hf_model.generate(torch.tensor([[0] + prompt]), max_new_tokens=20, do_sample=False, eos_token_id=None)
-  assert greedy == hf_out[0, len(prompt) + 1:].tolist()
+  assert greedy == hf_out[0, len(prompt) + 1 :].tolist()
 
 
 def _random_hf(tmp_path, heads=4, auto_map=False, binary=False):
   torch.manual_seed(0)
-  hf_config = CodeGenConfig(vocab_size=80, n_positions=64, n_ctx=64, n_embd=64, n_layer=2, n_head=heads,
-                            rotary_dim=8, tie_word_embeddings=False, bos_token_id=0, eos_token_id=1)
+  hf_config = CodeGenConfig(
+    vocab_size=80,
+    n_positions=64,
+    n_ctx=64,
+    n_embd=64,
+    n_layer=2,
+    n_head=heads,
+    rotary_dim=8,
+    tie_word_embeddings=False,
+    bos_token_id=0,
+    eos_token_id=1,
+  )
   hf_model = CodeGenForCausalLM(hf_config).eval()
   with torch.no_grad():  # random biases and norms too, so every tensor is checked
     for name, p in hf_model.named_parameters():
@@ -65,8 +78,9 @@ def _random_hf(tmp_path, heads=4, auto_map=False, binary=False):
 
 def _imported_logits(model_dir, tokens):
   config = codegen_layout.model_config_from_hf(json.load(open(os.path.join(model_dir, "..", "source", "config.json"))))
-  from jaxformer.infer.run import abstract_params  # pylint: disable=import-outside-toplevel
-  from jaxformer import sharding  # pylint: disable=import-outside-toplevel
+  from jaxformer import sharding
+  from jaxformer.infer.run import abstract_params
+
   mesh = sharding.make_mesh((1, -1, 1))
   params, step = checkpoint.restore_params(model_dir, abstract_params(config, mesh, sharding.logical_axis_rules()))
   assert step == 0
@@ -118,8 +132,7 @@ def test_cli_export_loads_in_transformers_and_round_trips_through_import(local_c
   assert "exported step 2" in capsys.readouterr().out
   hf_model = AutoModelForCausalLM.from_pretrained(hf_dir).eval()
   tokenizer = AutoTokenizer.from_pretrained(hf_dir)
-  vocab = __import__("jaxformer.data.vocabulary", fromlist=["x"]).CodeGenVocabulary(
-      os.path.join(run, "vocabulary", "spm.model"))
+  vocab = vocabulary.CodeGenVocabulary(os.path.join(run, "vocabulary", "spm.model"))
   code = "import os\n\ndef main(argv):\n\treturn  [x  for x in argv]  # héllo\n"
   assert tokenizer(code)["input_ids"] == [0] + vocab.encode(code)
   assert tokenizer.decode(vocab.encode(code)) == code
@@ -129,9 +142,9 @@ def test_cli_export_loads_in_transformers_and_round_trips_through_import(local_c
   ours = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   with torch.no_grad():
     hf_ids = hf_model.generate(**tokenizer(prompt, return_tensors="pt"), max_new_tokens=20, do_sample=False)
-  hf_completion = hf_ids[0, len(vocab.encode(prompt)) + 1:].tolist()
+  hf_completion = hf_ids[0, len(vocab.encode(prompt)) + 1 :].tolist()
   if 1 in hf_completion:
-    hf_completion = hf_completion[:hf_completion.index(1)]
+    hf_completion = hf_completion[: hf_completion.index(1)]
   assert ours["tokens"] == hf_completion
 
   imported = str(tmp_path / "imported")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from model_util import init, jitted_apply, random_tokens, tiny
 
+from jaxformer.model import Transformer
 from jaxformer.model.attention import attention_mask
 from jaxformer.model.rotary import apply_rotary
 
@@ -61,7 +62,7 @@ def test_packed_documents_equal_separate_runs():
 
 
 def _loss_and_grads(config, params, tokens):
-  model = __import__("jaxformer.model", fromlist=["Transformer"]).Transformer(config)
+  model = Transformer(config)
 
   def loss(p):
     logits = model.apply({"params": p}, tokens[:, :-1])
@@ -102,8 +103,9 @@ def test_unrolled_layers_equal_scanned_layers():
   for name in ("embed", "ln_f", "lm_head"):
     unrolled[name] = params[name]
   tokens = random_tokens(config, 2, 9)
-  np.testing.assert_allclose(jitted_apply(model)(params, tokens),
-                             jitted_apply(unrolled_model)(unrolled, tokens), atol=1e-5)
+  np.testing.assert_allclose(
+    jitted_apply(model)(params, tokens), jitted_apply(unrolled_model)(unrolled, tokens), atol=1e-5
+  )
 
 
 def test_jax_dot_product_attention_matches_xla_kernel():
@@ -112,8 +114,11 @@ def test_jax_dot_product_attention_matches_xla_kernel():
   other, _ = init(tiny(attention="jax"))
   tokens = random_tokens(config, 2, 10)
   prefix = np.array([[1, 1, 1, 0, 0, 0, 0, 0, 0, 0]] * 2)
-  np.testing.assert_allclose(jitted_apply(model)(params, tokens, prefix_mask=prefix),
-                             jitted_apply(other)(params, tokens, prefix_mask=prefix), atol=1e-5)
+  np.testing.assert_allclose(
+    jitted_apply(model)(params, tokens, prefix_mask=prefix),
+    jitted_apply(other)(params, tokens, prefix_mask=prefix),
+    atol=1e-5,
+  )
 
 
 def test_rotary_is_interleaved_and_only_on_rotary_dims():
@@ -124,8 +129,9 @@ def test_rotary_is_interleaved_and_only_on_rotary_dims():
   np.testing.assert_allclose(out[:, 0], x[:, 0], atol=1e-6)  # position 0 is the identity
   # Pair (x0, x1) at position p rotates by angle p * 1.0 (first frequency).
   p, a, b = 2, x[0, 2, 0, 0], x[0, 2, 0, 1]
-  np.testing.assert_allclose(out[0, 2, 0, :2], [a * np.cos(p) - b * np.sin(p), b * np.cos(p) + a * np.sin(p)],
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    out[0, 2, 0, :2], [a * np.cos(p) - b * np.sin(p), b * np.cos(p) + a * np.sin(p)], rtol=1e-5
+  )
 
 
 def test_bfloat16_compute_keeps_float32_params():

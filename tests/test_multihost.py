@@ -19,10 +19,22 @@ def _start_pair(model_dir, flags, tag):
   processes = []
   for i in range(2):
     log = open(f"{model_dir}.{tag}.p{i}.log", "ab")
-    processes.append(subprocess.Popen(
-        [train_util.JAXFORMER, "train", f"--model_dir={model_dir}", f"--coordinator_address=127.0.0.1:{port}",
-         "--num_processes=2", f"--process_id={i}", *flags],
-        stdout=log, stderr=subprocess.STDOUT, env=train_util.env(devices=4)))
+    processes.append(
+      subprocess.Popen(
+        [
+          train_util.JAXFORMER,
+          "train",
+          f"--model_dir={model_dir}",
+          f"--coordinator_address=127.0.0.1:{port}",
+          "--num_processes=2",
+          f"--process_id={i}",
+          *flags,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=train_util.env(devices=4),
+      )
+    )
   return processes
 
 

@@ -11,8 +11,9 @@ from jaxformer.infer.sample import generate, generate_full_forward, sample_logit
 
 
 def _cache(model, batch, length):
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((batch, length), jnp.int32),
-                                             decode=True))["cache"]
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((batch, length), jnp.int32), decode=True))[
+    "cache"
+  ]
   return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
@@ -24,8 +25,11 @@ def test_kv_cache_logits_equal_the_full_forward_pass(prefix_length):
   prefix = np.zeros_like(tokens)
   prefix[:, :prefix_length] = 1
   full = jitted_apply(model)(params, tokens, prefix_mask=prefix)
-  apply = jax.jit(lambda p, c, t, pos, pre: model.apply({"params": p, "cache": c}, t, positions=pos,
-                                                         prefix_mask=pre, decode=True, mutable=["cache"]))
+  apply = jax.jit(
+    lambda p, c, t, pos, pre: model.apply(
+      {"params": p, "cache": c}, t, positions=pos, prefix_mask=pre, decode=True, mutable=["cache"]
+    )
+  )
   cache = _cache(model, 2, 16)
   split = 6  # prefill 6 tokens (the prefix inside them), then one token at a time
   positions = np.broadcast_to(np.arange(12), (2, 12))
@@ -33,7 +37,7 @@ def test_kv_cache_logits_equal_the_full_forward_pass(prefix_length):
   pieces = [np.asarray(logits)]
   cache = variables["cache"]
   for i in range(split, 12):
-    logits, variables = apply(params, cache, tokens[:, i:i + 1], positions[:, i:i + 1], prefix[:, i:i + 1])
+    logits, variables = apply(params, cache, tokens[:, i : i + 1], positions[:, i : i + 1], prefix[:, i : i + 1])
     cache = variables["cache"]
     pieces.append(np.asarray(logits))
   np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, atol=1e-5)
@@ -60,9 +64,10 @@ def test_stop_ids_cut_each_row_and_prefix_lm_prompts_decode_like_the_reference()
   prompt = random_tokens(config, 1, 6, seed=1)[0].tolist()
   free = generate(model, params, [prompt], 12)[0]
   stopped = generate(model, params, [prompt], 12, stop_ids=(free[3],))[0]
-  assert stopped == free[:free.index(free[3])]
+  assert stopped == free[: free.index(free[3])]
   assert generate(model, params, [prompt], 12, prefix_lm=True) == generate_full_forward(
-      model, params, [prompt], 12, prefix_lm=True)
+    model, params, [prompt], 12, prefix_lm=True
+  )
 
 
 def test_sampling_is_reproducible_with_a_seed_and_respects_top_k():

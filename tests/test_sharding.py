@@ -61,6 +61,7 @@ def test_sharded_forward_equals_single_device():
   sharded_params = jax.device_put(params, shardings)
   batch_sharding = sharding.logical_to_sharding(("batch", "length"), mesh, rules)
   with sharding.activation_sharding(mesh, rules):
-    sharded = jitted_apply(model)(sharded_params, jax.device_put(tokens, batch_sharding),
-                                  prefix_mask=jax.device_put(prefix, batch_sharding))
+    sharded = jitted_apply(model)(
+      sharded_params, jax.device_put(tokens, batch_sharding), prefix_mask=jax.device_put(prefix, batch_sharding)
+    )
   np.testing.assert_allclose(sharded, single, atol=2e-5)

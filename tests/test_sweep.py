@@ -6,26 +6,36 @@ import subprocess
 import time
 
 import pytest
+import train_util
 
 from jaxformer import config as config_lib
 from jaxformer import sweep
-import train_util
 
 
 def test_expansion_names_runs_and_later_bindings_win():
   definition = sweep.define(
-      base_gin_files=["runs/local_tiny.gin"], bindings={"TRAIN_STEPS": 100, "SEED": 0},
-      variants={"causal": {"OBJECTIVE_RATES": {"causal_lm": 1.0}},
-                "short": {"TRAIN_STEPS": 10, "gin_file": "extra.gin"}},
-      grid={"lr": {"low": {"optimizer.learning_rate_schedule.peak": 1e-4},
-                   "high": {"optimizer.learning_rate_schedule.peak": 1e-3}},
-            "optimizer.make_optimizer.weight_decay": [0.0, 0.1]})
+    base_gin_files=["runs/local_tiny.gin"],
+    bindings={"TRAIN_STEPS": 100, "SEED": 0},
+    variants={"causal": {"OBJECTIVE_RATES": {"causal_lm": 1.0}}, "short": {"TRAIN_STEPS": 10, "gin_file": "extra.gin"}},
+    grid={
+      "lr": {
+        "low": {"optimizer.learning_rate_schedule.peak": 1e-4},
+        "high": {"optimizer.learning_rate_schedule.peak": 1e-3},
+      },
+      "optimizer.make_optimizer.weight_decay": [0.0, 0.1],
+    },
+  )
   runs = sweep.expand(definition)
   assert [r.name for r in runs] == [
-      "causal,lr=low,weight_decay=0.0", "causal,lr=low,weight_decay=0.1",
-      "causal,lr=high,weight_decay=0.0", "causal,lr=high,weight_decay=0.1",
-      "short,lr=low,weight_decay=0.0", "short,lr=low,weight_decay=0.1",
-      "short,lr=high,weight_decay=0.0", "short,lr=high,weight_decay=0.1"]
+    "causal,lr=low,weight_decay=0.0",
+    "causal,lr=low,weight_decay=0.1",
+    "causal,lr=high,weight_decay=0.0",
+    "causal,lr=high,weight_decay=0.1",
+    "short,lr=low,weight_decay=0.0",
+    "short,lr=low,weight_decay=0.1",
+    "short,lr=high,weight_decay=0.0",
+    "short,lr=high,weight_decay=0.1",
+  ]
   short = dict(runs[-1].bindings)
   assert short["TRAIN_STEPS"] == 10 and short["SEED"] == 0
   assert short["optimizer.learning_rate_schedule.peak"] == 1e-3
@@ -79,9 +89,13 @@ sweep.define.comparisons = [
 
 
 def _start_sweep(sweep_file, output_dir, log_path):
-  log = open(log_path, "ab")  # pylint: disable=consider-using-with
-  return subprocess.Popen([train_util.JAXFORMER, "sweep", f"--sweep_file={sweep_file}", f"--output_dir={output_dir}"],
-                          stdout=log, stderr=subprocess.STDOUT, env=train_util.env())
+  log = open(log_path, "ab")
+  return subprocess.Popen(
+    [train_util.JAXFORMER, "sweep", f"--sweep_file={sweep_file}", f"--output_dir={output_dir}"],
+    stdout=log,
+    stderr=subprocess.STDOUT,
+    env=train_util.env(),
+  )
 
 
 def test_micro_sweep_is_interrupted_restarted_and_collected(local_corpus, tmp_path):
@@ -105,7 +119,7 @@ def test_micro_sweep_is_interrupted_restarted_and_collected(local_corpus, tmp_pa
 
   process = _start_sweep(sweep_file, out, log_path)
   assert process.wait(timeout=400) == 0, log_path.read_text()[-3000:]
-  second = log_path.read_text()[len(first):]
+  second = log_path.read_text()[len(first) :]
   assert "[1/2] causal: finished before, skipped" in second and "[2/2] mixture: done" in second
   assert (out / "causal" / "metrics.jsonl").read_text() == causal_metrics  # not run again
   assert f"restored step {interrupted_at}" in (out / "mixture" / "sweep.log").read_text()
@@ -124,9 +138,21 @@ def test_micro_sweep_is_interrupted_restarted_and_collected(local_corpus, tmp_pa
 def test_tpu_launcher_dry_run_goes_through_tpu_launch(local_corpus, tmp_path):
   sweep_file = tmp_path / "micro.gin"
   _micro_sweep(sweep_file, local_corpus)
-  result = subprocess.run([train_util.JAXFORMER, "sweep", f"--sweep_file={sweep_file}", "--output_dir=gs://b/sweep",
-                           "--launcher=tpu", "--tpu_flag=--name=my-v4", "--dry_run"],
-                          capture_output=True, text=True, env=train_util.env(), check=True)
+  result = subprocess.run(
+    [
+      train_util.JAXFORMER,
+      "sweep",
+      f"--sweep_file={sweep_file}",
+      "--output_dir=gs://b/sweep",
+      "--launcher=tpu",
+      "--tpu_flag=--name=my-v4",
+      "--dry_run",
+    ],
+    capture_output=True,
+    text=True,
+    env=train_util.env(),
+    check=True,
+  )
   assert "[1/2] causal" in result.stdout and "[2/2] mixture" in result.stdout
   assert "  TRAIN_STEPS = 40" in result.stdout and "  OBJECTIVE_RATES = {'causal_lm': 1.0}" in result.stdout
   assert result.stdout.count("tpu/launch.sh --foreground --run_name=mixture --name=my-v4 -- jaxformer train") == 1

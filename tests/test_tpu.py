@@ -11,8 +11,13 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKE = os.path.join(REPO, "tests", "fake_gcloud.py")
-TRAIN = ["jaxformer", "train", "--gin_file=runs/codegen2_1b_v4_32.gin", "--gin.OBJECTIVE_RATES={'causal_lm': 1.0}",
-         "--gin.NOTE=it's \"quoted\" $HOME"]  # quotes and a $ must reach the workers untouched
+TRAIN = [
+  "jaxformer",
+  "train",
+  "--gin_file=runs/codegen2_1b_v4_32.gin",
+  "--gin.OBJECTIVE_RATES={'causal_lm': 1.0}",
+  '--gin.NOTE=it\'s "quoted" $HOME',
+]  # quotes and a $ must reach the workers untouched
 EXPECTED_ARGS = TRAIN[1:] + ["--model_dir=gs://bucket/run1"]
 
 
@@ -26,14 +31,28 @@ class Cloud:
     gcloud.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE}" "$@"\n')
     gcloud.chmod(0o755)
     self.env = {k: v for k, v in os.environ.items() if not k.startswith("JAXFORMER_TPU_")}
-    self.env.update({"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_GCLOUD_DIR": str(self.dir),
-                     "TMPDIR": str(tmp_path), "JAXFORMER_TPU_ZONE": "us-central2-b",
-                     "JAXFORMER_TPU_NAME": "test-v4", "JAXFORMER_TPU_TYPE": "v4-16",
-                     "JAXFORMER_TPU_BUCKET": "gs://bucket", "JAXFORMER_TPU_RUN": "run1"})
+    self.env.update(
+      {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FAKE_GCLOUD_DIR": str(self.dir),
+        "TMPDIR": str(tmp_path),
+        "JAXFORMER_TPU_ZONE": "us-central2-b",
+        "JAXFORMER_TPU_NAME": "test-v4",
+        "JAXFORMER_TPU_TYPE": "v4-16",
+        "JAXFORMER_TPU_BUCKET": "gs://bucket",
+        "JAXFORMER_TPU_RUN": "run1",
+      }
+    )
 
   def script(self, name, *args, check=True, **env):
-    result = subprocess.run(["bash", os.path.join(REPO, "tpu", name), *args], env={**self.env, **env},
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+      ["bash", os.path.join(REPO, "tpu", name), *args],
+      env={**self.env, **env},
+      capture_output=True,
+      text=True,
+      timeout=120,
+      check=False,
+    )
     if check and result.returncode != 0:
       raise AssertionError(f"{name} {args} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result
@@ -97,7 +116,9 @@ def test_create_setup_launch_stop_delete(cloud):
 def test_foreground_launch_waits_and_passes_output_and_exit_code(cloud):
   cloud.script("create.sh")
   cloud.script("setup.sh")
-  result = cloud.script("launch.sh", "--foreground", "--", "jaxformer", "eval", "loss", "--model_dir=gs://b/r", "--json")
+  result = cloud.script(
+    "launch.sh", "--foreground", "--", "jaxformer", "eval", "loss", "--model_dir=gs://b/r", "--json"
+  )
   assert result.stdout.count("fake jaxformer ran: eval loss --model_dir=gs://b/r --json") == 2
   (cloud.worker(1) / "jaxformer-exit-code").write_text("3")
   failed = cloud.script("launch.sh", "--foreground", "--", "jaxformer", "eval", "loss", check=False)
@@ -118,8 +139,9 @@ def test_supervise_recreates_a_preempted_slice_and_relaunches(cloud):
   # describe 1: no slice yet; describe 2: the slice was preempted; describe 3: READY, run finished.
   result = cloud.script("supervise.sh", "--spot", "--poll_seconds=0", "--", *TRAIN, FAKE_GCLOUD_EVENTS=",PREEMPT")
   recover = ["tpu-vm create", "tpu-vm scp", "tpu-vm ssh", "tpu-vm ssh"]
-  assert cloud.verbs() == (["tpu-vm describe", *recover, "tpu-vm describe", "tpu-vm delete", *recover,
-                            "tpu-vm describe", "tpu-vm ssh"]), result.stdout
+  assert cloud.verbs() == (
+    ["tpu-vm describe", *recover, "tpu-vm describe", "tpu-vm delete", *recover, "tpu-vm describe", "tpu-vm ssh"]
+  ), result.stdout
   assert "PREEMPTED; recreating it (restart 2)" in result.stdout
   assert "run run1 finished" in result.stdout
   creates = [c for c in cloud.calls() if c[2:4] == ["tpu-vm", "create"]]
@@ -141,12 +163,21 @@ def test_supervise_stops_on_a_failed_run(cloud):
 
 def test_dry_run_prints_the_gcloud_commands_and_runs_none(cloud):
   outputs = {}
-  for script, args in [("create.sh", ["--spot"]), ("setup.sh", []), ("launch.sh", ["--", *TRAIN]),
-                       ("logs.sh", []), ("stop.sh", []), ("delete.sh", []), ("supervise.sh", ["--", *TRAIN])]:
+  for script, args in [
+    ("create.sh", ["--spot"]),
+    ("setup.sh", []),
+    ("launch.sh", ["--", *TRAIN]),
+    ("logs.sh", []),
+    ("stop.sh", []),
+    ("delete.sh", []),
+    ("supervise.sh", ["--", *TRAIN]),
+  ]:
     outputs[script] = cloud.script(script, "--dry-run", *args).stdout
   assert cloud.calls() == []
-  assert outputs["create.sh"].strip() == ("gcloud compute tpus tpu-vm create test-v4 --zone=us-central2-b "
-                                          "--accelerator-type=v4-16 --version=tpu-ubuntu2204-base --spot")
+  assert outputs["create.sh"].strip() == (
+    "gcloud compute tpus tpu-vm create test-v4 --zone=us-central2-b "
+    "--accelerator-type=v4-16 --version=tpu-ubuntu2204-base --spot"
+  )
   assert "gcloud compute tpus tpu-vm scp" in outputs["setup.sh"]
   assert outputs["launch.sh"].startswith("gcloud compute tpus tpu-vm ssh test-v4 --worker=all")
   for word in ("describe", "delete", "create", "scp", "ssh"):
@@ -193,11 +224,24 @@ def test_supervise_recreates_a_multi_slice_job_when_one_slice_is_preempted(cloud
   cloud.script("create.sh", "--queued", "--num_slices=2")
   cloud.script("setup.sh", "--num_slices=2", "--queued")
   # describe 1 and 2 (slice 0 and 1): slice 0 is preempted; then all READY and the relaunched run finished
-  result = cloud.script("supervise.sh", "--queued", "--num_slices=2", "--poll_seconds=0", "--", *TRAIN,
-                        FAKE_GCLOUD_EVENTS="PREEMPT")
+  result = cloud.script(
+    "supervise.sh", "--queued", "--num_slices=2", "--poll_seconds=0", "--", *TRAIN, FAKE_GCLOUD_EVENTS="PREEMPT"
+  )
   assert "test-v4 is PREEMPTED; recreating it (restart 1)" in result.stdout, result.stdout
   verbs = cloud.verbs()
-  assert verbs[6:] == ["tpu-vm describe", "queued-resources delete", "queued-resources create",
-                       "queued-resources describe", "tpu-vm scp", "tpu-vm scp", "tpu-vm ssh", "tpu-vm ssh",
-                       "tpu-vm ssh", "tpu-vm ssh", "tpu-vm describe", "tpu-vm describe", "tpu-vm ssh"]
+  assert verbs[6:] == [
+    "tpu-vm describe",
+    "queued-resources delete",
+    "queued-resources create",
+    "queued-resources describe",
+    "tpu-vm scp",
+    "tpu-vm scp",
+    "tpu-vm ssh",
+    "tpu-vm ssh",
+    "tpu-vm ssh",
+    "tpu-vm ssh",
+    "tpu-vm describe",
+    "tpu-vm describe",
+    "tpu-vm ssh",
+  ]
   assert _jaxformer_calls(cloud.worker(1, "test-v4-1")) == [EXPECTED_ARGS]

@@ -6,11 +6,11 @@ import subprocess
 
 import jax
 import pytest
+import train_util
+from test_multihost import _logs, _start_pair
 
 from jaxformer import config as config_lib
 from jaxformer import plan, sharding
-from test_multihost import _logs, _start_pair
-import train_util
 
 SMALL = ["TASK_FEATURE_LENGTHS = {'targets': 256}", "BATCH_SIZE = 8"]
 
@@ -65,9 +65,20 @@ def test_two_slices_put_the_data_axis_across_slices():
 
 def test_plan_cli_reads_the_topology_from_the_run_gin():
   result = subprocess.run(
-      [train_util.JAXFORMER, "plan", "--gin_file=runs/local_tiny.gin", "--gin.plan.tpu_plan.topology='v4-8'",
-       "--gin.TASK_FEATURE_LENGTHS={'targets': 256}", "--json"],
-      capture_output=True, text=True, env=train_util.env(), check=True, timeout=300)
+    [
+      train_util.JAXFORMER,
+      "plan",
+      "--gin_file=runs/local_tiny.gin",
+      "--gin.plan.tpu_plan.topology='v4-8'",
+      "--gin.TASK_FEATURE_LENGTHS={'targets': 256}",
+      "--json",
+    ],
+    capture_output=True,
+    text=True,
+    env=train_util.env(),
+    check=True,
+    timeout=300,
+  )
   report = json.loads(result.stdout.strip().splitlines()[-1])
   assert report["tpu"]["topology"] == "v4-8" and report["tpu"]["fits"] is True
   assert "fits" in result.stdout and "predicted step time at 40% MFU (6N + causal attn)" in result.stdout
@@ -75,7 +86,9 @@ def test_plan_cli_reads_the_topology_from_the_run_gin():
 
 def test_two_processes_as_two_slices_train(local_corpus, tmp_path):
   flags = train_util.small_run_flags(local_corpus, steps=2, checkpoint_period=2) + [
-      "--gin.sharding.make_mesh.mesh_shape=(1, -1, 1)", "--gin.sharding.make_mesh.dcn_mesh_shape=(2, 1, 1)"]
+    "--gin.sharding.make_mesh.mesh_shape=(1, -1, 1)",
+    "--gin.sharding.make_mesh.dcn_mesh_shape=(2, 1, 1)",
+  ]
   run = str(tmp_path / "dcn")
   for p in _start_pair(run, flags, "a"):
     assert p.wait(timeout=300) == 0, _logs(run, "a")

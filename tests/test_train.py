@@ -2,14 +2,15 @@
 runs that are killed, preempted and resumed."""
 
 import glob
+import json
 import os
 import signal
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 import train_util
 from model_util import random_tokens, tiny
 
@@ -25,12 +26,14 @@ def _batch(config, batch=8, length=16, seed=3):
   weights = np.ones_like(targets)
   weights[:, -3:] = 0  # some tokens without loss, unevenly spread below
   weights[1, :5] = 0
-  return {"decoder_target_tokens": targets,
-          "decoder_input_tokens": np.pad(targets[:, :-1], ((0, 0), (1, 0))),
-          "decoder_loss_weights": weights,
-          "decoder_segment_ids": np.ones_like(targets),
-          "decoder_positions": np.broadcast_to(np.arange(length), targets.shape).copy(),
-          "decoder_causal_attention": np.zeros_like(targets)}
+  return {
+    "decoder_target_tokens": targets,
+    "decoder_input_tokens": np.pad(targets[:, :-1], ((0, 0), (1, 0))),
+    "decoder_loss_weights": weights,
+    "decoder_segment_ids": np.ones_like(targets),
+    "decoder_positions": np.broadcast_to(np.arange(length), targets.shape).copy(),
+    "decoder_causal_attention": np.zeros_like(targets),
+  }
 
 
 def _setup(config=None, sgd=False, **step_kwargs):
@@ -82,8 +85,10 @@ def test_nonfinite_update_is_never_applied():
   new_state, metrics = poisoned_step(state, _batch(tiny()))
   assert not bool(metrics["finite"]) and not np.isfinite(float(metrics["loss"]))
   after = jax.device_get(new_state)
-  for a, b in zip(jax.tree.leaves(before.params) + jax.tree.leaves(before.opt_state),
-                  jax.tree.leaves(after.params) + jax.tree.leaves(after.opt_state)):
+  for a, b in zip(
+    jax.tree.leaves(before.params) + jax.tree.leaves(before.opt_state),
+    jax.tree.leaves(after.params) + jax.tree.leaves(after.opt_state),
+  ):
     np.testing.assert_array_equal(a, b)
   assert int(after.step) == 1
 
@@ -129,11 +134,11 @@ def test_sigterm_saves_and_exits_cleanly_then_resumes(local_corpus, tmp_path):
   flags = train_util.small_run_flags(local_corpus, steps=40, checkpoint_period=100)
   model_dir = str(tmp_path / "run")
   process = train_util.start(model_dir, flags)
-  deadline = __import__("time").time() + 240
+  deadline = time.time() + 240
   while not os.path.exists(os.path.join(model_dir, "metrics.jsonl")) or len(train_util.train_losses(model_dir)) < 3:
     assert process.poll() is None, train_util.log_text(model_dir)
-    assert __import__("time").time() < deadline
-    __import__("time").sleep(0.1)
+    assert time.time() < deadline
+    time.sleep(0.1)
   assert train_util.kill(process, signal.SIGTERM) == 0, train_util.log_text(model_dir)
   assert "preempted at step" in train_util.log_text(model_dir)
   saved = train_util.committed_steps(model_dir)
@@ -147,7 +152,9 @@ def test_sigterm_saves_and_exits_cleanly_then_resumes(local_corpus, tmp_path):
 def test_nan_stop_mode_names_the_step_and_leaves_no_bad_checkpoint(local_corpus, tmp_path):
   model_dir = str(tmp_path / "nan")
   flags = train_util.small_run_flags(local_corpus, steps=4) + [
-      "--gin.train.StepConfig.z_loss=1e39", "--gin.train.StepConfig.nan_policy='stop'"]
+    "--gin.train.StepConfig.z_loss=1e39",
+    "--gin.train.StepConfig.nan_policy='stop'",
+  ]
   assert train_util.run(model_dir, flags) == 2
   text = train_util.log_text(model_dir)
   assert "step 1:" in text and "not finite" in text and "nan_policy = 'stop'" in text
@@ -157,8 +164,10 @@ def test_nan_stop_mode_names_the_step_and_leaves_no_bad_checkpoint(local_corpus,
 def test_finite_data_that_runs_out_names_the_step_and_keeps_the_checkpoint(local_corpus, tmp_path):
   model_dir = str(tmp_path / "dry")
   flags = train_util.small_run_flags(local_corpus, steps=500, checkpoint_period=2) + [
-      "--gin.MIXTURE_OR_TASK_NAME='local_pl_small'", "--gin.tasks.register_local_tasks.small_pl_documents=2",
-      "--gin.DataConfig.num_epochs=1"]
+    "--gin.MIXTURE_OR_TASK_NAME='local_pl_small'",
+    "--gin.tasks.register_local_tasks.small_pl_documents=2",
+    "--gin.DataConfig.num_epochs=1",
+  ]
   assert train_util.run(model_dir, flags) == 2
   text = train_util.log_text(model_dir)
   assert "the train split of local_pl_small ran out after" in text and "DataConfig.num_epochs=1" in text
@@ -169,17 +178,20 @@ def test_finite_data_that_runs_out_names_the_step_and_keeps_the_checkpoint(local
 def test_nan_skip_mode_keeps_training_and_checkpoints_finite_state(local_corpus, tmp_path):
   model_dir = str(tmp_path / "nan_skip")
   flags = train_util.small_run_flags(local_corpus, steps=4, checkpoint_period=2) + [
-      "--gin.train.StepConfig.z_loss=1e39"]
+    "--gin.train.StepConfig.z_loss=1e39"
+  ]
   assert train_util.run(model_dir, flags) == 0, train_util.log_text(model_dir)
   assert "skipped; train.StepConfig.nan_policy = 'skip'" in train_util.log_text(model_dir)
   assert train_util.committed_steps(model_dir)[-1] == 4
-  params, step = checkpoint.restore_params(model_dir, _abstract_params(tiny(vocab_size=2048, d_model=128,
-                                                                             rotary_dim=16)))
+  params, step = checkpoint.restore_params(
+    model_dir, _abstract_params(tiny(vocab_size=2048, d_model=128, rotary_dim=16))
+  )
   assert step == 4 and all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
 
 
 def _abstract_params(config):
-  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  import flax.linen as nn
+
   model = Transformer(config)
   mesh = sharding.make_mesh((1, -1, 1))
   boxed = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, 8), jnp.int32))["params"], jax.random.key(0))
@@ -198,7 +210,7 @@ def test_local_tiny_run_leaves_checkpoint_metrics_tensorboard_and_plot(local_cor
   assert os.path.getsize(os.path.join(model_dir, "loss.png")) > 1000
   assert glob.glob(os.path.join(model_dir, "tensorboard", "events.out.tfevents.*"))
   assert "TRAIN_STEPS = 6" in open(os.path.join(model_dir, "config.gin")).read()
-  records = [__import__("json").loads(l) for l in open(os.path.join(model_dir, "metrics.jsonl"))]
+  records = [json.loads(line) for line in open(os.path.join(model_dir, "metrics.jsonl"))]
   assert {r["task"] for r in records if r.get("split") == "eval"} == {"local_pl", "local_nl"}
   train_records = [r for r in records if r.get("split") == "train"]
   assert [r["step"] for r in train_records] == list(range(1, 7)) and all("loss" in r for r in train_records)
@@ -206,7 +218,8 @@ def test_local_tiny_run_leaves_checkpoint_metrics_tensorboard_and_plot(local_cor
 
 
 def test_mfu_uses_the_peak_table_and_is_na_on_cpu():
-  from jaxformer.train import mfu  # pylint: disable=import-outside-toplevel
+  from jaxformer.train import mfu
+
   assert mfu.peak_flops("TPU v4") == 275e12 and mfu.peak_flops("TPU v5 lite") == 197e12
   assert mfu.peak_flops("TPU v5p") == 459e12 and mfu.peak_flops("TPU v6 lite") == 918e12
   assert mfu.peak_flops("NVIDIA H100 80GB HBM3") == 989e12 and mfu.peak_flops("NVIDIA A100-SXM4-40GB") == 312e12

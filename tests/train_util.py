@@ -12,11 +12,18 @@ JAXFORMER = os.path.join(os.path.dirname(sys.executable), "jaxformer")
 
 def small_run_flags(corpus_dir: str, steps: int = 12, checkpoint_period: int = 4) -> list[str]:
   return [
-      "--gin_file=runs/local_tiny.gin", f"--gin.CORPUS_DIR='{corpus_dir}'", f"--gin.TRAIN_STEPS={steps}",
-      "--gin.BATCH_SIZE=8", "--gin.TASK_FEATURE_LENGTHS={'targets': 128}",
-      f"--gin.CHECKPOINT_PERIOD={checkpoint_period}", "--gin.EVAL_PERIOD=0", "--gin.train.train.log_period=1",
-      "--gin.train.evaluate.eval_batches=1", "--gin.optimizer.learning_rate_schedule.warmup_steps=1",
-      "--gin.train.train.sample_prompt=None", "--gin.train.train.progress=False",
+    "--gin_file=runs/local_tiny.gin",
+    f"--gin.CORPUS_DIR='{corpus_dir}'",
+    f"--gin.TRAIN_STEPS={steps}",
+    "--gin.BATCH_SIZE=8",
+    "--gin.TASK_FEATURE_LENGTHS={'targets': 128}",
+    f"--gin.CHECKPOINT_PERIOD={checkpoint_period}",
+    "--gin.EVAL_PERIOD=0",
+    "--gin.train.train.log_period=1",
+    "--gin.train.evaluate.eval_batches=1",
+    "--gin.optimizer.learning_rate_schedule.warmup_steps=1",
+    "--gin.train.train.sample_prompt=None",
+    "--gin.train.train.progress=False",
   ]
 
 
@@ -30,8 +37,12 @@ def env(devices: int = 8, **extra) -> dict:
 
 def start(model_dir: str, flags: list[str], devices: int = 8, extra_args=(), log_path=None) -> subprocess.Popen:
   log = open(log_path or os.path.join(os.path.dirname(model_dir), os.path.basename(model_dir) + ".log"), "ab")
-  return subprocess.Popen([JAXFORMER, "train", f"--model_dir={model_dir}", *flags, *extra_args],
-                          stdout=log, stderr=subprocess.STDOUT, env=env(devices))
+  return subprocess.Popen(
+    [JAXFORMER, "train", f"--model_dir={model_dir}", *flags, *extra_args],
+    stdout=log,
+    stderr=subprocess.STDOUT,
+    env=env(devices),
+  )
 
 
 def run(model_dir: str, flags: list[str], timeout: int = 300, **kwargs) -> int:

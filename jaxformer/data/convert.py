@@ -36,7 +36,8 @@ def _records(path: str, text_field: str, report: ConvertReport):
   with tf.io.gfile.GFile(path, "rb") as f:
     raw = f.read()
   if path.endswith(".parquet"):
-    import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+    import pyarrow.parquet as pq
+
     table = pq.read_table(io.BytesIO(raw))
     if text_field not in table.column_names:
       report.skip(f"no column {text_field!r} (columns: {table.column_names})", path)
@@ -65,16 +66,19 @@ def _records(path: str, text_field: str, report: ConvertReport):
     yield text, where
 
 
-def convert_files(file_pattern: str, output_dir: str, text_field: str = "text", validation_percent: int = 1,
-                  num_shards: int = 8) -> ConvertReport:
+def convert_files(
+  file_pattern: str, output_dir: str, text_field: str = "text", validation_percent: int = 1, num_shards: int = 8
+) -> ConvertReport:
   """Converts every file matching file_pattern; writes DIR/text/{train,validation}-*.tfrecord and stats.json."""
   paths = sorted(tf.io.gfile.glob(file_pattern))
   if not paths:
     raise FileNotFoundError(f"--input={file_pattern} matches no files")
   report = ConvertReport()
   tf.io.gfile.makedirs(os.path.join(output_dir, "text"))
-  writers = {split: [tf.io.TFRecordWriter(p) for p in shard_paths(output_dir, "text", split, n)]
-             for split, n in (("train", num_shards), ("validation", max(1, num_shards // 4)))}
+  writers = {
+    split: [tf.io.TFRecordWriter(p) for p in shard_paths(output_dir, "text", split, n)]
+    for split, n in (("train", num_shards), ("validation", max(1, num_shards // 4)))
+  }
   if any(not (p.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet"))) for p in paths):
     bad = [p for p in paths if not p.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet"))]
     raise ValueError(f"--input={file_pattern}: {bad[:3]} are not .jsonl, .jsonl.gz or .parquet")
@@ -91,8 +95,13 @@ def convert_files(file_pattern: str, output_dir: str, text_field: str = "text", 
   for shards in writers.values():
     for writer in shards:
       writer.close()
-  stats = {"input": file_pattern, "text_field": text_field, "documents": dict(report.documents),
-           "skipped": dict(report.skipped), "problems": report.problems}
+  stats = {
+    "input": file_pattern,
+    "text_field": text_field,
+    "documents": dict(report.documents),
+    "skipped": dict(report.skipped),
+    "problems": report.problems,
+  }
   with tf.io.gfile.GFile(os.path.join(output_dir, "stats.json"), "w") as f:
     f.write(json.dumps(stats, indent=1))
   return report

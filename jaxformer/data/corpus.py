@@ -30,10 +30,22 @@ def default_roots() -> list[str]:
   """Where this machine keeps source code and prose: Python's stdlib and site-packages, system
   headers, Debian's package docs, and other installed trees."""
   paths = sysconfig.get_paths()
-  candidates = [paths["stdlib"], paths["purelib"], paths["platlib"], paths["include"],
-                os.path.join(sys.base_prefix, "lib"), "/usr/include", "/usr/local/include",
-                "/usr/share/doc", "/usr/lib/python3", "/usr/share/perl5", "/usr/lib/node_modules",
-                "/usr/local/lib/node_modules", "/usr/share/javascript", "/usr/share/cmake"]
+  candidates = [
+    paths["stdlib"],
+    paths["purelib"],
+    paths["platlib"],
+    paths["include"],
+    os.path.join(sys.base_prefix, "lib"),
+    "/usr/include",
+    "/usr/local/include",
+    "/usr/share/doc",
+    "/usr/lib/python3",
+    "/usr/share/perl5",
+    "/usr/lib/node_modules",
+    "/usr/local/lib/node_modules",
+    "/usr/share/javascript",
+    "/usr/share/cmake",
+  ]
   roots = []
   for root in candidates:
     real = os.path.realpath(root)
@@ -65,8 +77,9 @@ def list_candidates(roots, exclude: str | None = None):
   exclude = os.path.realpath(exclude) if exclude else None
   for root in roots:
     for dirpath, dirnames, filenames in os.walk(root, onerror=lambda e: skipped.update(["unreadable"])):
-      dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and
-                           not (exclude and os.path.join(dirpath, d) == exclude))
+      dirnames[:] = sorted(
+        d for d in dirnames if d not in SKIP_DIRS and not (exclude and os.path.join(dirpath, d) == exclude)
+      )
       for name in filenames:
         path = os.path.join(dirpath, name)
         kind = classify(pathlib.Path(name))
@@ -113,20 +126,22 @@ def split_of(digest: str, validation_percent: int) -> str:
 
 
 def shard_paths(output_dir, kind: str, split: str, num_shards: int) -> list[str]:
-  return [os.path.join(output_dir, kind, f"{split}-{i:05d}-of-{num_shards:05d}.tfrecord")
-          for i in range(num_shards)]
+  return [os.path.join(output_dir, kind, f"{split}-{i:05d}-of-{num_shards:05d}.tfrecord") for i in range(num_shards)]
 
 
 def _example(text: str, path: str, lang: str) -> bytes:
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
+
   feature = lambda s: tf.train.Feature(bytes_list=tf.train.BytesList(value=[s.encode("utf-8", "surrogateescape")]))
-  return tf.train.Example(features=tf.train.Features(
-      feature={"text": feature(text), "path": feature(path), "lang": feature(lang)})).SerializeToString()
+  return tf.train.Example(
+    features=tf.train.Features(feature={"text": feature(text), "path": feature(path), "lang": feature(lang)})
+  ).SerializeToString()
 
 
 def build_local_corpus(output_dir, roots=None, options: CorpusOptions = CorpusOptions(), progress=None) -> dict:
   """Gathers, filters, deduplicates and writes the corpus; returns the stats it wrote."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
+
   output_dir = os.path.abspath(output_dir)
   roots = default_roots() if roots is None else [os.path.realpath(r) for r in roots]
   candidates, skipped = list_candidates(roots, exclude=output_dir)
@@ -155,8 +170,12 @@ def build_local_corpus(output_dir, roots=None, options: CorpusOptions = CorpusOp
     if progress:
       progress(sum(used.values()), options.max_bytes)
 
-  stats = {"roots": roots, "options": dataclasses.asdict(options), "skipped": dict(sorted(skipped.items())),
-           "classes": {}}
+  stats = {
+    "roots": roots,
+    "options": dataclasses.asdict(options),
+    "skipped": dict(sorted(skipped.items())),
+    "classes": {},
+  }
   for (kind, split), docs in kept.items():
     num_shards = options.train_shards if split == "train" else options.validation_shards
     paths = shard_paths(output_dir, kind, split, num_shards)
@@ -170,8 +189,11 @@ def build_local_corpus(output_dir, roots=None, options: CorpusOptions = CorpusOp
     for writer in writers:
       writer.close()
     stats["classes"].setdefault(kind, {})[split] = {
-        "documents": len(docs), "bytes": sum(d[3] for d in docs), "shards": num_shards,
-        "languages": dict(sorted(languages.items(), key=lambda kv: -kv[1]["bytes"]))}
+      "documents": len(docs),
+      "bytes": sum(d[3] for d in docs),
+      "shards": num_shards,
+      "languages": dict(sorted(languages.items(), key=lambda kv: -kv[1]["bytes"])),
+    }
   with open(os.path.join(output_dir, "stats.json"), "w") as f:
     json.dump(stats, f, indent=1)
   return stats
@@ -182,7 +204,8 @@ def check_corpus(corpus_dir) -> dict:
   stats_path = os.path.join(os.path.expanduser(str(corpus_dir)), "stats.json")
   if not os.path.exists(stats_path):
     raise FileNotFoundError(
-        f"no local corpus at {corpus_dir} ({stats_path} is missing); build it with "
-        f"`jaxformer data build-local --output_dir={corpus_dir}`")
+      f"no local corpus at {corpus_dir} ({stats_path} is missing); build it with "
+      f"`jaxformer data build-local --output_dir={corpus_dir}`"
+    )
   with open(stats_path) as f:
     return json.load(f)

@@ -1,12 +1,12 @@
 """Task features -> the model's batch features (names fixed in DESIGN.md), with packing.
 
-  decoder_target_tokens     the tokens to predict
-  decoder_input_tokens      targets shifted right per packed segment (0 = BOS)
-  decoder_loss_weights      1 where the loss counts (never on padding)
-  decoder_segment_ids       packed-document ids, 0 on padding
-  decoder_positions         position inside each packed document
-  decoder_causal_attention  1 on bidirectional (prefix) input positions, as seqio's prefix-LM:
-                            a prefix of p targets covers input positions 0..p.
+decoder_target_tokens     the tokens to predict
+decoder_input_tokens      targets shifted right per packed segment (0 = BOS)
+decoder_loss_weights      1 where the loss counts (never on padding)
+decoder_segment_ids       packed-document ids, 0 on padding
+decoder_positions         position inside each packed document
+decoder_causal_attention  1 on bidirectional (prefix) input positions, as seqio's prefix-LM:
+                          a prefix of p targets covers input positions 0..p.
 """
 
 import seqio
@@ -14,25 +14,34 @@ import tensorflow as tf
 
 TASK_FEATURE_NAMES = ("targets", "targets_loss", "targets_prefix")
 FLAG_FEATURES = ("targets_loss", "targets_prefix")
-MODEL_FEATURE_NAMES = ("decoder_target_tokens", "decoder_input_tokens", "decoder_loss_weights",
-                       "decoder_segment_ids", "decoder_positions", "decoder_causal_attention")
+MODEL_FEATURE_NAMES = (
+  "decoder_target_tokens",
+  "decoder_input_tokens",
+  "decoder_loss_weights",
+  "decoder_segment_ids",
+  "decoder_positions",
+  "decoder_causal_attention",
+)
 
 
 class PrefixLMObjectiveConverter(seqio.FeatureConverter):
   """Packs (targets, targets_loss, targets_prefix) examples into decoder batches."""
 
   TASK_FEATURES = {name: seqio.FeatureConverter.FeatureSpec(dtype=tf.int32) for name in TASK_FEATURE_NAMES}
-  MODEL_FEATURES = {name: seqio.FeatureConverter.FeatureSpec(dtype=tf.int32)
-                    for name in ("decoder_target_tokens", "decoder_input_tokens", "decoder_loss_weights",
-                                 "decoder_causal_attention")}
+  MODEL_FEATURES = {
+    name: seqio.FeatureConverter.FeatureSpec(dtype=tf.int32)
+    for name in ("decoder_target_tokens", "decoder_input_tokens", "decoder_loss_weights", "decoder_causal_attention")
+  }
   PACKING_FEATURE_DTYPES = {"decoder_segment_ids": tf.int32, "decoder_positions": tf.int32}
 
   def _convert_features(self, ds, task_feature_lengths):
     # seqio's packer measures each feature by its non-zero entries, so 0/1 flags would be cut
     # short: carry them as 1/2 through packing and shift them back after.
     # (Other task features, e.g. `objective` for `data show`, are dropped here.)
-    ds = ds.map(lambda ex: {"targets": ex["targets"], **{k: ex[k] + 1 for k in FLAG_FEATURES}},
-                num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(
+      lambda ex: {"targets": ex["targets"], **{k: ex[k] + 1 for k in FLAG_FEATURES}},
+      num_parallel_calls=tf.data.AUTOTUNE,
+    )
     ds = self._pack_or_pad(ds, task_feature_lengths)
     pack = self.pack
 
@@ -44,10 +53,10 @@ class PrefixLMObjectiveConverter(seqio.FeatureConverter):
       prefix = flags["targets_prefix"]
       shifted_prefix = seqio.utils.make_autoregressive_inputs(prefix, sequence_id=segment_ids, bos_id=0)
       out = {
-          "decoder_target_tokens": targets,
-          "decoder_input_tokens": inputs,
-          "decoder_loss_weights": flags["targets_loss"] * tf.cast(targets != 0, tf.int32),
-          "decoder_causal_attention": tf.maximum(prefix, shifted_prefix),
+        "decoder_target_tokens": targets,
+        "decoder_input_tokens": inputs,
+        "decoder_loss_weights": flags["targets_loss"] * tf.cast(targets != 0, tf.int32),
+        "decoder_causal_attention": tf.maximum(prefix, shifted_prefix),
       }
       if pack:
         out["decoder_segment_ids"] = segment_ids

@@ -36,12 +36,14 @@ def show_examples(config: pipeline.DataConfig, vocabulary, num_examples: int, sp
   source_text (the document chunk it was made from), loss_text / prefix_text (only the tokens
   under each mask, '·' for the rest), loss_mask, prefix_mask, num_tokens.
   """
-  dataset = pipeline.examples_dataset(config.mixture_or_task_name, config.task_feature_lengths, split=split,
-                                      seed=config.seed)
+  dataset = pipeline.examples_dataset(
+    config.mixture_or_task_name, config.task_feature_lengths, split=split, seed=config.seed
+  )
   rows = []
   for example in dataset.take(num_examples).as_numpy_iterator():
     targets, loss, prefix = example["targets"], example["targets_loss"], example["targets_prefix"]
-    rows.append({
+    rows.append(
+      {
         "objective": objectives.OBJECTIVES[int(example["objective"])],
         "num_tokens": int(targets.size),
         "inputs_text": vocabulary.decode_with_specials(targets),
@@ -50,7 +52,8 @@ def show_examples(config: pipeline.DataConfig, vocabulary, num_examples: int, sp
         "prefix_text": _masked_text(vocabulary, targets, prefix) if prefix.any() else "",
         "loss_mask": loss.tolist(),
         "prefix_mask": prefix.tolist(),
-    })
+      }
+    )
   if not rows:
     raise ValueError(f"task {config.mixture_or_task_name!r} split {split!r} produced no examples")
   return rows
@@ -68,6 +71,12 @@ def bench(config: pipeline.DataConfig, num_batches: int = 50, warmup: int = 5) -
     tokens += batch["decoder_target_tokens"].size
     real_tokens += int(np.count_nonzero(batch["decoder_segment_ids"]))
   seconds = time.perf_counter() - start
-  return {"batches": num_batches, "batch_size": config.batch_size, "length": config.length,
-          "seconds": seconds, "tokens_per_second": tokens / seconds,
-          "nonpad_tokens_per_second": real_tokens / seconds, "packing_fill": real_tokens / tokens}
+  return {
+    "batches": num_batches,
+    "batch_size": config.batch_size,
+    "length": config.length,
+    "seconds": seconds,
+    "tokens_per_second": tokens / seconds,
+    "nonpad_tokens_per_second": real_tokens / seconds,
+    "packing_fill": real_tokens / tokens,
+  }

@@ -24,6 +24,7 @@ OBJECTIVES = ("causal_lm", "span_corruption", "prefix_lm")
 class SpanCorruption:
   """Span count and lengths: about noise_density * n tokens masked, in spans of mean length
   mean_span_length, at most max_spans spans per example."""
+
   noise_density: float = 0.15
   mean_span_length: float = 5.0
   max_spans: int = 16
@@ -54,13 +55,24 @@ class SpecialIds:
       first, last = tokenizer.piece_to_id("<0x80>"), tokenizer.piece_to_id("<0xBF>")
       if last - first != 0xBF - 0x80 or tokenizer.is_unknown(first):
         first = last = None
-    return cls(vocabulary.eos_id, vocabulary.sep_id, vocabulary.eom_id, vocabulary.mask_base_id,
-               vocabulary.num_masks, -1 if first is None else first, -2 if last is None else last)
+    return cls(
+      vocabulary.eos_id,
+      vocabulary.sep_id,
+      vocabulary.eom_id,
+      vocabulary.mask_base_id,
+      vocabulary.num_masks,
+      -1 if first is None else first,
+      -2 if last is None else last,
+    )
 
 
 def _output(targets, loss, prefix, objective):
-  return {"targets": tf.cast(targets, tf.int32), "targets_loss": tf.cast(loss, tf.int32),
-          "targets_prefix": tf.cast(prefix, tf.int32), "objective": tf.constant(objective, tf.int32)}
+  return {
+    "targets": tf.cast(targets, tf.int32),
+    "targets_loss": tf.cast(loss, tf.int32),
+    "targets_prefix": tf.cast(prefix, tf.int32),
+    "objective": tf.constant(objective, tf.int32),
+  }
 
 
 def causal_lm(tokens):
@@ -79,7 +91,7 @@ def prefix_lm(tokens, seed):
 def random_segmentation(num_items, num_segments, seed):
   """num_segments positive int32 lengths summing to num_items (num_items >= num_segments >= 1)."""
   order = tf.argsort(tf.random.stateless_uniform([num_items - 1], seed))
-  cuts = tf.sort(order[:num_segments - 1]) + 1
+  cuts = tf.sort(order[: num_segments - 1]) + 1
   bounds = tf.concat([[0], cuts, [num_items]], axis=0)
   return bounds[1:] - bounds[:-1]
 
@@ -118,9 +130,9 @@ def span_corruption(tokens, seed, ids: SpecialIds, config: SpanCorruption, loss_
 
   with_masks = tf.where(is_noise, ids.mask_base + span_of_token - 1, tokens)
   corrupted = tf.boolean_mask(with_masks, tf.logical_or(tf.logical_not(is_noise), starts_segment))
-  spans = tf.RaggedTensor.from_value_rowids(tf.boolean_mask(tokens, is_noise),
-                                            tf.boolean_mask(span_of_token, is_noise) - 1, nrows=num_spans,
-                                            validate=False).with_row_splits_dtype(tf.int64)
+  spans = tf.RaggedTensor.from_value_rowids(
+    tf.boolean_mask(tokens, is_noise), tf.boolean_mask(span_of_token, is_noise) - 1, nrows=num_spans, validate=False
+  ).with_row_splits_dtype(tf.int64)
   masks = tf.RaggedTensor.from_tensor(ids.mask_base + tf.range(num_spans)[:, None], row_splits_dtype=tf.int64)
   eoms = tf.RaggedTensor.from_tensor(tf.fill([num_spans, 1], ids.eom), row_splits_dtype=tf.int64)
   infill = tf.concat([masks, spans, eoms], axis=1).flat_values
@@ -154,28 +166,35 @@ def chunk_length(feature_length: int, rates: dict, config: SpanCorruption) -> in
   length = feature_length - config.overhead()
   if length < 2 * config.max_spans:
     raise ValueError(
-        f"TASK_FEATURE_LENGTHS['targets']={feature_length} is too short for span corruption with "
-        f"objectives.SpanCorruption.max_spans={config.max_spans} (needs at least {config.overhead() + 2 * config.max_spans})")
+      f"TASK_FEATURE_LENGTHS['targets']={feature_length} is too short for span corruption with "
+      f"objectives.SpanCorruption.max_spans={config.max_spans} "
+      f"(needs at least {config.overhead() + 2 * config.max_spans})"
+    )
   return length
 
 
-def choose_objective(tokens, seed, rates: list[float], ids: SpecialIds, config: SpanCorruption,
-                     loss_on_targets_only: bool):
+def choose_objective(
+  tokens, seed, rates: list[float], ids: SpecialIds, config: SpanCorruption, loss_on_targets_only: bool
+):
   """Draws one objective by rate and applies it; chunks under 2 tokens stay causal LM."""
   seeds = tf.random.experimental.stateless_split(seed, 3)
   draw = tf.random.stateless_uniform([], seeds[0])
-  index = tf.searchsorted(tf.constant([sum(rates[:i + 1]) for i in range(len(rates) - 1)]), [draw], side="right")[0]
+  index = tf.searchsorted(tf.constant([sum(rates[: i + 1]) for i in range(len(rates) - 1)]), [draw], side="right")[0]
   # The span format writes its own <|endoftext|>: drop the document's, if this chunk ends it.
   n = tf.size(tokens)
   ends_document = tf.cast(tf.logical_and(n > 0, tf.equal(tokens[tf.maximum(n - 1, 0)], ids.eos)), tf.int32)
-  body = tokens[:n - ends_document]
+  body = tokens[: n - ends_document]
   index = tf.where(tf.size(body) < 2, 0, tf.cast(index, tf.int32))
   # All three are computed and one is picked by index: a tf.switch_case (a stateful Case op)
   # would make the tf.data iterator impossible to checkpoint.
   padded_body = tf.concat([body, tf.fill([tf.maximum(0, 2 - tf.size(body))], ids.eos)], 0)
-  candidates = [causal_lm(tokens), span_corruption(padded_body, seeds[1], ids, config, loss_on_targets_only),
-                prefix_lm(tokens, seeds[2])]
-  out = {key: tf.ragged.stack([c[key] for c in candidates])[index]
-         for key in ("targets", "targets_loss", "targets_prefix")}
+  candidates = [
+    causal_lm(tokens),
+    span_corruption(padded_body, seeds[1], ids, config, loss_on_targets_only),
+    prefix_lm(tokens, seeds[2]),
+  ]
+  out = {
+    key: tf.ragged.stack([c[key] for c in candidates])[index] for key in ("targets", "targets_loss", "targets_prefix")
+  }
   out["objective"] = index
   return out

@@ -5,7 +5,6 @@ import dataclasses
 import os
 
 import gin
-import numpy as np
 import seqio
 import tensorflow as tf
 
@@ -20,6 +19,7 @@ class DataConfig:
   mixture_or_task_name: %MIXTURE_OR_TASK_NAME; task_feature_lengths: %TASK_FEATURE_LENGTHS;
   batch_size: %BATCH_SIZE (global, over all hosts); seed: %SEED; num_epochs: None = repeat forever.
   """
+
   mixture_or_task_name: str = "local_pl_nl"
   task_feature_lengths: dict = dataclasses.field(default_factory=lambda: {"targets": 512})
   batch_size: int = 8
@@ -28,8 +28,16 @@ class DataConfig:
   pack: bool = True
 
   def __hash__(self):
-    return hash((self.mixture_or_task_name, tuple(sorted(self.task_feature_lengths.items())), self.batch_size,
-                 self.seed, self.num_epochs, self.pack))
+    return hash(
+      (
+        self.mixture_or_task_name,
+        tuple(sorted(self.task_feature_lengths.items())),
+        self.batch_size,
+        self.seed,
+        self.num_epochs,
+        self.pack,
+      )
+    )
 
   @property
   def length(self) -> int:
@@ -37,12 +45,19 @@ class DataConfig:
 
 
 def default_shard_info() -> seqio.ShardInfo:
-  import jax  # pylint: disable=import-outside-toplevel
+  import jax
+
   return seqio.ShardInfo(jax.process_index(), jax.process_count())
 
 
-def get_dataset(config: DataConfig, split: str = "train", shuffle: bool = True, num_epochs: int | None = -1,
-                shard_info: seqio.ShardInfo | None = None, drop_remainder: bool = True) -> tf.data.Dataset:
+def get_dataset(
+  config: DataConfig,
+  split: str = "train",
+  shuffle: bool = True,
+  num_epochs: int | None = -1,
+  shard_info: seqio.ShardInfo | None = None,
+  drop_remainder: bool = True,
+) -> tf.data.Dataset:
   """This host's batches of the model features (data/features.py).
 
   Args:
@@ -57,10 +72,16 @@ def get_dataset(config: DataConfig, split: str = "train", shuffle: bool = True, 
   if config.batch_size % shard_info.num_shards:
     raise ValueError(f"BATCH_SIZE={config.batch_size} is not divisible by the {shard_info.num_shards} hosts")
   dataset = seqio.get_dataset(
-      config.mixture_or_task_name, task_feature_lengths=expand_lengths(config.task_feature_lengths),
-      dataset_split=split, shuffle=shuffle, num_epochs=config.num_epochs if num_epochs == -1 else num_epochs,
-      seed=config.seed, shard_info=shard_info, use_cached=False,
-      feature_converter=PrefixLMObjectiveConverter(pack=config.pack))
+    config.mixture_or_task_name,
+    task_feature_lengths=expand_lengths(config.task_feature_lengths),
+    dataset_split=split,
+    shuffle=shuffle,
+    num_epochs=config.num_epochs if num_epochs == -1 else num_epochs,
+    seed=config.seed,
+    shard_info=shard_info,
+    use_cached=False,
+    feature_converter=PrefixLMObjectiveConverter(pack=config.pack),
+  )
   dataset = dataset.batch(config.batch_size // shard_info.num_shards, drop_remainder=drop_remainder)
   options = tf.data.Options()
   options.deterministic = True
@@ -93,14 +114,22 @@ class BatchIterator:
     self._checkpoint.read(path).assert_consumed()
 
 
-def examples_dataset(mixture_or_task_name: str, task_feature_lengths: dict, split: str = "train",
-                     seed: int | None = 0, shuffle: bool = True, shard_info: seqio.ShardInfo | None = None,
-                     num_epochs: int | None = 1) -> tf.data.Dataset:
+def examples_dataset(
+  mixture_or_task_name: str,
+  task_feature_lengths: dict,
+  split: str = "train",
+  seed: int | None = 0,
+  shuffle: bool = True,
+  shard_info: seqio.ShardInfo | None = None,
+  num_epochs: int | None = 1,
+) -> tf.data.Dataset:
   """Preprocessed task examples before packing (objective, source and aligned features)."""
   return seqio.get_mixture_or_task(mixture_or_task_name).get_dataset(
-      sequence_length=expand_lengths(task_feature_lengths), split=split, shuffle=shuffle, seed=seed,
-      use_cached=False, num_epochs=num_epochs, shard_info=shard_info)
-
-
-def to_numpy(batch) -> dict:
-  return {k: np.asarray(v) for k, v in batch.items()}
+    sequence_length=expand_lengths(task_feature_lengths),
+    split=split,
+    shuffle=shuffle,
+    seed=seed,
+    use_cached=False,
+    num_epochs=num_epochs,
+    shard_info=shard_info,
+  )

@@ -28,8 +28,14 @@ def split_tokens(dataset, max_tokens: int):
 
 
 @gin.configurable(module="objectives")
-def objective_mixture(dataset, sequence_length, output_features, rates=None, loss_on_targets_only: bool = True,
-                      span_corruption: objectives.SpanCorruption | None = None):
+def objective_mixture(
+  dataset,
+  sequence_length,
+  output_features,
+  rates=None,
+  loss_on_targets_only: bool = True,
+  span_corruption: objectives.SpanCorruption | None = None,
+):
   """Appends EOS to each document, chunks it to fit, and applies one objective per chunk.
 
   Args (gin: objectives.objective_mixture.*):
@@ -46,14 +52,14 @@ def objective_mixture(dataset, sequence_length, output_features, rates=None, los
   ids = objectives.SpecialIds.from_vocabulary(output_features["targets"].vocabulary)
 
   dataset = dataset.filter(lambda ex: tf.size(ex["targets"]) > 0)
-  dataset = dataset.map(lambda ex: {"targets": tf.concat([ex["targets"], [ids.eos]], 0)},
-                        num_parallel_calls=tf.data.AUTOTUNE)
+  dataset = dataset.map(
+    lambda ex: {"targets": tf.concat([ex["targets"], [ids.eos]], 0)}, num_parallel_calls=tf.data.AUTOTUNE
+  )
   dataset = split_tokens(dataset, chunk)
 
   @seqio.map_over_dataset(num_seeds=1)
   def apply(example, seed):
-    out = objectives.choose_objective(example["targets"], seed, normalized, ids, span_corruption,
-                                      loss_on_targets_only)
+    out = objectives.choose_objective(example["targets"], seed, normalized, ids, span_corruption, loss_on_targets_only)
     out["source"] = example["targets"]
     return out
 

@@ -43,32 +43,60 @@ def iter_documents(corpus_dir: str, kinds=("pl", "nl"), split="train"):
 
 
 @gin.configurable(module="vocabulary")
-def train_tokenizer(corpus_dir: str, output_path: str, vocab_size: int = 2048, num_masks: int = MIN_MASKS,
-                    max_documents: int = 20000, max_sentence_length: int = 1 << 20) -> str:
+def train_tokenizer(
+  corpus_dir: str,
+  output_path: str,
+  vocab_size: int = 2048,
+  num_masks: int = MIN_MASKS,
+  max_documents: int = 20000,
+  max_sentence_length: int = 1 << 20,
+) -> str:
   """Trains the SentencePiece BPE on the corpus's train split; returns the .model path.
 
   Options keep code exact: byte fallback, no normalisation, no whitespace folding, digits split.
   """
-  import sentencepiece as spm  # pylint: disable=import-outside-toplevel
-  from jaxformer.data.corpus import check_corpus  # pylint: disable=import-outside-toplevel
+  import sentencepiece as spm
+
+  from jaxformer.data.corpus import check_corpus
+
   if num_masks < MIN_MASKS:
     raise ValueError(f"vocabulary.train_tokenizer.num_masks={num_masks}: CodeGen2 needs at least {MIN_MASKS}")
   check_corpus(corpus_dir)
   symbols = user_symbols(num_masks)
   if vocab_size < len(symbols) + 256 + 3 + 64:
-    raise ValueError(f"vocabulary.train_tokenizer.vocab_size={vocab_size} is too small for {len(symbols)} "
-                     "symbols, 256 byte pieces and merges")
+    raise ValueError(
+      f"vocabulary.train_tokenizer.vocab_size={vocab_size} is too small for {len(symbols)} "
+      "symbols, 256 byte pieces and merges"
+    )
   documents = iter_documents(corpus_dir)
-  prefix = output_path[:-len(".model")] if output_path.endswith(".model") else output_path
+  prefix = output_path[: -len(".model")] if output_path.endswith(".model") else output_path
   os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
   spm.SentencePieceTrainer.train(
-      sentence_iterator=(d for i, d in zip(range(max_documents), documents)),
-      model_prefix=prefix, vocab_size=vocab_size, model_type="bpe", byte_fallback=True,
-      split_digits=True, normalization_rule_name="identity", remove_extra_whitespaces=False,
-      add_dummy_prefix=False, allow_whitespace_only_pieces=True, split_by_whitespace=True,
-      max_sentence_length=max_sentence_length, input_sentence_size=0, character_coverage=0.9995,
-      pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece=PAD, eos_piece=EOS, unk_piece=UNK,
-      user_defined_symbols=symbols, num_threads=os.cpu_count() or 1, minloglevel=2)
+    sentence_iterator=(d for i, d in zip(range(max_documents), documents)),
+    model_prefix=prefix,
+    vocab_size=vocab_size,
+    model_type="bpe",
+    byte_fallback=True,
+    split_digits=True,
+    normalization_rule_name="identity",
+    remove_extra_whitespaces=False,
+    add_dummy_prefix=False,
+    allow_whitespace_only_pieces=True,
+    split_by_whitespace=True,
+    max_sentence_length=max_sentence_length,
+    input_sentence_size=0,
+    character_coverage=0.9995,
+    pad_id=0,
+    eos_id=1,
+    unk_id=2,
+    bos_id=-1,
+    pad_piece=PAD,
+    eos_piece=EOS,
+    unk_piece=UNK,
+    user_defined_symbols=symbols,
+    num_threads=os.cpu_count() or 1,
+    minloglevel=2,
+  )
   return prefix + ".model"
 
 
@@ -77,8 +105,9 @@ class CodeGenVocabulary(seqio.SentencePieceVocabulary):
 
   def __init__(self, model_path: str):
     if not tf.io.gfile.exists(model_path):
-      raise FileNotFoundError(f"no tokenizer at {model_path}; train one with "
-                              f"`jaxformer data train-tokenizer --output={model_path}`")
+      raise FileNotFoundError(
+        f"no tokenizer at {model_path}; train one with `jaxformer data train-tokenizer --output={model_path}`"
+      )
     super().__init__(model_path, extra_ids=0)
     self.model_path = model_path
     proto = self.tokenizer
@@ -134,7 +163,8 @@ class TokenizersVocabulary(seqio.Vocabulary):
   """
 
   def __init__(self, tokenizer_json: str, eos_token: str = EOS, pad_token: str | None = None):
-    from tokenizers import Tokenizer  # pylint: disable=import-outside-toplevel
+    from tokenizers import Tokenizer
+
     if not os.path.exists(tokenizer_json):
       raise FileNotFoundError(f"no tokenizers file at {tokenizer_json}")
     self.path = tokenizer_json

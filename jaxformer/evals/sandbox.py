@@ -38,14 +38,19 @@ for name in ("AS", "CPU", "FSIZE", "CORE"):
     resource.setrlimit(getattr(resource, "RLIMIT_" + name), (value, value + (name == "CPU")))
 """
 
-_FALLBACK = _LIMITS + r"""
+_FALLBACK = (
+  _LIMITS
+  + r"""
 nproc = int(os.environ.pop("SANDBOX_NPROC"))  # counts the user's processes; root ignores it
 resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
 os.execve(sys.executable, [sys.executable, "-I", "program.py"],
           {k: os.environ[k] for k in ("HOME", "TMPDIR", "PATH", "LANG")})
 """
+)
 
-_LAUNCHER = _LIMITS + r"""
+_LAUNCHER = (
+  _LIMITS
+  + r"""
 for path in ("/tmp", "/var/tmp", "/dev/shm"):
     if os.path.isdir(path):
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", path], check=True)
@@ -68,6 +73,7 @@ resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
 os.execve(python, [python, "-I", "program.py"],
           {"HOME": work, "TMPDIR": work, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
 """
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,8 +102,9 @@ def namespaces_available() -> bool:
   if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("mount"):
     return False
   try:
-    probe = subprocess.run(["unshare", "--net", "--mount", "--pid", "--fork", "--", "true"], capture_output=True,
-                           timeout=20)
+    probe = subprocess.run(
+      ["unshare", "--net", "--mount", "--pid", "--fork", "--", "true"], capture_output=True, timeout=20
+    )
   except (OSError, subprocess.TimeoutExpired):
     return False
   return probe.returncode == 0
@@ -115,31 +122,62 @@ def _user_processes() -> int:
 def _limit_env(limits: Limits) -> dict:
   # Limits are set by the launcher itself (no preexec_fn: forking a multithreaded JAX process
   # and running Python before exec can deadlock).
-  return {"SANDBOX_AS": str(limits.memory_bytes), "SANDBOX_CPU": str(limits.cpu_seconds),
-          "SANDBOX_FSIZE": str(limits.file_bytes), "SANDBOX_CORE": "0"}
+  return {
+    "SANDBOX_AS": str(limits.memory_bytes),
+    "SANDBOX_CPU": str(limits.cpu_seconds),
+    "SANDBOX_FSIZE": str(limits.file_bytes),
+    "SANDBOX_CORE": "0",
+  }
 
 
 def run_program(program: str, limits: Limits = Limits()) -> Result:
   """Runs `program` (Python source) in the sandbox; passed means exit code 0 within the limits."""
   workdir = None
   if namespaces_available():
-    command = ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "--", sys.executable, "-I", "-c",
-               _LAUNCHER]
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SANDBOX_NPROC": str(limits.processes),
-           "SANDBOX_PYTHON_PREFIX": sys.base_prefix,
-           "SANDBOX_PYTHON_NAME": f"python{sys.version_info.major}.{sys.version_info.minor}"}
+    command = [
+      "unshare",
+      "--net",
+      "--mount",
+      "--pid",
+      "--fork",
+      "--kill-child",
+      "--",
+      sys.executable,
+      "-I",
+      "-c",
+      _LAUNCHER,
+    ]
+    env = {
+      "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+      "SANDBOX_NPROC": str(limits.processes),
+      "SANDBOX_PYTHON_PREFIX": sys.base_prefix,
+      "SANDBOX_PYTHON_NAME": f"python{sys.version_info.major}.{sys.version_info.minor}",
+    }
     stdin = program
   else:
     workdir = tempfile.mkdtemp(prefix="jaxformer-sandbox-")
     with open(os.path.join(workdir, "program.py"), "w") as f:
       f.write(program)
     command = [sys.executable, "-I", "-c", _FALLBACK]
-    env = {"HOME": workdir, "TMPDIR": workdir, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
-           "SANDBOX_NPROC": str(max(limits.processes, _user_processes() + limits.processes))}
+    env = {
+      "HOME": workdir,
+      "TMPDIR": workdir,
+      "PATH": "/usr/bin:/bin",
+      "LANG": "C.UTF-8",
+      "SANDBOX_NPROC": str(max(limits.processes, _user_processes() + limits.processes)),
+    }
     stdin = ""
-  process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             cwd=workdir or "/", env={**env, **_limit_env(limits)}, start_new_session=True, text=True,
-                             errors="replace")
+  process = subprocess.Popen(
+    command,
+    stdin=subprocess.PIPE,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    cwd=workdir or "/",
+    env={**env, **_limit_env(limits)},
+    start_new_session=True,
+    text=True,
+    errors="replace",
+  )
   try:
     output, _ = process.communicate(stdin, timeout=limits.wall_seconds)
     status = "passed" if process.returncode == 0 else "failed"

@@ -7,7 +7,7 @@ Scanned layers are stacked on a leading axis: one of our leaves is `num_layers` 
 """
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -40,6 +40,7 @@ def qkv_from_hf(weight: np.ndarray, heads: int, groups: int) -> np.ndarray:
 @dataclasses.dataclass(frozen=True)
 class Leaf:
   """One of our parameter leaves and the HF tensor(s) it becomes."""
+
   path: tuple[str, ...]
   hf_name: str  # '{i}' stands for the layer index in stacked leaves
   to_hf: Callable  # (our array of one layer, config, groups) -> HF array
@@ -54,22 +55,29 @@ same = lambda x, c, g: x
 transpose = lambda x, c, g: x.T
 
 LEAVES = (
-    Leaf(("embed",), "transformer.wte.weight", same, same),
-    Leaf(("layers", "ln", "scale"), "transformer.h.{i}.ln_1.weight", same, same),
-    Leaf(("layers", "ln", "bias"), "transformer.h.{i}.ln_1.bias", same, same),
-    Leaf(("layers", "attention", "qkv", "kernel"), "transformer.h.{i}.attn.qkv_proj.weight",
-         lambda x, c, g: qkv_to_hf(x, g), lambda x, c, g: qkv_from_hf(x, c.num_heads, g)),
-    Leaf(("layers", "attention", "out", "kernel"), "transformer.h.{i}.attn.out_proj.weight",
-         lambda x, c, g: x.reshape(c.num_heads * c.head_dim, c.d_model).T,
-         lambda x, c, g: x.T.reshape(c.num_heads, c.head_dim, c.d_model)),
-    Leaf(("layers", "mlp", "fc_in", "kernel"), "transformer.h.{i}.mlp.fc_in.weight", transpose, transpose),
-    Leaf(("layers", "mlp", "fc_in", "bias"), "transformer.h.{i}.mlp.fc_in.bias", same, same),
-    Leaf(("layers", "mlp", "fc_out", "kernel"), "transformer.h.{i}.mlp.fc_out.weight", transpose, transpose),
-    Leaf(("layers", "mlp", "fc_out", "bias"), "transformer.h.{i}.mlp.fc_out.bias", same, same),
-    Leaf(("ln_f", "scale"), "transformer.ln_f.weight", same, same),
-    Leaf(("ln_f", "bias"), "transformer.ln_f.bias", same, same),
-    Leaf(("lm_head", "kernel"), "lm_head.weight", transpose, transpose),
-    Leaf(("lm_head", "bias"), "lm_head.bias", same, same),
+  Leaf(("embed",), "transformer.wte.weight", same, same),
+  Leaf(("layers", "ln", "scale"), "transformer.h.{i}.ln_1.weight", same, same),
+  Leaf(("layers", "ln", "bias"), "transformer.h.{i}.ln_1.bias", same, same),
+  Leaf(
+    ("layers", "attention", "qkv", "kernel"),
+    "transformer.h.{i}.attn.qkv_proj.weight",
+    lambda x, c, g: qkv_to_hf(x, g),
+    lambda x, c, g: qkv_from_hf(x, c.num_heads, g),
+  ),
+  Leaf(
+    ("layers", "attention", "out", "kernel"),
+    "transformer.h.{i}.attn.out_proj.weight",
+    lambda x, c, g: x.reshape(c.num_heads * c.head_dim, c.d_model).T,
+    lambda x, c, g: x.T.reshape(c.num_heads, c.head_dim, c.d_model),
+  ),
+  Leaf(("layers", "mlp", "fc_in", "kernel"), "transformer.h.{i}.mlp.fc_in.weight", transpose, transpose),
+  Leaf(("layers", "mlp", "fc_in", "bias"), "transformer.h.{i}.mlp.fc_in.bias", same, same),
+  Leaf(("layers", "mlp", "fc_out", "kernel"), "transformer.h.{i}.mlp.fc_out.weight", transpose, transpose),
+  Leaf(("layers", "mlp", "fc_out", "bias"), "transformer.h.{i}.mlp.fc_out.bias", same, same),
+  Leaf(("ln_f", "scale"), "transformer.ln_f.weight", same, same),
+  Leaf(("ln_f", "bias"), "transformer.ln_f.bias", same, same),
+  Leaf(("lm_head", "kernel"), "lm_head.weight", transpose, transpose),
+  Leaf(("lm_head", "bias"), "lm_head.bias", same, same),
 )
 
 
@@ -85,8 +93,7 @@ def hf_tensors(leaf: Leaf, value: np.ndarray, config: ModelConfig, groups: int):
 def our_leaf(leaf: Leaf, get, config: ModelConfig, groups: int) -> np.ndarray:
   """One of our leaves from HF tensors; get(name) returns a numpy array."""
   if leaf.per_layer:
-    return np.stack([leaf.from_hf(get(leaf.hf_name.format(i=i)), config, groups)
-                     for i in range(config.num_layers)])
+    return np.stack([leaf.from_hf(get(leaf.hf_name.format(i=i)), config, groups) for i in range(config.num_layers)])
   return leaf.from_hf(get(leaf.hf_name), config, groups)
 
 
@@ -104,21 +111,36 @@ def get_path(tree, path: tuple[str, ...]):
 
 def hf_config(config: ModelConfig, bos_id: int, eos_id: int, pad_id: int, torch_dtype: str) -> dict:
   return {
-      "architectures": ["CodeGenForCausalLM"], "model_type": "codegen",
-      "vocab_size": config.vocab_size, "n_positions": config.max_length, "n_ctx": config.max_length,
-      "n_embd": config.d_model, "n_layer": config.num_layers, "n_head": config.num_heads,
-      "rotary_dim": config.rotary_dim, "n_inner": config.mlp_dim, "activation_function": "gelu_new",
-      "layer_norm_epsilon": config.layer_norm_epsilon, "initializer_range": config.initializer_range,
-      "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "tie_word_embeddings": False,
-      "bos_token_id": bos_id, "eos_token_id": eos_id, "pad_token_id": pad_id, "use_cache": True,
-      "torch_dtype": torch_dtype,
+    "architectures": ["CodeGenForCausalLM"],
+    "model_type": "codegen",
+    "vocab_size": config.vocab_size,
+    "n_positions": config.max_length,
+    "n_ctx": config.max_length,
+    "n_embd": config.d_model,
+    "n_layer": config.num_layers,
+    "n_head": config.num_heads,
+    "rotary_dim": config.rotary_dim,
+    "n_inner": config.mlp_dim,
+    "activation_function": "gelu_new",
+    "layer_norm_epsilon": config.layer_norm_epsilon,
+    "initializer_range": config.initializer_range,
+    "resid_pdrop": 0.0,
+    "embd_pdrop": 0.0,
+    "attn_pdrop": 0.0,
+    "tie_word_embeddings": False,
+    "bos_token_id": bos_id,
+    "eos_token_id": eos_id,
+    "pad_token_id": pad_id,
+    "use_cache": True,
+    "torch_dtype": torch_dtype,
   }
 
 
 def model_config_from_hf(hf: dict, source: str = "config.json") -> ModelConfig:
   if hf.get("model_type") != "codegen":
-    raise ValueError(f"{source} has model_type {hf.get('model_type')!r}; only 'codegen' "
-                     "(CodeGenForCausalLM) can be imported")
+    raise ValueError(
+      f"{source} has model_type {hf.get('model_type')!r}; only 'codegen' (CodeGenForCausalLM) can be imported"
+    )
   d = hf["n_embd"]
   inner = hf.get("n_inner") or 4 * d
   if inner % d:
@@ -127,7 +149,14 @@ def model_config_from_hf(hf: dict, source: str = "config.json") -> ModelConfig:
     raise ValueError(f"{source}: activation_function={hf['activation_function']!r}; jaxformer has gelu_new")
   if hf.get("tie_word_embeddings"):
     raise ValueError(f"{source}: tie_word_embeddings=true; CodeGen's LM head is untied")
-  return ModelConfig(vocab_size=hf["vocab_size"], num_layers=hf["n_layer"], d_model=d, num_heads=hf["n_head"],
-                     rotary_dim=hf.get("rotary_dim") or d // hf["n_head"], max_length=hf.get("n_ctx", 2048),
-                     mlp_ratio=inner // d, layer_norm_epsilon=hf.get("layer_norm_epsilon", 1e-5),
-                     dtype="float32")
+  return ModelConfig(
+    vocab_size=hf["vocab_size"],
+    num_layers=hf["n_layer"],
+    d_model=d,
+    num_heads=hf["n_head"],
+    rotary_dim=hf.get("rotary_dim") or d // hf["n_head"],
+    max_length=hf.get("n_ctx", 2048),
+    mlp_ratio=inner // d,
+    layer_norm_epsilon=hf.get("layer_norm_epsilon", 1e-5),
+    dtype="float32",
+  )

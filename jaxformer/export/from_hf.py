@@ -19,7 +19,8 @@ def _tensor_reader(hf_dir: str):
   index = os.path.join(hf_dir, "model.safetensors.index.json")
   single = os.path.join(hf_dir, "model.safetensors")
   if os.path.exists(index) or os.path.exists(single):
-    from safetensors import safe_open  # pylint: disable=import-outside-toplevel
+    from safetensors import safe_open
+
     if os.path.exists(index):
       with open(index) as f:
         weight_map = json.load(f)["weight_map"]
@@ -32,16 +33,19 @@ def _tensor_reader(hf_dir: str):
         raise ValueError(f"{hf_dir}: tensor {name!r} is missing")
       with safe_open(os.path.join(hf_dir, weight_map[name]), framework="pt") as f:
         return f.get_tensor(name).float().numpy()
+
     return get
   binary = os.path.join(hf_dir, "pytorch_model.bin")
   if os.path.exists(binary):
-    import torch  # pylint: disable=import-outside-toplevel
+    import torch
+
     state = torch.load(binary, map_location="cpu", weights_only=True)
 
     def get(name):
       if name not in state:
         raise ValueError(f"{binary}: tensor {name!r} is missing")
       return state[name].float().numpy()
+
     return get
   raise FileNotFoundError(f"{hf_dir} holds no model.safetensors(.index.json) or pytorch_model.bin")
 
@@ -67,18 +71,28 @@ def read_hf(hf_dir: str, qkv_groups: int | None = None) -> tuple[ModelConfig, di
     value = layout.our_leaf(leaf, get, config, groups).astype(np.float32)
     expected = layout.get_path(shapes, leaf.path).shape
     if value.shape != tuple(expected):
-      raise ValueError(f"{hf_dir}: {leaf.hf_name} gives shape {value.shape} for {'/'.join(leaf.path)}, "
-                       f"expected {tuple(expected)} from config.json")
+      raise ValueError(
+        f"{hf_dir}: {leaf.hf_name} gives shape {value.shape} for {'/'.join(leaf.path)}, "
+        f"expected {tuple(expected)} from config.json"
+      )
     layout.set_path(params, leaf.path, value)
   return config, params, groups
 
 
 def config_gin(config: ModelConfig, vocabulary: str | None) -> str:
   lines = ["# Written by `jaxformer import`: the model as HuggingFace described it."]
-  for field in ("vocab_size", "num_layers", "d_model", "num_heads", "rotary_dim", "max_length", "mlp_ratio",
-                "layer_norm_epsilon"):
+  for field in (
+    "vocab_size",
+    "num_layers",
+    "d_model",
+    "num_heads",
+    "rotary_dim",
+    "max_length",
+    "mlp_ratio",
+    "layer_norm_epsilon",
+  ):
     lines.append(f"ModelConfig.{field} = {getattr(config, field)!r}")
-  lines.append("MODEL_VOCAB_SIZE = %d" % config.vocab_size)
+  lines.append(f"MODEL_VOCAB_SIZE = {config.vocab_size}")
   if vocabulary:
     lines.append(f"VOCABULARY_PATH = {vocabulary!r}")
   return "\n".join(lines) + "\n"

@@ -2,8 +2,8 @@
 
 Tensors stream one of our leaves at a time (restored alone, as numpy, from the orbax
 checkpoint), are split per layer, converted and appended to safetensors shards whose headers are
-planned from the shapes; host memory peaks near the largest stacked leaf, never the whole model. The output appears at its path
-only when complete (written beside it, then renamed).
+planned from the shapes; host memory peaks near the largest stacked leaf, never the whole model.
+The output appears at its path only when complete (written beside it, then renamed).
 """
 
 import json
@@ -52,14 +52,16 @@ def _plan_shards(names_and_shapes, dtype: str, max_shard_bytes: int):
   if current:
     shards.append(current)
   total = len(shards)
-  names = ["model.safetensors"] if total == 1 else [f"model-{k + 1:05d}-of-{total:05d}.safetensors"
-                                                     for k in range(total)]
+  names = (
+    ["model.safetensors"] if total == 1 else [f"model-{k + 1:05d}-of-{total:05d}.safetensors" for k in range(total)]
+  )
   return list(zip(names, shards))
 
 
 def _numpy_dtype(dtype: str):
   if dtype == "bfloat16":
-    import ml_dtypes  # pylint: disable=import-outside-toplevel
+    import ml_dtypes
+
     return ml_dtypes.bfloat16
   return np.dtype(dtype)
 
@@ -78,8 +80,11 @@ def _write_shards_streaming(tensors, plan, directory: str, dtype: str) -> None:
       file_name, entries = next(files)
       header, offset = {"__metadata__": {"format": "pt"}}, 0
       for entry_name, shape, nbytes in entries:
-        header[entry_name] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(shape),
-                              "data_offsets": [offset, offset + nbytes]}
+        header[entry_name] = {
+          "dtype": SAFETENSORS_DTYPES[dtype],
+          "shape": list(shape),
+          "data_offsets": [offset, offset + nbytes],
+        }
         offset += nbytes
       encoded = json.dumps(header, separators=(",", ":")).encode()
       encoded += b" " * (-len(encoded) % 8)
@@ -109,8 +114,16 @@ def _hf_names_and_shapes(config: ModelConfig, groups: int):
       yield leaf.hf_name.format(i=i), hf_shape
 
 
-def export_params(read_leaf, config: ModelConfig, output: str, vocabulary_path: str | None, dtype: str = "float32",
-                  qkv_groups: int = 4, max_shard_bytes: int = 2 << 30, prefix_lm: bool = False) -> str:
+def export_params(
+  read_leaf,
+  config: ModelConfig,
+  output: str,
+  vocabulary_path: str | None,
+  dtype: str = "float32",
+  qkv_groups: int = 4,
+  max_shard_bytes: int = 2 << 30,
+  prefix_lm: bool = False,
+) -> str:
   """Writes the HF directory at `output` from read_leaf(Leaf) -> numpy (our leaf, all layers).
 
   Raises ValueError for a bad dtype or an existing output; leaves nothing at `output` on failure.
@@ -123,15 +136,18 @@ def export_params(read_leaf, config: ModelConfig, output: str, vocabulary_path: 
   if config.num_heads % qkv_groups:
     raise ValueError(f"{config.num_heads} heads cannot be written as {qkv_groups} QKV groups")
   if prefix_lm:
-    warnings.warn("this checkpoint was trained with prefix-LM (bidirectional prefix) attention; HF CodeGen "
-                  "attends causally, so the exported model sees prompts causally", PrefixLMWarning, stacklevel=2)
+    warnings.warn(
+      "this checkpoint was trained with prefix-LM (bidirectional prefix) attention; HF CodeGen "
+      "attends causally, so the exported model sees prompts causally",
+      PrefixLMWarning,
+      stacklevel=2,
+    )
   partial = f"{output}.partial-{os.getpid()}"
   shutil.rmtree(partial, ignore_errors=True)
   os.makedirs(partial)
   try:
     plan = _plan_shards(_hf_names_and_shapes(config, qkv_groups), dtype, max_shard_bytes)
-    tensors = (pair for leaf in layout.LEAVES
-               for pair in layout.hf_tensors(leaf, read_leaf(leaf), config, qkv_groups))
+    tensors = (pair for leaf in layout.LEAVES for pair in layout.hf_tensors(leaf, read_leaf(leaf), config, qkv_groups))
     _write_shards_streaming(tensors, plan, partial, dtype)
     # The model reads <pad> (0) as BOS; HF infers attention masks from pad_token_id when none is
     # given, so HF's pad is <|endoftext|> (as GPT-2 and CodeGen do) and never masks the BOS.
@@ -145,7 +161,8 @@ def export_params(read_leaf, config: ModelConfig, output: str, vocabulary_path: 
       if vocabulary_path.endswith(".json"):
         shutil.copy(vocabulary_path, os.path.join(partial, "tokenizer.json"))
       else:
-        from jaxformer.export.tokenizer import save_hf_tokenizer  # pylint: disable=import-outside-toplevel
+        from jaxformer.export.tokenizer import save_hf_tokenizer
+
         save_hf_tokenizer(vocabulary_path, partial, config.max_length)
     os.rename(partial, output)
   except BaseException:
@@ -154,8 +171,9 @@ def export_params(read_leaf, config: ModelConfig, output: str, vocabulary_path: 
   return output
 
 
-def export_checkpoint(model_dir: str, config: ModelConfig, output: str, vocabulary_path: str | None,
-                      step: int | None = None, **kwargs) -> tuple[str, int]:
+def export_checkpoint(
+  model_dir: str, config: ModelConfig, output: str, vocabulary_path: str | None, step: int | None = None, **kwargs
+) -> tuple[str, int]:
   """export_params reading each leaf alone from MODEL_DIR's checkpoint (latest, or `step`)."""
   shapes = param_shapes(config)
   steps_seen = []
@@ -172,5 +190,6 @@ def export_checkpoint(model_dir: str, config: ModelConfig, output: str, vocabula
 
 def export_in_memory(params, config: ModelConfig, output: str, vocabulary_path: str | None = None, **kwargs) -> str:
   """export_params from a parameter tree already in memory (tests, notebooks)."""
-  return export_params(lambda leaf: np.asarray(layout.get_path(params, leaf.path)), config, output,
-                       vocabulary_path, **kwargs)
+  return export_params(
+    lambda leaf: np.asarray(layout.get_path(params, leaf.path)), config, output, vocabulary_path, **kwargs
+  )

@@ -12,7 +12,8 @@ import os
 
 
 def _proto(model_path: str):
-  from transformers.convert_slow_tokenizer import import_protobuf  # pylint: disable=import-outside-toplevel
+  from transformers.convert_slow_tokenizer import import_protobuf
+
   proto = import_protobuf().ModelProto()
   with open(model_path, "rb") as f:
     proto.ParseFromString(f.read())
@@ -21,15 +22,19 @@ def _proto(model_path: str):
 
 def build_fast_tokenizer(model_path: str):
   """A `tokenizers.Tokenizer` that encodes exactly as the SentencePiece model at model_path."""
-  from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors  # pylint: disable=import-outside-toplevel
-  from tokenizers.models import BPE  # pylint: disable=import-outside-toplevel
-  from transformers.convert_slow_tokenizer import SentencePieceExtractor  # pylint: disable=import-outside-toplevel
+  from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+  from tokenizers.models import BPE
+  from transformers.convert_slow_tokenizer import SentencePieceExtractor
+
   extracted = SentencePieceExtractor(model_path).extract(BPE)
   proto = _proto(model_path)
   if proto.trainer_spec.model_type != 2 or not proto.trainer_spec.byte_fallback:
     raise ValueError(f"{model_path} is not a byte-fallback BPE SentencePiece model")
-  tokenizer = Tokenizer(models.BPE(vocab=extracted["vocab"], merges=extracted["merges"], unk_token="<unk>",
-                                   byte_fallback=True, fuse_unk=True))
+  tokenizer = Tokenizer(
+    models.BPE(
+      vocab=extracted["vocab"], merges=extracted["merges"], unk_token="<unk>", byte_fallback=True, fuse_unk=True
+    )
+  )
   tokenizer.normalizer = normalizers.Replace(" ", "\u2581")
   splitters = [pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never", split=True)]
   if proto.trainer_spec.split_digits:
@@ -45,19 +50,27 @@ def build_fast_tokenizer(model_path: str):
   tokenizer.add_special_tokens(control)
   tokenizer.add_tokens(user)
   pad = proto.pieces[0].piece
-  tokenizer.post_processor = processors.TemplateProcessing(single=f"{pad} $A", pair=f"{pad} $A {pad} $B",
-                                                           special_tokens=[(pad, 0)])
+  tokenizer.post_processor = processors.TemplateProcessing(
+    single=f"{pad} $A", pair=f"{pad} $A {pad} $B", special_tokens=[(pad, 0)]
+  )
   return tokenizer
 
 
 def save_hf_tokenizer(model_path: str, output_dir: str, max_length: int) -> None:
   """tokenizer.json and its config, loadable by AutoTokenizer.from_pretrained (no remote code)."""
-  from transformers import PreTrainedTokenizerFast  # pylint: disable=import-outside-toplevel
+  from transformers import PreTrainedTokenizerFast
+
   proto = _proto(model_path)
   pieces = [p.piece for p in proto.pieces]
   fast = PreTrainedTokenizerFast(
-      tokenizer_object=build_fast_tokenizer(model_path), bos_token=pieces[0], pad_token=pieces[1],
-      eos_token=pieces[1], unk_token=pieces[2], model_max_length=max_length, clean_up_tokenization_spaces=False)
+    tokenizer_object=build_fast_tokenizer(model_path),
+    bos_token=pieces[0],
+    pad_token=pieces[1],
+    eos_token=pieces[1],
+    unk_token=pieces[2],
+    model_max_length=max_length,
+    clean_up_tokenization_spaces=False,
+  )
   fast.save_pretrained(output_dir)
   # Keep the SentencePiece model too, so `jaxformer import` gets our exact vocabulary back.
   with open(model_path, "rb") as src, open(os.path.join(output_dir, "spm.model"), "wb") as dst:

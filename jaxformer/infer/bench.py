@@ -32,14 +32,22 @@ def jax_tokens_per_second(config, params, batch: int, prompt_length: int, new_to
   return repeats * batch * new_tokens / (time.perf_counter() - start)
 
 
-def hf_tokens_per_second(hf_dir: str, config, batch: int, prompt_length: int, new_tokens: int,
-                         repeats: int = 3) -> float:
-  import torch  # pylint: disable=import-outside-toplevel
-  from transformers import CodeGenForCausalLM  # pylint: disable=import-outside-toplevel
+def hf_tokens_per_second(
+  hf_dir: str, config, batch: int, prompt_length: int, new_tokens: int, repeats: int = 3
+) -> float:
+  import torch
+  from transformers import CodeGenForCausalLM
+
   model = CodeGenForCausalLM.from_pretrained(hf_dir, torch_dtype=torch.float32).eval()
   ids = torch.tensor([[0] + p for p in _prompts(config, batch, prompt_length)])
-  kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, use_cache=True,
-                attention_mask=torch.ones_like(ids), pad_token_id=1)
+  kwargs = dict(
+    max_new_tokens=new_tokens,
+    min_new_tokens=new_tokens,
+    do_sample=False,
+    use_cache=True,
+    attention_mask=torch.ones_like(ids),
+    pad_token_id=1,
+  )
   with torch.no_grad():
     model.generate(ids, **kwargs)  # warm up
     start = time.perf_counter()
@@ -52,12 +60,18 @@ def decode_bench(batch_sizes=(1, 8), prompt_length: int = 64, new_tokens: int = 
   """tokens/s (generated tokens, greedy, float32) per batch size for the gin-bound model with random weights."""
   config = ModelConfig()
   params = random_params(config)
-  report = {"device_kind": jax.devices()[0].device_kind, "prompt_length": prompt_length, "new_tokens": new_tokens,
-            "jaxformer": {}, "hf": {}}
+  report = {
+    "device_kind": jax.devices()[0].device_kind,
+    "prompt_length": prompt_length,
+    "new_tokens": new_tokens,
+    "jaxformer": {},
+    "hf": {},
+  }
   for batch in batch_sizes:
     report["jaxformer"][batch] = jax_tokens_per_second(config, params, batch, prompt_length, new_tokens)
   if compare_hf:
-    from jaxformer.export.to_hf import export_in_memory  # pylint: disable=import-outside-toplevel
+    from jaxformer.export.to_hf import export_in_memory
+
     with tempfile.TemporaryDirectory() as tmp:
       hf_dir = export_in_memory(params, config, f"{tmp}/hf")
       for batch in batch_sizes:

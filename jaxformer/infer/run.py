@@ -24,7 +24,6 @@ class LoadedRun:
   rules: tuple
 
 
-
 def abstract_params(config: ModelConfig, mesh, rules):
   model = Transformer(config)
   with sharding.activation_sharding(mesh, rules):

@@ -39,7 +39,7 @@ def _prompt_buffer(prompts, extra: int, prefix_lm: bool, multiple: int = 1):
   width = -(-int(lengths.max()) // multiple) * multiple + extra  # rounded up: fewer distinct compiles
   buffer = np.zeros((len(prompts), width), np.int32)
   for row, prompt in enumerate(prompts):
-    buffer[row, 1:len(prompt) + 1] = prompt
+    buffer[row, 1 : len(prompt) + 1] = prompt
   prefix = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int32) if prefix_lm else np.zeros_like(buffer)
   return buffer, lengths, prefix
 
@@ -57,19 +57,27 @@ def _cut_at_stops(rows, stop_ids):
 
 
 @functools.lru_cache(maxsize=16)
-def _decoder(model, batch: int, prompt_width: int, max_new_tokens: int, temperature: float, top_k: int,
-             top_p: float, stops: tuple):
+def _decoder(
+  model, batch: int, prompt_width: int, max_new_tokens: int, temperature: float, top_k: int, top_p: float, stops: tuple
+):
   cache_length = prompt_width + max_new_tokens
   stop_array = jnp.asarray(stops or (-1,), jnp.int32)
 
   @jax.jit
   def run(params, buffer, lengths, prefix, key):
-    cache = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((batch, cache_length), jnp.int32),
-                                              decode=True))["cache"]
+    cache = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((batch, cache_length), jnp.int32), decode=True)
+    )["cache"]
     cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), cache)
     positions = jnp.broadcast_to(jnp.arange(prompt_width), (batch, prompt_width))
-    logits, variables = model.apply({"params": params, "cache": cache}, buffer, positions=positions,
-                                    prefix_mask=prefix, decode=True, mutable=["cache"])
+    logits, variables = model.apply(
+      {"params": params, "cache": cache},
+      buffer,
+      positions=positions,
+      prefix_mask=prefix,
+      decode=True,
+      mutable=["cache"],
+    )
     last = jnp.take_along_axis(logits, (lengths - 1)[:, None, None], axis=1)[:, 0]
 
     def step(carry, i):
@@ -78,33 +86,63 @@ def _decoder(model, batch: int, prompt_width: int, max_new_tokens: int, temperat
       token = sample_logits(last, sub, temperature, top_k, top_p)
       token = jnp.where(done, 0, token)
       done = done | jnp.isin(token, stop_array)
-      logits, variables = model.apply({"params": params, "cache": cache}, token[:, None],
-                                      positions=(lengths + i)[:, None], prefix_mask=jnp.zeros((batch, 1), jnp.int32),
-                                      decode=True, mutable=["cache"])
+      logits, variables = model.apply(
+        {"params": params, "cache": cache},
+        token[:, None],
+        positions=(lengths + i)[:, None],
+        prefix_mask=jnp.zeros((batch, 1), jnp.int32),
+        decode=True,
+        mutable=["cache"],
+      )
       return (variables["cache"], logits[:, 0], done, key), token
 
-    _, tokens = jax.lax.scan(step, (variables["cache"], last, jnp.zeros(batch, bool), key),
-                             jnp.arange(max_new_tokens))
+    _, tokens = jax.lax.scan(step, (variables["cache"], last, jnp.zeros(batch, bool), key), jnp.arange(max_new_tokens))
     return tokens.T
 
   return run
 
 
-def generate(model, params, prompts: list[list[int]], max_new_tokens: int, stop_ids=(), temperature: float = 0.0,
-             seed: int = 0, prefix_lm: bool = False, top_k: int = 0, top_p: float = 1.0) -> list[list[int]]:
+def generate(
+  model,
+  params,
+  prompts: list[list[int]],
+  max_new_tokens: int,
+  stop_ids=(),
+  temperature: float = 0.0,
+  seed: int = 0,
+  prefix_lm: bool = False,
+  top_k: int = 0,
+  top_p: float = 1.0,
+) -> list[list[int]]:
   """Completions (token ids, the stop token excluded) for a batch of prompts, with a KV cache.
 
   Reproducible: the same seed gives the same samples.
   """
   buffer, lengths, prefix = _prompt_buffer(prompts, 0, prefix_lm, multiple=32)
-  run = _decoder(model, len(prompts), buffer.shape[1], max_new_tokens, float(temperature), int(top_k),
-                 float(top_p), tuple(int(s) for s in stop_ids))
+  run = _decoder(
+    model,
+    len(prompts),
+    buffer.shape[1],
+    max_new_tokens,
+    float(temperature),
+    int(top_k),
+    float(top_p),
+    tuple(int(s) for s in stop_ids),
+  )
   tokens = np.asarray(run(params, buffer, lengths, prefix, jax.random.key(seed)))
   return _cut_at_stops(tokens.tolist(), stop_ids)
 
 
-def generate_full_forward(model, params, prompts: list[list[int]], max_new_tokens: int, stop_ids=(),
-                          temperature: float = 0.0, seed: int = 0, prefix_lm: bool = False) -> list[list[int]]:
+def generate_full_forward(
+  model,
+  params,
+  prompts: list[list[int]],
+  max_new_tokens: int,
+  stop_ids=(),
+  temperature: float = 0.0,
+  seed: int = 0,
+  prefix_lm: bool = False,
+) -> list[list[int]]:
   """Completions (token ids, stop token excluded) for a batch of prompts, greedy or at a
   temperature, rerunning the full forward pass over a fixed-size buffer each step (the
   reference for `generate`)."""
@@ -137,16 +175,21 @@ def generate_full_forward(model, params, prompts: list[list[int]], max_new_token
     return tokens
 
   out = np.asarray(run(params, buffer, lengths, prefix, jax.random.key(seed)))
-  rows = [out[row, lengths[row]:lengths[row] + max_new_tokens].tolist() for row in range(batch)]
+  rows = [out[row, lengths[row] : lengths[row] + max_new_tokens].tolist() for row in range(batch)]
   return _cut_at_stops(rows, stop_ids)
 
 
 def infill_ids(vocabulary, prefix: str, suffix: str) -> list[int]:
   """CodeGen2's infill prompt: prefix <mask_1> suffix <|endoftext|> <sep> <mask_1>."""
-  from jaxformer.data.vocabulary import escape_sentinels_text  # pylint: disable=import-outside-toplevel
+  from jaxformer.data.vocabulary import escape_sentinels_text
+
   mask = vocabulary.mask_id(1)
-  return (vocabulary.encode(escape_sentinels_text(prefix)) + [mask] + vocabulary.encode(escape_sentinels_text(suffix))
-          + [vocabulary.eos_id, vocabulary.sep_id, mask])
+  return (
+    vocabulary.encode(escape_sentinels_text(prefix))
+    + [mask]
+    + vocabulary.encode(escape_sentinels_text(suffix))
+    + [vocabulary.eos_id, vocabulary.sep_id, mask]
+  )
 
 
 def prompt_ids(vocabulary, prompt: str, suffix: str | None = None) -> tuple[list[int], tuple[int, ...]]:
@@ -154,7 +197,8 @@ def prompt_ids(vocabulary, prompt: str, suffix: str | None = None) -> tuple[list
   prompt and suffix (stop at <eom> or EOS). Literal sentinel strings in the text are escaped."""
   if suffix is not None:
     return infill_ids(vocabulary, prompt, suffix), (vocabulary.eom_id, vocabulary.eos_id)
-  from jaxformer.data.vocabulary import escape_sentinels_text  # pylint: disable=import-outside-toplevel
+  from jaxformer.data.vocabulary import escape_sentinels_text
+
   return vocabulary.encode(escape_sentinels_text(prompt)), (vocabulary.eos_id,)
 
 
@@ -162,12 +206,21 @@ def cut_at_stop_sequences(text: str, stop_sequences) -> str:
   """text up to the first occurrence of each stop sequence, applied in order."""
   for stop in stop_sequences:
     if stop in text:
-      text = text[:text.index(stop)]
+      text = text[: text.index(stop)]
   return text
 
 
-def complete(model, params, vocabulary, prompts: list[str], max_new_tokens: int, suffixes: list[str] | None = None,
-             batch_size: int = 16, stop_sequences=(), **kwargs) -> list[str]:
+def complete(
+  model,
+  params,
+  vocabulary,
+  prompts: list[str],
+  max_new_tokens: int,
+  suffixes: list[str] | None = None,
+  batch_size: int = 16,
+  stop_sequences=(),
+  **kwargs,
+) -> list[str]:
   """Text completions: left to right, or infills (stopping at <eom>) when suffixes are given.
 
   Prompts run in batches of batch_size; each completion is cut at the first stop sequence.
@@ -179,8 +232,8 @@ def complete(model, params, vocabulary, prompts: list[str], max_new_tokens: int,
   seed = kwargs.pop("seed", 0)
   texts = []
   for start in range(0, len(ids), batch_size):
-    chunk = ids[start:start + batch_size]
+    chunk = ids[start : start + batch_size]
     chunk = chunk + [chunk[-1]] * (batch_size - len(chunk)) if len(ids) > batch_size else chunk  # one shape
     outs = generate(model, params, chunk, max_new_tokens, stop_ids=stops, seed=seed + start, **kwargs)
-    texts.extend(vocabulary.decode(o) for o in outs[:len(ids) - start])
+    texts.extend(vocabulary.decode(o) for o in outs[: len(ids) - start])
   return [cut_at_stop_sequences(text, stop_sequences) for text in texts]

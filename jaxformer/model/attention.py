@@ -37,7 +37,7 @@ def xla_attention(query, key, value, mask):
   Returns:
     [batch, length, heads, head_dim] in value's dtype.
   """
-  scale = query.shape[-1]**-0.5
+  scale = query.shape[-1] ** -0.5
   scores = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
   scores = jnp.where(mask, scores * scale, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(scores, axis=-1).astype(value.dtype)
@@ -53,11 +53,11 @@ def _dot_product_attention(implementation):
 
 
 IMPLEMENTATIONS = {
-    "xla": xla_attention,
-    # jax's own dispatcher: the XLA path on CPU/TPU, usable to check the cuDNN call shape.
-    "jax": _dot_product_attention(None),
-    # cuDNN fused attention on NVIDIA GPUs (bf16/fp16 inputs only).
-    "cudnn": _dot_product_attention("cudnn"),
+  "xla": xla_attention,
+  # jax's own dispatcher: the XLA path on CPU/TPU, usable to check the cuDNN call shape.
+  "jax": _dot_product_attention(None),
+  # cuDNN fused attention on NVIDIA GPUs (bf16/fp16 inputs only).
+  "cudnn": _dot_product_attention("cudnn"),
 }
 
 

@@ -30,13 +30,9 @@ class ModelConfig:
 
   def __post_init__(self):
     if self.d_model % self.num_heads:
-      raise ValueError(
-          f"ModelConfig.d_model={self.d_model} is not divisible by "
-          f"ModelConfig.num_heads={self.num_heads}")
+      raise ValueError(f"ModelConfig.d_model={self.d_model} is not divisible by ModelConfig.num_heads={self.num_heads}")
     if self.rotary_dim > self.head_dim or self.rotary_dim % 2:
-      raise ValueError(
-          f"ModelConfig.rotary_dim={self.rotary_dim} must be even and at most "
-          f"head_dim={self.head_dim}")
+      raise ValueError(f"ModelConfig.rotary_dim={self.rotary_dim} must be even and at most head_dim={self.head_dim}")
 
   @property
   def head_dim(self) -> int:

@@ -22,17 +22,19 @@ def weight_init(config: ModelConfig):
 
 def layer_norm(config: ModelConfig, name: str):
   return nn.LayerNorm(
-      epsilon=config.layer_norm_epsilon,
-      dtype=config.dtype,
-      param_dtype=config.param_dtype,
-      use_fast_variance=False,
-      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
-      name=name)
+    epsilon=config.layer_norm_epsilon,
+    dtype=config.dtype,
+    param_dtype=config.param_dtype,
+    use_fast_variance=False,
+    scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+    name=name,
+  )
 
 
 class Dense(nn.Module):
   """x @ kernel (+ bias) contracting the last axis; kernel axes named logically."""
+
   features: tuple[int, ...]
   kernel_axes: tuple[str, ...]
   config: ModelConfig
@@ -42,17 +44,22 @@ class Dense(nn.Module):
   @nn.compact
   def __call__(self, x):
     cfg = self.config
-    in_shape = x.shape[-self.contract_dims:]
-    kernel = self.param("kernel", nn.with_logical_partitioning(weight_init(cfg), self.kernel_axes),
-                        in_shape + tuple(self.features), cfg.param_dtype)
+    in_shape = x.shape[-self.contract_dims :]
+    kernel = self.param(
+      "kernel",
+      nn.with_logical_partitioning(weight_init(cfg), self.kernel_axes),
+      in_shape + tuple(self.features),
+      cfg.param_dtype,
+    )
     axes = tuple(range(x.ndim - self.contract_dims, x.ndim))
     y = jax.lax.dot_general(
-        x.astype(cfg.dtype), kernel.astype(cfg.dtype),
-        ((axes, tuple(range(self.contract_dims))), ((), ())))
+      x.astype(cfg.dtype), kernel.astype(cfg.dtype), ((axes, tuple(range(self.contract_dims))), ((), ()))
+    )
     if self.use_bias:
-      bias_axes = self.kernel_axes[self.contract_dims:]
-      bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, bias_axes),
-                        tuple(self.features), cfg.param_dtype)
+      bias_axes = self.kernel_axes[self.contract_dims :]
+      bias = self.param(
+        "bias", nn.with_logical_partitioning(nn.initializers.zeros, bias_axes), tuple(self.features), cfg.param_dtype
+      )
       y = y + bias.astype(cfg.dtype)
     return y
 
@@ -61,6 +68,7 @@ class Attention(nn.Module):
   """Self-attention. With decode=True, keys and values also go to a fixed-size cache
   ('cache' collection, [batch, cache_length, heads, head_dim]) at `positions`, and queries attend
   over the whole cache under `mask` ([batch, 1, length, cache_length])."""
+
   config: ModelConfig
   decode: bool = False
 
@@ -70,10 +78,10 @@ class Attention(nn.Module):
     qkv = Dense((3, cfg.num_heads, cfg.head_dim), ("embed", "qkv", "heads", "kv"), cfg, name="qkv")(x)
     qkv = checkpoint_name(qkv, "qkv")
     query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    query = nn.with_logical_constraint(apply_rotary(query, positions, cfg.rotary_dim),
-                                       ("batch", "length", "heads", "kv"))
-    key = nn.with_logical_constraint(apply_rotary(key, positions, cfg.rotary_dim),
-                                     ("batch", "length", "heads", "kv"))
+    query = nn.with_logical_constraint(
+      apply_rotary(query, positions, cfg.rotary_dim), ("batch", "length", "heads", "kv")
+    )
+    key = nn.with_logical_constraint(apply_rotary(key, positions, cfg.rotary_dim), ("batch", "length", "heads", "kv"))
     if self.decode:
       key, value = self._cached(key, value, positions)
     out = get_attention(cfg.attention)(query, key, value, mask)
@@ -109,6 +117,7 @@ class Mlp(nn.Module):
 
 class Block(nn.Module):
   """One decoder layer. Signature (carry, broadcast...) -> (carry, None) so nn.scan can stack it."""
+
   config: ModelConfig
   decode: bool = False
 

@@ -8,16 +8,17 @@ import jax
 cp = jax.checkpoint_policies
 
 POLICIES = {
-    "none": None,  # no remat: keep every activation.
-    "full": cp.nothing_saveable,  # recompute the whole block in the backward pass.
-    "save_dots": cp.dots_with_no_batch_dims_saveable,  # keep matmul outputs, recompute the rest.
-    "save_qkv_attn": cp.save_only_these_names("qkv", "attention_out"),
-    "save_attn_mlp": cp.save_only_these_names("qkv", "attention_out", "mlp_hidden"),
-    "offload_qkv_attn": cp.save_and_offload_only_these_names(
-        names_which_can_be_saved=[],
-        names_which_can_be_offloaded=["qkv", "attention_out"],
-        offload_src="device",
-        offload_dst="pinned_host"),
+  "none": None,  # no remat: keep every activation.
+  "full": cp.nothing_saveable,  # recompute the whole block in the backward pass.
+  "save_dots": cp.dots_with_no_batch_dims_saveable,  # keep matmul outputs, recompute the rest.
+  "save_qkv_attn": cp.save_only_these_names("qkv", "attention_out"),
+  "save_attn_mlp": cp.save_only_these_names("qkv", "attention_out", "mlp_hidden"),
+  "offload_qkv_attn": cp.save_and_offload_only_these_names(
+    names_which_can_be_saved=[],
+    names_which_can_be_offloaded=["qkv", "attention_out"],
+    offload_src="device",
+    offload_dst="pinned_host",
+  ),
 }
 
 

@@ -19,7 +19,7 @@ def apply_rotary(x, positions, rotary_dim: int, base: float = 10000.0):
   Returns:
     x with the same shape and dtype.
   """
-  inv_freq = 1.0 / (base**(jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
+  inv_freq = 1.0 / (base ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
   angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [b, t, rotary_dim/2]
   # Each frequency serves one (even, odd) pair, so repeat it twice in place.
   sin = jnp.repeat(jnp.sin(angles), 2, axis=-1)[:, :, None, :]

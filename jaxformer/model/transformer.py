@@ -31,6 +31,7 @@ class Transformer(nn.Module):
   Returns:
     logits [batch, length, vocab] float32.
   """
+
   config: ModelConfig
 
   @nn.compact
@@ -44,8 +45,12 @@ class Transformer(nn.Module):
     if prefix_mask is None:
       prefix_mask = jnp.zeros((batch, length), jnp.int32)
 
-    embed = self.param("embed", nn.with_logical_partitioning(weight_init(cfg), ("vocab", "embed")),
-                       (cfg.vocab_size, cfg.d_model), cfg.param_dtype)
+    embed = self.param(
+      "embed",
+      nn.with_logical_partitioning(weight_init(cfg), ("vocab", "embed")),
+      (cfg.vocab_size, cfg.d_model),
+      cfg.param_dtype,
+    )
     x = jnp.take(embed, tokens, axis=0).astype(cfg.dtype)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
     mask = self._decode_mask(positions, prefix_mask) if decode else attention_mask(segment_ids, prefix_mask)
@@ -53,12 +58,13 @@ class Transformer(nn.Module):
     block = _block_class(cfg, decode)
     if cfg.scan_layers:
       stack = nn.scan(
-          block,
-          variable_axes={"params": 0, "cache": 0},
-          split_rngs={"params": True},
-          in_axes=(nn.broadcast, nn.broadcast),
-          length=cfg.num_layers,
-          metadata_params={nn.PARTITION_NAME: "layers"})
+        block,
+        variable_axes={"params": 0, "cache": 0},
+        split_rngs={"params": True},
+        in_axes=(nn.broadcast, nn.broadcast),
+        length=cfg.num_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+      )
       x, _ = stack(cfg, decode, name="layers")(x, positions, mask)
     else:
       for i in range(cfg.num_layers):

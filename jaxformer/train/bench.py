@@ -36,10 +36,14 @@ def bench(steps: int, batch_size: int, length: int, warmup: int = 2, seed: int =
   step = jit_train_step(model, optimizer, schedule, StepConfig(), shards, batch_sharding)
   rng = np.random.default_rng(seed)
   targets = rng.integers(1, config.vocab_size, (batch_size, length)).astype(np.int32)
-  local = {"decoder_target_tokens": targets, "decoder_input_tokens": np.pad(targets[:, :-1], ((0, 0), (1, 0))),
-           "decoder_loss_weights": np.ones_like(targets), "decoder_segment_ids": np.ones_like(targets),
-           "decoder_positions": np.broadcast_to(np.arange(length, dtype=np.int32), targets.shape).copy(),
-           "decoder_causal_attention": np.zeros_like(targets)}
+  local = {
+    "decoder_target_tokens": targets,
+    "decoder_input_tokens": np.pad(targets[:, :-1], ((0, 0), (1, 0))),
+    "decoder_loss_weights": np.ones_like(targets),
+    "decoder_segment_ids": np.ones_like(targets),
+    "decoder_positions": np.broadcast_to(np.arange(length, dtype=np.int32), targets.shape).copy(),
+    "decoder_causal_attention": np.zeros_like(targets),
+  }
   batch = {k: jax.device_put(v, batch_sharding) for k, v in local.items()}
   with sharding.activation_sharding(mesh, rules):
     compile_start = time.perf_counter()
@@ -57,12 +61,20 @@ def bench(steps: int, batch_size: int, length: int, warmup: int = 2, seed: int =
   kind = jax.devices()[0].device_kind
   peak, peak_source = _peak_memory()
   return {
-      "device_kind": kind, "devices": jax.device_count(), "batch_size": batch_size, "length": length,
-      "steps": steps, "step_seconds": seconds / steps, "warmup_seconds": compile_seconds,
-      "tokens_per_second": tokens_per_second,
-      "mfu_6n": mfu_lib.mfu(tokens_per_second, flops["flops_per_token_6n"], jax.device_count(), kind),
-      "mfu_6n_attention": mfu_lib.mfu(tokens_per_second, flops["flops_per_token_with_attention"],
-                                      jax.device_count(), kind),
-      "model_tflops_per_second_6n": tokens_per_second * flops["flops_per_token_6n"] / 1e12,
-      "peak_memory_bytes": peak, "peak_memory_source": peak_source, "final_loss": float(metrics["loss"]),
+    "device_kind": kind,
+    "devices": jax.device_count(),
+    "batch_size": batch_size,
+    "length": length,
+    "steps": steps,
+    "step_seconds": seconds / steps,
+    "warmup_seconds": compile_seconds,
+    "tokens_per_second": tokens_per_second,
+    "mfu_6n": mfu_lib.mfu(tokens_per_second, flops["flops_per_token_6n"], jax.device_count(), kind),
+    "mfu_6n_attention": mfu_lib.mfu(
+      tokens_per_second, flops["flops_per_token_with_attention"], jax.device_count(), kind
+    ),
+    "model_tflops_per_second_6n": tokens_per_second * flops["flops_per_token_6n"] / 1e12,
+    "peak_memory_bytes": peak,
+    "peak_memory_source": peak_source,
+    "final_loss": float(metrics["loss"]),
   }

@@ -14,7 +14,8 @@ import numpy as np
 import seqio
 
 import tasks
-from jaxformer import checkpoint, config as config_lib, fs, sharding
+from jaxformer import checkpoint, fs, sharding
+from jaxformer import config as config_lib
 from jaxformer.data import pipeline
 from jaxformer.data.features import MODEL_FEATURE_NAMES
 from jaxformer.model import ModelConfig, Transformer
@@ -72,8 +73,9 @@ def evaluate(params, model, data_config: pipeline.DataConfig, batch_sharding, ru
   results = {}
   for task in _eval_task_names(data_config.mixture_or_task_name):
     config = dataclasses.replace(data_config, mixture_or_task_name=task)
-    dataset = pipeline.get_dataset(config, split="validation", shuffle=False, num_epochs=1,
-                                   shard_info=shard_info, drop_remainder=False)
+    dataset = pipeline.get_dataset(
+      config, split="validation", shuffle=False, num_epochs=1, shard_info=shard_info, drop_remainder=False
+    )
     iterator = dataset.as_numpy_iterator()
     per_host = config.batch_size // shard_info.num_shards
     totals = {"loss": 0.0, "correct": 0.0, "weight": 0.0}
@@ -89,8 +91,11 @@ def evaluate(params, model, data_config: pipeline.DataConfig, batch_sharding, ru
       for k in totals:
         totals[k] += float(sums[k])
     weight = max(totals["weight"], 1.0)
-    results[task] = {"loss": totals["loss"] / weight, "accuracy": totals["correct"] / weight,
-                     "tokens": totals["weight"]}
+    results[task] = {
+      "loss": totals["loss"] / weight,
+      "accuracy": totals["correct"] / weight,
+      "tokens": totals["weight"],
+    }
   return results
 
 
@@ -108,15 +113,24 @@ def _keep_vocabulary(vocabulary, model_dir: str):
 def _check_vocabulary(model_config: ModelConfig, vocabulary):
   if vocabulary.vocab_size > model_config.vocab_size:
     raise config_lib.GinConfigError(
-        f"ModelConfig.vocab_size={model_config.vocab_size} is smaller than the task's vocabulary "
-        f"({vocabulary.vocab_size} ids); bind ModelConfig.vocab_size (or MODEL_VOCAB_SIZE) to at least that")
+      f"ModelConfig.vocab_size={model_config.vocab_size} is smaller than the task's vocabulary "
+      f"({vocabulary.vocab_size} ids); bind ModelConfig.vocab_size (or MODEL_VOCAB_SIZE) to at least that"
+    )
 
 
 @gin.configurable(module="train")
-def train(model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED, eval_period: int = 0,
-          log_period: int = 10, seed: int = 0, sample_prompt: str | None = None, sample_tokens: int = 48,
-          sample_temperature: float = 0.0,
-          progress: bool = True, stop_after_steps: int | None = None) -> dict:
+def train(
+  model_dir: str = gin.REQUIRED,
+  train_steps: int = gin.REQUIRED,
+  eval_period: int = 0,
+  log_period: int = 10,
+  seed: int = 0,
+  sample_prompt: str | None = None,
+  sample_tokens: int = 48,
+  sample_temperature: float = 0.0,
+  progress: bool = True,
+  stop_after_steps: int | None = None,
+) -> dict:
   """Trains the gin-bound ModelConfig on the gin-bound DataConfig.
 
   Args (gin: train.train.*; runs bind them to the t5x macros):
@@ -173,7 +187,8 @@ def train(model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED, eval_p
 
   bar = None
   if progress and jax.process_index() == 0:
-    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+    from tqdm import tqdm
+
     bar = tqdm(total=train_steps, initial=start, unit="step", dynamic_ncols=True)
 
   result = {"step": start, "train_loss": None, "eval": {}, "preempted": False, "skipped_steps": 0}
@@ -187,9 +202,10 @@ def train(model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED, eval_p
         local = next(train_iterator)
       except StopIteration:
         raise ValueError(
-            f"step {step + 1}: the train split of {data_config.mixture_or_task_name} ran out after {step - start} "
-            f"steps of this process (DataConfig.num_epochs={data_config.num_epochs}); the last checkpoint is "
-            f"step {manager.latest_step()}. Allow more epochs (None repeats) or lower TRAIN_STEPS") from None
+          f"step {step + 1}: the train split of {data_config.mixture_or_task_name} ran out after {step - start} "
+          f"steps of this process (DataConfig.num_epochs={data_config.num_epochs}); the last checkpoint is "
+          f"step {manager.latest_step()}. Allow more epochs (None repeats) or lower TRAIN_STEPS"
+        ) from None
       with sharding.activation_sharding(mesh, rules):
         state, step_metrics = train_step(state, _global_batch(local, batch_sharding))
       step += 1
@@ -197,8 +213,10 @@ def train(model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED, eval_p
       step_metrics = jax.device_get(step_metrics)
       if not bool(step_metrics["finite"]):
         result["skipped_steps"] += 1
-        message = (f"step {step}: loss {float(step_metrics['loss'])} or gradient norm "
-                   f"{float(step_metrics['grad_norm'])} is not finite; the update was not applied")
+        message = (
+          f"step {step}: loss {float(step_metrics['loss'])} or gradient norm "
+          f"{float(step_metrics['grad_norm'])} is not finite; the update was not applied"
+        )
         if step_config.nan_policy == "stop":
           raise NonFiniteError(message + " (train.StepConfig.nan_policy = 'stop')")
         log.warning("%s (skipped; train.StepConfig.nan_policy = 'skip')", message)
@@ -208,22 +226,33 @@ def train(model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED, eval_p
         elapsed = time.perf_counter() - window_start
         tokens_per_second = window_steps * tokens_per_step / elapsed
         mfu_6n = mfu_lib.mfu(tokens_per_second, flops["flops_per_token_6n"], jax.device_count(), device_kind)
-        mfu_attn = mfu_lib.mfu(tokens_per_second, flops["flops_per_token_with_attention"], jax.device_count(),
-                               device_kind)
+        mfu_attn = mfu_lib.mfu(
+          tokens_per_second, flops["flops_per_token_with_attention"], jax.device_count(), device_kind
+        )
         record = {k: float(v) for k, v in step_metrics.items() if k != "finite"}
-        record.update({"tokens_per_second": tokens_per_second, "step_seconds": elapsed / window_steps,
-                       "mfu_6n": mfu_6n, "mfu_6n_attention": mfu_attn, "skipped_steps": result["skipped_steps"]})
+        record.update(
+          {
+            "tokens_per_second": tokens_per_second,
+            "step_seconds": elapsed / window_steps,
+            "mfu_6n": mfu_6n,
+            "mfu_6n_attention": mfu_attn,
+            "skipped_steps": result["skipped_steps"],
+          }
+        )
         metrics_log.write(step, record, prefix="train/", split="train")
         if bar is not None:
-          bar.set_postfix_str(f"loss {record['loss']:.3f} | {tokens_per_second:,.0f} tok/s | "
-                              f"MFU 6N {mfu_lib.format_mfu(mfu_6n)}, 6N+attn {mfu_lib.format_mfu(mfu_attn)}")
+          bar.set_postfix_str(
+            f"loss {record['loss']:.3f} | {tokens_per_second:,.0f} tok/s | "
+            f"MFU 6N {mfu_lib.format_mfu(mfu_6n)}, 6N+attn {mfu_lib.format_mfu(mfu_attn)}"
+          )
         window_start, window_steps = time.perf_counter(), 0
       if bar is not None:
         bar.update(1)
 
       if eval_period and step % eval_period == 0 and step != end:
-        result["eval"] = _evaluate_and_log(state.params, model, data_config, batch_sharding, rules, mesh,
-                                           metrics_log, step)
+        result["eval"] = _evaluate_and_log(
+          state.params, model, data_config, batch_sharding, rules, mesh, metrics_log, step
+        )
         last_eval_step = step
         window_start = time.perf_counter()
 
@@ -237,13 +266,15 @@ def train(model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED, eval_p
     manager.wait_until_finished()
     result["step"] = step
     if not result["preempted"] and step == train_steps and last_eval_step != step:
-      result["eval"] = _evaluate_and_log(state.params, model, data_config, batch_sharding, rules, mesh,
-                                         metrics_log, step)
+      result["eval"] = _evaluate_and_log(
+        state.params, model, data_config, batch_sharding, rules, mesh, metrics_log, step
+      )
     if jax.process_index() == 0:
       config_lib.write_operative_config(model_dir)  # now with everything the run called
     if not result["preempted"] and sample_prompt is not None:
-      result["sample"] = _sample(model, state.params, vocabulary, sample_prompt, sample_tokens, sample_temperature,
-                                 seed)
+      result["sample"] = _sample(
+        model, state.params, vocabulary, sample_prompt, sample_tokens, sample_temperature, seed
+      )
   finally:
     if bar is not None:
       bar.close()
@@ -263,9 +294,11 @@ def _evaluate_and_log(params, model, data_config, batch_sharding, rules, mesh, m
 
 
 def _sample(model, params, vocabulary, prompt: str, max_new_tokens: int, temperature: float, seed: int) -> str:
-  from jaxformer.infer.sample import generate  # pylint: disable=import-outside-toplevel
+  from jaxformer.infer.sample import generate
+
   params = jax.device_get(params)
   ids = vocabulary.encode(prompt)
-  completion = generate(model, params, [ids], max_new_tokens, stop_ids=(vocabulary.eos_id,),
-                        temperature=temperature, seed=seed)[0]
+  completion = generate(
+    model, params, [ids], max_new_tokens, stop_ids=(vocabulary.eos_id,), temperature=temperature, seed=seed
+  )[0]
   return vocabulary.decode(completion)

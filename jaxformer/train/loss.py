@@ -20,5 +20,10 @@ def cross_entropy_sums(logits, targets, weights, z_loss: float = 0.0):
   cross_entropy = (log_z - target_logit) * weights
   z_term = z_loss * jnp.square(log_z) * weights
   correct = (jnp.argmax(logits, axis=-1) == targets) * weights
-  return {"loss": jnp.sum(cross_entropy + z_term), "cross_entropy": jnp.sum(cross_entropy),
-          "z_loss": jnp.sum(z_term), "correct": jnp.sum(correct), "weight": jnp.sum(weights)}
+  return {
+    "loss": jnp.sum(cross_entropy + z_term),
+    "cross_entropy": jnp.sum(cross_entropy),
+    "z_loss": jnp.sum(z_term),
+    "correct": jnp.sum(correct),
+    "weight": jnp.sum(weights),
+  }

@@ -1,5 +1,5 @@
-"""Where metrics go: MODEL_DIR/metrics.jsonl, TensorBoard event files, and a loss plot at the end.
-Only process 0 writes."""
+"""Where metrics go: MODEL_DIR/metrics.jsonl, TensorBoard event files, optionally Weights & Biases,
+and a loss plot at the end. Only process 0 writes."""
 
 import io
 import json
@@ -8,12 +8,20 @@ import os
 import jax
 
 from jaxformer import fs
+from jaxformer.train.tracking import WandbConfig, WandbWriter
 
 
 class MetricsLog:
-  """Appends one JSON object per line to metrics.jsonl and mirrors scalars to TensorBoard."""
+  """Appends one JSON object per line to metrics.jsonl and mirrors scalars to TensorBoard (and W&B)."""
 
-  def __init__(self, model_dir: str):
+  def __init__(self, model_dir: str, wandb: WandbConfig | None = None, run_config: dict | None = None):
+    """Opens the logs of MODEL_DIR (process 0 only; elsewhere every call does nothing).
+
+    Args:
+      model_dir: the run's directory, local or gs://.
+      wandb: when given and enabled, every TensorBoard scalar also goes to Weights & Biases.
+      run_config: the hyperparameters W&B records with the run (ignored without W&B).
+    """
     self.enabled = jax.process_index() == 0
     self.path = os.path.join(model_dir, "metrics.jsonl")
     self._writer = None
@@ -21,11 +29,21 @@ class MetricsLog:
     remote = fs.is_remote(model_dir) and self.enabled
     self._remote_lines = [json.dumps(r) for r in read_metrics(model_dir)] if remote else None
     if self.enabled:
-      from clu import metric_writers  # pylint: disable=import-outside-toplevel
+      from clu import metric_writers
+
       fs.makedirs(model_dir)
       self._writer = metric_writers.SummaryWriter(os.path.join(model_dir, "tensorboard"))
+    self._wandb = WandbWriter(wandb, model_dir, run_config) if self.enabled and wandb and wandb.enabled else None
 
   def write(self, step: int, values: dict, prefix: str = "", **fields):
+    """Logs one record at a step.
+
+    Args:
+      step: the training step.
+      values: metric name -> number (numpy and jax scalars too); strings and None go to metrics.jsonl only.
+      prefix: prepended to each name in TensorBoard and W&B, e.g. 'train/' or 'eval/local_pl/'.
+      **fields: extra metrics.jsonl fields (e.g. split, task); numeric ones are logged as scalars too.
+    """
     if not self.enabled:
       return
     record = {"step": int(step), **fields, **{k: _plain(v) for k, v in values.items()}}
@@ -38,10 +56,16 @@ class MetricsLog:
     scalars = {f"{prefix}{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
     self._writer.write_scalars(int(step), scalars)
     self._writer.flush()
+    if self._wandb is not None:
+      self._wandb.write(step, scalars)
 
   def close(self):
+    """Closes TensorBoard and finishes the W&B run."""
     if self._writer is not None:
       self._writer.close()
+    if self._wandb is not None:
+      self._wandb.close()
+      self._wandb = None
 
 
 def _plain(value):
@@ -65,9 +89,11 @@ def plot_losses(model_dir: str) -> str | None:
   records = read_metrics(model_dir)
   if not records or jax.process_index() != 0:
     return None
-  import matplotlib  # pylint: disable=import-outside-toplevel
+  import matplotlib
+
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  import matplotlib.pyplot as plt
+
   series = {}
   for r in records:
     if "loss" not in r:

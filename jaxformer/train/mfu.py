@@ -2,16 +2,16 @@
 
 # Peak dense bf16 FLOP/s per chip (vendor figures).
 PEAK_FLOPS = {
-    "tpu v4": 275e12,
-    "tpu v5 lite": 197e12,  # v5e
-    "tpu v5e": 197e12,
-    "tpu v5p": 459e12,
-    "tpu v5": 459e12,
-    "tpu v6 lite": 918e12,  # v6e (Trillium)
-    "tpu v6e": 918e12,
-    "a100": 312e12,
-    "h100": 989e12,
-    "h200": 989e12,
+  "tpu v4": 275e12,
+  "tpu v5 lite": 197e12,  # v5e
+  "tpu v5e": 197e12,
+  "tpu v5p": 459e12,
+  "tpu v5": 459e12,
+  "tpu v6 lite": 918e12,  # v6e (Trillium)
+  "tpu v6e": 918e12,
+  "a100": 312e12,
+  "h100": 989e12,
+  "h200": 989e12,
 }
 
 

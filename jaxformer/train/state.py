@@ -6,7 +6,6 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -22,8 +21,12 @@ class TrainState:
 
 def model_inputs(batch) -> dict:
   """The model's keyword arguments from a batch of data/features.py features."""
-  return {"tokens": batch["decoder_input_tokens"], "positions": batch["decoder_positions"],
-          "segment_ids": batch["decoder_segment_ids"], "prefix_mask": batch["decoder_causal_attention"]}
+  return {
+    "tokens": batch["decoder_input_tokens"],
+    "positions": batch["decoder_positions"],
+    "segment_ids": batch["decoder_segment_ids"],
+    "prefix_mask": batch["decoder_causal_attention"],
+  }
 
 
 def state_shardings(model, optimizer: optax.GradientTransformation, mesh, rules):
@@ -37,8 +40,9 @@ def state_shardings(model, optimizer: optax.GradientTransformation, mesh, rules)
   abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
   replicated = NamedSharding(mesh, PartitionSpec())
   # Moments mirror the parameters' sharding; counts and other scalars replicate.
-  opt_shardings = optax.tree_map_params(optimizer, lambda _, s: s, abstract_opt, param_shardings,
-                                        transform_non_params=lambda _: replicated)
+  opt_shardings = optax.tree_map_params(
+    optimizer, lambda _, s: s, abstract_opt, param_shardings, transform_non_params=lambda _: replicated
+  )
   shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
   abstract = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_params, opt_state=abstract_opt)
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
@@ -55,8 +59,3 @@ def create_state(model, optimizer, mesh, rules, rng, shardings) -> TrainState:
 
   with sharding.activation_sharding(mesh, rules):
     return jax.jit(init, out_shardings=shardings)(rng)
-
-
-def all_finite(tree) -> bool:
-  return all(bool(np.isfinite(np.asarray(jax.device_get(x))).all()) for x in jax.tree.leaves(tree)
-             if jnp.issubdtype(x.dtype, jnp.floating))

@@ -16,6 +16,7 @@ from jaxformer.train.state import TrainState, model_inputs
 class StepConfig:
   """microbatches: gradient accumulation steps per batch (lax.scan; same update as one big batch).
   z_loss: weight of log(Z)^2. nan_policy: 'skip' (drop the update, go on) or 'stop' (drop it, stop)."""
+
   microbatches: int = 1
   z_loss: float = 0.0
   nan_policy: str = "skip"
@@ -71,12 +72,19 @@ def make_train_step(model, optimizer, schedule, config: StepConfig, batch_shardi
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-    new_state = TrainState(step=state.step + 1, params=keep(params, state.params),
-                           opt_state=keep(opt_state, state.opt_state))
-    metrics = {"loss": loss, "cross_entropy": sums["cross_entropy"] / denominator,
-               "z_loss": sums["z_loss"] / denominator, "accuracy": sums["correct"] / denominator,
-               "grad_norm": grad_norm, "learning_rate": schedule(state.step), "loss_tokens": sums["weight"],
-               "finite": finite}
+    new_state = TrainState(
+      step=state.step + 1, params=keep(params, state.params), opt_state=keep(opt_state, state.opt_state)
+    )
+    metrics = {
+      "loss": loss,
+      "cross_entropy": sums["cross_entropy"] / denominator,
+      "z_loss": sums["z_loss"] / denominator,
+      "accuracy": sums["correct"] / denominator,
+      "grad_norm": grad_norm,
+      "learning_rate": schedule(state.step),
+      "loss_tokens": sums["weight"],
+      "finite": finite,
+    }
     return new_state, metrics
 
   return train_step
@@ -85,9 +93,12 @@ def make_train_step(model, optimizer, schedule, config: StepConfig, batch_shardi
 def jit_train_step(model, optimizer, schedule, config: StepConfig, state_shardings, batch_sharding):
   """The jitted, sharded train step that `train`, `bench` and `plan --topology` all compile: state in
   and out with its shardings (donated), batch sharded over (data, fsdp)."""
-  return jax.jit(make_train_step(model, optimizer, schedule, config, batch_sharding),
-                 in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, None),
-                 donate_argnums=0)
+  return jax.jit(
+    make_train_step(model, optimizer, schedule, config, batch_sharding),
+    in_shardings=(state_shardings, batch_sharding),
+    out_shardings=(state_shardings, None),
+    donate_argnums=0,
+  )
 
 
 def make_eval_step(model):
