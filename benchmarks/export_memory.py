@@ -23,8 +23,7 @@ def make_checkpoint(work_dir: str, model_gin: str):
 
   from jaxformer import checkpoint
   from jaxformer import config as config_lib
-  from jaxformer.model import ModelConfig
-  from jaxformer.plan import param_shapes
+  from jaxformer.model import ModelConfig, param_shapes
 
   run = os.path.join(work_dir, "run")
   config_lib.parse_gin([model_gin], [])

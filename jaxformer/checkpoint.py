@@ -79,11 +79,6 @@ def make_manager(
   return ocp.CheckpointManager(os.path.join(model_dir, "checkpoints"), options=options, item_names=("state", "data"))
 
 
-def abstract_like(tree, shardings):
-  """ShapeDtypeStructs carrying the target shardings: what a restore onto a (new) mesh needs."""
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
-
-
 def save(manager: ocp.CheckpointManager, step: int, state, iterator=None, force: bool = False) -> bool:
   """Saves when the policy says so (period, preemption) or when forced; returns whether it did."""
   items = {"state": ocp.args.StandardSave(state)}

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 
 import gin
 
+from jaxformer.errors import UserError
+
 REPO_GIN_DIR = pathlib.Path(__file__).resolve().parents[1] / "gin"
 
 
@@ -32,10 +34,11 @@ CONFIGURABLE_MODULES = (
   "jaxformer.train.step",
   "jaxformer.train.loop",
   "jaxformer.sweep",
+  "jaxformer.evals.during_training",
 )
 
 
-class GinConfigError(ValueError):
+class GinConfigError(UserError):
   """A gin file or binding that cannot be used; the message says where."""
 
 

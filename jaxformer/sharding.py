@@ -18,6 +18,8 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxformer.model import param_shapes
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 # Order matters: an axis used by an earlier rule is not reused in the same array
@@ -160,19 +162,22 @@ def activation_sharding(mesh: Mesh, rules):
     yield
 
 
-def init_params(model, mesh: Mesh, rules, rng, batch: int = 1, length: int = 8):
+def sharded_param_shapes(config, mesh: Mesh, rules):
+  """(abstract params whose ShapeDtypeStructs carry their NamedShardings, the tree of shardings)."""
+  boxed = param_shapes(config, boxed=True)
+  shardings = tree_shardings(boxed, mesh, rules)
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(boxed), shardings)
+  return abstract, shardings
+
+
+def init_params(model, mesh: Mesh, rules, rng):
   """Initialises parameters directly sharded (never whole on one device).
 
   Returns:
     (params, shardings): a tree of jax.Arrays laid out as the rules say, and their shardings.
   """
-  tokens = jax.ShapeDtypeStruct((batch, length), np.int32)
-
-  def init(key):
-    return model.init(key, jax.numpy.zeros(tokens.shape, tokens.dtype))["params"]
-
+  _, shardings = sharded_param_shapes(model.config, mesh, rules)
+  init = lambda key: nn.unbox(model.init(key, jax.numpy.zeros((1, 8), np.int32))["params"])
   with activation_sharding(mesh, rules):
-    abstract = jax.eval_shape(init, rng)
-    shardings = tree_shardings(abstract, mesh, rules)
-    params = jax.jit(lambda key: nn.unbox(init(key)), out_shardings=shardings)(rng)
+    params = jax.jit(init, out_shardings=shardings)(rng)
   return params, shardings

@@ -5,7 +5,7 @@ import dataclasses
 import jax
 import numpy as np
 
-from jaxformer.model import ModelConfig, Transformer
+from jaxformer.model import ModelConfig, Transformer, param_shapes
 
 TINY = ModelConfig(vocab_size=97, num_layers=2, d_model=32, num_heads=4, rotary_dim=4, dtype="float32")
 
@@ -14,20 +14,15 @@ def tiny(**overrides) -> ModelConfig:
   return dataclasses.replace(TINY, **overrides)
 
 
-def init(config: ModelConfig, seed: int = 0, length: int = 8):
-  """The model and random parameters: shapes from eval_shape, values from numpy.
+def init(config: ModelConfig, seed: int = 0):
+  """The model and random parameters: shapes from model.param_shapes, values from numpy.
 
   Compiling model.init costs seconds per config on CPU; numpy costs nothing. Biases and
   LayerNorm offsets are random too, so tests see them.
   """
   model = Transformer(config)
-  shapes = jax.eval_shape(model.init, jax.random.key(seed), np.zeros((1, length), np.int32))["params"]
   rng = np.random.default_rng(seed)
-  params = jax.tree.map(
-    lambda s: (rng.standard_normal(s.value.shape) * 0.1).astype(np.float32),
-    shapes,
-    is_leaf=lambda x: hasattr(x, "value"),
-  )
+  params = jax.tree.map(lambda s: (rng.standard_normal(s.shape) * 0.1).astype(np.float32), param_shapes(config))
   params = jax.tree_util.tree_map_with_path(
     lambda path, x: x + 1.0 if "scale" in jax.tree_util.keystr(path) else x, params
   )

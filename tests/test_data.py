@@ -73,7 +73,7 @@ def test_span_corruption_inverts_exactly_to_its_source(local_tasks):
   _bind_rates({"span_corruption": 1.0})
   examples = list(pipeline.examples_dataset("local_pl", {"targets": 256}).take(40).as_numpy_iterator())
   assert examples and all(
-    objectives.OBJECTIVES[int(e["objective"])] == "span_corruption" for e in examples if e["source"].size > 2
+    objectives.objective_name(int(e["objective"])) == "span_corruption" for e in examples if e["source"].size > 2
   )
   spans_seen = 0
   for example in examples:
@@ -99,7 +99,7 @@ def test_span_corruption_inverts_exactly_to_its_source(local_tasks):
 def test_objective_rates_are_honoured(local_tasks):
   _bind_rates(MIX)
   counts = collections.Counter(
-    objectives.OBJECTIVES[int(e["objective"])]
+    objectives.objective_name(int(e["objective"]))
     for e in pipeline.examples_dataset("local_pl", {"targets": 128}).take(1500).as_numpy_iterator()
   )
   total = sum(counts.values())

@@ -25,7 +25,7 @@ def test_pass_at_k_matches_its_closed_form():
   assert passk.mean_pass_at_k([(10, 3), (10, 0)], (1, 10, 100)) == {"pass@1": pytest.approx(0.15), "pass@10": 0.5}
 
 
-def test_canonical_solutions_pass_and_empty_completions_fail(tmp_path, capsys):
+def test_canonical_solutions_pass_and_empty_completions_fail(tmp_path, capsys, monkeypatch):
   problems = humaneval.read_problems()
   assert len(problems) == 164
   canonical = tmp_path / "canonical.jsonl"
@@ -38,8 +38,14 @@ def test_canonical_solutions_pass_and_empty_completions_fail(tmp_path, capsys):
   assert len(humaneval.read_jsonl(str(out))) == 164
   empty = tmp_path / "empty.jsonl"
   humaneval.write_jsonl(str(empty), [{"task_id": t, "completion": ""} for t in list(problems)[:20]])
+  # Run from an empty folder without --output: the results go beside the completions, the folder stays empty.
+  workdir = tmp_path / "workdir"
+  workdir.mkdir()
+  monkeypatch.chdir(workdir)
   assert cli.main(["eval", "humaneval", f"--completions={empty}", "--limit=20", "--k=1", "--json"]) == 0
   assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["pass@1"] == 0.0
+  assert os.listdir(workdir) == []
+  assert len(humaneval.read_jsonl(str(empty) + "_results.jsonl")) == 20
 
 
 def test_hostile_completions_are_stopped_and_counted_failed(tmp_path):

@@ -79,10 +79,10 @@ def _random_hf(tmp_path, heads=4, auto_map=False, binary=False):
 def _imported_logits(model_dir, tokens):
   config = codegen_layout.model_config_from_hf(json.load(open(os.path.join(model_dir, "..", "source", "config.json"))))
   from jaxformer import sharding
-  from jaxformer.infer.run import abstract_params
 
   mesh = sharding.make_mesh((1, -1, 1))
-  params, step = checkpoint.restore_params(model_dir, abstract_params(config, mesh, sharding.logical_axis_rules()))
+  abstract, _ = sharding.sharded_param_shapes(config, mesh, sharding.logical_axis_rules())
+  params, step = checkpoint.restore_params(model_dir, abstract)
   assert step == 0
   model, _ = init(config)
   return jitted_apply(model)(jax.device_get(params), tokens)

@@ -8,16 +8,15 @@ import signal
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import train_util
 from model_util import random_tokens, tiny
 
 from jaxformer import checkpoint, sharding
-from jaxformer.model import Transformer
-from jaxformer.train.optimizer import decay_mask, learning_rate_schedule, make_optimizer
-from jaxformer.train.state import create_state, state_shardings
+from jaxformer.train import setup as setup_lib
+from jaxformer.train.optimizer import decay_mask, learning_rate_schedule
+from jaxformer.train.state import state_shardings
 from jaxformer.train.step import StepConfig, make_train_step
 
 
@@ -38,16 +37,20 @@ def _batch(config, batch=8, length=16, seed=3):
 
 def _setup(config=None, sgd=False, **step_kwargs):
   config = config or tiny()
-  model = Transformer(config)
-  schedule = learning_rate_schedule(peak=1e-2, warmup_steps=0, total_steps=10)
-  # SGD shows the gradient itself; Adam's first step is ~lr*sign(g) and amplifies rounding.
-  optimizer = optax.sgd(1.0) if sgd else make_optimizer(schedule)
-  mesh = sharding.make_mesh((1, -1, 1))
-  rules = sharding.logical_axis_rules()
-  _, shards = state_shardings(model, optimizer, mesh, rules)
-  state = create_state(model, optimizer, mesh, rules, jax.random.key(0), shards)
-  step = jax.jit(make_train_step(model, optimizer, schedule, StepConfig(**step_kwargs)))
-  return state, step, (model, optimizer, mesh, rules, shards)
+  # The setup train/bench/plan use; SGD shows the gradient itself (Adam's first step is ~lr*sign(g)).
+  setup = setup_lib.build(
+    config,
+    StepConfig(**step_kwargs),
+    total_steps=10,
+    mesh=sharding.make_mesh((1, -1, 1)),
+    optimizer=optax.sgd(1.0) if sgd else None,
+    peak=1e-2,
+    warmup_steps=0,
+  )
+  state = setup.init_state(jax.random.key(0))
+  # Unsharded and not donating: the tests reuse states across steps.
+  step = jax.jit(make_train_step(setup.model, setup.optimizer, setup.schedule, setup.step_config))
+  return state, step, (setup.model, setup.optimizer, setup.mesh, setup.rules, setup.state_shardings)
 
 
 def test_learning_rate_schedule_values_at_known_steps():
@@ -184,34 +187,41 @@ def test_nan_skip_mode_keeps_training_and_checkpoints_finite_state(local_corpus,
   assert "skipped; train.StepConfig.nan_policy = 'skip'" in train_util.log_text(model_dir)
   assert train_util.committed_steps(model_dir)[-1] == 4
   params, step = checkpoint.restore_params(
-    model_dir, _abstract_params(tiny(vocab_size=2048, d_model=128, rotary_dim=16))
+    model_dir,
+    sharding.sharded_param_shapes(
+      tiny(vocab_size=2048, d_model=128, rotary_dim=16), sharding.make_mesh((1, -1, 1)), sharding.logical_axis_rules()
+    )[0],
   )
   assert step == 4 and all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
-
-
-def _abstract_params(config):
-  import flax.linen as nn
-
-  model = Transformer(config)
-  mesh = sharding.make_mesh((1, -1, 1))
-  boxed = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, 8), jnp.int32))["params"], jax.random.key(0))
-  shards = sharding.tree_shardings(boxed, mesh, sharding.logical_axis_rules())
-  return checkpoint.abstract_like(nn.unbox(boxed), shards)
 
 
 def test_local_tiny_run_leaves_checkpoint_metrics_tensorboard_and_plot(local_corpus, tmp_path):
   model_dir = str(tmp_path / "tiny")
   flags = train_util.small_run_flags(local_corpus, steps=6, checkpoint_period=3)
-  flags = [f for f in flags if "sample_prompt" not in f and "EVAL_PERIOD" not in f] + ["--gin.EVAL_PERIOD=3"]
+  drop = ("sample_prompt", "EVAL_PERIOD", "progress")
+  flags = [f for f in flags if not any(d in f for d in drop)] + ["--gin.EVAL_PERIOD=3"]
+  # The code eval during training, on 2 HumanEval problems and 2 infill tasks.
+  flags += [
+    "--gin.train.CodeEvalConfig.period=3",
+    "--gin.train.CodeEvalConfig.humaneval_problems=2",
+    "--gin.train.CodeEvalConfig.infill_tasks=2",
+    "--gin.train.CodeEvalConfig.max_new_tokens=8",
+  ]
   assert train_util.run(model_dir, flags) == 0, train_util.log_text(model_dir)
   text = train_util.log_text(model_dir)
   assert "eval local_pl: loss" in text and "eval local_nl: loss" in text and "sample:" in text
+  # Output to a file: one plain line per log period, no progress bar's carriage returns.
+  assert "\r" not in text and "step 6/6: loss" in text and "step 1/6: loss" in text
+  assert "LOG(INFO)" not in text  # SentencePiece's C++ INFO lines are dropped without --verbose
   assert train_util.committed_steps(model_dir) == [3, 6]
   assert os.path.getsize(os.path.join(model_dir, "loss.png")) > 1000
   assert glob.glob(os.path.join(model_dir, "tensorboard", "events.out.tfevents.*"))
   assert "TRAIN_STEPS = 6" in open(os.path.join(model_dir, "config.gin")).read()
   records = [json.loads(line) for line in open(os.path.join(model_dir, "metrics.jsonl"))]
-  assert {r["task"] for r in records if r.get("split") == "eval"} == {"local_pl", "local_nl"}
+  assert {r["task"] for r in records if r.get("split") == "eval"} == {"local_pl", "local_nl", "code"}
+  code = [r for r in records if r.get("task") == "code"]
+  assert [r["step"] for r in code] == [3, 6] and all(0 <= r["humaneval_pass@1"] <= 1 for r in code)
+  assert all(r["humaneval_problems"] == 2 and r["infill_tasks"] == 2 and "infill_exact_match" in r for r in code)
   train_records = [r for r in records if r.get("split") == "train"]
   assert [r["step"] for r in train_records] == list(range(1, 7)) and all("loss" in r for r in train_records)
   assert train_records[0]["mfu_6n"] is None  # CPU: no peak FLOP/s, shown as n/a

@@ -44,7 +44,7 @@ def show_examples(config: pipeline.DataConfig, vocabulary, num_examples: int, sp
     targets, loss, prefix = example["targets"], example["targets_loss"], example["targets_prefix"]
     rows.append(
       {
-        "objective": objectives.OBJECTIVES[int(example["objective"])],
+        "objective": objectives.objective_name(int(example["objective"])),
         "num_tokens": int(targets.size),
         "inputs_text": vocabulary.decode_with_specials(targets),
         "source_text": unescape_sentinels(vocabulary.decode_with_specials(example["source"])),

@@ -5,18 +5,20 @@ int32 sequences:
   targets         the token sequence the model reads and predicts,
   targets_loss    1 where the loss counts,
   targets_prefix  1 on bidirectional (prefix) tokens,
-plus `objective`, the index of the objective in OBJECTIVES.
+plus `objective`, the objective's index in the registry OBJECTIVES.
+
+Adding an objective is one function and one `@register` line: it is then a name OBJECTIVE_RATES
+accepts, `data show` prints and the mixture draws.
 
 Span corruption is CodeGen2's format (DESIGN.md):
   corrupted_doc(span k -> <mask_k>) <|endoftext|> <sep> <mask_1> span_1 <eom> ... <mask_K> span_K <eom>
 """
 
 import dataclasses
+from collections.abc import Callable
 
 import gin
 import tensorflow as tf
-
-OBJECTIVES = ("causal_lm", "span_corruption", "prefix_lm")
 
 
 @gin.configurable(module="objectives")
@@ -75,17 +77,65 @@ def _output(targets, loss, prefix, objective):
   }
 
 
-def causal_lm(tokens):
-  n = tf.size(tokens)
-  return _output(tokens, tf.ones([n], tf.int32), tf.zeros([n], tf.int32), OBJECTIVES.index("causal_lm"))
+@dataclasses.dataclass(frozen=True)
+class Context:
+  """What an objective may use besides the tokens and its seed."""
+
+  ids: SpecialIds
+  span: SpanCorruption
+  loss_on_targets_only: bool
 
 
-def prefix_lm(tokens, seed):
-  """A uniform split point p in [1, n-1]: tokens[:p] is a bidirectional prefix without loss."""
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """apply(tokens, seed, context) -> {targets, targets_loss, targets_prefix} (int32 [m]).
+
+  overhead(span_config): tokens the objective may add to a chunk. own_eos: the format writes its own
+  <|endoftext|>, so it gets the chunk without the document's EOS. bidirectional: trains a prefix.
+  """
+
+  name: str
+  apply: Callable
+  overhead: Callable[[SpanCorruption], int]
+  own_eos: bool = False
+  bidirectional: bool = False
+
+
+OBJECTIVES: dict[str, Objective] = {}
+
+
+def register(name: str, overhead=lambda span: 0, own_eos: bool = False, bidirectional: bool = False):
+  """Adds the decorated apply function to the registry under `name` (its index: the order added)."""
+
+  def add(apply):
+    OBJECTIVES[name] = Objective(name, apply, overhead, own_eos, bidirectional)
+    return apply
+
+  return add
+
+
+def objective_name(index: int) -> str:
+  """The name of the objective whose index the `objective` feature holds."""
+  return list(OBJECTIVES)[index]
+
+
+def _index(name: str) -> int:
+  return list(OBJECTIVES).index(name)
+
+
+def trained_as_prefix_lm(rates: dict | None, bidirectional_span: bool | None = False) -> bool:
+  """Whether a run with these OBJECTIVE_RATES trained bidirectional prefixes (sampling then reads the
+  prompt as one)."""
+  rates = rates or {}
+  return bool(bidirectional_span) or any(
+    rates.get(name, 0) and objective.bidirectional for name, objective in OBJECTIVES.items()
+  )
+
+
+@register("causal_lm")
+def causal_lm(tokens, seed=None, context=None):
   n = tf.size(tokens)
-  split = tf.random.stateless_uniform([], seed, minval=1, maxval=tf.maximum(n, 2), dtype=tf.int32)
-  prefix = tf.cast(tf.range(n) < split, tf.int32)
-  return _output(tokens, 1 - prefix, prefix, OBJECTIVES.index("prefix_lm"))
+  return _output(tokens, tf.ones([n], tf.int32), tf.zeros([n], tf.int32), _index("causal_lm"))
 
 
 def random_segmentation(num_items, num_segments, seed):
@@ -96,8 +146,10 @@ def random_segmentation(num_items, num_segments, seed):
   return bounds[1:] - bounds[:-1]
 
 
-def span_corruption(tokens, seed, ids: SpecialIds, config: SpanCorruption, loss_on_targets_only: bool):
+@register("span_corruption", overhead=lambda span: span.overhead(), own_eos=True)
+def span_corruption(tokens, seed, context: Context):
   """CodeGen2 file-level span corruption of one chunk (n >= 2 tokens)."""
+  ids, config, loss_on_targets_only = context.ids, context.span, context.loss_on_targets_only
   n = tf.size(tokens)
   num_noise = tf.clip_by_value(tf.cast(tf.round(tf.cast(n, tf.float32) * config.noise_density), tf.int32), 1, n - 1)
   num_spans = tf.cast(tf.round(tf.cast(num_noise, tf.float32) / config.mean_span_length), tf.int32)
@@ -145,7 +197,16 @@ def span_corruption(tokens, seed, ids: SpecialIds, config: SpanCorruption, loss_
   else:
     prefix = tf.zeros_like(targets)
     loss = 1 - in_head if loss_on_targets_only else tf.ones_like(targets)
-  return _output(targets, loss, prefix, OBJECTIVES.index("span_corruption"))
+  return _output(targets, loss, prefix, _index("span_corruption"))
+
+
+@register("prefix_lm", bidirectional=True)
+def prefix_lm(tokens, seed, context=None):
+  """A uniform split point p in [1, n-1]: tokens[:p] is a bidirectional prefix without loss."""
+  n = tf.size(tokens)
+  split = tf.random.stateless_uniform([], seed, minval=1, maxval=tf.maximum(n, 2), dtype=tf.int32)
+  prefix = tf.cast(tf.range(n) < split, tf.int32)
+  return _output(tokens, 1 - prefix, prefix, _index("prefix_lm"))
 
 
 def normalized_rates(rates: dict) -> list[float]:
@@ -161,10 +222,9 @@ def normalized_rates(rates: dict) -> list[float]:
 
 def chunk_length(feature_length: int, rates: dict, config: SpanCorruption) -> int:
   """Tokens of a document per example, so every objective's output fits the feature length."""
-  if normalized_rates(rates)[OBJECTIVES.index("span_corruption")] == 0:
-    return feature_length
-  length = feature_length - config.overhead()
-  if length < 2 * config.max_spans:
+  used = [o for o, rate in zip(OBJECTIVES.values(), normalized_rates(rates)) if rate > 0]
+  length = feature_length - max(o.overhead(config) for o in used)
+  if "span_corruption" in [o.name for o in used] and length < 2 * config.max_spans:
     raise ValueError(
       f"TASK_FEATURE_LENGTHS['targets']={feature_length} is too short for span corruption with "
       f"objectives.SpanCorruption.max_spans={config.max_spans} "
@@ -173,25 +233,23 @@ def chunk_length(feature_length: int, rates: dict, config: SpanCorruption) -> in
   return length
 
 
-def choose_objective(
-  tokens, seed, rates: list[float], ids: SpecialIds, config: SpanCorruption, loss_on_targets_only: bool
-):
-  """Draws one objective by rate and applies it; chunks under 2 tokens stay causal LM."""
-  seeds = tf.random.experimental.stateless_split(seed, 3)
+def choose_objective(tokens, seed, rates: list[float], context: Context):
+  """Draws one objective by rate (rates in registry order) and applies it; chunks under 2 tokens stay
+  causal LM."""
+  seeds = tf.random.experimental.stateless_split(seed, 1 + len(OBJECTIVES))
   draw = tf.random.stateless_uniform([], seeds[0])
   index = tf.searchsorted(tf.constant([sum(rates[: i + 1]) for i in range(len(rates) - 1)]), [draw], side="right")[0]
-  # The span format writes its own <|endoftext|>: drop the document's, if this chunk ends it.
+  # A format that writes its own <|endoftext|> gets the chunk without the document's, if it ends it.
   n = tf.size(tokens)
-  ends_document = tf.cast(tf.logical_and(n > 0, tf.equal(tokens[tf.maximum(n - 1, 0)], ids.eos)), tf.int32)
+  eos = context.ids.eos
+  ends_document = tf.cast(tf.logical_and(n > 0, tf.equal(tokens[tf.maximum(n - 1, 0)], eos)), tf.int32)
   body = tokens[: n - ends_document]
-  index = tf.where(tf.size(body) < 2, 0, tf.cast(index, tf.int32))
-  # All three are computed and one is picked by index: a tf.switch_case (a stateful Case op)
+  index = tf.where(tf.size(body) < 2, _index("causal_lm"), tf.cast(index, tf.int32))
+  padded_body = tf.concat([body, tf.fill([tf.maximum(0, 2 - tf.size(body))], eos)], 0)
+  # Every objective is computed and one is picked by index: a tf.switch_case (a stateful Case op)
   # would make the tf.data iterator impossible to checkpoint.
-  padded_body = tf.concat([body, tf.fill([tf.maximum(0, 2 - tf.size(body))], ids.eos)], 0)
   candidates = [
-    causal_lm(tokens),
-    span_corruption(padded_body, seeds[1], ids, config, loss_on_targets_only),
-    prefix_lm(tokens, seeds[2]),
+    o.apply(padded_body if o.own_eos else tokens, seeds[1 + i], context) for i, o in enumerate(OBJECTIVES.values())
   ]
   out = {
     key: tf.ragged.stack([c[key] for c in candidates])[index] for key in ("targets", "targets_loss", "targets_prefix")

@@ -50,16 +50,17 @@ def objective_mixture(
     raise ValueError("objective_mixture needs TASK_FEATURE_LENGTHS with a 'targets' length")
   chunk = objectives.chunk_length(sequence_length["targets"], rates, span_corruption)
   ids = objectives.SpecialIds.from_vocabulary(output_features["targets"].vocabulary)
+  context = objectives.Context(ids, span_corruption, loss_on_targets_only)
 
   dataset = dataset.filter(lambda ex: tf.size(ex["targets"]) > 0)
   dataset = dataset.map(
-    lambda ex: {"targets": tf.concat([ex["targets"], [ids.eos]], 0)}, num_parallel_calls=tf.data.AUTOTUNE
+    lambda ex: {"targets": tf.concat([ex["targets"], [context.ids.eos]], 0)}, num_parallel_calls=tf.data.AUTOTUNE
   )
   dataset = split_tokens(dataset, chunk)
 
   @seqio.map_over_dataset(num_seeds=1)
   def apply(example, seed):
-    out = objectives.choose_objective(example["targets"], seed, normalized, ids, span_corruption, loss_on_targets_only)
+    out = objectives.choose_objective(example["targets"], seed, normalized, context)
     out["source"] = example["targets"]
     return out
 

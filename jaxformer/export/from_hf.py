@@ -10,8 +10,7 @@ import numpy as np
 
 from jaxformer import checkpoint
 from jaxformer.export import codegen_layout as layout
-from jaxformer.model import ModelConfig
-from jaxformer.plan import param_shapes
+from jaxformer.model import ModelConfig, param_shapes
 
 
 def _tensor_reader(hf_dir: str):

@@ -17,8 +17,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxformer import checkpoint
 from jaxformer.export import codegen_layout as layout
-from jaxformer.model import ModelConfig
-from jaxformer.plan import param_shapes
+from jaxformer.model import ModelConfig, param_shapes
 
 TORCH_DTYPES = ("float32", "bfloat16", "float16")
 

@@ -8,8 +8,7 @@ import jax
 import numpy as np
 
 from jaxformer.infer.sample import generate
-from jaxformer.model import ModelConfig, Transformer
-from jaxformer.plan import param_shapes
+from jaxformer.model import ModelConfig, Transformer, param_shapes
 
 
 def random_params(config: ModelConfig, seed: int = 0):

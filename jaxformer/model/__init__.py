@@ -1,6 +1,7 @@
 """The CodeGen prefix-LM: knows token ids, positions, segments and prefix masks, nothing else."""
 
 from jaxformer.model.config import ModelConfig
+from jaxformer.model.shapes import param_shapes
 from jaxformer.model.transformer import Transformer
 
-__all__ = ["ModelConfig", "Transformer"]
+__all__ = ["ModelConfig", "Transformer", "param_shapes"]

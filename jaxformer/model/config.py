@@ -41,3 +41,21 @@ class ModelConfig:
   @property
   def mlp_dim(self) -> int:
     return self.mlp_ratio * self.d_model
+
+  @property
+  def matmul_params(self) -> int:
+    """N of the 6N accounting: QKV, attention out, MLP and LM head weights (no embeddings, biases, norms)."""
+    d = self.d_model
+    return self.num_layers * (3 * d * d + d * d + 2 * d * self.mlp_dim) + d * self.vocab_size
+
+  def flops_per_token(self, length: int) -> dict:
+    """Training FLOPs per token under the two labelled accountings (docs/DESIGN.md, "Measures").
+
+    Returns:
+      {"flops_per_token_6n": 6N, "flops_per_token_with_attention": 6N + causal attention}, where
+      attention is QK^T and AV (2 matmuls x 2 FLOPs x length x d_model per layer forward, x3 with the
+      backward pass), halved because the causal mask skips the upper triangle.
+    """
+    six_n = 6 * self.matmul_params
+    attention = 12 * self.num_layers * length * self.d_model // 2
+    return {"flops_per_token_6n": six_n, "flops_per_token_with_attention": six_n + attention}

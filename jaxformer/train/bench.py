@@ -8,12 +8,10 @@ import jax
 import numpy as np
 
 from jaxformer import sharding
-from jaxformer.model import ModelConfig, Transformer
-from jaxformer.plan import flops_per_token
+from jaxformer.model import ModelConfig
 from jaxformer.train import mfu as mfu_lib
-from jaxformer.train.optimizer import learning_rate_schedule, make_optimizer
-from jaxformer.train.state import create_state, state_shardings
-from jaxformer.train.step import StepConfig, jit_train_step
+from jaxformer.train import setup as setup_lib
+from jaxformer.train.step import StepConfig
 
 
 def _peak_memory() -> tuple[float | None, str]:
@@ -24,16 +22,11 @@ def _peak_memory() -> tuple[float | None, str]:
 
 
 def bench(steps: int, batch_size: int, length: int, warmup: int = 2, seed: int = 0) -> dict:
-  """Times `steps` train steps after `warmup` (compilation) steps for the gin-bound model."""
+  """Times `steps` train steps after `warmup` (compilation) steps for the gin-bound model and step config."""
   config = ModelConfig()
-  model = Transformer(config)
-  schedule = learning_rate_schedule(warmup_steps=1, total_steps=steps + warmup + 2)
-  optimizer = make_optimizer(schedule)
-  mesh, rules = sharding.make_mesh(), sharding.logical_axis_rules()
-  _, shards = state_shardings(model, optimizer, mesh, rules)
-  state = create_state(model, optimizer, mesh, rules, jax.random.key(seed), shards)
-  batch_sharding = sharding.logical_to_sharding(("batch", "length"), mesh, rules)
-  step = jit_train_step(model, optimizer, schedule, StepConfig(), shards, batch_sharding)
+  setup = setup_lib.build(config, StepConfig(), total_steps=steps + warmup + 2, warmup_steps=1)
+  state = setup.init_state(jax.random.key(seed))
+  step, batch_sharding, mesh, rules = setup.train_step, setup.batch_sharding, setup.mesh, setup.rules
   rng = np.random.default_rng(seed)
   targets = rng.integers(1, config.vocab_size, (batch_size, length)).astype(np.int32)
   local = {
@@ -57,7 +50,7 @@ def bench(steps: int, batch_size: int, length: int, warmup: int = 2, seed: int =
     jax.block_until_ready(metrics)
     seconds = time.perf_counter() - start
   tokens_per_second = steps * batch_size * length / seconds
-  flops = flops_per_token(config, length)
+  flops = config.flops_per_token(length)
   kind = jax.devices()[0].device_kind
   peak, peak_source = _peak_memory()
   return {

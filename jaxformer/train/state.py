@@ -31,12 +31,8 @@ def model_inputs(batch) -> dict:
 
 def state_shardings(model, optimizer: optax.GradientTransformation, mesh, rules):
   """(abstract TrainState with shardings, TrainState of NamedShardings), allocating nothing."""
-  # Key and tokens are made inside the trace: under a mesh of compile-only TPU devices (plan
-  # --topology) nothing may run eagerly.
-  with sharding.activation_sharding(mesh, rules):
-    boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"])
-  param_shardings = sharding.tree_shardings(boxed, mesh, rules)
-  abstract_params = nn.unbox(boxed)
+  abstract_params, param_shardings = sharding.sharded_param_shapes(model.config, mesh, rules)
+  abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract_params)
   abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
   replicated = NamedSharding(mesh, PartitionSpec())
   # Moments mirror the parameters' sharding; counts and other scalars replicate.

@@ -98,9 +98,7 @@ class WandbWriter:
     try:
       import wandb
     except ImportError as e:
-      raise ValueError(
-        'train.WandbConfig.enabled = True needs the wandb package: pip install -e ".[wandb]"'
-      ) from e
+      raise ValueError('train.WandbConfig.enabled = True needs the wandb package: pip install -e ".[wandb]"') from e
     model_dir = fs.resolve(model_dir)
     # wandb writes its run files to a local folder: MODEL_DIR itself, or a temp dir for gs://.
     local_dir = tempfile.mkdtemp(prefix="jaxformer-wandb-") if fs.is_remote(model_dir) else model_dir

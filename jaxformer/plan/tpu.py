@@ -1,10 +1,5 @@
-"""Sizes and costs of a model config, computed without allocating it.
-
-FLOPs per trained token, two labelled accountings (DESIGN.md, Measures):
-  6N:                 6 x matmul parameters (QKV, out, MLP, LM head; no embeddings, biases, norms).
-  6N + attention:     plus attention scores and values, 12 * layers * length * d_model per token
-                      for forward+backward, halved for the causal mask.
-"""
+"""Ahead-of-time compilation of the real train step for a TPU topology (libtpu on any machine):
+memory per chip against HBM, XLA's FLOPs, and a predicted step time."""
 
 import dataclasses
 import math
@@ -14,65 +9,14 @@ import time
 
 import gin
 import jax
-import jax.numpy as jnp
 
-from jaxformer.model import ModelConfig, Transformer
-
-ADAM_STATE_PER_PARAM = 2  # mu and nu, float32 like the parameters.
-
-
-def param_shapes(config: ModelConfig, length: int = 8):
-  """The parameter tree as ShapeDtypeStructs (jax.eval_shape: no memory used)."""
-  model = Transformer(config)
-  tokens = jnp.zeros((1, length), jnp.int32)
-  variables = jax.eval_shape(lambda key: model.init(key, tokens), jax.random.key(0))
-  return jax.tree.map(
-    lambda x: x.value if hasattr(x, "value") else x, variables["params"], is_leaf=lambda x: hasattr(x, "value")
-  )
-
-
-def count_params(config: ModelConfig) -> int:
-  return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(param_shapes(config)))
-
-
-def matmul_params(config: ModelConfig) -> int:
-  d, layers = config.d_model, config.num_layers
-  per_layer = 3 * d * d + d * d + 2 * d * config.mlp_dim
-  return layers * per_layer + d * config.vocab_size
-
-
-def flops_per_token(config: ModelConfig, length: int) -> dict:
-  six_n = 6 * matmul_params(config)
-  # QK^T and AV: 2 matmuls x 2 FLOPs x length x d_model per layer forward, x3 for backward,
-  # halved because a causal mask skips the upper triangle.
-  attention = 12 * config.num_layers * length * config.d_model // 2
-  return {"flops_per_token_6n": six_n, "flops_per_token_with_attention": six_n + attention}
-
-
-@gin.configurable(module="plan")
-def plan_report(length: int | None = None) -> dict:
-  """Everything `jaxformer plan` prints, for the gin-bound ModelConfig.
-
-  Args:
-    length: training sequence length for the attention FLOPs (default ModelConfig.max_length).
-  """
-  config = ModelConfig()
-  length = length or config.max_length
-  params = count_params(config)
-  param_bytes = params * jnp.dtype(config.param_dtype).itemsize
-  return {
-    "model": dataclasses.asdict(config),
-    "params": params,
-    "matmul_params": matmul_params(config),
-    "sequence_length": length,
-    **flops_per_token(config, length),
-    "param_bytes": param_bytes,
-    "adam_state_bytes": ADAM_STATE_PER_PARAM * param_bytes,
-    "train_state_bytes": (1 + ADAM_STATE_PER_PARAM) * param_bytes,
-  }
-
-
-# --- ahead-of-time compilation for a TPU topology (libtpu on any machine) -------------------
+from jaxformer import sharding
+from jaxformer.data import pipeline
+from jaxformer.model import ModelConfig
+from jaxformer.plan.costs import count_params
+from jaxformer.train import mfu as mfu_lib
+from jaxformer.train import setup as setup_lib
+from jaxformer.train.step import StepConfig
 
 GIB = 2**30
 # family: (topology prefix, cores per chip in the accelerator name, HBM bytes per JAX device, megacore)
@@ -162,34 +106,21 @@ def tpu_plan(topology: str | None = None, num_slices: int = 1, assumed_mfu: floa
     num_slices: slices joined over DCN (bind sharding.make_mesh.dcn_mesh_shape to match).
     assumed_mfu: the MFU the predicted step time assumes (6N + attention accounting).
   """
-  from jaxformer import sharding
-  from jaxformer.data import pipeline
-  from jaxformer.data.features import MODEL_FEATURE_NAMES
-  from jaxformer.train import mfu as mfu_lib
-  from jaxformer.train.optimizer import learning_rate_schedule, make_optimizer
-  from jaxformer.train.state import state_shardings
-  from jaxformer.train.step import StepConfig, jit_train_step
-
   if not topology:
     raise ValueError("no TPU topology: pass --topology=v4-32 or bind plan.tpu_plan.topology in the run gin")
   devices, info = topology_devices(topology, num_slices)
   model_config, data_config, step_config = ModelConfig(), pipeline.DataConfig(), StepConfig()
   mesh = sharding.make_mesh(devices=devices)
-  rules = sharding.logical_axis_rules()
   batch_ways = mesh.shape["data"] * mesh.shape["fsdp"]
   if data_config.batch_size % (batch_ways * step_config.microbatches):
     raise ValueError(
       f"BATCH_SIZE={data_config.batch_size} must divide by data x fsdp = {batch_ways} devices "
       f"times train.StepConfig.microbatches={step_config.microbatches}"
     )
-  model = Transformer(model_config)
-  schedule = learning_rate_schedule(total_steps=10**9)  # its length changes no shape, memory or FLOP
-  optimizer = make_optimizer(schedule)
-  abstract_state, state_shards = state_shardings(model, optimizer, mesh, rules)
-  batch_sharding = sharding.logical_to_sharding(("batch", "length"), mesh, rules)
-  shape = (data_config.batch_size, data_config.length)
-  batch = {k: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sharding) for k in MODEL_FEATURE_NAMES}
-  step = jit_train_step(model, optimizer, schedule, step_config, state_shards, batch_sharding)
+  # The schedule's length changes no shape, memory or FLOP.
+  setup = setup_lib.build(model_config, step_config, total_steps=10**9, mesh=mesh)
+  abstract_state, batch = setup.abstract_state, setup.abstract_batch(data_config.batch_size, data_config.length)
+  step, rules = setup.train_step, setup.rules
   started = time.perf_counter()
   with sharding.activation_sharding(mesh, rules):
     lowered = step.lower(abstract_state, batch)
@@ -208,9 +139,9 @@ def tpu_plan(topology: str | None = None, num_slices: int = 1, assumed_mfu: floa
     except jax.errors.JaxRuntimeError as e:
       memory = _out_of_memory(e, (abstract_state, batch))
   compile_seconds = time.perf_counter() - started
-  xla_flops = _unrolled_step_flops(model_config, optimizer, schedule, step_config, rules, shape)
+  xla_flops = _unrolled_step_flops(model_config, step_config, data_config.batch_size, data_config.length)
   tokens = data_config.batch_size * data_config.length
-  flops = flops_per_token(model_config, data_config.length)
+  flops = model_config.flops_per_token(data_config.length)
   peak = mfu_lib.peak_flops(devices[0].device_kind) or float("nan")
   chips = info["chips"] * num_slices
   model_flops = flops["flops_per_token_with_attention"] * tokens
@@ -261,26 +192,22 @@ def _out_of_memory(error, arguments) -> dict:
   }
 
 
-def _unrolled_step_flops(model_config, optimizer, schedule, step_config, rules, batch_shape) -> float:
+def _unrolled_step_flops(model_config, step_config, batch_size: int, length: int) -> float:
   """XLA's FLOP count of one whole train step (the global program, remat recompute included).
 
   Counted on the lowered, unpartitioned step of the same model with its layers unrolled and one
   microbatch, on one CPU device: XLA's cost analysis counts a while loop's body once (the scanned
   program would show one layer), and compile-only TPU devices give no cost for a lowered program.
   """
-  from jaxformer import sharding
-  from jaxformer.data.features import MODEL_FEATURE_NAMES
-  from jaxformer.train.state import state_shardings
-  from jaxformer.train.step import make_train_step
-
-  model = Transformer(dataclasses.replace(model_config, scan_layers=False))
   mesh = sharding.make_mesh((1, 1, 1), devices=jax.devices("cpu")[:1], dcn_mesh_shape=(1, 1, 1))
-  abstract_state, _ = state_shardings(model, optimizer, mesh, rules)
-  abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract_state)
-  batch = {k: jax.ShapeDtypeStruct(batch_shape, jnp.int32) for k in MODEL_FEATURE_NAMES}
-  # One microbatch: the same FLOPs, without the accumulation loop whose body would count once.
-  step = jax.jit(make_train_step(model, optimizer, schedule, dataclasses.replace(step_config, microbatches=1)))
-  with sharding.activation_sharding(mesh, rules):
-    cost = step.lower(abstract_state, batch).cost_analysis()
+  setup = setup_lib.build(
+    dataclasses.replace(model_config, scan_layers=False),
+    # One microbatch: the same FLOPs, without the accumulation loop whose body would count once.
+    dataclasses.replace(step_config, microbatches=1),
+    total_steps=10**9,
+    mesh=mesh,
+  )
+  with sharding.activation_sharding(mesh, setup.rules):
+    cost = setup.train_step.lower(setup.abstract_state, setup.abstract_batch(batch_size, length)).cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float(cost["flops"])

@@ -1,0 +1,144 @@
+"""What every verb shares: gin flags, turning bad input into UserError, logging, loading a run."""
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+
+import gin
+
+from jaxformer import config as config_lib
+from jaxformer.errors import UserError
+
+# Third-party loggers that chatter at INFO; --verbose lets them through.
+NOISY_LOGGERS = ("absl", "orbax", "jax", "tensorflow", "h5py", "matplotlib", "wandb", "urllib3")
+
+
+def add_gin_flags(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument(
+    "--gin_file", action="append", default=[], help="gin file, relative to the working directory or a gin search path"
+  )
+  parser.add_argument(
+    "--gin_search_paths",
+    default=None,
+    help="comma-separated folders searched for gin files (default: ., $JAXFORMER_GIN_PATH, the repo's gin/)",
+  )
+  parser.add_argument("--verbose", action="store_true", help="show third-party INFO logs (absl, orbax, TF, ...)")
+
+
+def add_distributed_flags(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument(
+    "--coordinator_address",
+    default=None,
+    help="host:port of process 0, for multi-host runs off TPU (or $JAXFORMER_COORDINATOR_ADDRESS)",
+  )
+  parser.add_argument("--num_processes", type=int, default=None)
+  parser.add_argument("--process_id", type=int, default=None)
+
+
+def split_gin_bindings(argv: list[str]) -> tuple[list[str], list[str]]:
+  """Pulls --gin.NAME=VALUE (or --gin.NAME VALUE) out of argv; returns (rest, bindings)."""
+  rest, bindings = [], []
+  i = 0
+  while i < len(argv):
+    arg = argv[i]
+    if arg.startswith("--gin."):
+      name, sep, value = arg[len("--gin.") :].partition("=")
+      if not sep:
+        if i + 1 >= len(argv):
+          raise config_lib.GinConfigError(f"{arg}: needs a value, as --gin.{name}=VALUE")
+        value = argv[i + 1]
+        i += 1
+      bindings.append(config_lib.binding_from_flag(name, value))
+    else:
+      rest.append(arg)
+    i += 1
+  return rest, bindings
+
+
+def parse_gin(args, bindings: list[str], extra_bindings=()) -> None:
+  """Parses --gin_file and --gin. flags (extra_bindings first, so the user's flags win)."""
+  search_paths = None
+  if args.gin_search_paths:
+    search_paths = [p for p in args.gin_search_paths.split(",") if p] + [str(config_lib.REPO_GIN_DIR)]
+  config_lib.parse_gin(args.gin_file, list(extra_bindings) + bindings, search_paths)
+
+
+def parse_run_gin(model_dir: str, args, bindings: list[str]) -> None:
+  """Parses MODEL_DIR/config.gin (what the run used) plus any --gin_file/--gin. overrides."""
+  from jaxformer import fs
+
+  path = os.path.join(fs.resolve(model_dir), "config.gin")
+  if not fs.exists(path):
+    raise UserError(
+      f"--model_dir={model_dir}: {path} is missing; is this a jaxformer run "
+      "(`jaxformer train`) or an import (`jaxformer import`)?"
+    )
+  if fs.is_remote(path):  # gin reads local files only
+    with fs.open(path) as f, tempfile.NamedTemporaryFile("w", suffix=".gin", delete=False) as local:
+      local.write(f.read())
+    path = local.name
+  args.gin_file = [path] + args.gin_file
+  parse_gin(args, bindings)
+
+
+def bound(name: str):
+  """The value gin binds to `name` (a parameter or %MACRO), or None."""
+  try:
+    return gin.query_parameter(name)
+  except (ValueError, KeyError):
+    return None
+
+
+def user_errors(fn, *args, **kwargs):
+  """Runs fn; missing files and bad values become one clear UserError."""
+  try:
+    return fn(*args, **kwargs)
+  except (FileNotFoundError, ValueError) as e:
+    if isinstance(e, UserError):
+      raise
+    raise UserError(str(e).split("\n  In call to configurable")[0]) from e
+
+
+def setup_logging(verbose: bool) -> None:
+  """jaxformer's own log lines (restores, preemption, skipped steps) go to stderr; third-party INFO
+  chatter is hidden unless --verbose. absl owns the root logger, so 'jaxformer' gets its own handler."""
+  logger = logging.getLogger("jaxformer")
+  if not logger.handlers:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s jaxformer: %(message)s"))
+    logger.addHandler(handler)
+  logger.setLevel(logging.INFO)
+  logger.propagate = False
+  for noisy in NOISY_LOGGERS:
+    logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
+  if not verbose:
+    os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def load_run(args, bindings):
+  """The run in --model_dir (its config.gin plus overrides), parameters restored for inference."""
+  from jaxformer import distributed
+  from jaxformer.infer.run import load_run as load
+  from jaxformer.model import ModelConfig
+
+  distributed.initialize()  # every worker of a TPU slice runs the same eval (tpu/launch.sh); a no-op here
+  parse_run_gin(args.model_dir, args, bindings)
+  config = config_lib.call_configurable(ModelConfig)
+  return user_errors(load, args.model_dir, config, args.step, trained_as_prefix_lm())
+
+
+def trained_as_prefix_lm() -> bool:
+  """Whether the parsed run config trained bidirectional prefixes."""
+  from jaxformer.data import objectives
+
+  return objectives.trained_as_prefix_lm(
+    bound("%OBJECTIVE_RATES"), bound("objectives.SpanCorruption.bidirectional_prefix")
+  )
+
+
+def check_positive(name: str, value, allow_zero: bool = False) -> None:
+  """Rejects a negative (or zero) numeric flag with a message naming it."""
+  if value is not None and (value < 0 or (value == 0 and not allow_zero)):
+    raise UserError(f"{name}={value} must be {'non-negative' if allow_zero else 'positive'}")

@@ -1,0 +1,127 @@
+"""`jaxformer data ...`: build, tokenize, convert, inspect and time the data."""
+
+import json
+import os
+
+from jaxformer import config as config_lib
+from jaxformer.cli import common
+
+
+def build_local_args(parser):
+  parser.add_argument("--output_dir", required=True)
+  parser.add_argument("--max_bytes", type=int, default=None, help="bytes of documents kept (default 48 MiB)")
+  parser.add_argument("--roots", default=None, help="comma-separated folders to read (default: this machine's)")
+
+
+def build_local_run(args, bindings):
+  common.parse_gin(args, bindings)
+  from jaxformer.data import corpus
+
+  options = corpus.CorpusOptions()
+  if args.max_bytes:
+    options = corpus.dataclasses.replace(options, max_bytes=args.max_bytes)
+  roots = args.roots.split(",") if args.roots else None
+  stats = corpus.build_local_corpus(args.output_dir, roots=roots, options=options)
+  for kind, splits in stats["classes"].items():
+    for split, s in splits.items():
+      top = ", ".join(f"{lang} {v['documents']}" for lang, v in list(s["languages"].items())[:6])
+      print(f"{kind} {split:10s} {s['documents']:6d} documents {s['bytes'] / 2**20:7.2f} MiB  ({top})")
+  print("skipped:", ", ".join(f"{k} {v}" for k, v in stats["skipped"].items()) or "none")
+  print(f"wrote {args.output_dir}/stats.json")
+
+
+def tokenizer_args(parser):
+  parser.add_argument("--corpus_dir", required=True)
+  parser.add_argument("--output", default=None, help="the .model path (default CORPUS_DIR/spm.model)")
+  parser.add_argument("--vocab_size", type=int, default=None)
+  parser.add_argument("--num_masks", type=int, default=None, help="<mask_k> sentinels, at least 64")
+
+
+def tokenizer_run(args, bindings):
+  common.parse_gin(args, bindings)
+  from jaxformer.data import vocabulary
+
+  kwargs = {k: v for k, v in (("vocab_size", args.vocab_size), ("num_masks", args.num_masks)) if v}
+  output = args.output or os.path.join(args.corpus_dir, "spm.model")
+  path = common.user_errors(vocabulary.train_tokenizer, args.corpus_dir, output, **kwargs)
+  vocab = vocabulary.CodeGenVocabulary(path)
+  print(
+    f"wrote {path}: {vocab.vocab_size} pieces, {vocab.num_masks} masks, <sep>={vocab.sep_id} "
+    f"<eom>={vocab.eom_id} <mask_1>={vocab.mask_base_id}"
+  )
+
+
+def convert_args(parser):
+  parser.add_argument("--input", required=True, help="file pattern of .jsonl, .jsonl.gz or .parquet (local or gs://)")
+  parser.add_argument("--output_dir", required=True)
+  parser.add_argument("--text_field", default="text")
+  parser.add_argument("--num_shards", type=int, default=8)
+
+
+def convert_run(args, bindings):
+  common.parse_gin(args, bindings)
+  from jaxformer.data import convert
+
+  report = common.user_errors(
+    convert.convert_files, args.input, args.output_dir, text_field=args.text_field, num_shards=args.num_shards
+  )
+  print(f"documents: {dict(report.documents)}; skipped: {dict(report.skipped) or 'none'}")
+  for problem in report.problems:
+    print(f"  skipped {problem}")
+
+
+def data_config(args, bindings):
+  common.parse_gin(args, bindings)
+  import tasks
+  from jaxformer.data import pipeline
+
+  config = config_lib.call_configurable(pipeline.DataConfig)
+  vocabulary = common.user_errors(tasks.ensure_registered, config.mixture_or_task_name)
+  return config, vocabulary
+
+
+def show_args(parser):
+  parser.add_argument("--num_examples", type=int, default=3)
+  parser.add_argument("--split", default="train")
+  parser.add_argument("--json", action="store_true", help="one JSON object per example and line")
+
+
+def show_run(args, bindings):
+  config, vocabulary = data_config(args, bindings)
+  from jaxformer.data import inspect
+
+  rows = common.user_errors(inspect.show_examples, config, vocabulary, args.num_examples, args.split)
+  for i, row in enumerate(rows):
+    if args.json:
+      print(json.dumps(row, ensure_ascii=False))
+      continue
+    print(
+      f"=== example {i}: {row['objective']}, {row['num_tokens']} tokens, loss on "
+      f"{sum(row['loss_mask'])}, prefix {sum(row['prefix_mask'])} ==="
+    )
+    print("--- model input (special tokens shown) ---")
+    print(row["inputs_text"])
+    if row["prefix_text"]:
+      print("--- bidirectional prefix (· = other tokens) ---")
+      print(row["prefix_text"])
+    print("--- tokens with loss (· = no loss) ---")
+    print(row["loss_text"])
+
+
+def bench_args(parser):
+  parser.add_argument("--batches", type=int, default=50)
+  parser.add_argument("--json", action="store_true")
+
+
+def bench_run(args, bindings):
+  config, _ = data_config(args, bindings)
+  from jaxformer.data import inspect
+
+  report = inspect.bench(config, args.batches)
+  print(
+    f"{report['batches']} batches of {report['batch_size']} x {report['length']} in {report['seconds']:.2f} s: "
+    f"{report['tokens_per_second']:,.0f} tokens/s ({report['nonpad_tokens_per_second']:,.0f} non-padding, "
+    f"packing fill {report['packing_fill']:.1%})"
+  )
+  if args.json:
+    print(json.dumps(report))

@@ -1,0 +1,69 @@
+"""`jaxformer export` and `jaxformer import`: runs to and from HuggingFace CodeGen directories."""
+
+import sys
+import warnings
+
+from jaxformer import config as config_lib
+from jaxformer.cli import common
+
+
+def export_args(parser):
+  parser.add_argument("--model_dir", required=True)
+  parser.add_argument("--output", required=True, help="the HuggingFace directory to write (must not exist)")
+  parser.add_argument("--step", type=int, default=None)
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+  parser.add_argument("--qkv_groups", type=int, default=4, help="4 for upstream transformers")
+  parser.add_argument("--max_shard_bytes", type=int, default=2 << 30)
+
+
+def export_run(args, bindings):
+  common.parse_run_gin(args.model_dir, args, bindings)
+
+  from jaxformer import checkpoint, fs
+  from jaxformer.export import to_hf
+  from jaxformer.model import ModelConfig
+
+  config = config_lib.call_configurable(ModelConfig)
+  vocabulary = checkpoint.find_vocabulary(fs.resolve(args.model_dir))
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always", to_hf.PrefixLMWarning)
+    path, step = common.user_errors(
+      to_hf.export_checkpoint,
+      fs.resolve(args.model_dir),
+      config,
+      args.output,
+      vocabulary,
+      step=args.step,
+      dtype=args.dtype,
+      qkv_groups=args.qkv_groups,
+      max_shard_bytes=args.max_shard_bytes,
+      prefix_lm=common.trained_as_prefix_lm(),
+    )
+  for warning in caught:
+    if issubclass(warning.category, to_hf.PrefixLMWarning):
+      print(f"jaxformer: warning: {warning.message}", file=sys.stderr)
+  print(f"exported step {step} of {args.model_dir} to {path} ({args.dtype}, QKV in {args.qkv_groups} groups)")
+
+
+def import_args(parser):
+  parser.add_argument("--hf", required=True, help="a HuggingFace CodeGen directory")
+  parser.add_argument("--model_dir", required=True)
+  parser.add_argument(
+    "--qkv_groups",
+    type=int,
+    default=None,
+    help="QKV grouping of the source: 4 (upstream) or 8 (CodeGen2 remote code); default: detect",
+  )
+
+
+def import_run(args, bindings):
+  common.parse_gin(args, bindings)
+  from jaxformer.export import from_hf
+
+  result = common.user_errors(from_hf.import_hf, args.hf, args.model_dir, args.qkv_groups)
+  c = result["config"]
+  print(
+    f"imported {args.hf} ({c.num_layers} layers, d_model {c.d_model}, {c.num_heads} heads, vocab "
+    f"{c.vocab_size}, QKV in {result['qkv_groups']} groups) into {result['model_dir']}"
+  )
+  print(f"vocabulary: {result['vocabulary'] or 'none found (no spm.model or tokenizer.json)'}")

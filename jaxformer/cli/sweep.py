@@ -1,0 +1,52 @@
+"""`jaxformer sweep`: a gin sweep run one after another (here or on a slice), then tabulated."""
+
+import os
+
+from jaxformer import config as config_lib
+from jaxformer.cli import common
+from jaxformer.errors import UserError
+
+
+def sweep_args(parser):
+  parser.add_argument("--sweep_file", required=True, help="a gin file binding sweep.define (gin/sweeps/*.gin)")
+  parser.add_argument("--output_dir", required=True, help="one folder per run, and results.{csv,md,png}")
+  parser.add_argument("--dry_run", action="store_true", help="print each run's name, bindings and commands")
+  parser.add_argument(
+    "--launcher",
+    choices=("local", "tpu"),
+    default="local",
+    help="local: one after another here; tpu: on the slice tpu/'s settings name",
+  )
+  parser.add_argument(
+    "--tpu_flag",
+    action="append",
+    default=[],
+    help="with --launcher=tpu: a flag for tpu/launch.sh, e.g. --tpu_flag=--name=my-v4 (repeatable)",
+  )
+  parser.add_argument("--collect_only", action="store_true", help="only gather finished runs into results.*")
+
+
+def sweep_run(args, bindings):
+  args.gin_file = [args.sweep_file] + args.gin_file
+  common.parse_gin(args, bindings)
+  from jaxformer import sweep
+
+  definition = config_lib.call_configurable(sweep.define)
+  runs = common.user_errors(sweep.expand, definition)
+  launcher = sweep.TpuLauncher(args.tpu_flag) if args.launcher == "tpu" else sweep.LocalLauncher()
+  output_dir = args.output_dir if "://" in args.output_dir else os.path.abspath(os.path.expanduser(args.output_dir))
+  print(f"sweep {args.sweep_file}: {len(runs)} runs into {output_dir}", flush=True)
+  summary = {"interrupted": False, "failed": []}
+  if not args.collect_only:
+    summary = sweep.run_sweep(definition, output_dir, launcher, dry_run=args.dry_run)
+  if args.dry_run:
+    return
+  results = common.user_errors(sweep.collect, definition, output_dir)
+  print(f"{len(results['rows'])} of {len(runs)} runs finished; wrote " + ", ".join(results["files"]))
+  for c in results["comparisons"]:
+    verdict = {None: "not run", True: "agrees", False: "disagrees"}[c["agrees"]]
+    print(f"  {c['lesson']}: {c['metric']} {c['lower']} < {c['than']}: {verdict}")
+  if summary["interrupted"]:
+    raise UserError("sweep interrupted; run the same command again to resume")
+  if summary["failed"]:
+    raise UserError(f"runs failed: {', '.join(summary['failed'])} (their sweep.log says why)")

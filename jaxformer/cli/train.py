@@ -1,0 +1,103 @@
+"""`jaxformer train` and `jaxformer bench`: training runs and their speed."""
+
+import json
+
+import gin
+
+from jaxformer import config as config_lib
+from jaxformer.cli import common
+
+
+def train_args(parser):
+  parser.add_argument("--model_dir", default=None, help="sets the MODEL_DIR macro")
+  parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+  common.add_distributed_flags(parser)
+
+
+def train_run(args, bindings):
+  from jaxformer import distributed
+
+  distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+  extra = [config_lib.binding_from_flag("MODEL_DIR", repr(args.model_dir))] if args.model_dir else []
+  common.parse_gin(args, bindings + extra)
+  import jax
+
+  from jaxformer.train import loop
+
+  result = common.user_errors(loop.train, periodic_evals=_code_eval())
+  if jax.process_index() == 0:
+    for task, values in result["eval"].items():
+      if "loss" in values:
+        print(
+          f"eval {task}: loss {values['loss']:.4f}, accuracy {values['accuracy']:.3f} ({values['tokens']:.0f} tokens)"
+        )
+      else:
+        print(f"eval {task}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+    if result.get("sample") is not None:
+      print("sample:", json.dumps(gin.query_parameter("train.train.sample_prompt")), "->")
+      print(result["sample"])
+    print(
+      f"{'preempted' if result['preempted'] else 'stopped'} at step {result['step']}, train loss {result['train_loss']}"
+    )
+    if args.json:
+      print(json.dumps({k: v for k, v in result.items()}))
+
+
+def _code_eval() -> list:
+  """The in-training code eval (train.CodeEvalConfig) as the loop's periodic eval, when its period is set."""
+  from jaxformer.evals import during_training
+  from jaxformer.train.loop import PeriodicEval
+
+  config = config_lib.call_configurable(during_training.CodeEvalConfig)
+  if not config.period:
+    return []
+  run = lambda model, params, vocabulary, mesh, rules: during_training.code_eval(
+    model, params, vocabulary, config, mesh, rules
+  )
+  return [PeriodicEval("code", config.period, run)]
+
+
+def bench_args(parser):
+  parser.add_argument("--decode", action="store_true", help="time KV-cache decoding instead of train steps")
+  parser.add_argument("--compare_hf", action="store_true", help="with --decode: also HF generate on the same weights")
+  parser.add_argument("--decode_batch_sizes", default="1,8")
+  parser.add_argument("--prompt_length", type=int, default=64)
+  parser.add_argument("--new_tokens", type=int, default=128)
+  parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--batch_size", type=int, default=8)
+  parser.add_argument("--length", type=int, default=512)
+  parser.add_argument("--json", action="store_true")
+
+
+def bench_run(args, bindings):
+  common.parse_gin(args, bindings)
+  if args.decode:
+    from jaxformer.infer import bench as decode
+
+    sizes = [int(b) for b in args.decode_batch_sizes.split(",") if b]
+    r = config_lib.call_configurable(decode.decode_bench, sizes, args.prompt_length, args.new_tokens, args.compare_hf)
+    print(
+      f"greedy decoding on {r['device_kind']}, prompt {r['prompt_length']} tokens, {r['new_tokens']} new "
+      "tokens, float32, generated tokens/s:"
+    )
+    for batch in sizes:
+      hf = f", HF generate {r['hf'][batch]:,.0f}" if batch in r["hf"] else ""
+      print(f"  batch {batch}: jaxformer {r['jaxformer'][batch]:,.0f}{hf}")
+    if args.json:
+      print(json.dumps(r))
+    return
+  from jaxformer.train import bench, mfu
+
+  r = config_lib.call_configurable(bench.bench, args.steps, args.batch_size, args.length)
+  print(
+    f"{r['devices']} x {r['device_kind']}, batch {r['batch_size']} x {r['length']}, {r['steps']} steps "
+    f"(after {r['warmup_seconds']:.1f} s of compile and warm-up)"
+  )
+  print(
+    f"step time {r['step_seconds'] * 1000:.1f} ms, {r['tokens_per_second']:,.0f} tokens/s, "
+    f"{r['model_tflops_per_second_6n']:.3f} model TFLOP/s (6N)"
+  )
+  print(f"MFU: 6N {mfu.format_mfu(r['mfu_6n'])}, 6N + causal attention {mfu.format_mfu(r['mfu_6n_attention'])}")
+  print(f"peak memory {r['peak_memory_bytes'] / 2**20:,.0f} MiB ({r['peak_memory_source']})")
+  if args.json:
+    print(json.dumps(r))

@@ -1,0 +1,154 @@
+"""Code evaluation while a run trains: greedy HumanEval pass@1 and single-line infill on fixed subsets.
+
+The train loop calls `code_eval` every train.CodeEvalConfig.period steps and logs its flat metrics
+(e.g. under eval/code/). The subsets are the first N HumanEval problems and the first N single-line
+infill tasks, the same at every step, so the numbers are comparable along a run.
+"""
+
+import dataclasses
+import functools
+
+import gin
+
+from jaxformer.evals import generation, humaneval, sandbox
+
+
+@gin.configurable(module="train")
+@dataclasses.dataclass(frozen=True)
+class CodeEvalConfig:
+  """What the code eval during training runs (gin: train.CodeEvalConfig.*).
+
+  Attributes:
+    period: run it every this many steps; 0 never.
+    humaneval_problems: the first N HumanEval problems, one greedy completion each (pass@1).
+    infill_tasks: the first N single-line infill tasks (exact match and pass@1); skipped when the
+      vocabulary has no <mask_k> tokens.
+    max_new_tokens: tokens generated per completion at most.
+    batch_size: prompts per generate call.
+    timeout: wall seconds each program may run in the sandbox.
+  """
+
+  period: int = 0
+  humaneval_problems: int = 8
+  infill_tasks: int = 16
+  max_new_tokens: int = 128
+  batch_size: int = 8
+  timeout: float = 3.0
+
+  def __post_init__(self):
+    for name, lowest in (("period", 0), ("humaneval_problems", 0), ("infill_tasks", 0)):
+      _check_int(name, getattr(self, name), lowest)
+    for name in ("max_new_tokens", "batch_size"):
+      _check_int(name, getattr(self, name), 1)
+    if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or not self.timeout > 0:
+      raise ValueError(f"train.CodeEvalConfig.timeout={self.timeout!r} must be a positive number of seconds")
+
+  def due(self, step: int) -> bool:
+    """Whether the eval runs at this step.
+
+    Args:
+      step: the training step just completed.
+    Returns:
+      True when period > 0 and step is a positive multiple of it.
+    """
+    return self.period > 0 and step > 0 and step % self.period == 0
+
+
+def _check_int(name: str, value, lowest: int) -> None:
+  if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+    raise ValueError(f"train.CodeEvalConfig.{name}={value!r} must be an integer >= {lowest}")
+
+
+@functools.lru_cache(maxsize=1)
+def _problems() -> dict:
+  # Read once per process: the eval runs many times in a run.
+  return humaneval.read_problems()
+
+
+def subsets(config: CodeEvalConfig) -> tuple[dict, list[dict]]:
+  """The fixed HumanEval problems and infill tasks the eval uses.
+
+  Args:
+    config: the CodeEvalConfig (humaneval_problems, infill_tasks).
+  Returns:
+    (task_id -> problem for the first humaneval_problems problems, the first infill_tasks infill tasks).
+  """
+  problems = _problems()
+  subset = dict(list(problems.items())[: config.humaneval_problems])
+  tasks = humaneval.single_line_infill_tasks(problems)[: config.infill_tasks] if config.infill_tasks else []
+  return subset, tasks
+
+
+def score_code_eval(
+  problems: dict,
+  humaneval_samples: list[dict],
+  infill_tasks: list[dict],
+  infill_completions: list[str] | None,
+  config: CodeEvalConfig,
+) -> dict:
+  """Runs the completions in the sandbox and reduces them to flat metrics.
+
+  Args:
+    problems: task_id -> problem, holding every task_id the samples and infill tasks name.
+    humaneval_samples: [{task_id, completion}], one per problem (generation.humaneval_samples).
+    infill_tasks: the infill tasks (humaneval.single_line_infill_tasks); may be empty.
+    infill_completions: one completion per infill task; None skips the infill metrics.
+    config: the CodeEvalConfig (its timeout limits each program).
+  Returns:
+    {'humaneval_problems', 'humaneval_pass@1'} when there are samples, and {'infill_tasks',
+    'infill_exact_match', 'infill_pass@1'} when there are infill completions; all floats.
+  """
+  limits = sandbox.Limits(wall_seconds=config.timeout, cpu_seconds=int(config.timeout) + 1)
+  result = {}
+  if humaneval_samples:
+    _, scores = humaneval.score(humaneval_samples, problems, ks=(1,), limits=limits)
+    result["humaneval_problems"] = float(len({s["task_id"] for s in humaneval_samples}))
+    result["humaneval_pass@1"] = float(scores["pass@1"])
+  if infill_completions is not None and infill_tasks:
+    if len(infill_completions) != len(infill_tasks):
+      raise ValueError(f"{len(infill_completions)} infill completions for {len(infill_tasks)} tasks")
+    _, scores = humaneval.score_infill(infill_tasks, infill_completions, problems, limits)
+    result["infill_tasks"] = float(scores["tasks"])
+    result["infill_exact_match"] = float(scores["exact_match"])
+    result["infill_pass@1"] = float(scores["pass@1"])
+  return result
+
+
+def code_eval(model, params, vocabulary, config: CodeEvalConfig, mesh, rules) -> dict:
+  """Greedy HumanEval pass@1 and single-line infill on the config's fixed subsets.
+
+  Every process must call it (generation runs over the whole mesh); each scores the same
+  completions, so all return the same metrics.
+
+  Args:
+    model, params: the Transformer and its (possibly sharded) parameters.
+    vocabulary: the run's vocabulary; without <mask_k> tokens the infill part is skipped.
+    config: the CodeEvalConfig.
+    mesh, rules: the device mesh and logical axis rules the model runs under.
+  Returns:
+    Flat float metrics: humaneval_pass@1 and humaneval_problems; infill_exact_match, infill_pass@1
+    and infill_tasks when the vocabulary has masks (see score_code_eval).
+  """
+  problems, tasks = subsets(config)
+  samples = []
+  if problems:
+    samples = generation.humaneval_samples(
+      model,
+      params,
+      vocabulary,
+      problems,
+      num_samples=1,
+      temperature=0.0,
+      top_p=1.0,
+      max_new_tokens=config.max_new_tokens,
+      batch_size=config.batch_size,
+      seed=0,
+      mesh=mesh,
+      rules=rules,
+    )
+  infills = None
+  if tasks and hasattr(vocabulary, "mask_id"):
+    infills = generation.infill_completions(
+      model, params, vocabulary, tasks, config.max_new_tokens, config.batch_size, mesh, rules
+    )
+  return score_code_eval(_problems(), samples, tasks, infills, config)

@@ -1,0 +1,43 @@
+"""Sizes and costs of a model config, computed without allocating it.
+
+FLOPs per trained token come from ModelConfig.flops_per_token under two labelled accountings
+(docs/DESIGN.md, "Measures"): 6N, and 6N + causal attention.
+"""
+
+import dataclasses
+import math
+
+import gin
+import jax
+import jax.numpy as jnp
+
+from jaxformer.model import ModelConfig, param_shapes
+
+ADAM_STATE_PER_PARAM = 2  # mu and nu, float32 like the parameters.
+
+
+def count_params(config: ModelConfig) -> int:
+  return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(param_shapes(config)))
+
+
+@gin.configurable(module="plan")
+def plan_report(length: int | None = None) -> dict:
+  """Everything `jaxformer plan` prints without --topology, for the gin-bound ModelConfig.
+
+  Args:
+    length: training sequence length for the attention FLOPs (default ModelConfig.max_length).
+  """
+  config = ModelConfig()
+  length = length or config.max_length
+  params = count_params(config)
+  param_bytes = params * jnp.dtype(config.param_dtype).itemsize
+  return {
+    "model": dataclasses.asdict(config),
+    "params": params,
+    "matmul_params": config.matmul_params,
+    "sequence_length": length,
+    **config.flops_per_token(length),
+    "param_bytes": param_bytes,
+    "adam_state_bytes": ADAM_STATE_PER_PARAM * param_bytes,
+    "train_state_bytes": (1 + ADAM_STATE_PER_PARAM) * param_bytes,
+  }

@@ -1,0 +1,49 @@
+"""The text `jaxformer plan` prints, from the report dicts of costs.plan_report and tpu.tpu_plan."""
+
+GIB = 2**30
+
+
+def _size(n: float) -> str:
+  return f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / 2**20:.1f} MiB"
+
+
+def format_report(report: dict) -> str:
+  """Lines of the model's costs, then (when report['tpu'] is present) the compiled TPU step."""
+  lines = [
+    f"parameters                      {report['params']:,}",
+    f"matmul parameters (N)           {report['matmul_params']:,}",
+    f"FLOPs/token, 6N                 {report['flops_per_token_6n']:.4g}",
+    f"FLOPs/token, 6N + causal attn   {report['flops_per_token_with_attention']:.4g}"
+    f"  (length {report['sequence_length']})",
+    f"parameter bytes                 {report['param_bytes'] / GIB:.2f} GiB",
+    f"Adam state bytes                {report['adam_state_bytes'] / GIB:.2f} GiB",
+  ]
+  tpu = report.get("tpu")
+  if tpu:
+    m = tpu["memory_per_device"]
+    lines.append(
+      f"--- train step compiled for {tpu['num_slices']} x {tpu['topology']} ({tpu['libtpu_topology']}, "
+      f"{tpu['devices']} x {tpu['device_kind']}) in {tpu['compile_seconds']:.1f} s ---"
+    )
+    lines.append(
+      f"mesh {tpu['mesh']}, batch {tpu['batch_size']} x {tpu['sequence_length']}, microbatches "
+      f"{tpu['microbatches']}, remat {tpu['remat_policy']}"
+    )
+    memory = f"memory per device: arguments {_size(m['arguments'])}, temporaries {_size(m['temporaries'])}"
+    if "compiler" in m:  # the compiler refused the step: it names the temporaries it needed
+      lines.append(f"{memory} (the TPU compiler refused: {m['compiler']})")
+    else:
+      lines.append(f"{memory}, outputs {_size(m['outputs'])} (aliased {_size(m['aliased'])})")
+    lines.append(
+      f"total {_size(m['total'])} of {_size(tpu['hbm_per_device'])} HBM per device "
+      f"({tpu['memory_fraction']:.1%}): {'fits' if tpu['fits'] else 'DOES NOT FIT'}"
+    )
+    lines.append(
+      f"FLOPs per step: XLA cost analysis {tpu['xla_flops_per_step']:.4g}; model 6N "
+      f"{tpu['model_flops_per_step_6n']:.4g}, 6N + causal attn {tpu['model_flops_per_step_6n_attention']:.4g}"
+    )
+    lines.append(
+      f"predicted step time at {tpu['assumed_mfu']:.0%} MFU (6N + causal attn): "
+      f"{tpu['predicted_step_seconds'] * 1000:.1f} ms, {tpu['predicted_tokens_per_second']:,.0f} tokens/s"
+    )
+  return "\n".join(lines)
