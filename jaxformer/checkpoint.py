@@ -8,7 +8,9 @@ An interrupted save leaves only `<step>.orbax-checkpoint-tmp*`, which restore ig
 """
 
 import dataclasses
+import logging
 import os
+import time
 from typing import Any
 
 import gin
@@ -17,7 +19,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from jaxformer import config as config_lib
 from jaxformer import fs
+
+log = logging.getLogger("jaxformer")
 
 
 class DataIteratorHandler(ocp.CheckpointHandler):
@@ -65,6 +70,9 @@ def make_manager(
       preemption step are saved too.
     keep: how many recent checkpoints stay; keep_period: also keep every step divisible by it.
   """
+  config_lib.require_int("checkpoint.make_manager.checkpoint_period (CHECKPOINT_PERIOD)", checkpoint_period, 1)
+  config_lib.require_int("checkpoint.make_manager.keep", keep, 1)
+  config_lib.require_int("checkpoint.make_manager.keep_period", keep_period, 1, allow_none=True)
   policies = ocp.checkpoint_managers
   options = ocp.CheckpointManagerOptions(
     # Exactly every period (orbax's default also saves the first step it sees) and at preemption.
@@ -93,6 +101,42 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state, iterator=
   if iterator is not None:
     items["data"] = DataIteratorRestore(iterator)
   return manager.restore(step, args=ocp.args.Composite(**items)).state
+
+
+def restore_newest_readable(manager: ocp.CheckpointManager, abstract_state, iterator=None):
+  """Restores the newest step that reads; returns (state, step).
+
+  A newer step that fails to read (a truncated or missing file, a lost item) is logged with the reason
+  and moved aside to MODEL_DIR/checkpoints_unreadable/<step>-<time> (renamed, never deleted), so the
+  run resumes from the step before it. When no step reads, nothing is moved and the newest step's
+  error is raised (a changed model config fails every step alike: that is not damage).
+  """
+  failures = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      state = restore(manager, step, abstract_state, iterator)
+    except Exception as e:  # orbax and TensorStore raise many types for damaged files
+      failures.append((step, e))
+      continue
+    for bad, error in failures:
+      _move_aside(manager, bad, error)
+    if failures:
+      manager.reload()
+    return state, step
+  raise failures[0][1]
+
+
+def _move_aside(manager: ocp.CheckpointManager, step: int, error: Exception) -> None:
+  checkpoints = str(manager.directory)
+  aside = os.path.join(os.path.dirname(checkpoints.rstrip("/")), "checkpoints_unreadable")
+  target = os.path.join(aside, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+  reason = " ".join(str(error).split())[:300]
+  if jax.process_index() == 0:
+    fs.makedirs(aside)
+    fs.rename(os.path.join(checkpoints, str(step)), target)
+  log.warning(
+    "checkpoint step %d does not read (%s: %s); moved aside to %s", step, type(error).__name__, reason, target
+  )
 
 
 def holds_only_params(manager: ocp.CheckpointManager, step: int) -> bool:

@@ -5,6 +5,7 @@ Every error in a gin file or binding is raised as GinConfigError naming the file
 """
 
 import contextlib
+import difflib
 import logging
 import os
 import pathlib
@@ -152,8 +153,46 @@ def parse_gin(
       if isinstance(e, (SyntaxError, tokenize.TokenError)):
         hint = " (gin values are expressions: quote strings, e.g. --gin.MODEL_DIR=\"'/tmp/run'\")"
       raise GinConfigError(_describe(e, f"In binding --gin.{binding.replace(' = ', '=', 1)}") + hint) from e
+  _check_flag_macros_are_read(bindings)
   if finalize:
     gin.finalize()
+
+
+def _references(value, found: set) -> set:
+  if isinstance(value, gin.config.ConfigurableReference):
+    found.add(value.scoped_selector)
+  elif isinstance(value, (list, tuple, set)):
+    for item in value:
+      _references(item, found)
+  elif isinstance(value, dict):
+    for item in value.values():
+      _references(item, found)
+  return found
+
+
+def _check_flag_macros_are_read(bindings: Iterable[str]) -> None:
+  """A --gin.MACRO=V flag that no binding reads (a typo such as TRIAN_STEPS) would silently train
+  the default: stop and name it, with the closest macro that is read."""
+  config = gin.config._CONFIG
+  read = set()
+  for params in config.values():
+    for value in params.values():
+      _references(value, read)
+  read_macros = sorted(s.split("/")[0] for s in read if s.endswith("/gin.macro"))
+  for binding in bindings:
+    name = binding.split("=", 1)[0].strip()
+    if (name, "gin.macro") in config and f"{name}/gin.macro" not in read:
+      close = difflib.get_close_matches(name, read_macros, n=1)
+      hint = f"; did you mean {close[0]}?" if close else f" (macros read: {', '.join(read_macros) or 'none'})"
+      raise GinConfigError(f"--gin.{name}: no binding reads the macro {name}{hint}")
+
+
+def require_int(binding: str, value, minimum: int = 0, allow_none: bool = False) -> None:
+  """A bound value that must be an integer >= minimum (a quoted string or 0 period stops here, named)."""
+  if value is None and allow_none:
+    return
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    raise GinConfigError(f"{binding}={value!r} must be an integer >= {minimum}")
 
 
 def call_configurable(fn, *args, **kwargs):

@@ -5,7 +5,9 @@ Cloud Storage. orbax and tf.data's iterator checkpoints handle gs:// themselves.
 """
 
 import builtins
+import contextlib
 import os
+import shutil
 
 
 def is_remote(path) -> bool:
@@ -53,3 +55,65 @@ def write(path, data, mode: str = "w") -> None:
     _gfile().rename(f"{path}.tmp", path, overwrite=True)
   else:
     os.replace(f"{path}.tmp", path)
+
+
+def remove(path) -> None:
+  if is_remote(path):
+    _gfile().remove(path)
+  else:
+    os.remove(path)
+
+
+def rename(source, target) -> None:
+  """Moves a file or folder (on Cloud Storage tf.io.gfile copies the objects, then deletes them)."""
+  if is_remote(source):
+    _gfile().rename(source, target, overwrite=False)
+  else:
+    os.rename(source, target)
+
+
+def listdir(path) -> list[str]:
+  return _gfile().listdir(path) if is_remote(path) else os.listdir(path)
+
+
+def rmtree(path) -> None:
+  if is_remote(path):
+    _gfile().rmtree(path)
+  else:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def check_replaceable(output_dir: str, overwrite: bool, flag: str = "--output_dir") -> str:
+  """output_dir, resolved; FileExistsError when it holds files and overwrite is False."""
+  output_dir = resolve(output_dir).rstrip("/")
+  if exists(output_dir) and listdir(output_dir) and not overwrite:
+    raise FileExistsError(f"{flag}={output_dir} already holds files; pass --overwrite to replace them")
+  return output_dir
+
+
+@contextlib.contextmanager
+def replaced_on_success(output_dir: str, overwrite: bool, flag: str = "--output_dir"):
+  """Yields a temporary sibling folder to build an output in; it replaces output_dir only when the
+  build succeeds, so a failed build (or one stopped half way) never damages an earlier output, and no
+  stale file of an earlier build remains.
+
+  Raises FileExistsError before anything is built when output_dir already holds files and overwrite
+  is False (nothing an earlier run wrote is replaced unasked).
+  """
+  output_dir = check_replaceable(output_dir, overwrite, flag)
+  partial = f"{output_dir}.partial-{os.getpid()}"
+  if exists(partial):
+    rmtree(partial)
+  makedirs(partial)
+  try:
+    yield partial
+  except BaseException:
+    rmtree(partial)
+    raise
+  if exists(output_dir):
+    old = f"{output_dir}.old-{os.getpid()}"
+    rename(output_dir, old)
+    rename(partial, output_dir)
+    rmtree(old)
+  else:
+    rename(partial, output_dir)

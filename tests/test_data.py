@@ -257,8 +257,14 @@ def test_feature_length_too_short_for_span_format_fails_clearly(local_tasks):
 def test_empty_task_fails_clearly(tmp_path, local_corpus):
   from tasks import local
 
-  empty = tmp_path / "empty"
-  corpus.build_local_corpus(str(empty), roots=[str(tmp_path / "nothing")])
+  (tmp_path / "nothing").mkdir()
+  with pytest.raises(ValueError, match="found no documents"):  # an empty corpus is never written
+    corpus.build_local_corpus(str(tmp_path / "unbuilt"), roots=[str(tmp_path / "nothing")])
+  assert not (tmp_path / "unbuilt").exists()
+  empty = tmp_path / "empty"  # one written by hand, or by an older version
+  for kind in ("pl", "nl"):
+    (empty / kind).mkdir(parents=True)
+  (empty / "stats.json").write_text(json.dumps({"classes": {}}))
   with pytest.raises(ValueError, match="hold no documents"):
     local.register_local_tasks(corpus_dir=str(empty), vocabulary_path=os.path.join(local_corpus, "spm.model"))
 

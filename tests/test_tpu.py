@@ -105,12 +105,78 @@ def test_create_setup_launch_stop_delete(cloud):
     assert (home / "jaxformer-logs" / "run1.exit").read_text().strip() == "0"
     assert "fake jaxformer ran: train" in (home / "jaxformer-logs" / "run1.log").read_text()
 
+    # the pre-flight cleared libtpu's lock file; the job's pid record left with the job
+    assert "rm -f /tmp/libtpu_lockfile" in (home / "sudo-calls.log").read_text()
+    assert not (home / "jaxformer-logs" / "run1.pid").exists()
+
   logs = cloud.script("logs.sh", "--worker=all")
-  assert logs.stdout.count("fake jaxformer ran: train") == 2
-  cloud.script("stop.sh")
-  assert "pkill -TERM" in cloud.calls()[-1][-1]
+  assert logs.stdout.count("fake jaxformer ran: train") == 2 and logs.stdout.count("run1 exited 0") == 2
+  assert "no running jaxformer job" in cloud.script("stop.sh").stdout
   cloud.script("delete.sh")
   assert cloud.verbs()[-1] == "tpu-vm delete" and not cloud.worker(0).exists()
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  return True
+
+
+def test_stop_stops_the_running_job_and_supervise_never_starts_a_second(cloud):
+  cloud.script("create.sh")
+  cloud.script("setup.sh")
+  homes = [cloud.worker(i) for i in range(2)]
+  for home in homes:
+    (home / "jaxformer-keep-running").touch()
+  cloud.script("launch.sh", "--", *TRAIN)
+  for home in homes:
+    _wait_for(home / "jaxformer-running.pid")
+  jobs = [int((home / "jaxformer-running.pid").read_text()) for home in homes]
+  assert all(_alive(pid) for pid in jobs)
+  assert cloud.script("logs.sh", "--worker=all").stdout.count("run1 running (pid") == 2
+
+  # A second launch beside the running job is refused on the workers; supervise sees "running".
+  again = cloud.script("launch.sh", "--", *TRAIN, check=False)
+  assert again.returncode != 0 and "job run1 is running" in again.stdout + again.stderr
+  supervise = subprocess.Popen(
+    ["bash", os.path.join(REPO, "tpu", "supervise.sh"), "--poll_seconds=0.2", "--", *TRAIN],
+    env=cloud.env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
+  deadline = time.time() + 30
+  while sum(c[3] == "ssh" for c in cloud.calls()) < 8 and time.time() < deadline:  # a few status polls
+    time.sleep(0.2)
+  assert supervise.poll() is None
+  assert all(len(_jaxformer_calls(home)) == 1 for home in homes)  # still the one job per worker
+
+  # stop.sh finds the job by its pid record and sends SIGTERM: the job saves and exits 0.
+  stopped = cloud.script("stop.sh")
+  assert stopped.stdout.count("stopped run1 (pid") == 2
+  for home, pid in zip(homes, jobs):
+    _wait_for(home / "jaxformer-logs" / "run1.exit")
+    assert (home / "jaxformer-signals").read_text() == "SIGTERM: checkpoint saved\n"
+    assert (home / "jaxformer-logs" / "run1.exit").read_text().strip() == "0" and not _alive(pid)
+  # Worker 0's exit file says 0: supervise reports the run finished, without relaunching it.
+  out, _ = supervise.communicate(timeout=60)
+  assert supervise.returncode == 0 and "run run1 finished" in out
+  assert all(len(_jaxformer_calls(home)) == 1 for home in homes)
+
+
+def test_runtime_version_follows_the_accelerator_generation(cloud):
+  for accelerator, runtime in [
+    ("v4-16", "tpu-ubuntu2204-base"),
+    ("v5litepod-16", "v2-alpha-tpuv5-lite"),
+    ("v5p-16", "v2-alpha-tpuv5"),
+    ("v6e-16", "v2-alpha-tpuv6e"),
+  ]:
+    result = cloud.script("create.sh", "--dry-run", JAXFORMER_TPU_TYPE=accelerator)
+    assert f"--version={runtime}" in result.stdout, result.stdout
+  result = cloud.script("create.sh", "--dry-run", "--runtime_version=custom", JAXFORMER_TPU_TYPE="v6e-16")
+  assert "--version=custom" in result.stdout
 
 
 def test_foreground_launch_waits_and_passes_output_and_exit_code(cloud):

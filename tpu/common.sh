@@ -11,7 +11,9 @@
 #   --zone=Z             JAXFORMER_TPU_ZONE        e.g. us-central2-b (v4)
 #   --name=N             JAXFORMER_TPU_NAME        the slice (TPU VM / queued-resource) name
 #   --accelerator_type=T JAXFORMER_TPU_TYPE        v4-32, v5p-64, v5litepod-16, v6e-16, ...
-#   --runtime_version=R  JAXFORMER_TPU_RUNTIME     TPU VM image (default tpu-ubuntu2204-base)
+#   --runtime_version=R  JAXFORMER_TPU_RUNTIME     TPU VM image (default by generation: v4
+#                                                  tpu-ubuntu2204-base, v5e v2-alpha-tpuv5-lite,
+#                                                  v5p v2-alpha-tpuv5, v6e v2-alpha-tpuv6e)
 #   --bucket=B           JAXFORMER_TPU_BUCKET      gs://bucket for checkpoints (MODEL_DIR default)
 #   --spot | --reserved | --on_demand
 #                        JAXFORMER_TPU_CAPACITY    spot, reserved or on_demand (default)
@@ -62,7 +64,7 @@ parse_common() {
   ZONE="${env_zone:-${JAXFORMER_TPU_ZONE:-}}"
   NAME="${env_name:-${JAXFORMER_TPU_NAME:-}}"
   TYPE="${env_type:-${JAXFORMER_TPU_TYPE:-}}"
-  RUNTIME="${env_runtime:-${JAXFORMER_TPU_RUNTIME:-tpu-ubuntu2204-base}}"
+  RUNTIME="${env_runtime:-${JAXFORMER_TPU_RUNTIME:-}}"
   BUCKET="${env_bucket:-${JAXFORMER_TPU_BUCKET:-}}"
   CAPACITY="${env_capacity:-${JAXFORMER_TPU_CAPACITY:-on_demand}}"
   QUEUED="${env_queued:-${JAXFORMER_TPU_QUEUED:-0}}"
@@ -91,6 +93,7 @@ parse_common() {
     esac
     shift
   done
+  [[ -n "$RUNTIME" ]] || RUNTIME="$(default_runtime "$TYPE")"
   case "$CAPACITY" in
     spot|reserved|on_demand) ;;
     *) die "capacity '$CAPACITY' (JAXFORMER_TPU_CAPACITY): use spot, reserved or on_demand" ;;
@@ -188,3 +191,24 @@ ssh_workers() {
 LOG_DIR='$HOME/jaxformer-logs'
 VENV='$HOME/jaxformer-venv'
 SRC='$HOME/jaxformer'
+
+# The jaxformer process of a job: the child of the wrapper whose pid RUN.pid holds (a foreground
+# job's wrapper also runs tee, which must keep running while the job saves its checkpoint).
+JOB_PATTERN='/jaxformer-venv/bin/jaxformer'
+
+live_jobs_check() {
+  # A worker command that fails (exit 3) naming every job still running there; stale pid files go.
+  printf '%s' "for f in $LOG_DIR/*.pid; do [ -f \"\$f\" ] || continue; p=\$(cat \"\$f\"); \
+if kill -0 \"\$p\" 2>/dev/null; then echo \"tpu: job \$(basename \"\$f\" .pid) is running (pid \$p) on \$(hostname); \
+stop it first (tpu/stop.sh)\" >&2; exit 3; fi; rm -f \"\$f\"; done"
+}
+
+default_runtime() {
+  # The TPU VM image for an accelerator generation (Google's table of runtime versions).
+  case "$1" in
+    v5litepod-*|v5e-*) echo v2-alpha-tpuv5-lite ;;
+    v5p-*) echo v2-alpha-tpuv5 ;;
+    v6e-*) echo v2-alpha-tpuv6e ;;
+    *) echo tpu-ubuntu2204-base ;;
+  esac
+}

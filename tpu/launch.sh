@@ -30,10 +30,19 @@ fi
 quoted="$(quote "${args[@]}")"
 log="$LOG_DIR/$RUN.log"
 status="$LOG_DIR/$RUN.exit"
+pidfile="$LOG_DIR/$RUN.pid"
+# Each job's wrapper pid goes to RUN.pid (stop.sh, supervise.sh and logs.sh find the job by it) and
+# leaves with the job. Before starting: refuse beside a live job of ours; clear stale processes
+# holding the TPU and libtpu's lock file (a killed job leaves them and the next one cannot start).
+preflight="$(live_jobs_check) && holders=\$(sudo lsof -t /dev/accel* /dev/vfio/* 2>/dev/null || true) && \
+{ [ -z \"\$holders\" ] || sudo kill -9 \$holders; } && sudo rm -f /tmp/libtpu_lockfile"
 if [[ "$foreground" == 1 ]]; then
-  remote="mkdir -p $LOG_DIR && cd $SRC && rm -f $status && ($VENV/bin/jaxformer $quoted 2>&1 | tee $log; exit \${PIPESTATUS[0]}); code=\$?; echo \$code > $status; exit \$code"
+  remote="mkdir -p $LOG_DIR && cd $SRC && $preflight && rm -f $status && \
+($VENV/bin/jaxformer $quoted 2>&1 | tee $log; exit \${PIPESTATUS[0]}) & job=\$!; echo \$job > $pidfile; \
+wait \$job; code=\$?; echo \$code > $status; rm -f $pidfile; exit \$code"
 else
-  inner="$VENV/bin/jaxformer $quoted > $log 2>&1; echo \$? > $status"
-  remote="mkdir -p $LOG_DIR && cd $SRC && rm -f $status && nohup bash -c $(quote "$inner") > /dev/null 2>&1 < /dev/null &"
+  inner="$VENV/bin/jaxformer $quoted > $log 2>&1; echo \$? > $status; rm -f $pidfile"
+  remote="mkdir -p $LOG_DIR && cd $SRC && $preflight && rm -f $status && \
+{ nohup bash -c $(quote "$inner") > /dev/null 2>&1 < /dev/null & echo \$! > $pidfile; }"
 fi
 ssh_workers all "$remote"

@@ -12,8 +12,11 @@ for arg in "${ARGS[@]}"; do
   esac
 done
 require ZONE NAME RUN
+state="if [ -f $LOG_DIR/$RUN.pid ] && kill -0 \$(cat $LOG_DIR/$RUN.pid) 2>/dev/null; then \
+echo \"running (pid \$(cat $LOG_DIR/$RUN.pid))\"; elif [ -f $LOG_DIR/$RUN.exit ]; then \
+echo \"exited \$(cat $LOG_DIR/$RUN.exit)\"; else echo 'not launched here'; fi"
 if [[ "$worker" == all ]]; then
-  ssh_workers all "echo \"== worker \$(hostname)\"; tail -n 20 $LOG_DIR/$RUN.log"
+  ssh_workers all "echo \"== worker \$(hostname): $RUN \$($state)\"; tail -n 20 $LOG_DIR/$RUN.log"
 else
   ssh_workers "$worker" "tail -n 100 -F $LOG_DIR/$RUN.log"
 fi

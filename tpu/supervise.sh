@@ -50,7 +50,7 @@ slice_state() {
 run_status() {
   # The run's exit code on worker 0, "running", or "absent" (never launched on this slice).
   # shellcheck disable=SC2016  # expands on the worker
-  gcloud compute tpus tpu-vm ssh "$(nodes | head -n 1)" --worker=0 "${LOCATION[@]}" --command="if [ -f $LOG_DIR/$RUN.exit ]; then cat $LOG_DIR/$RUN.exit; elif pgrep -f '$VENV/bin/jaxformer' > /dev/null; then echo running; else echo absent; fi" 2>/dev/null || echo unreachable
+  gcloud compute tpus tpu-vm ssh "$(nodes | head -n 1)" --worker=0 "${LOCATION[@]}" --command="if [ -f $LOG_DIR/$RUN.exit ]; then cat $LOG_DIR/$RUN.exit; elif [ -f $LOG_DIR/$RUN.pid ] && kill -0 \$(cat $LOG_DIR/$RUN.pid) 2>/dev/null; then echo running; else echo absent; fi" 2>/dev/null || echo unreachable
 }
 
 recreate() {

@@ -101,11 +101,13 @@ def main(argv=None) -> int:
     common.setup_logging(args.verbose)
     if console and not args.verbose:
       quiet.quiet_stderr()
-    args.run(args, bindings)
+    return args.run(args, bindings) or 0
   except UserError as e:
     print(f"jaxformer: error: {one_line(e)}", file=sys.stderr)
     return 2
-  return 0
+  except KeyboardInterrupt:  # before training installed its own handler (which saves, then exits 130)
+    print("jaxformer: interrupted (SIGINT)", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

@@ -95,9 +95,7 @@ def user_errors(fn, *args, **kwargs):
   """Runs fn; missing files and bad values become one clear UserError."""
   try:
     return fn(*args, **kwargs)
-  except (FileNotFoundError, ValueError) as e:
-    if isinstance(e, UserError):
-      raise
+  except (FileNotFoundError, FileExistsError, ValueError) as e:  # UserError too: gin appends where it was called
     raise UserError(str(e).split("\n  In call to configurable")[0]) from e
 
 

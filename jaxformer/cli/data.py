@@ -11,6 +11,7 @@ def build_local_args(parser):
   parser.add_argument("--output_dir", required=True)
   parser.add_argument("--max_bytes", type=int, default=None, help="bytes of documents kept (default 48 MiB)")
   parser.add_argument("--roots", default=None, help="comma-separated folders to read (default: this machine's)")
+  parser.add_argument("--overwrite", action="store_true", help="replace an earlier output (default: refuse)")
 
 
 def build_local_run(args, bindings):
@@ -21,7 +22,9 @@ def build_local_run(args, bindings):
   if args.max_bytes:
     options = corpus.dataclasses.replace(options, max_bytes=args.max_bytes)
   roots = args.roots.split(",") if args.roots else None
-  stats = corpus.build_local_corpus(args.output_dir, roots=roots, options=options)
+  stats = common.user_errors(
+    corpus.build_local_corpus, args.output_dir, roots=roots, options=options, overwrite=args.overwrite
+  )
   for kind, splits in stats["classes"].items():
     for split, s in splits.items():
       top = ", ".join(f"{lang} {v['documents']}" for lang, v in list(s["languages"].items())[:6])
@@ -35,6 +38,7 @@ def tokenizer_args(parser):
   parser.add_argument("--output", default=None, help="the .model path (default CORPUS_DIR/spm.model)")
   parser.add_argument("--vocab_size", type=int, default=None)
   parser.add_argument("--num_masks", type=int, default=None, help="<mask_k> sentinels, at least 64")
+  parser.add_argument("--overwrite", action="store_true", help="replace an earlier output (default: refuse)")
 
 
 def tokenizer_run(args, bindings):
@@ -43,7 +47,7 @@ def tokenizer_run(args, bindings):
 
   kwargs = {k: v for k, v in (("vocab_size", args.vocab_size), ("num_masks", args.num_masks)) if v}
   output = args.output or os.path.join(args.corpus_dir, "spm.model")
-  path = common.user_errors(vocabulary.train_tokenizer, args.corpus_dir, output, **kwargs)
+  path = common.user_errors(vocabulary.train_tokenizer, args.corpus_dir, output, overwrite=args.overwrite, **kwargs)
   vocab = vocabulary.CodeGenVocabulary(path)
   print(
     f"wrote {path}: {vocab.vocab_size} pieces, {vocab.num_masks} masks, <sep>={vocab.sep_id} "
@@ -56,6 +60,7 @@ def convert_args(parser):
   parser.add_argument("--output_dir", required=True)
   parser.add_argument("--text_field", default="text")
   parser.add_argument("--num_shards", type=int, default=8)
+  parser.add_argument("--overwrite", action="store_true", help="replace an earlier output (default: refuse)")
 
 
 def convert_run(args, bindings):
@@ -63,7 +68,12 @@ def convert_run(args, bindings):
   from jaxformer.data import convert
 
   report = common.user_errors(
-    convert.convert_files, args.input, args.output_dir, text_field=args.text_field, num_shards=args.num_shards
+    convert.convert_files,
+    args.input,
+    args.output_dir,
+    text_field=args.text_field,
+    num_shards=args.num_shards,
+    overwrite=args.overwrite,
   )
   print(f"documents: {dict(report.documents)}; skipped: {dict(report.skipped) or 'none'}")
   for problem in report.problems:

@@ -14,7 +14,9 @@ def eval_common(parser, needs_model=True):
   parser.add_argument("--step", type=int, default=None)
   parser.add_argument("--output", default=None, help="per-item results as JSONL (default: MODEL_DIR/evals/)")
   parser.add_argument("--limit", type=int, default=None, help="only the first N problems (a quick look)")
-  parser.add_argument("--timeout", type=float, default=10.0, help="seconds per program in the sandbox")
+  parser.add_argument(
+    "--timeout", type=float, default=3.0, help="seconds each program may run (its own run time, as the official scorer)"
+  )
   parser.add_argument("--json", action="store_true")
 
 
@@ -42,7 +44,7 @@ def humaneval_run(args, bindings):
   ks = [int(k) for k in args.k.split(",") if k]
   if args.completions:
     common.parse_gin(args, bindings)
-    samples = common.user_errors(humaneval.read_jsonl, args.completions)
+    samples = common.user_errors(humaneval.read_completions, args.completions)
     if args.limit:
       samples = [s for s in samples if s.get("task_id") in problems]
   else:

@@ -1,6 +1,7 @@
 """`jaxformer train` and `jaxformer bench`: training runs and their speed."""
 
 import json
+import sys
 
 import gin
 
@@ -41,6 +42,10 @@ def train_run(args, bindings):
     )
     if args.json:
       print(json.dumps({k: v for k, v in result.items()}))
+  if result.get("signal") == "SIGINT":
+    print(f"jaxformer: interrupted (SIGINT) at step {result['step']}: checkpoint saved", file=sys.stderr)
+    return 130
+  return 0
 
 
 def _code_eval() -> list:

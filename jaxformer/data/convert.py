@@ -16,7 +16,10 @@ import os
 
 import tensorflow as tf
 
+from jaxformer import fs
 from jaxformer.data.corpus import _example, shard_paths, split_of
+
+SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet")
 
 
 @dataclasses.dataclass
@@ -67,41 +70,58 @@ def _records(path: str, text_field: str, report: ConvertReport):
 
 
 def convert_files(
-  file_pattern: str, output_dir: str, text_field: str = "text", validation_percent: int = 1, num_shards: int = 8
+  file_pattern: str,
+  output_dir: str,
+  text_field: str = "text",
+  validation_percent: int = 1,
+  num_shards: int = 8,
+  overwrite: bool = False,
 ) -> ConvertReport:
-  """Converts every file matching file_pattern; writes DIR/text/{train,validation}-*.tfrecord and stats.json."""
+  """Converts every file matching file_pattern; writes DIR/text/{train,validation}-*.tfrecord and stats.json.
+
+  Inputs are checked before anything is written; the output is built beside output_dir and moved into
+  place only when complete (an existing output is replaced only with overwrite=True, and none of its
+  old shards remain). Raises ValueError when no document converts.
+  """
   paths = sorted(tf.io.gfile.glob(file_pattern))
   if not paths:
     raise FileNotFoundError(f"--input={file_pattern} matches no files")
-  report = ConvertReport()
-  tf.io.gfile.makedirs(os.path.join(output_dir, "text"))
-  writers = {
-    split: [tf.io.TFRecordWriter(p) for p in shard_paths(output_dir, "text", split, n)]
-    for split, n in (("train", num_shards), ("validation", max(1, num_shards // 4)))
-  }
-  if any(not (p.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet"))) for p in paths):
-    bad = [p for p in paths if not p.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet"))]
+  bad = [p for p in paths if not p.endswith(SUFFIXES)]
+  if bad:
     raise ValueError(f"--input={file_pattern}: {bad[:3]} are not .jsonl, .jsonl.gz or .parquet")
-  for path in paths:
-    try:
-      for text, where in _records(path, text_field, report):
-        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-        split = split_of(digest, validation_percent)
-        shard = writers[split][int(digest[8:16], 16) % len(writers[split])]
-        shard.write(_example(text, where, "text"))
-        report.documents[split] += 1
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-      report.skip(f"unreadable ({e.__class__.__name__}: {e})", path)
-  for shards in writers.values():
-    for writer in shards:
-      writer.close()
-  stats = {
-    "input": file_pattern,
-    "text_field": text_field,
-    "documents": dict(report.documents),
-    "skipped": dict(report.skipped),
-    "problems": report.problems,
-  }
-  with tf.io.gfile.GFile(os.path.join(output_dir, "stats.json"), "w") as f:
-    f.write(json.dumps(stats, indent=1))
+  fs.check_replaceable(output_dir, overwrite)
+  report = ConvertReport()
+  with fs.replaced_on_success(output_dir, overwrite) as partial:
+    tf.io.gfile.makedirs(os.path.join(partial, "text"))
+    writers = {
+      split: [tf.io.TFRecordWriter(p) for p in shard_paths(partial, "text", split, n)]
+      for split, n in (("train", num_shards), ("validation", max(1, num_shards // 4)))
+    }
+    for path in paths:
+      try:
+        for text, where in _records(path, text_field, report):
+          digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+          split = split_of(digest, validation_percent)
+          shard = writers[split][int(digest[8:16], 16) % len(writers[split])]
+          shard.write(_example(text, where, "text"))
+          report.documents[split] += 1
+      except (OSError, EOFError, gzip.BadGzipFile) as e:
+        report.skip(f"unreadable ({e.__class__.__name__}: {e})", path)
+    for shards in writers.values():
+      for writer in shards:
+        writer.close()
+    if not sum(report.documents.values()):
+      raise ValueError(
+        f"--input={file_pattern}: no document converted (skipped: {dict(report.skipped) or 'none'}); "
+        f"{output_dir} is unchanged"
+      )
+    stats = {
+      "input": file_pattern,
+      "text_field": text_field,
+      "documents": dict(report.documents),
+      "skipped": dict(report.skipped),
+      "problems": report.problems,
+    }
+    with tf.io.gfile.GFile(os.path.join(partial, "stats.json"), "w") as f:
+      f.write(json.dumps(stats, indent=1))
   return report

@@ -19,6 +19,7 @@ import pathlib
 import sys
 import sysconfig
 
+from jaxformer import fs
 from jaxformer.data.languages import classify
 
 SPLITS = ("train", "validation")
@@ -138,12 +139,27 @@ def _example(text: str, path: str, lang: str) -> bytes:
   ).SerializeToString()
 
 
-def build_local_corpus(output_dir, roots=None, options: CorpusOptions = CorpusOptions(), progress=None) -> dict:
-  """Gathers, filters, deduplicates and writes the corpus; returns the stats it wrote."""
-  import tensorflow as tf
+def build_local_corpus(
+  output_dir, roots=None, options: CorpusOptions = CorpusOptions(), progress=None, overwrite: bool = False
+) -> dict:
+  """Gathers, filters, deduplicates and writes the corpus; returns the stats it wrote.
 
+  The corpus is built beside output_dir and moved into place only when complete; an existing corpus
+  is replaced only with overwrite=True. Raises ValueError (nothing written) when a root is missing or
+  no document survives the filters.
+  """
   output_dir = os.path.abspath(output_dir)
   roots = default_roots() if roots is None else [os.path.realpath(r) for r in roots]
+  missing = [r for r in roots if not os.path.isdir(r)]
+  if missing:
+    raise ValueError(f"--roots: {', '.join(missing)} is not a folder")
+  fs.check_replaceable(output_dir, overwrite)  # refuse before the long scan, not after it
+  return _build(output_dir, roots, options, progress, overwrite)
+
+
+def _build(output_dir: str, roots: list[str], options: CorpusOptions, progress, overwrite: bool) -> dict:
+  import tensorflow as tf
+
   candidates, skipped = list_candidates(roots, exclude=output_dir)
   budget = {"pl": int(options.max_bytes * options.pl_fraction)}
   budget["nl"] = options.max_bytes - budget["pl"]
@@ -170,32 +186,38 @@ def build_local_corpus(output_dir, roots=None, options: CorpusOptions = CorpusOp
     if progress:
       progress(sum(used.values()), options.max_bytes)
 
+  if not any(kept.values()):
+    raise ValueError(
+      f"found no documents to keep under {', '.join(roots)} (skipped: {dict(skipped) or 'none'}); "
+      f"{output_dir} is unchanged"
+    )
   stats = {
     "roots": roots,
     "options": dataclasses.asdict(options),
     "skipped": dict(sorted(skipped.items())),
     "classes": {},
   }
-  for (kind, split), docs in kept.items():
-    num_shards = options.train_shards if split == "train" else options.validation_shards
-    paths = shard_paths(output_dir, kind, split, num_shards)
-    os.makedirs(os.path.dirname(paths[0]), exist_ok=True)
-    writers = [tf.io.TFRecordWriter(p) for p in paths]
-    languages = collections.defaultdict(lambda: {"documents": 0, "bytes": 0})
-    for i, (text, path, lang, size) in enumerate(docs):
-      writers[i % num_shards].write(_example(text, path, lang))
-      languages[lang]["documents"] += 1
-      languages[lang]["bytes"] += size
-    for writer in writers:
-      writer.close()
-    stats["classes"].setdefault(kind, {})[split] = {
-      "documents": len(docs),
-      "bytes": sum(d[3] for d in docs),
-      "shards": num_shards,
-      "languages": dict(sorted(languages.items(), key=lambda kv: -kv[1]["bytes"])),
-    }
-  with open(os.path.join(output_dir, "stats.json"), "w") as f:
-    json.dump(stats, f, indent=1)
+  with fs.replaced_on_success(output_dir, overwrite) as partial:
+    for (kind, split), docs in kept.items():
+      num_shards = options.train_shards if split == "train" else options.validation_shards
+      paths = shard_paths(partial, kind, split, num_shards)
+      os.makedirs(os.path.dirname(paths[0]), exist_ok=True)
+      writers = [tf.io.TFRecordWriter(p) for p in paths]
+      languages = collections.defaultdict(lambda: {"documents": 0, "bytes": 0})
+      for i, (text, path, lang, size) in enumerate(docs):
+        writers[i % num_shards].write(_example(text, path, lang))
+        languages[lang]["documents"] += 1
+        languages[lang]["bytes"] += size
+      for writer in writers:
+        writer.close()
+      stats["classes"].setdefault(kind, {})[split] = {
+        "documents": len(docs),
+        "bytes": sum(d[3] for d in docs),
+        "shards": num_shards,
+        "languages": dict(sorted(languages.items(), key=lambda kv: -kv[1]["bytes"])),
+      }
+    with open(os.path.join(partial, "stats.json"), "w") as f:
+      json.dump(stats, f, indent=1)
   return stats
 
 

@@ -27,6 +27,15 @@ class DataConfig:
   num_epochs: int | None = None
   pack: bool = True
 
+  def __post_init__(self):
+    from jaxformer.config import require_int
+
+    require_int("DataConfig.batch_size (BATCH_SIZE)", self.batch_size, 1)
+    if not isinstance(self.task_feature_lengths, dict) or "targets" not in self.task_feature_lengths:
+      raise ValueError(f"TASK_FEATURE_LENGTHS={self.task_feature_lengths!r} must be a dict with a 'targets' length")
+    require_int("TASK_FEATURE_LENGTHS['targets']", self.task_feature_lengths["targets"], 2)
+    require_int("DataConfig.num_epochs", self.num_epochs, 1, allow_none=True)
+
   def __hash__(self):
     return hash(
       (

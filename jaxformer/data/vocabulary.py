@@ -50,10 +50,13 @@ def train_tokenizer(
   num_masks: int = MIN_MASKS,
   max_documents: int = 20000,
   max_sentence_length: int = 1 << 20,
+  overwrite: bool = False,
 ) -> str:
   """Trains the SentencePiece BPE on the corpus's train split; returns the .model path.
 
   Options keep code exact: byte fallback, no normalisation, no whitespace folding, digits split.
+  The model is trained under a temporary name and renamed into place when complete; an existing
+  model is replaced only with overwrite=True.
   """
   import sentencepiece as spm
 
@@ -69,8 +72,23 @@ def train_tokenizer(
       "symbols, 256 byte pieces and merges"
     )
   documents = iter_documents(corpus_dir)
-  prefix = output_path[: -len(".model")] if output_path.endswith(".model") else output_path
-  os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+  final = output_path[: -len(".model")] if output_path.endswith(".model") else output_path
+  if os.path.exists(final + ".model") and not overwrite:
+    raise FileExistsError(f"--output={final}.model exists; pass --overwrite to replace it")
+  os.makedirs(os.path.dirname(os.path.abspath(final)), exist_ok=True)
+  prefix = f"{final}.partial-{os.getpid()}"
+  try:
+    _train_bpe(spm, documents, prefix, vocab_size, symbols, max_documents, max_sentence_length)
+    for suffix in (".vocab", ".model"):  # the .model last: it is what readers look for
+      os.replace(prefix + suffix, final + suffix)
+  finally:
+    for suffix in (".vocab", ".model"):
+      if os.path.exists(prefix + suffix):
+        os.remove(prefix + suffix)
+  return final + ".model"
+
+
+def _train_bpe(spm, documents, prefix, vocab_size, symbols, max_documents, max_sentence_length) -> None:
   spm.SentencePieceTrainer.train(
     sentence_iterator=(d for i, d in zip(range(max_documents), documents)),
     model_prefix=prefix,
@@ -97,7 +115,6 @@ def train_tokenizer(
     num_threads=os.cpu_count() or 1,
     minloglevel=2,
   )
-  return prefix + ".model"
 
 
 class CodeGenVocabulary(seqio.SentencePieceVocabulary):

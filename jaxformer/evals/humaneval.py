@@ -45,14 +45,32 @@ def score(samples: list[dict], problems: dict, ks=(1, 10, 100), limits=sandbox.L
 
 
 def read_jsonl(path: str) -> list[dict]:
-  with open(path) as f:
-    rows = []
-    for number, line in enumerate(f, start=1):
-      if line.strip():
-        try:
-          rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-          raise ValueError(f"{path}:{number}: not JSON ({e.msg})") from e
+  """The JSON object on each non-blank line; ValueError naming the file and line otherwise."""
+  rows = []
+  try:
+    with open(path, encoding="utf-8") as f:
+      for number, line in enumerate(f, start=1):
+        if line.strip():
+          try:
+            rows.append(json.loads(line))
+          except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{number}: not JSON ({e.msg})") from e
+          if not isinstance(rows[-1], dict):
+            raise ValueError(f"{path}:{number}: a {type(rows[-1]).__name__}, not a JSON object")
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{path}: not UTF-8 text (byte {e.start})") from e
+  return rows
+
+
+def read_completions(path: str) -> list[dict]:
+  """{task_id, completion} rows of a completions file, each checked (file and line named)."""
+  rows = read_jsonl(path)
+  if not rows:
+    raise ValueError(f"{path}: no completions (the file holds no JSON lines)")
+  for number, row in enumerate(rows, start=1):
+    for key in ("task_id", "completion"):
+      if not isinstance(row.get(key), str):
+        raise ValueError(f"{path}: object {number} has no string {key!r} (keys: {sorted(row)})")
   return rows
 
 

@@ -141,6 +141,9 @@ def model_config_from_hf(hf: dict, source: str = "config.json") -> ModelConfig:
     raise ValueError(
       f"{source} has model_type {hf.get('model_type')!r}; only 'codegen' (CodeGenForCausalLM) can be imported"
     )
+  missing = [k for k in ("vocab_size", "n_layer", "n_embd", "n_head") if not isinstance(hf.get(k), int)]
+  if missing:
+    raise ValueError(f"{source}: no integer {', '.join(missing)}; is this a CodeGen config.json?")
   d = hf["n_embd"]
   inner = hf.get("n_inner") or 4 * d
   if inner % d:

@@ -8,7 +8,7 @@ import shutil
 import jax
 import numpy as np
 
-from jaxformer import checkpoint
+from jaxformer import checkpoint, runlock
 from jaxformer.export import codegen_layout as layout
 from jaxformer.model import ModelConfig, param_shapes
 
@@ -20,18 +20,31 @@ def _tensor_reader(hf_dir: str):
   if os.path.exists(index) or os.path.exists(single):
     from safetensors import safe_open
 
+    def opened(path):
+      try:
+        return safe_open(path, framework="pt")
+      except Exception as e:  # safetensors raises its own error type for a damaged header
+        raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
+
     if os.path.exists(index):
-      with open(index) as f:
-        weight_map = json.load(f)["weight_map"]
+      try:
+        with open(index) as f:
+          weight_map = json.load(f)["weight_map"]
+      except (ValueError, KeyError) as e:
+        raise ValueError(f"{index}: not a safetensors index with a weight_map ({e})") from e
     else:
-      with safe_open(single, framework="pt") as f:
+      with opened(single) as f:
         weight_map = {name: "model.safetensors" for name in f.keys()}
 
     def get(name):
       if name not in weight_map:
         raise ValueError(f"{hf_dir}: tensor {name!r} is missing")
-      with safe_open(os.path.join(hf_dir, weight_map[name]), framework="pt") as f:
-        return f.get_tensor(name).float().numpy()
+      path = os.path.join(hf_dir, weight_map[name])
+      with opened(path) as f:
+        try:
+          return f.get_tensor(name).float().numpy()
+        except Exception as e:  # a truncated file fails only when the tensor's bytes are read
+          raise ValueError(f"{path}: tensor {name!r} does not read ({e})") from e
 
     return get
   binary = os.path.join(hf_dir, "pytorch_model.bin")
@@ -59,8 +72,11 @@ def read_hf(hf_dir: str, qkv_groups: int | None = None) -> tuple[ModelConfig, di
   config_path = os.path.join(hf_dir, "config.json")
   if not os.path.exists(config_path):
     raise FileNotFoundError(f"{config_path} is missing: not a HuggingFace model directory")
-  with open(config_path) as f:
-    hf = json.load(f)
+  try:
+    with open(config_path) as f:
+      hf = json.load(f)
+  except ValueError as e:
+    raise ValueError(f"{config_path}: not JSON ({e})") from e
   config = layout.model_config_from_hf(hf, config_path)
   groups = qkv_groups or detect_qkv_groups(hf)
   get = _tensor_reader(hf_dir)
@@ -100,9 +116,15 @@ def config_gin(config: ModelConfig, vocabulary: str | None) -> str:
 def import_hf(hf_dir: str, model_dir: str, qkv_groups: int | None = None) -> dict:
   """Writes MODEL_DIR (checkpoint at step 0 with the parameters, config.gin, vocabulary/)."""
   model_dir = os.path.abspath(model_dir)
-  if os.path.exists(os.path.join(model_dir, "checkpoints")):
-    raise ValueError(f"--model_dir={model_dir} already holds checkpoints; import into a new directory")
+  existing = [n for n in ("config.gin", "checkpoints", "vocabulary") if os.path.exists(os.path.join(model_dir, n))]
+  if existing:
+    raise ValueError(f"--model_dir={model_dir} already holds {', '.join(existing)}; import into a new directory")
   config, params, groups = read_hf(hf_dir, qkv_groups)
+  with runlock.RunLock(model_dir, "import"):
+    return _write_run(hf_dir, model_dir, config, params, groups)
+
+
+def _write_run(hf_dir: str, model_dir: str, config, params, groups: int) -> dict:
   partial = f"{model_dir}.partial-{os.getpid()}"
   shutil.rmtree(partial, ignore_errors=True)
   os.makedirs(os.path.join(partial, "vocabulary"))

@@ -1,6 +1,7 @@
 """`jaxformer train`: the loop. Resumes from MODEL_DIR's latest checkpoint, trains, evaluates,
 checkpoints (state and every host's data position together), logs, and stops cleanly on SIGTERM."""
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -13,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 import tasks
-from jaxformer import checkpoint, fs, sharding
+from jaxformer import checkpoint, fs, runlock, sharding
 from jaxformer import config as config_lib
 from jaxformer.data import pipeline
 from jaxformer.errors import UserError
@@ -47,19 +48,21 @@ class PeriodicEval:
 
 
 class _Preemption:
-  """SIGTERM sets a flag the loop checks each step (a single process; with jax.distributed,
-  JAX's own preemption service and manager.reached_preemption are used instead)."""
+  """SIGTERM or SIGINT (Ctrl-C) sets a flag the loop checks each step: it saves and stops. In a single
+  process; with jax.distributed, JAX's own preemption service and manager.reached_preemption are used."""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self, install: bool):
-    self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle) if install else None
+    self.requested = None  # the signal's name once one arrives
+    self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS} if install else {}
 
-  def _handle(self, *_):
-    self.requested = True
+  def _handle(self, signum, _frame):
+    self.requested = signal.Signals(signum).name
 
   def restore(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for s, previous in self._previous.items():
+      signal.signal(s, previous)
 
 
 def _keep_vocabulary(vocabulary, model_dir: str):
@@ -86,12 +89,12 @@ def _initial_state(setup, manager, model_dir: str, iterator, seed: int):
   start = manager.latest_step()
   if start is None:
     return setup.init_state(jax.random.key(seed)), 0
-  if checkpoint.holds_only_params(manager, start):  # written by `jaxformer import`: fine-tune it
+  if start == 0 and checkpoint.holds_only_params(manager, start):  # `jaxformer import` wrote it: fine-tune
     state = setup.init_state(jax.random.key(seed))
     params, _ = checkpoint.restore_params(model_dir, setup.abstract_state.params, start)
     log.info("initialised parameters from the imported checkpoint at step %d in %s", start, model_dir)
     return state.replace(params=params, step=jnp.asarray(start, jnp.int32)), start
-  state = checkpoint.restore(manager, start, setup.abstract_state, iterator)
+  state, start = checkpoint.restore_newest_readable(manager, setup.abstract_state, iterator)
   log.info("restored step %d from %s", start, model_dir)
   return state, start
 
@@ -131,7 +134,54 @@ def train(
   Returns:
     {"step", "train_loss", "eval": {task: {...}}, "preempted", "skipped_steps"}.
   """
+  for name, value, minimum in (
+    ("train_steps", train_steps, 1),
+    ("eval_period", eval_period, 0),
+    ("log_period", log_period, 1),
+    ("seed", seed, 0),
+  ):
+    config_lib.require_int(f"train.train.{name}", value, minimum)
+  config_lib.require_int("train.train.stop_after_steps", stop_after_steps, 1, allow_none=True)
   model_dir = fs.resolve(model_dir)  # local or gs://
+  # One writer per run folder (process 0 holds it for every host of the run).
+  lock = runlock.RunLock(model_dir, "train") if jax.process_index() == 0 else contextlib.nullcontext()
+  with lock:
+    return _train(
+      model_dir,
+      train_steps,
+      model_config,
+      data_config,
+      step_config,
+      wandb,
+      periodic_evals,
+      eval_period,
+      log_period,
+      seed,
+      sample_prompt,
+      sample_tokens,
+      sample_temperature,
+      progress,
+      stop_after_steps,
+    )
+
+
+def _train(
+  model_dir,
+  train_steps,
+  model_config,
+  data_config,
+  step_config,
+  wandb,
+  periodic_evals,
+  eval_period,
+  log_period,
+  seed,
+  sample_prompt,
+  sample_tokens,
+  sample_temperature,
+  progress,
+  stop_after_steps,
+) -> dict:
   vocabulary = tasks.ensure_registered(data_config.mixture_or_task_name)
   _check_vocabulary(model_config, vocabulary)
   setup = setup_lib.build(model_config, step_config, total_steps=train_steps)
@@ -224,12 +274,13 @@ def train(
           last_eval_step = step
           window_start = time.perf_counter()
 
-      preempted = preemption.requested or manager.reached_preemption(step)
+      preempted = bool(preemption.requested) or manager.reached_preemption(step)
       checkpoint.save(manager, step, state, train_iterator, force=preempted or step == end)
       if preempted:
         manager.wait_until_finished()
         log.warning("preempted at step %d: checkpoint saved, exiting", step)
         result["preempted"] = True
+        result["signal"] = preemption.requested or "SIGTERM"
         break
     manager.wait_until_finished()
     result["step"] = step

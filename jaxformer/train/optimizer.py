@@ -22,7 +22,8 @@ def learning_rate_schedule(
   if not decay_steps or decay_steps <= warmup_steps:
     raise ValueError(
       f"optimizer.learning_rate_schedule: decay_steps={decay_steps} must exceed "
-      f"warmup_steps={warmup_steps} (set optimizer.learning_rate_schedule.total_steps = %TRAIN_STEPS)"
+      f"warmup_steps={warmup_steps}: lower --gin.optimizer.learning_rate_schedule.warmup_steps "
+      "(runs/pretrain.gin warms up for 2000 steps) or train for more steps (TRAIN_STEPS)"
     )
   return optax.warmup_cosine_decay_schedule(
     init_value=0.0, peak_value=peak, warmup_steps=warmup_steps, decay_steps=decay_steps, end_value=peak * floor_ratio

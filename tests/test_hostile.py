@@ -1,0 +1,244 @@
+"""The sandbox against hostile completions: host files, /proc, early exits, whole-sandbox memory, timing."""
+
+import ctypes
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from jaxformer.evals import humaneval, sandbox
+
+TASK = "HumanEval/0"
+
+
+def machine_has_namespaces() -> bool:
+  """Probed apart from the sandbox's own detection, so that a broken detection fails rather than skips."""
+  if os.geteuid() != 0 or not shutil.which("unshare"):
+    return False
+  return subprocess.run(["unshare", "--net", "--mount", "--pid", "--fork", "--", "true"]).returncode == 0
+
+
+def machine_has_cgroups() -> bool:
+  """Root with rw cgroup v1 memory and pids hierarchies, or a cgroup v2 root (ours) offering both."""
+  if os.geteuid() != 0:
+    return False
+  with open("/proc/self/mounts") as f:
+    mounts = [line.split()[2:4] for line in f]
+  v1 = [
+    c
+    for fstype, options in mounts
+    if fstype == "cgroup" and "rw" in options.split(",")
+    for c in ("memory", "pids")
+    if c in options.split(",")
+  ]
+  try:
+    with open("/sys/fs/cgroup/cgroup.controllers") as f, open("/proc/self/cgroup") as g:
+      v2 = {"memory", "pids"} <= set(f.read().split()) and "0::/\n" in g.read()
+  except OSError:
+    v2 = False
+  return v2 or {"memory", "pids"} <= set(v1)
+
+
+needs_namespaces = pytest.mark.skipif(not machine_has_namespaces(), reason="unshare needs root on Linux")
+needs_cgroups = pytest.mark.skipif(not machine_has_cgroups(), reason="no writable memory and pids cgroups")
+
+
+@pytest.fixture(scope="module")
+def problems():
+  return humaneval.read_problems()
+
+
+def score(problems, completions, limits=sandbox.Limits()):
+  """Per-completion scored rows for TASK's completions."""
+  scored, _ = humaneval.score([{"task_id": TASK, "completion": c} for c in completions], problems, (1,), limits)
+  return scored
+
+
+@needs_namespaces
+def test_namespaces_and_cgroups_are_used_where_the_machine_has_them():
+  assert sandbox.namespaces_available()
+  assert sandbox.limits_mechanism() != "rlimit" or not machine_has_cgroups()
+
+
+@needs_namespaces
+def test_writes_to_shared_world_writable_places_do_not_reach_the_host(problems):
+  good = problems[TASK]["canonical_solution"]
+  names = {place: f"{place}/jaxformer-escape-{uuid.uuid4().hex}" for place in ("/run/lock", "/var/tmp", "/dev/shm")}
+  private = f"/tmp/jaxformer-private-{uuid.uuid4().hex}"
+  completions = [f"    open({path!r}, 'w').write('x')\n" + good for path in names.values()]
+  completions.append(f"    open({private!r}, 'w').write('x')\n" + good)  # /tmp is private and writable
+  scored = score(problems, completions)
+  assert [s["passed"] for s in scored] == [False] * len(names) + [True]
+  assert not any(os.path.exists(path) for path in [*names.values(), private])
+
+
+@needs_namespaces
+def test_the_host_is_invisible_and_the_root_is_read_only():
+  here = os.path.dirname(os.path.abspath(__file__))
+  program = (
+    "import os\n"
+    f"for path in ['/run', '/var', '/home', '/sys', '/work', '/root/.bashrc', {here!r}]:\n"
+    "  print('visible', path, os.path.exists(path))\n"
+    "for path in ['/escape', '/usr/escape', '/etc/escape', os.getcwd() + '/ok']:\n"
+    "  try:\n"
+    "    open(path, 'w').close()\n"
+    "    print('wrote', path)\n"
+    "  except OSError as e:\n"
+    "    print('refused', path, e.errno)\n"
+    "print('uid', os.getuid(), os.getgid(), os.getgroups())\n"
+  )
+  result = sandbox.run_program(program)
+  assert result.passed, result.output
+  assert "visible" in result.output and " True" not in result.output
+  assert re.findall(r"wrote (\S+)", result.output) == ["/tmp/sandbox/ok"]
+  assert "uid 65534 65534 []" in result.output
+
+
+@needs_namespaces
+def test_system_v_shared_memory_stays_in_the_sandbox():
+  key = int(uuid.uuid4().hex[:7], 16)
+  program = f"import ctypes\nprint('shmid', ctypes.CDLL(None).shmget({key}, 4096, 0o1666))\n"  # IPC_CREAT | 0o666
+  result = sandbox.run_program(program)
+  libc = ctypes.CDLL(None)
+  leaked = libc.shmget(key, 0, 0)
+  if leaked >= 0:
+    libc.shmctl(leaked, 0, None)  # IPC_RMID: leave the host as it was
+  assert result.passed and int(result.output.split()[1]) >= 0, result.output  # it exists in there
+  assert leaked == -1
+
+
+@needs_namespaces
+def test_proc_lists_only_the_sandboxs_own_processes(problems):
+  assert sum(name.isdigit() for name in os.listdir("/proc")) > 3  # the host's (this test's own included)
+  completion = (
+    "    import os\n"
+    "    pids = [p for p in os.listdir('/proc') if p.isdigit()]\n"
+    "    lines = []\n"
+    "    for p in pids:\n"
+    "        try:\n"
+    "            lines.append(open(f'/proc/{p}/cmdline', 'rb').read().replace(b'\\0', b' ')[:60])\n"
+    "        except OSError:\n"
+    "            pass\n"
+    "    print('processes', len(pids), lines)\n"
+    "    assert len(pids) < 10\n"
+  ) + problems[TASK]["canonical_solution"]
+  result = sandbox.run_program(humaneval.program(problems[TASK], completion))
+  assert result.passed, result.output
+  assert all(int(n) < 10 for n in re.findall(r"processes (\d+)", result.output))
+  assert "pytest" not in result.output  # this test's own command line is not among them
+
+
+def exits(problems):
+  """Completions of TASK that exit before its tests finish: at import and inside the function."""
+  good = problems[TASK]["canonical_solution"]
+  calls = {
+    "sys.exit": "import sys; sys.exit(0)",
+    "exit": "exit(0)",
+    "quit": "quit()",
+    "os._exit": "import os; os._exit(0)",
+  }
+  completions = {}
+  for name, call in calls.items():
+    completions[name + " in the body"] = f"    {call}\n" + good
+    completions[name + " at import"] = good + f"\n\n{call}\n"
+  return completions
+
+
+@needs_namespaces
+def test_exiting_early_fails_and_the_canonical_solution_passes(problems):
+  completions = exits(problems)
+  scored = score(problems, [*completions.values(), problems[TASK]["canonical_solution"]])
+  assert {name: s["passed"] for name, s in zip(completions, scored)} == dict.fromkeys(completions, False)
+  assert scored[-1]["passed"] and scored[-1]["status"] == "passed"
+
+
+def test_exiting_early_fails_without_namespaces_too(problems, monkeypatch):
+  monkeypatch.setattr(sandbox, "namespaces_available", lambda: False)
+  completions = exits(problems)
+  scored = score(problems, [*completions.values(), problems[TASK]["canonical_solution"]])
+  assert [s["passed"] for s in scored] == [False] * len(completions) + [True]
+
+
+# Four children each touch CHILD bytes and hold them until every one is either full or dead, then report.
+# (The review's 4 x 1 GiB against 2 GiB, scaled down 4 times: first-touching memory is slow on this machine.)
+LIMIT, CHILD = 512 << 20, 320 << 20
+MEMORY_HOG = f"""
+import os, time
+CHILD = {CHILD}
+report_r, report_w = os.pipe()
+release_r, release_w = os.pipe()
+children = []
+for i in range(4):
+  pid = os.fork()
+  if pid == 0:
+    try:
+      os.close(release_w)  # so that the parent closing its end releases this child
+      block = bytearray(CHILD)
+      block[::4096] = b"\\1" * (CHILD // 4096)
+      os.write(report_w, b"F")
+      os.read(release_r, 1)  # holds the memory until the parent lets go
+    finally:
+      os._exit(0)
+  children.append(pid)
+os.close(report_w)
+os.set_blocking(report_r, False)
+full, dead, deadline = 0, 0, time.monotonic() + 15
+while full + dead < 4 and time.monotonic() < deadline:
+  try:
+    full += len(os.read(report_r, 4))
+  except BlockingIOError:
+    pass
+  while dead < 4:
+    pid, status = os.waitpid(-1, os.WNOHANG)
+    if not pid:
+      break
+    dead += 1
+  time.sleep(0.01)
+os.close(release_w)
+for _ in range(4 - dead):
+  os.wait()
+print("children full at once:", full, "children dead before:", dead)
+assert full == 4
+"""
+
+
+@needs_cgroups
+def test_memory_is_limited_for_all_processes_together():
+  start = time.time()
+  result = sandbox.run_program(MEMORY_HOG, sandbox.Limits(wall_seconds=20, memory_bytes=LIMIT))
+  assert not result.passed
+  held = re.search(r"children full at once: (\d+) children dead before: (\d+)", result.output)
+  assert held, result.output  # the parent itself survived to count
+  assert 2 * CHILD > LIMIT and int(held[1]) <= 1 and int(held[2]) >= 3  # the OOM killer took the others
+  assert time.time() - start < 20
+  described = json.loads(sandbox.describe())
+  assert described["limits"] == sandbox.limits_mechanism() != "rlimit"
+  leftovers = [
+    glob.glob(os.path.join(base, f"{sandbox._CGROUP_PREFIX}{os.getpid()}-*")) for base in described["cgroups"]
+  ]
+  assert leftovers == [[]] * len(described["cgroups"])
+
+
+def test_the_time_limit_counts_the_programs_run_time_alone():
+  def run(seconds, limit):
+    start = time.monotonic()
+    result = sandbox.run_program(f"import time\ntime.sleep({seconds})\n", sandbox.Limits(wall_seconds=limit))
+    return result, time.monotonic() - start
+
+  with ThreadPoolExecutor(3) as pool:
+    (two, _), (five, five_took), (tight, tight_took) = pool.map(run, (2, 5, 2), (3, 3, 2.15))
+  assert two.passed and five.status == "timeout"
+  assert five_took < 3 + 1.5  # killed at 3 s of run time, not left to sleep
+  # The sandbox's start-up (two interpreters, mounts) made this run longer than its limit, yet it passed.
+  assert tight.passed and tight_took > 2.15, (tight, tight_took)
+
+
+def test_limits_default_to_humaneval_scorers_time():
+  assert sandbox.Limits().wall_seconds == 3.0

@@ -1,0 +1,225 @@
+"""What a run folder survives: a second trainer, Ctrl-C, damaged checkpoints, an import over a run."""
+
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import train_util
+
+from jaxformer import cli, runlock
+from jaxformer.errors import UserError
+
+
+def test_second_trainer_stops_at_once_and_ctrl_c_saves_and_exits_130(local_corpus, tmp_path):
+  model_dir = str(tmp_path / "run")
+  flags = train_util.small_run_flags(local_corpus, steps=400, checkpoint_period=200)
+  first = train_util.start(model_dir, flags)
+  deadline = time.time() + 240
+  while not os.path.exists(os.path.join(model_dir, "metrics.jsonl")):  # the first run is training
+    assert first.poll() is None and time.time() < deadline, train_util.log_text(model_dir)[-3000:]
+    time.sleep(0.2)
+  holder = json.load(open(os.path.join(model_dir, runlock.LOCK_NAME)))
+  assert holder["pid"] == first.pid and holder["what"] == "train"
+
+  started = time.time()
+  second = subprocess.run(
+    [train_util.JAXFORMER, "train", f"--model_dir={model_dir}", *flags],
+    capture_output=True,
+    text=True,
+    env=train_util.env(),
+    timeout=120,
+  )
+  # Refused before any model work: the time is the start-up (imports), well under the first run's.
+  assert second.returncode == 2 and time.time() - started < 90
+  assert f"is in use by train (pid {first.pid} on {socket.gethostname()}" in second.stderr
+  errors = [line for line in second.stderr.splitlines() if line.startswith("jaxformer: error:")]
+  assert len(errors) == 1 and "Traceback" not in second.stderr and "In call to configurable" not in errors[0]
+  assert first.poll() is None  # the first run goes on
+
+  assert train_util.kill(first, signal.SIGINT) == 130
+  text = train_util.log_text(model_dir)
+  stopped_at = max(train_util.committed_steps(model_dir))
+  assert f"interrupted (SIGINT) at step {stopped_at}: checkpoint saved" in text and "Traceback" not in text
+  assert not os.path.exists(os.path.join(model_dir, runlock.LOCK_NAME))  # released
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
+  dead = subprocess.Popen(["true"])
+  dead.wait()
+  path = tmp_path / runlock.LOCK_NAME
+  path.write_text(json.dumps({"what": "train", "host": socket.gethostname(), "pid": dead.pid, "since": "then"}))
+  with runlock.RunLock(str(tmp_path), "train") as lock:
+    assert json.loads(path.read_text())["token"] == lock.record["token"]
+  assert not path.exists()
+  # A live holder on another host is never taken over.
+  path.write_text(json.dumps({"what": "train", "host": "elsewhere", "pid": 1, "since": "then"}))
+  try:
+    runlock.RunLock(str(tmp_path), "train").acquire()
+    raise AssertionError("took over a lock held on another host")
+  except UserError as e:
+    assert "pid 1 on elsewhere" in str(e)
+
+
+def _damage(model_dir: str, step: int, kind: str) -> None:
+  folder = os.path.join(model_dir, "checkpoints", str(step))
+  if kind == "truncated state file":
+    data = max(glob.glob(os.path.join(folder, "state", "ocdbt.process_0", "d", "*")), key=os.path.getsize)
+    with open(data, "r+b") as f:
+      f.truncate(os.path.getsize(data) // 2)
+  elif kind == "missing manifest":
+    os.remove(os.path.join(folder, "state", "manifest.ocdbt"))
+  elif kind == "missing data item":
+    for path in glob.glob(os.path.join(folder, "data", "*")):
+      os.remove(path)
+    os.rmdir(os.path.join(folder, "data"))
+
+
+def test_damaged_latest_checkpoints_are_moved_aside_and_the_run_resumes_from_the_newest_that_reads(
+  local_corpus, tmp_path
+):
+  model_dir = str(tmp_path / "run")
+  flags = train_util.small_run_flags(local_corpus, steps=8, checkpoint_period=2) + [
+    "--gin.checkpoint.make_manager.keep=4"
+  ]
+  assert train_util.run(model_dir, flags) == 0, train_util.log_text(model_dir)
+  assert train_util.committed_steps(model_dir) == [2, 4, 6, 8]
+  kinds = {8: "truncated state file", 6: "missing manifest", 4: "missing data item"}
+  for step, kind in kinds.items():
+    _damage(model_dir, step, kind)
+
+  assert train_util.run(model_dir, flags) == 0, train_util.log_text(model_dir)
+  text = train_util.log_text(model_dir)
+  for step in kinds:
+    assert f"checkpoint step {step} does not read" in text
+  assert "restored step 2" in text
+  assert train_util.committed_steps(model_dir)[-1] == 8  # trained on from 2 to the end
+  aside = sorted(os.listdir(os.path.join(model_dir, "checkpoints_unreadable")))
+  assert [name.split("-")[0] for name in aside] == ["4", "6", "8"]  # renamed, not deleted
+  losses = train_util.train_losses(model_dir)
+  assert all(s in losses for s in range(3, 9))
+
+
+def test_import_refuses_a_folder_that_holds_a_run(tmp_path, capsys):
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "config.gin").write_text("MODEL_DIR = 'x'\n")
+  assert cli.main(["import", f"--hf={tmp_path / 'missing'}", f"--model_dir={run}"]) == 2
+  assert "already holds config.gin" in capsys.readouterr().err
+  assert (run / "config.gin").read_text() == "MODEL_DIR = 'x'\n"
+
+
+def _tree(folder) -> dict:
+  """Every file under folder with its bytes (to show a folder is byte-identical afterwards)."""
+  return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_failed_builds_leave_earlier_outputs_byte_identical(tmp_path, capsys):
+  source = tmp_path / "source"
+  source.mkdir()
+  for i in range(6):
+    (source / f"module_{i}.py").write_text(f"def f{i}(x):\n    return x + {i}\n" * 3)
+  built = tmp_path / "corpus"
+  assert cli.main(["data", "build-local", f"--output_dir={built}", f"--roots={source}"]) == 0
+  before = _tree(built)
+  assert "stats.json" in before and len(before) > 2
+  capsys.readouterr()
+  # A mistyped root, a rebuild without --overwrite, and a root with nothing to keep: each exits 2.
+  for roots, extra, message in [
+    (tmp_path / "typo", [], "is not a folder"),
+    (source, [], "pass --overwrite"),
+    (tmp_path, ["--overwrite", "--max_bytes=1"], ""),
+  ]:
+    (tmp_path / "empty_root").mkdir(exist_ok=True)
+    roots = tmp_path / "empty_root" if message == "" else roots
+    argv = ["data", "build-local", f"--output_dir={built}", f"--roots={roots}", *extra]
+    assert cli.main(argv) == 2, argv
+    assert message in capsys.readouterr().err
+    assert _tree(built) == before
+
+  raw = tmp_path / "raw"
+  raw.mkdir()
+  (raw / "a.jsonl").write_text("".join(json.dumps({"text": f"doc {i}\n" * 4}) + "\n" for i in range(40)))
+  converted = tmp_path / "converted"
+  assert cli.main(["data", "convert", f"--input={raw}/a.jsonl", f"--output_dir={converted}", "--num_shards=8"]) == 0
+  before = _tree(converted)
+  (raw / "b.txt").write_text("not a supported file")
+  for argv in (
+    ["data", "convert", f"--input={raw}/*", f"--output_dir={converted}", "--overwrite"],  # rejected input
+    ["data", "convert", f"--input={raw}/a.jsonl", f"--output_dir={converted}"],  # no --overwrite
+    ["data", "convert", f"--input={raw}/a.jsonl", f"--output_dir={converted}", "--text_field=x", "--overwrite"],
+  ):
+    assert cli.main(argv) == 2, argv
+    assert _tree(converted) == before
+  # A deliberate rebuild with fewer shards leaves none of the old shards behind.
+  argv = ["data", "convert", f"--input={raw}/a.jsonl", f"--output_dir={converted}", "--num_shards=2", "--overwrite"]
+  assert cli.main(argv) == 0
+  assert sorted(os.listdir(converted / "text")) == [
+    "train-00000-of-00002.tfrecord",
+    "train-00001-of-00002.tfrecord",
+    "validation-00000-of-00001.tfrecord",
+  ]
+  assert not list(tmp_path.glob("*.partial-*")) and not list(tmp_path.glob("*.old-*"))
+
+
+def _error(capsys) -> str:
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err and err[-1].startswith("jaxformer: error:"), err
+  return err[-1]
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, local_corpus, capsys):
+  corpus = f"--gin.CORPUS_DIR='{local_corpus}'"
+  cases = [
+    (["plan", "--gin_file=runs/local_tiny.gin", "--gin.TRIAN_STEPS=20"], "did you mean TRAIN_STEPS?"),
+    (
+      ["train", f"--model_dir={tmp_path}/a", "--gin_file=runs/local_tiny.gin", corpus, "--gin.TRAIN_STEPS='abc'"],
+      "train.train.train_steps='abc' must be an integer >= 1",
+    ),
+    (
+      ["train", f"--model_dir={tmp_path}/b", "--gin_file=runs/local_tiny.gin", corpus, "--gin.CHECKPOINT_PERIOD=0"],
+      "CHECKPOINT_PERIOD)=0 must be an integer >= 1",
+    ),
+    (["sample", f"--model_dir={tmp_path}", "--prompt=x", "--max_new_tokens=-5"], "--max_new_tokens=-5 must be"),
+    (["sample", f"--model_dir={tmp_path}", "--prompt=x", "--temperature=-1"], "--temperature=-1.0 must be"),
+  ]
+  (tmp_path / "file").write_text("not a folder")
+  cases.append(
+    (["train", f"--model_dir={tmp_path}/file", "--gin_file=runs/local_tiny.gin", corpus], "cannot write the run there")
+  )
+  completions = {
+    "empty.jsonl": (b"", "no completions"),
+    "latin1.jsonl": ('{"task_id": "HumanEval/0", "completion": "caf\xe9"}\n'.encode("latin-1"), "not UTF-8"),
+    "list.jsonl": (b"[1, 2]\n", "list.jsonl:1: a list, not a JSON object"),
+    "nocompletion.jsonl": (b'{"task_id": "HumanEval/0"}\n', "has no string 'completion'"),
+  }
+  for name, (data, message) in completions.items():
+    (tmp_path / name).write_bytes(data)
+    cases.append((["eval", "humaneval", f"--completions={tmp_path / name}", "--k=1"], message))
+  hf = tmp_path / "hf"
+  hf.mkdir()
+  (hf / "config.json").write_text(json.dumps({"model_type": "codegen", "n_embd": 64, "n_head": 4, "vocab_size": 99}))
+  cases.append((["import", f"--hf={hf}", f"--model_dir={tmp_path}/imported"], "no integer n_layer"))
+  for argv, message in cases:
+    assert cli.main(argv) == 2, argv
+    line = _error(capsys)
+    assert message in line and "In call to configurable" not in line, (argv, line)
+
+
+def test_import_names_a_truncated_safetensors_file(tmp_path, capsys):
+  import numpy as np
+  from safetensors.numpy import save_file
+
+  hf = tmp_path / "hf"
+  hf.mkdir()
+  config = {"model_type": "codegen", "n_embd": 32, "n_head": 4, "n_layer": 1, "vocab_size": 64, "rotary_dim": 4}
+  (hf / "config.json").write_text(json.dumps(config))
+  save_file({"transformer.wte.weight": np.ones((64, 32), np.float32)}, str(hf / "model.safetensors"))
+  data = (hf / "model.safetensors").read_bytes()
+  (hf / "model.safetensors").write_bytes(data[: len(data) // 2])
+  assert cli.main(["import", f"--hf={hf}", f"--model_dir={tmp_path}/run"]) == 2
+  assert "model.safetensors" in _error(capsys)
+  assert not (tmp_path / "run").exists()
