@@ -223,3 +223,33 @@ def test_import_names_a_truncated_safetensors_file(tmp_path, capsys):
   assert cli.main(["import", f"--hf={hf}", f"--model_dir={tmp_path}/run"]) == 2
   assert "model.safetensors" in _error(capsys)
   assert not (tmp_path / "run").exists()
+
+
+def test_convert_skips_and_names_lone_surrogates_and_truncated_parquet(tmp_path, capsys):
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+
+  raw = tmp_path / "raw"
+  raw.mkdir()
+  lines = [json.dumps({"text": f"good {i}\n"}) for i in range(5)]
+  lines.insert(2, '{"text": "bad \\ud800 surrogate"}')
+  (raw / "a.jsonl").write_text("\n".join(lines) + "\n")
+  pq.write_table(pa.table({"text": [f"row {i}\n" for i in range(50)]}), raw / "b.parquet")
+  data = (raw / "b.parquet").read_bytes()
+  (raw / "b.parquet").write_bytes(data[: len(data) // 2])
+  out = tmp_path / "out"
+  assert cli.main(["data", "convert", f"--input={raw}/*", f"--output_dir={out}"]) == 0
+  printed = capsys.readouterr().out
+  assert "a.jsonl:3 (character 4)" in printed and "not valid Unicode" in printed
+  assert "unreadable Parquet" in printed and "b.parquet" in printed
+  stats = json.loads((out / "stats.json").read_text())
+  assert sum(stats["documents"].values()) == 5
+
+
+def test_train_tokenizer_refuses_to_replace_a_model_unasked(tmp_path, local_corpus, capsys):
+  model = tmp_path / "spm.model"
+  model.write_bytes(b"an earlier model")
+  argv = ["data", "train-tokenizer", f"--corpus_dir={local_corpus}", f"--output={model}", "--vocab_size=600"]
+  assert cli.main(argv) == 2
+  assert "pass --overwrite" in _error(capsys)
+  assert model.read_bytes() == b"an earlier model"

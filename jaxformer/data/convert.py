@@ -41,13 +41,18 @@ def _records(path: str, text_field: str, report: ConvertReport):
   if path.endswith(".parquet"):
     import pyarrow.parquet as pq
 
-    table = pq.read_table(io.BytesIO(raw))
+    try:
+      table = pq.read_table(io.BytesIO(raw))
+    except Exception as e:  # pyarrow raises ArrowInvalid / OSError for truncated or foreign files
+      report.skip("unreadable Parquet", f"{path} ({type(e).__name__}: {str(e)[:200]})")
+      return
     if text_field not in table.column_names:
       report.skip(f"no column {text_field!r} (columns: {table.column_names})", path)
       return
     for row, text in enumerate(table.column(text_field).to_pylist()):
       if isinstance(text, str) and text.strip():
-        yield text, f"{path}:row {row}"
+        if _encodable(text, f"{path}:row {row}", report):
+          yield text, f"{path}:row {row}"
       else:
         report.skip("empty or not a string", f"{path}:row {row}")
     return
@@ -66,7 +71,18 @@ def _records(path: str, text_field: str, report: ConvertReport):
     if not isinstance(text, str) or not text.strip():
       report.skip(f"no text in field {text_field!r}", where)
       continue
-    yield text, where
+    if _encodable(text, where, report):
+      yield text, where
+
+
+def _encodable(text: str, where: str, report: ConvertReport) -> bool:
+  """JSON may hold lone surrogates (\\ud800) that no UTF-8 file can: skip such a record, named."""
+  try:
+    text.encode("utf-8")
+  except UnicodeEncodeError as e:
+    report.skip("not valid Unicode (a lone surrogate)", f"{where} (character {e.start})")
+    return False
+  return True
 
 
 def convert_files(
