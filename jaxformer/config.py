@@ -155,7 +155,11 @@ def parse_gin(
       raise GinConfigError(_describe(e, f"In binding --gin.{binding.replace(' = ', '=', 1)}") + hint) from e
   _check_flag_macros_are_read(bindings)
   if finalize:
-    gin.finalize()
+    try:
+      gin.finalize()
+    except ValueError as e:  # a %gin.REQUIRED macro (runs/pretrain.gin: MODEL_DIR, TRAIN_STEPS) left unbound
+      missing = str(e).split("/")[0].split()[-1]
+      raise GinConfigError(f"{missing} is required (%gin.REQUIRED): bind it, e.g. --gin.{missing}=...") from e
 
 
 def _references(value, found: set) -> set:

@@ -1,4 +1,4 @@
-"""Task features -> the model's batch features (names fixed in DESIGN.md), with packing.
+"""Task features -> the model's batch features (names fixed in docs/DESIGN.md), with packing.
 
 decoder_target_tokens     the tokens to predict
 decoder_input_tokens      targets shifted right per packed segment (0 = BOS)

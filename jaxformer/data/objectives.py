@@ -10,7 +10,7 @@ plus `objective`, the objective's index in the registry OBJECTIVES.
 Adding an objective is one function and one `@register` line: it is then a name OBJECTIVE_RATES
 accepts, `data show` prints and the mixture draws.
 
-Span corruption is CodeGen2's format (DESIGN.md):
+Span corruption is CodeGen2's format (docs/DESIGN.md):
   corrupted_doc(span k -> <mask_k>) <|endoftext|> <sep> <mask_1> span_1 <eom> ... <mask_K> span_K <eom>
 """
 

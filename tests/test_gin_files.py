@@ -1,0 +1,63 @@
+"""The shipped gin files compose to what the user chose: the objective file included is the one
+that trains, each run file gets its model size and data, and every sweep variant its bindings."""
+
+import glob
+import os
+
+import gin
+import pytest
+
+from jaxformer import config as config_lib
+from jaxformer import sweep
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OBJECTIVES = {
+  "causal_lm": {"causal_lm": 1.0},
+  "prefix_lm": {"prefix_lm": 1.0},
+  "span_corruption": {"span_corruption": 1.0},
+  "codegen2": {"causal_lm": 0.5, "span_corruption": 0.5},
+}
+RUN_SIZES = {"codegen2_1b_v4_32": 16, "codegen2_3_7b_v4_64": 16, "codegen2_7b_v4_128": 32, "codegen2_16b_v4_256": 34}
+REQUIRED = ["MODEL_DIR = '/tmp/run'", "TRAIN_STEPS = 10"]
+
+
+def _query(name):
+  return gin.query_parameter(name)
+
+
+@pytest.mark.parametrize("objective", sorted(OBJECTIVES))
+def test_the_objective_file_included_is_the_objective_that_trains(objective):
+  files = ["models/tiny.gin", f"objectives/{objective}.gin", "data/local.gin", "runs/pretrain.gin"]
+  config_lib.parse_gin(files, REQUIRED)
+  assert _query("%OBJECTIVE_RATES") == OBJECTIVES[objective]
+  assert _query("objectives.objective_mixture.rates").scoped_selector == "OBJECTIVE_RATES/gin.macro"
+
+
+@pytest.mark.parametrize("run", sorted(RUN_SIZES))
+def test_each_run_file_trains_its_size_on_its_data_with_the_codegen2_mix(run):
+  config_lib.parse_gin([f"runs/{run}.gin"])
+  assert _query("ModelConfig.num_layers") == RUN_SIZES[run]
+  assert _query("%OBJECTIVE_RATES") == OBJECTIVES["codegen2"]
+  assert _query("%MIXTURE_OR_TASK_NAME") == "local_pl_nl" and _query("%TASK_FEATURE_LENGTHS") == {"targets": 2048}
+  assert _query("plan.tpu_plan.topology") == run.rsplit("_", 2)[-2] + "-" + run.rsplit("_", 1)[-1]
+
+
+def test_pretrain_requires_model_dir_and_train_steps():
+  files = ["models/tiny.gin", "objectives/codegen2.gin", "data/local.gin", "runs/pretrain.gin"]
+  with pytest.raises(config_lib.GinConfigError, match="MODEL_DIR is required"):
+    config_lib.parse_gin(files, ["TRAIN_STEPS = 10"])
+
+
+def test_each_sweep_variant_binds_what_it_names():
+  for sweep_file in glob.glob(os.path.join(REPO, "gin", "sweeps", "*.gin")):
+    config_lib.parse_gin([sweep_file])
+    definition = sweep.define()
+    for run in sweep.expand(definition):
+      # The flags the sweep passes to `jaxformer train` (sweep.gin_flags), parsed as the CLI parses them.
+      flags = sweep.gin_flags(run.gin_files, run.bindings)
+      files = [f.split("=", 1)[1] for f in flags if f.startswith("--gin_file=")]
+      bindings = [f[len("--gin.") :].replace("=", " = ", 1) for f in flags if f.startswith("--gin.")]
+      config_lib.parse_gin(files, bindings + ["MODEL_DIR = '/tmp/run'"])
+      for name, value in run.bindings:
+        key = f"%{name}" if name.isupper() else name
+        assert _query(key) == value, (run.name, name)
