@@ -149,3 +149,52 @@ def test_bad_names_are_rejected():
     init(tiny(attention="magic"))
   with pytest.raises(ValueError, match="divisible"):
     tiny(d_model=30)
+
+
+def _residual_variance(num_layers: int, scheme: str) -> float:
+  """Variance of the residual stream after the last block at init, over that of the embeddings."""
+  config = tiny(num_layers=num_layers, d_model=64, num_heads=4, rotary_dim=4, init_scheme=scheme, scan_layers=False)
+  model = Transformer(config)
+  tokens = random_tokens(config, 4, 32)
+  variables = model.init(jax.random.key(0), tokens)
+  _, state = model.apply(
+    variables,
+    tokens,
+    capture_intermediates=lambda m, _: m.name == f"layers_{num_layers - 1}",
+    mutable=["intermediates"],
+  )
+  ((out, _),) = state["intermediates"][f"layers_{num_layers - 1}"]["__call__"]  # the last block's output
+  params = variables["params"]
+  if scheme == "depth_scaled":  # the residual-branch outputs are the kernels scaled down
+    expected = 0.02 / np.sqrt(2 * num_layers)
+    layers = params[f"layers_{num_layers - 1}"]
+    for kernel in (layers["mlp"]["fc_out"]["kernel"].value, layers["attention"]["out"]["kernel"].value):
+      assert abs(float(jnp.std(kernel)) / expected - 1) < 0.1
+    assert abs(float(jnp.std(layers["mlp"]["fc_in"]["kernel"].value)) / 0.02 - 1) < 0.1
+  embed = jnp.take(params["embed"].value, tokens, axis=0)
+  return float(jnp.var(out) / jnp.var(embed))
+
+
+def test_depth_scaled_init_keeps_the_residual_stream_bounded_as_depth_grows():
+  normal = [_residual_variance(layers, "normal") for layers in (2, 4, 12)]
+  scaled = [_residual_variance(layers, "depth_scaled") for layers in (2, 4, 12)]
+  assert normal[2] > 4 * normal[0]  # plain normal(0.02): every branch adds, growing with depth
+  assert scaled[2] < 2 * scaled[0] and scaled[2] < normal[2] / 4, (normal, scaled)
+
+
+def test_codegen2_model_files_scale_residual_outputs_down_with_depth():
+  from jaxformer import config as config_lib
+  from jaxformer.model import ModelConfig
+  from jaxformer.model.layers import weight_init
+
+  stds = {}
+  for name in ("codegen2_1b", "codegen2_7b", "codegen2_16b"):  # 16, 32 and 34 layers
+    config_lib.parse_gin([f"models/{name}.gin"])
+    config = ModelConfig()
+    assert config.init_scheme == "depth_scaled"
+    sample = lambda residual, config=config: weight_init(config, residual)(jax.random.key(0), (256, 256))
+    stds[config.num_layers] = float(jnp.std(sample(True)))
+    assert abs(float(jnp.std(sample(False))) / 0.02 - 1) < 0.03  # other weights keep initializer_range
+  for num_layers, std in stds.items():
+    assert abs(std / (0.02 / np.sqrt(2 * num_layers)) - 1) < 0.03, (num_layers, std)
+  assert stds[16] > stds[32] > stds[34]

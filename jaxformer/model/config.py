@@ -4,6 +4,16 @@ import dataclasses
 
 import gin
 
+# Initialisation schemes: the normal(initializer_range) std of every weight matrix, and the factor on
+# the residual-branch output projections (attention `out`, MLP `fc_out`) as a function of depth.
+INIT_SCHEMES = {
+  # HF's default (fine-tuning): every weight N(0, initializer_range).
+  "normal": lambda num_layers: 1.0,
+  # GPT-2 / Megatron / GPT-J manner: each of the 2L residual branches adds variance, so their output
+  # projections start 1/sqrt(2L) smaller and the residual stream's variance stays bounded with depth.
+  "depth_scaled": lambda num_layers: (2 * num_layers) ** -0.5,
+}
+
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +32,7 @@ class ModelConfig:
   mlp_ratio: int = 4
   layer_norm_epsilon: float = 1e-5
   initializer_range: float = 0.02
+  init_scheme: str = "normal"  # a key of INIT_SCHEMES
   dtype: str = "bfloat16"  # compute dtype; parameters stay float32.
   param_dtype: str = "float32"
   attention: str = "xla"  # a key of model.attention.IMPLEMENTATIONS
@@ -29,6 +40,8 @@ class ModelConfig:
   scan_layers: bool = True
 
   def __post_init__(self):
+    if self.init_scheme not in INIT_SCHEMES:
+      raise ValueError(f"ModelConfig.init_scheme={self.init_scheme!r}: use one of {sorted(INIT_SCHEMES)}")
     if self.d_model % self.num_heads:
       raise ValueError(f"ModelConfig.d_model={self.d_model} is not divisible by ModelConfig.num_heads={self.num_heads}")
     if self.rotary_dim > self.head_dim or self.rotary_dim % 2:

@@ -12,12 +12,14 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from jaxformer.model.attention import get_attention
-from jaxformer.model.config import ModelConfig
+from jaxformer.model.config import INIT_SCHEMES, ModelConfig
 from jaxformer.model.rotary import apply_rotary
 
 
-def weight_init(config: ModelConfig):
-  return nn.initializers.normal(stddev=config.initializer_range)
+def weight_init(config: ModelConfig, residual_output: bool = False):
+  """normal(initializer_range), scaled by the init scheme's depth factor on residual-branch outputs."""
+  factor = INIT_SCHEMES[config.init_scheme](config.num_layers) if residual_output else 1.0
+  return nn.initializers.normal(stddev=config.initializer_range * factor)
 
 
 def layer_norm(config: ModelConfig, name: str):
@@ -40,6 +42,7 @@ class Dense(nn.Module):
   config: ModelConfig
   use_bias: bool = False
   contract_dims: int = 1
+  residual_output: bool = False  # writes into the residual stream: the init scheme may scale it
 
   @nn.compact
   def __call__(self, x):
@@ -47,7 +50,7 @@ class Dense(nn.Module):
     in_shape = x.shape[-self.contract_dims :]
     kernel = self.param(
       "kernel",
-      nn.with_logical_partitioning(weight_init(cfg), self.kernel_axes),
+      nn.with_logical_partitioning(weight_init(cfg, self.residual_output), self.kernel_axes),
       in_shape + tuple(self.features),
       cfg.param_dtype,
     )
@@ -86,7 +89,7 @@ class Attention(nn.Module):
       key, value = self._cached(key, value, positions)
     out = get_attention(cfg.attention)(query, key, value, mask)
     out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
-    out = Dense((cfg.d_model,), ("heads", "kv", "embed"), cfg, contract_dims=2, name="out")(out)
+    out = Dense((cfg.d_model,), ("heads", "kv", "embed"), cfg, contract_dims=2, residual_output=True, name="out")(out)
     return checkpoint_name(out, "attention_out")
 
   def _cached(self, key, value, positions):
@@ -111,7 +114,7 @@ class Mlp(nn.Module):
     h = Dense((cfg.mlp_dim,), ("embed", "mlp"), cfg, use_bias=True, name="fc_in")(x)
     h = nn.with_logical_constraint(jax.nn.gelu(h, approximate=True), ("batch", "length", "mlp"))
     h = checkpoint_name(h, "mlp_hidden")
-    out = Dense((cfg.d_model,), ("mlp", "embed"), cfg, use_bias=True, name="fc_out")(h)
+    out = Dense((cfg.d_model,), ("mlp", "embed"), cfg, use_bias=True, residual_output=True, name="fc_out")(h)
     return checkpoint_name(out, "mlp_out")
 
 
