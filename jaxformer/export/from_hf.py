@@ -105,6 +105,7 @@ def config_gin(config: ModelConfig, vocabulary: str | None) -> str:
     "max_length",
     "mlp_ratio",
     "layer_norm_epsilon",
+    "dtype",  # HF computes in float32: sample and eval on the import match it (bfloat16 drifts by ~0.04)
   ):
     lines.append(f"ModelConfig.{field} = {getattr(config, field)!r}")
   lines.append(f"MODEL_VOCAB_SIZE = {config.vocab_size}")
