@@ -31,13 +31,14 @@ VERBS = {
   ),
   "sweep": ("run a gin sweep (grid or named variants) and tabulate its eval losses", sweep.sweep_args, sweep.sweep_run),
   "data": (
-    "build, tokenize, inspect and time the data",
+    "build, tokenize, inspect, measure and time the data",
     {
       "build-local": ("gather this machine's code and docs into a corpus", data.build_local_args, data.build_local_run),
       "train-tokenizer": ("train the SentencePiece BPE with CodeGen2 masks", data.tokenizer_args, data.tokenizer_run),
       "convert": ("JSONL/Parquet corpora -> TFRecord shards", data.convert_args, data.convert_run),
       "show": ("decoded training examples with their loss and prefix masks", data.show_args, data.show_run),
       "bench": ("tokens/second of the whole data pipeline", data.bench_args, data.bench_run),
+      "stats": ("span counts and lengths, loss share and packing per objective", data.stats_args, data.stats_run),
     },
   ),
 }

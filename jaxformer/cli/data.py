@@ -1,4 +1,4 @@
-"""`jaxformer data ...`: build, tokenize, convert, inspect and time the data."""
+"""`jaxformer data ...`: build, tokenize, convert, inspect, measure and time the data."""
 
 import json
 import os
@@ -133,5 +133,29 @@ def bench_run(args, bindings):
     f"{report['tokens_per_second']:,.0f} tokens/s ({report['nonpad_tokens_per_second']:,.0f} non-padding, "
     f"packing fill {report['packing_fill']:.1%})"
   )
+  if args.json:
+    print(json.dumps(report))
+
+
+def stats_args(parser):
+  parser.add_argument("--num_examples", type=int, default=400, help="unpacked examples read (default 400)")
+  parser.add_argument("--num_batches", type=int, default=8, help="packed batches read for fill and rows (default 8)")
+  parser.add_argument("--split", default="train")
+  parser.add_argument("--json", action="store_true", help="after the table, the whole report as one JSON object")
+  parser.add_argument("--output_png", default=None, help="write the histograms as a PNG here (default: no PNG)")
+
+
+def stats_run(args, bindings):
+  common.check_positive("--num_examples", args.num_examples)
+  common.check_positive("--num_batches", args.num_batches)
+  config, vocabulary = data_config(args, bindings)
+  from jaxformer.data import stats
+
+  report = common.user_errors(
+    stats.data_stats, config, vocabulary, args.num_examples, args.num_batches, split=args.split
+  )
+  print(stats.format_table(report))
+  if args.output_png:
+    print(f"wrote {stats.write_png(report, args.output_png)}")
   if args.json:
     print(json.dumps(report))
