@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from jaxformer.evals import humaneval, sandbox
+from jaxformer.evals import cgroups, humaneval, sandbox
 
 TASK = "HumanEval/0"
 
@@ -220,9 +220,7 @@ def test_memory_is_limited_for_all_processes_together():
   assert time.time() - start < 20
   described = json.loads(sandbox.describe())
   assert described["limits"] == sandbox.limits_mechanism() != "rlimit"
-  leftovers = [
-    glob.glob(os.path.join(base, f"{sandbox._CGROUP_PREFIX}{os.getpid()}-*")) for base in described["cgroups"]
-  ]
+  leftovers = [glob.glob(os.path.join(base, f"{cgroups.PREFIX}{os.getpid()}-*")) for base in described["cgroups"]]
   assert leftovers == [[]] * len(described["cgroups"])
 
 

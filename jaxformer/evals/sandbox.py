@@ -55,194 +55,21 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+
+from jaxformer.evals import cgroups, sandbox_scripts
 
 NOBODY = 65534
 # Seconds the outer backstop allows, beyond the program's own time, for the sandbox to start.
 STARTUP_SECONDS = 15.0
 # Processes allowed without a pids cgroup: bounds the sandbox's memory to this many RLIMIT_AS.
 FALLBACK_PROCESSES = 8
-_CGROUP_PREFIX = "jaxformer-sandbox-"
 # New network, mount, PID, System V IPC (its shared memory and queues die with it) and hostname namespaces.
 _NAMESPACES = ("--net", "--mount", "--pid", "--ipc", "--uts")
 # Exit statuses that mean the program ran out of time (SIGALRM: wall clock; SIGXCPU: CPU time;
 # the launcher reports a signal as 128 + its number; 124: the runner saw the deadline pass).
 _TIMEOUT_CODES = {124} | {code for s in (signal.SIGALRM, signal.SIGXCPU) for code in (-s, 128 + s)}
-
-# Runs the program in this process: argv is [fd of the marker pipe, seconds]; reads program.py
-# from the working directory. Writes the marker to the original stdout only if the code returned.
-_RUNNER = r"""
-import os, signal, sys, time, traceback, types
-
-def main():
-  fd, seconds = int(sys.argv[1]), float(sys.argv[2])
-  marker = os.read(fd, 64)
-  os.close(fd)
-  out = os.dup(1)  # the marker's way out, even if the program closes or replaces stdout
-  sys.argv = ["program.py"]
-  module = types.ModuleType("__main__")  # a fresh __main__: the runner's names stay out of reach
-  module.__file__ = os.path.abspath("program.py")
-  sys.modules["__main__"] = module
-  try:
-    with open("program.py", encoding="utf-8") as f:
-      source = f.read()
-    start = time.monotonic()
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    exec(compile(source, "program.py", "exec"), module.__dict__)
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    failed, late = False, time.monotonic() - start > seconds
-  except BaseException:
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    failed = True
-    try:
-      sys.stdout.flush()  # what it printed before the traceback
-      traceback.print_exc()
-    except BaseException:
-      pass
-  for stream in (sys.stdout, sys.stderr):
-    try:
-      stream.flush()
-    except BaseException:
-      pass
-  if failed:
-    os._exit(1)
-  if late:  # it ignored or blocked SIGALRM
-    os._exit(124)
-  os.write(out, b"\n" + marker + b"\n")
-  os._exit(0)
-
-main()
-"""
-
-# Shared by both launchers: the runner's source, joining the cgroups, setting the rlimits.
-_COMMON = (
-  r"""
-import os, resource, sys
-env = os.environ
-"""
-  + f"RUNNER = {_RUNNER!r}\n"
-  + r"""
-def join_cgroups():
-  for path in filter(None, env.pop("SANDBOX_CGROUPS").split(":")):
-    with open(os.path.join(path, "cgroup.procs"), "w") as f:
-      f.write(str(os.getpid()))
-
-def set_limits(values):
-  for name, value in values.items():
-    if value:
-      resource.setrlimit(getattr(resource, "RLIMIT_" + name), (int(value), int(value) + (name == "CPU")))
-
-limits = {name: env.pop("SANDBOX_" + name) for name in ("AS", "CPU", "FSIZE", "CORE", "NPROC")}
-marker_fd, seconds = env.pop("SANDBOX_FD"), env.pop("SANDBOX_SECONDS")
-"""
-)
-
-# Without namespaces: limits, then exec the runner here (the program is already in the cwd).
-_FALLBACK = (
-  _COMMON
-  + r"""
-join_cgroups()
-set_limits(limits)
-os.execve(sys.executable, [sys.executable, "-I", "-c", RUNNER, marker_fd, seconds],
-          {k: env[k] for k in ("HOME", "TMPDIR", "PATH", "LANG")})
-"""
-)
-
-# PID 1 of the new namespaces, as root: joins the cgroups, builds the read-only root on a tmpfs,
-# chroots into it, forks the runner as nobody, and waits for it (when it exits, the namespace and
-# everything the program started die with it).
-_LAUNCHER = (
-  _COMMON
-  + r"""
-import ctypes, shutil, traceback
-
-join_cgroups()
-program = sys.stdin.buffer.read()
-prefix, python = env.pop("SANDBOX_PYTHON_PREFIX"), env.pop("SANDBOX_PYTHON")
-libc = ctypes.CDLL(None, use_errno=True)
-libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-RDONLY, NOSUID, NODEV, NOEXEC, REMOUNT, BIND, PRIVATE, REC = 1, 2, 4, 8, 32, 4096, 1 << 18, 16384
-NOBODY = 65534
-
-def mount(source, target, fstype, flags, data=None):
-  names = [s.encode() if s else None for s in (source, target, fstype)]
-  if libc.mount(*names, flags, data.encode() if data else None) != 0:
-    errno = ctypes.get_errno()
-    raise OSError(errno, f"mount {source} on {target}: {os.strerror(errno)}")
-
-def bind(path, read_only=True):
-  target = root + path
-  if os.path.isdir(path):
-    os.makedirs(target, exist_ok=True)
-  else:
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    open(target, "a").close()
-  mount(path, target, None, BIND)
-  if read_only:
-    mount(None, target, None, REMOUNT | BIND | RDONLY | NOSUID | NODEV)
-
-os.umask(0o022)
-mount(None, "/", None, REC | PRIVATE)  # nothing below propagates to the host
-root = next(p for p in ("/tmp", "/mnt", "/srv") if os.path.isdir(p) and not prefix.startswith(p + "/"))
-mount("tmpfs", root, "tmpfs", NOSUID | NODEV, "size=16m,mode=755")
-for path in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
-  if os.path.islink(path):
-    os.symlink(os.readlink(path), root + path)
-  elif os.path.isdir(path):
-    bind(path)
-if not os.path.exists(root + python):
-  bind(prefix)
-os.makedirs(root + "/etc")
-for path in ("/etc/ld.so.cache", "/etc/localtime"):
-  if os.path.islink(path):
-    os.symlink(os.readlink(path), root + path)
-  elif os.path.isfile(path):
-    shutil.copyfile(path, root + path)
-for name in ("null", "zero", "random", "urandom"):
-  bind("/dev/" + name, read_only=False)
-for name, target in (("fd", "/proc/self/fd"), ("stdin", "0"), ("stdout", "1"), ("stderr", "2")):
-  os.symlink(target if "/" in target else "/proc/self/fd/" + target, root + "/dev/" + name)
-os.makedirs(root + "/proc")
-mount("proc", root + "/proc", "proc", NOSUID | NODEV | NOEXEC)
-os.makedirs(root + "/tmp")
-mount("tmpfs", root + "/tmp", "tmpfs", NOSUID | NODEV | NOEXEC, "size=64m,mode=1777")
-work = "/tmp/sandbox"
-os.makedirs(root + work)
-with open(root + work + "/program.py", "wb") as f:
-  f.write(program)
-os.chown(root + work, NOBODY, NOBODY)
-mount(None, root, None, REMOUNT | BIND | RDONLY | NOSUID | NODEV)
-os.chroot(root)
-os.chdir("/")
-pid = os.fork()
-if pid == 0:
-  try:
-    os.chdir(work)
-    null = os.open("/dev/null", os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    os.setgroups([])
-    os.setgid(NOBODY)
-    os.setuid(NOBODY)
-    if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS: setuid binaries cannot give root back
-      raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
-    set_limits(limits)
-    os.execve(python, [python, "-I", "-c", RUNNER, marker_fd, seconds],
-              {"HOME": work, "TMPDIR": work, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
-  except BaseException:
-    traceback.print_exc()
-    os._exit(127)
-os.close(int(marker_fd))
-while True:  # as PID 1, also reaps the program's orphans
-  done, status = os.wait()
-  if done == pid:
-    break
-code = os.waitstatus_to_exitcode(status)
-os._exit(code if code >= 0 else 128 - code)
-"""
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,131 +115,9 @@ def namespaces_available() -> bool:
   return probe.returncode == 0
 
 
-def _read(path: str) -> str:
-  with open(path) as f:
-    return f.read()
-
-
-def _write(path: str, value) -> None:
-  with open(path, "w") as f:
-    f.write(str(value))
-
-
-def _cgroup_settings(kind: str, limits: Limits) -> list[tuple[str, int, bool]]:
-  """(file, value, required) to write in a new cgroup of `kind` (cgroup2, memory or pids)."""
-  memory, pids = limits.memory_bytes, limits.processes
-  return {
-    "cgroup2": [("memory.max", memory, True), ("memory.swap.max", 0, False), ("pids.max", pids, True)],
-    # memsw (memory + swap) exists only where swap is accounted; equal to the limit means no swap.
-    "memory": [("memory.limit_in_bytes", memory, True), ("memory.memsw.limit_in_bytes", memory, False)],
-    "pids": [("pids.max", pids, True)],
-  }[kind]
-
-
-def _make_cgroups(bases: tuple[tuple[str, str], ...], limits: Limits) -> list[str]:
-  """Makes one child cgroup under each (kind, base folder) with `limits`; returns their folders."""
-  name = f"{_CGROUP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
-  paths = []
-  try:
-    for kind, base in bases:
-      path = os.path.join(base, name)
-      os.mkdir(path)
-      paths.append(path)
-      for file, value, required in _cgroup_settings(kind, limits):
-        if required or os.path.exists(os.path.join(path, file)):
-          _write(os.path.join(path, file), value)
-  except OSError:
-    _remove_cgroups(paths)
-    raise
-  return paths
-
-
-def _remove_cgroups(paths: list[str], patience: float = 5.0) -> None:
-  """Kills every process left in the cgroups at `paths`, then removes them."""
-  deadline = time.monotonic() + patience
-  for path in paths:
-    while True:
-      try:
-        os.rmdir(path)
-        break
-      except FileNotFoundError:
-        break
-      except OSError:
-        if time.monotonic() > deadline:
-          raise
-      try:
-        if os.path.exists(os.path.join(path, "cgroup.kill")):
-          _write(os.path.join(path, "cgroup.kill"), 1)
-        for pid in _read(os.path.join(path, "cgroup.procs")).split():
-          try:
-            os.kill(int(pid), signal.SIGKILL)
-          except ProcessLookupError:
-            pass
-      except FileNotFoundError:
-        pass
-      time.sleep(0.01)
-
-
-@functools.lru_cache(maxsize=1)
-def _cgroup_bases() -> tuple[str, tuple[tuple[str, str], ...]]:
-  """(mechanism, ((kind, base folder), ...)): where this process can make cgroups limiting memory and pids.
-
-  Tries cgroup v2, then cgroup v1 memory + pids; each under this process's own cgroup first, then
-  at the hierarchy's root. ("rlimit", ()) when none can be made and limited here.
-  """
-  try:
-    mounts = [line.split()[1:4] for line in _read("/proc/self/mounts").splitlines()]
-    own = {}
-    for line in _read("/proc/self/cgroup").splitlines():
-      number, controllers, path = line.split(":", 2)
-      for controller in ["cgroup2"] if number == "0" else controllers.split(","):
-        own[controller] = path
-  except OSError:
-    return "rlimit", ()
-
-  def candidates(mountpoint, controller):
-    nested = os.path.normpath(os.path.join(mountpoint, own.get(controller, "/").lstrip("/")))
-    return list(dict.fromkeys([nested, mountpoint]))
-
-  def works(bases):
-    try:
-      _remove_cgroups(_make_cgroups(bases, Limits()))
-      return True
-    except OSError:
-      return False
-
-  for mountpoint, fstype, _ in mounts:
-    if fstype != "cgroup2":
-      continue
-    try:
-      if not {"memory", "pids"} <= set(_read(os.path.join(mountpoint, "cgroup.controllers")).split()):
-        continue
-    except OSError:
-      continue
-    for base in candidates(mountpoint, "cgroup2"):
-      try:
-        if not {"memory", "pids"} <= set(_read(os.path.join(base, "cgroup.subtree_control")).split()):
-          _write(os.path.join(base, "cgroup.subtree_control"), "+memory +pids")
-      except OSError:
-        continue  # e.g. a cgroup that holds processes cannot delegate controllers
-      if works((("cgroup2", base),)):
-        return "cgroup2", (("cgroup2", base),)
-  v1 = {}
-  for controller in ("memory", "pids"):
-    for mountpoint, fstype, options in mounts:
-      if fstype == "cgroup" and controller in options.split(","):
-        v1[controller] = [base for base in candidates(mountpoint, controller) if os.path.isdir(base)]
-  if len(v1) == 2:
-    for memory in v1["memory"]:
-      for pids in v1["pids"]:
-        if works((("memory", memory), ("pids", pids))):
-          return "cgroup1", (("memory", memory), ("pids", pids))
-  return "rlimit", ()
-
-
 def limits_mechanism() -> str:
   """What bounds the whole sandbox here: cgroup2 | cgroup1 | rlimit (see the module docstring)."""
-  return _cgroup_bases()[0]
+  return cgroups.mechanism()
 
 
 def _user_processes(uid: int) -> int:
@@ -429,7 +134,7 @@ def run_program(program: str, limits: Limits = Limits()) -> Result:
   Returns Result: passed if the program's code ran to its end within `limits.wall_seconds` of run
   time (exit codes do not count), timeout if it ran out of time, else failed.
   """
-  mechanism, bases = _cgroup_bases()
+  mechanism, bases = cgroups.bases()
   # Limits are set by the launcher itself (no preexec_fn: forking a multithreaded JAX process
   # and running Python before exec can deadlock).
   env = {
@@ -443,19 +148,19 @@ def run_program(program: str, limits: Limits = Limits()) -> Result:
   fallback_processes = min(limits.processes, FALLBACK_PROCESSES)
   marker = secrets.token_hex(16).encode()
   workdir = None
-  cgroups = []
+  groups = []
   timed_out = False
   with tempfile.TemporaryFile() as source, tempfile.TemporaryFile() as out:
     read_fd, write_fd = os.pipe()
     try:
       os.write(write_fd, marker)
       os.close(write_fd)
-      cgroups = _make_cgroups(bases, limits)
+      groups = cgroups.make(bases, limits)
       if namespaces_available():
         source.write(program.encode("utf-8", errors="replace"))
         source.seek(0)
         command = ["unshare", *_NAMESPACES, "--fork", "--kill-child", "--"]
-        command += [sys.executable, "-I", "-S", "-c", _LAUNCHER]
+        command += [sys.executable, "-I", "-S", "-c", sandbox_scripts.LAUNCHER]
         version = f"python{sys.version_info.major}.{sys.version_info.minor}"
         env["SANDBOX_PYTHON_PREFIX"] = sys.base_prefix
         env["SANDBOX_PYTHON"] = os.path.join(sys.base_prefix, "bin", version)
@@ -465,11 +170,11 @@ def run_program(program: str, limits: Limits = Limits()) -> Result:
         workdir = tempfile.mkdtemp(prefix="jaxformer-sandbox-")
         with open(os.path.join(workdir, "program.py"), "w", encoding="utf-8", errors="replace") as f:
           f.write(program)
-        command = [sys.executable, "-I", "-c", _FALLBACK]
+        command = [sys.executable, "-I", "-c", sandbox_scripts.FALLBACK]
         env.update(HOME=workdir, TMPDIR=workdir, PATH="/usr/bin:/bin", LANG="C.UTF-8")
         if mechanism == "rlimit":
           env["SANDBOX_NPROC"] = str(max(fallback_processes, _user_processes(os.geteuid()) + fallback_processes))
-      env["SANDBOX_CGROUPS"] = ":".join(cgroups)
+      env["SANDBOX_CGROUPS"] = ":".join(groups)
       env["SANDBOX_FD"] = str(read_fd)
       process = subprocess.Popen(
         command,
@@ -497,7 +202,7 @@ def run_program(program: str, limits: Limits = Limits()) -> Result:
       if read_fd is not None:
         os.close(read_fd)
       try:
-        _remove_cgroups(cgroups)
+        cgroups.remove(groups)
       except OSError as e:  # a process stuck in the kernel: leave its cgroup rather than fail the eval
         warnings.warn(f"sandbox: could not remove a cgroup: {e}", stacklevel=2)
       if workdir:
@@ -525,7 +230,7 @@ def run_many(programs: list[str], limits: Limits = Limits(), workers: int | None
 
 def describe() -> str:
   """JSON: whether namespaces isolate the program, what limits the whole sandbox, and the cgroup bases."""
-  mechanism, bases = _cgroup_bases()
+  mechanism, bases = cgroups.bases()
   return json.dumps(
     {
       "namespaces": namespaces_available(),
