@@ -12,16 +12,10 @@ decoder_causal_attention  1 on bidirectional (prefix) input positions, as seqio'
 import seqio
 import tensorflow as tf
 
+from jaxformer.data.feature_names import MODEL_FEATURE_NAMES
+
 TASK_FEATURE_NAMES = ("targets", "targets_loss", "targets_prefix")
 FLAG_FEATURES = ("targets_loss", "targets_prefix")
-MODEL_FEATURE_NAMES = (
-  "decoder_target_tokens",
-  "decoder_input_tokens",
-  "decoder_loss_weights",
-  "decoder_segment_ids",
-  "decoder_positions",
-  "decoder_causal_attention",
-)
 
 
 class PrefixLMObjectiveConverter(seqio.FeatureConverter):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxformer import sharding
-from jaxformer.data.features import MODEL_FEATURE_NAMES
+from jaxformer.data.feature_names import MODEL_FEATURE_NAMES
 from jaxformer.model import ModelConfig, Transformer
 from jaxformer.train.optimizer import learning_rate_schedule, make_optimizer
 from jaxformer.train.state import TrainState, create_state, state_shardings
