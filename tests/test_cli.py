@@ -125,3 +125,10 @@ def test_decode_bench_reports_both_implementations(capsys):
   report = _last_json(capsys)
   assert set(report["jaxformer"]) == {"1", "2"} and set(report["hf"]) == {"1", "2"}
   assert all(v > 0 for v in list(report["jaxformer"].values()) + list(report["hf"].values()))
+
+
+def test_the_bench_path_imports_no_tensorflow():
+  # GPU machines without TensorFlow or seqio run `bench` from source (docs/PERFORMANCE.md).
+  code = "import sys, jaxformer.train.bench; print(sorted(m for m in ('tensorflow', 'seqio') if m in sys.modules))"
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+  assert result.stdout.strip() == "[]", result.stdout
