@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from jaxformer.data import preprocessors
 from jaxformer.data.corpus import check_corpus
-from jaxformer.data.vocabulary import CodeGenVocabulary
+from jaxformer.data.vocabulary import load_vocabulary
 
 DEFAULT_CORPUS_DIR = os.path.join("~", ".cache", "jaxformer", "local_corpus")
 TASKS = ("local_pl", "local_nl", "local_pl_small")
@@ -74,15 +74,16 @@ def add_mixture(name: str, tasks_and_rates):
   return seqio.MixtureRegistry.add(name, tasks_and_rates)
 
 
-def corpus_vocabulary(corpus_dir: str, vocabulary_path: str | None) -> CodeGenVocabulary:
+def corpus_vocabulary(corpus_dir: str, vocabulary_path: str | None):
+  """VOCABULARY (a SentencePiece .model or a tokenizer.json), or the corpus's own spm.model."""
   corpus_dir = os.path.expanduser(corpus_dir)
-  path = vocabulary_path or os.path.join(corpus_dir, "spm.model")
-  if not os.path.exists(path):
+  path = os.path.expanduser(vocabulary_path) if vocabulary_path else os.path.join(corpus_dir, "spm.model")
+  if not tf.io.gfile.exists(path):
     raise FileNotFoundError(
-      f"no tokenizer at {path}; train it with "
+      f"no tokenizer at {path} (VOCABULARY); train one with "
       f"`jaxformer data train-tokenizer --corpus_dir={corpus_dir} --output={path}`"
     )
-  return CodeGenVocabulary(path)
+  return load_vocabulary(path)
 
 
 def _build_missing(corpus_dir: str, vocabulary_path: str | None):
@@ -92,7 +93,7 @@ def _build_missing(corpus_dir: str, vocabulary_path: str | None):
     print(f"building the local corpus in {corpus_dir} (jaxformer data build-local)", flush=True)
     corpus.build_local_corpus(corpus_dir)
   path = vocabulary_path or os.path.join(corpus_dir, "spm.model")
-  if not os.path.exists(path):
+  if not os.path.exists(path) and not path.endswith(".json"):  # a tokenizer.json is never trained here
     print(f"training the tokenizer {path} (jaxformer data train-tokenizer)", flush=True)
     vocabulary.train_tokenizer(corpus_dir, path)
 
@@ -105,7 +106,7 @@ def register_local_tasks(
   nl_rate: float = 0.2,
   build_if_missing: bool = False,
   small_pl_documents: int = 64,
-) -> CodeGenVocabulary:
+):
   """Registers local_pl, local_nl and their mixtures; returns the vocabulary.
 
   Also registers local_pl_small: the first small_pl_documents documents of PL's first train shard

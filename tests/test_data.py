@@ -40,31 +40,12 @@ def test_tokenizer_round_trips_code_exactly(local_tasks):
 def test_sentinels_are_single_ids_and_literal_ones_are_escaped(local_tasks):
   vocab = local_tasks
   assert vocab.num_masks >= 64
-  assert [vocab.mask_id(k) for k in (1, 2, 64)] == [vocab.mask_base_id, vocab.mask_base_id + 1, vocab.mask_base_id + 63]
+  assert [vocab.mask_id(k) for k in (1, 2, 64)] == [vocab.tokenizer.piece_to_id(f"<mask_{k}>") for k in (1, 2, 64)]
   assert vocab.encode("<sep>") == [vocab.sep_id] and vocab.encode("<eom>") == [vocab.eom_id]
   escaped = vocabulary.escape_sentinels(tf.constant("a = '<sep>' + '<mask_3>'")).numpy().decode()
   ids = vocab.encode(escaped)
   assert vocab.sep_id not in ids and vocab.mask_id(3) not in ids
   assert vocabulary.unescape_sentinels(vocab.decode(ids)) == "a = '<sep>' + '<mask_3>'"
-
-
-def _invert_span_corruption(targets, ids: objectives.SpecialIds):
-  targets = list(targets)
-  cut = next(i for i in range(len(targets) - 1) if targets[i] == ids.eos and targets[i + 1] == ids.sep)
-  corrupted, infill = targets[:cut], targets[cut + 2 :]
-  spans, k = {}, None
-  for token in infill:
-    if ids.mask_base <= token < ids.mask_base + ids.num_masks and k is None:
-      k, spans[token] = token, []
-    elif token == ids.eom:
-      k = None
-    else:
-      spans[k].append(token)
-  restored = []
-  for token in corrupted:
-    restored.extend(spans.pop(token) if token in spans else [token])
-  assert not spans, "every span is used once"
-  return restored
 
 
 def test_span_corruption_inverts_exactly_to_its_source(local_tasks):
@@ -81,7 +62,7 @@ def test_span_corruption_inverts_exactly_to_its_source(local_tasks):
     if source[-1] == ids.eos:
       source = source[:-1]
     assert len(example["targets"]) <= 256
-    assert _invert_span_corruption(example["targets"], ids) == source
+    assert objectives.invert_span_corruption(example["targets"], ids) == source
     text = vocab.decode_with_specials(example["targets"])
     head, infill = text.split("<|endoftext|><sep>")
     for k, span in enumerate(infill.split("<eom>")[:-1], start=1):
@@ -286,7 +267,7 @@ def test_data_show_json_gives_objective_inputs_and_source(local_corpus, capsys):
   assert {r["objective"] for r in rows} <= {"causal_lm", "span_corruption"}
   span = [r for r in rows if r["objective"] == "span_corruption"]
   assert span and all("<|endoftext|><sep><mask_1>" in r["inputs_text"] for r in span)
-  assert all(r["source_text"] for r in rows)
+  assert all(r["source_text"] for r in rows) and all(r["restores_source"] for r in rows)
 
 
 def test_convert_jsonl_and_parquet_into_file_tasks_with_mixture_rates(local_corpus, tmp_path):

@@ -15,26 +15,6 @@ SPAN_ONLY = {"span_corruption": 1.0}
 OLD_RULE = {"num_spans_law": "noise_density", "span_length_law": "noise_density"}
 
 
-def _invert_span_corruption(targets, ids: objectives.SpecialIds):
-  """The source tokens of span corruption targets (spans put back in place of their masks)."""
-  targets = list(targets)
-  cut = next(i for i in range(len(targets) - 1) if targets[i] == ids.eos and targets[i + 1] == ids.sep)
-  corrupted, infill = targets[:cut], targets[cut + 2 :]
-  spans, k = {}, None
-  for token in infill:
-    if ids.mask_base <= token < ids.mask_base + ids.num_masks and k is None:
-      k, spans[token] = token, []
-    elif token == ids.eom:
-      k = None
-    else:
-      spans[k].append(token)
-  restored = []
-  for token in corrupted:
-    restored.extend(spans.pop(token) if token in spans else [token])
-  assert not spans, "every span is used once"
-  return restored
-
-
 @pytest.fixture
 def tasks_64(local_corpus):
   """The local tasks over the session corpus with a 64-example shuffle buffer (a 1000 one reads the
@@ -100,8 +80,8 @@ def test_every_law_inverts_exactly_to_its_source(tasks_64, span):
     source = list(example["source"])
     source = source[:-1] if source[-1] == ids.eos else source
     assert len(example["targets"]) <= 256
-    assert _invert_span_corruption(example["targets"], ids) == source
-    masks = [t - ids.mask_base + 1 for t in example["targets"] if ids.mask_base <= t < ids.mask_base + ids.num_masks]
+    assert objectives.invert_span_corruption(example["targets"], ids) == source
+    masks = [ids.masks.index(t) + 1 for t in example["targets"] if t in ids.masks]
     k = len(stats.span_structure(example["targets"], ids)[1])
     assert k <= 16 and masks == list(range(1, k + 1)) * 2  # <mask_k> numbered in order, in text and infill
 

@@ -51,7 +51,7 @@ def tokenizer_run(args, bindings):
   vocab = vocabulary.CodeGenVocabulary(path)
   print(
     f"wrote {path}: {vocab.vocab_size} pieces, {vocab.num_masks} masks, <sep>={vocab.sep_id} "
-    f"<eom>={vocab.eom_id} <mask_1>={vocab.mask_base_id}"
+    f"<eom>={vocab.eom_id} <mask_1>={vocab.mask_id(1)}"
   )
 
 
@@ -107,7 +107,8 @@ def show_run(args, bindings):
       continue
     print(
       f"=== example {i}: {row['objective']}, {row['num_tokens']} tokens, loss on "
-      f"{sum(row['loss_mask'])}, prefix {sum(row['prefix_mask'])} ==="
+      f"{sum(row['loss_mask'])}, prefix {sum(row['prefix_mask'])}, "
+      f"{'restores its source' if row['restores_source'] else 'DOES NOT restore its source'} ==="
     )
     print("--- model input (special tokens shown) ---")
     print(row["inputs_text"])

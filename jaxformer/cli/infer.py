@@ -36,13 +36,14 @@ def sample_run(args, bindings):
     raise UserError(f"--top_p={args.top_p} must be in (0, 1]")
   run = common.load_run(args, bindings)
   from jaxformer import sharding
-  from jaxformer.infer.sample import cut_at_stop_sequences, generate, prompt_ids
+  from jaxformer.infer.sample import bos_of, cut_at_stop_sequences, generate, prompt_ids
 
   prefix_lm = run.prefix_lm if args.prefix_lm == "auto" else args.prefix_lm == "yes"
-  if args.suffix is not None and not hasattr(run.vocabulary, "mask_id"):
-    raise UserError(f"{run.vocabulary_path} has no <mask_k>/<sep>/<eom>: infill needs them")
-  ids, stops = prompt_ids(run.vocabulary, args.prompt, args.suffix)
-  if len(ids) + 1 + args.max_new_tokens > run.config.max_length:
+  ids, stops = common.user_errors(prompt_ids, run.vocabulary, args.prompt, args.suffix)
+  bos = bos_of(run.vocabulary)
+  if not ids and bos is None:
+    raise UserError(f"--prompt is empty, and {run.vocabulary_path} has no BOS for the model to start from")
+  if len(ids) + (bos is not None) + args.max_new_tokens > run.config.max_length:
     raise UserError(
       f"prompt ({len(ids)} tokens) + --max_new_tokens={args.max_new_tokens} exceed the "
       f"model's context ModelConfig.max_length={run.config.max_length}"
@@ -59,6 +60,7 @@ def sample_run(args, bindings):
       prefix_lm=prefix_lm,
       top_k=args.top_k,
       top_p=args.top_p,
+      bos_id=bos,
     )
   completions = [cut_at_stop_sequences(run.vocabulary.decode(o), args.stop) for o in outs]
   for i, text in enumerate(completions):

@@ -1,12 +1,21 @@
 """Task features -> the model's batch features (names fixed in docs/DESIGN.md), with packing.
 
 decoder_target_tokens     the tokens to predict
-decoder_input_tokens      targets shifted right per packed segment (0 = BOS)
+decoder_input_tokens      what the model reads (below)
 decoder_loss_weights      1 where the loss counts (never on padding)
 decoder_segment_ids       packed-document ids, 0 on padding
 decoder_positions         position inside each packed document
-decoder_causal_attention  1 on bidirectional (prefix) input positions, as seqio's prefix-LM:
-                          a prefix of p targets covers input positions 0..p.
+decoder_causal_attention  1 on bidirectional (prefix) input positions
+
+With a BOS (our SentencePiece vocabularies: <pad>, id 0) the inputs are the targets shifted right
+per packed segment behind the BOS, and a prefix of p targets covers input positions 0..p, as
+seqio's prefix-LM. Without one (CodeGen2's tokenizer.json: the model reads the tokens alone, as in
+HF) the inputs are the tokens themselves, each position predicts the next token of its segment (a
+segment's first token is predicted by nothing, its last position predicts nothing), and a prefix of
+p targets covers input positions 0..p-1.
+
+Every feature is carried through seqio's packer as value + 1, because the packer measures features
+by their non-zero entries, and id 0 is a real token in GPT-2-style vocabularies ('!').
 """
 
 import seqio
@@ -15,11 +24,13 @@ import tensorflow as tf
 from jaxformer.data.feature_names import MODEL_FEATURE_NAMES
 
 TASK_FEATURE_NAMES = ("targets", "targets_loss", "targets_prefix")
-FLAG_FEATURES = ("targets_loss", "targets_prefix")
 
 
 class PrefixLMObjectiveConverter(seqio.FeatureConverter):
-  """Packs (targets, targets_loss, targets_prefix) examples into decoder batches."""
+  """Packs (targets, targets_loss, targets_prefix) examples into decoder batches.
+
+  bos_id: the token the model reads before each document, or None for none (module docstring).
+  """
 
   TASK_FEATURES = {name: seqio.FeatureConverter.FeatureSpec(dtype=tf.int32) for name in TASK_FEATURE_NAMES}
   MODEL_FEATURES = {
@@ -28,38 +39,40 @@ class PrefixLMObjectiveConverter(seqio.FeatureConverter):
   }
   PACKING_FEATURE_DTYPES = {"decoder_segment_ids": tf.int32, "decoder_positions": tf.int32}
 
+  def __init__(self, pack: bool = True, bos_id: int | None = 0):
+    super().__init__(pack=pack, bos_id=0 if bos_id is None else bos_id)
+    self.has_bos = bos_id is not None
+
   def _convert_features(self, ds, task_feature_lengths):
-    # seqio's packer measures each feature by its non-zero entries, so 0/1 flags would be cut
-    # short: carry them as 1/2 through packing and shift them back after.
     # (Other task features, e.g. `objective` for `data show`, are dropped here.)
-    ds = ds.map(
-      lambda ex: {"targets": ex["targets"], **{k: ex[k] + 1 for k in FLAG_FEATURES}},
-      num_parallel_calls=tf.data.AUTOTUNE,
-    )
+    ds = ds.map(lambda ex: {k: ex[k] + 1 for k in TASK_FEATURE_NAMES}, num_parallel_calls=tf.data.AUTOTUNE)
     ds = self._pack_or_pad(ds, task_feature_lengths)
-    pack = self.pack
+    pack, has_bos, bos_id = self.pack, self.has_bos, self.bos_id
 
     def convert(example):
-      targets = example["targets"]
-      flags = {k: tf.maximum(example[k] - 1, 0) for k in FLAG_FEATURES}
-      segment_ids = example["targets_segment_ids"] if pack else None
-      inputs = seqio.utils.make_autoregressive_inputs(targets, sequence_id=segment_ids, bos_id=self.bos_id)
-      prefix = flags["targets_prefix"]
-      shifted_prefix = seqio.utils.make_autoregressive_inputs(prefix, sequence_id=segment_ids, bos_id=0)
-      out = {
+      real = tf.cast(example["targets"] > 0, tf.int32)  # 0 only on padding
+      targets, loss, prefix = (tf.maximum(example[k] - 1, 0) for k in TASK_FEATURE_NAMES)
+      if pack:
+        segment_ids, positions = example["targets_segment_ids"], example["targets_positions"]
+      else:
+        segment_ids, positions = real, tf.range(tf.size(targets)) * real
+      if has_bos:
+        inputs = seqio.utils.make_autoregressive_inputs(targets, sequence_id=segment_ids, bos_id=bos_id)
+        shifted_prefix = seqio.utils.make_autoregressive_inputs(prefix, sequence_id=segment_ids, bos_id=0)
+        attention = tf.maximum(prefix, shifted_prefix)
+      else:
+        # Position i predicts token i + 1 of the same segment.
+        continues = tf.concat([tf.cast(segment_ids[1:] == segment_ids[:-1], tf.int32), [0]], 0) * real
+        next_of = lambda x: tf.concat([x[1:], [0]], 0) * continues
+        inputs, targets, loss, attention = targets, next_of(targets), next_of(loss), prefix
+      return {
         "decoder_target_tokens": targets,
         "decoder_input_tokens": inputs,
-        "decoder_loss_weights": flags["targets_loss"] * tf.cast(targets != 0, tf.int32),
-        "decoder_causal_attention": tf.maximum(prefix, shifted_prefix),
+        "decoder_loss_weights": loss * real,
+        "decoder_causal_attention": attention,
+        "decoder_segment_ids": segment_ids,
+        "decoder_positions": positions,
       }
-      if pack:
-        out["decoder_segment_ids"] = segment_ids
-        out["decoder_positions"] = example["targets_positions"]
-      else:
-        nonpad = tf.cast(targets != 0, tf.int32)
-        out["decoder_segment_ids"] = nonpad
-        out["decoder_positions"] = tf.range(tf.size(targets)) * nonpad
-      return out
 
     return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
 

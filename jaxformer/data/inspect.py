@@ -33,18 +33,28 @@ def show_examples(config: pipeline.DataConfig, vocabulary, num_examples: int, sp
   """The first num_examples preprocessed examples, decoded.
 
   Each dict: objective, inputs_text (the model's token sequence, special tokens written out),
-  source_text (the document chunk it was made from), loss_text / prefix_text (only the tokens
-  under each mask, '·' for the rest), loss_mask, prefix_mask, num_tokens.
+  source_text (the document chunk it was made from), restores_source (the spans put back in place
+  give the chunk's tokens exactly; other objectives: the tokens are the chunk's), loss_text /
+  prefix_text (only the tokens under each mask, '·' for the rest), loss_mask, prefix_mask, num_tokens.
   """
   dataset = pipeline.examples_dataset(
     config.mixture_or_task_name, config.task_feature_lengths, split=split, seed=config.seed
   )
   rows = []
+  ids = objectives.SpecialIds.from_vocabulary(vocabulary)
   for example in dataset.take(num_examples).as_numpy_iterator():
     targets, loss, prefix = example["targets"], example["targets_loss"], example["targets_prefix"]
+    name = objectives.objective_name(int(example["objective"]))
+    source = example["source"].tolist()
+    if name == "span_corruption":  # the format drops the document's EOS and writes its own
+      source = source[:-1] if source and source[-1] == ids.eos else source
+      restores = objectives.invert_span_corruption(targets, ids) == source
+    else:
+      restores = targets.tolist() == source
     rows.append(
       {
-        "objective": objectives.objective_name(int(example["objective"])),
+        "objective": name,
+        "restores_source": restores,
         "num_tokens": int(targets.size),
         "inputs_text": vocabulary.decode_with_specials(targets),
         "source_text": unescape_sentinels(vocabulary.decode_with_specials(example["source"])),

@@ -116,14 +116,17 @@ def span_count_pmf(config: SpanCorruption, max_spans: int) -> list[float]:
 @dataclasses.dataclass(frozen=True)
 class SpecialIds:
   eos: int
-  sep: int
+  sep: int  # -1 where the vocabulary has none (only objectives that need it check: `needs`)
   eom: int
-  mask_base: int  # id of <mask_1>; <mask_k> = mask_base + k - 1
-  num_masks: int
+  masks: tuple[int, ...]  # ids of <mask_1>, <mask_2>, ... in that order (CodeGen2's count down)
   # Byte-fallback pieces <0x80>..<0xBF> continue a UTF-8 character: a span never starts or ends
   # inside one, so every span decodes to whole characters. (-1, -2): no such pieces.
   continuation_first: int = -1
   continuation_last: int = -2
+
+  @property
+  def num_masks(self) -> int:
+    return len(self.masks)
 
   @classmethod
   def from_vocabulary(cls, vocabulary):
@@ -133,12 +136,12 @@ class SpecialIds:
       first, last = tokenizer.piece_to_id("<0x80>"), tokenizer.piece_to_id("<0xBF>")
       if last - first != 0xBF - 0x80 or tokenizer.is_unknown(first):
         first = last = None
+    absent = lambda i: -1 if i is None else i
     return cls(
       vocabulary.eos_id,
-      vocabulary.sep_id,
-      vocabulary.eom_id,
-      vocabulary.mask_base_id,
-      vocabulary.num_masks,
+      absent(getattr(vocabulary, "sep_id", None)),
+      absent(getattr(vocabulary, "eom_id", None)),
+      tuple(getattr(vocabulary, "mask_ids", ())),
       -1 if first is None else first,
       -2 if last is None else last,
     )
@@ -175,16 +178,19 @@ class Objective:
   overhead: Callable[[SpanCorruption], int]
   own_eos: bool = False
   bidirectional: bool = False
+  needs: tuple[str, ...] = ()  # special tokens (by string) the format writes, besides EOS
 
 
 OBJECTIVES: dict[str, Objective] = {}
 
 
-def register(name: str, overhead=lambda span: 0, own_eos: bool = False, bidirectional: bool = False):
+def register(
+  name: str, overhead=lambda span: 0, own_eos: bool = False, bidirectional: bool = False, needs: tuple[str, ...] = ()
+):
   """Adds the decorated apply function to the registry under `name` (its index: the order added)."""
 
   def add(apply):
-    OBJECTIVES[name] = Objective(name, apply, overhead, own_eos, bidirectional)
+    OBJECTIVES[name] = Objective(name, apply, overhead, own_eos, bidirectional, tuple(needs))
     return apply
 
   return add
@@ -251,7 +257,7 @@ def _noise_and_spans(n, seed, config: SpanCorruption, max_spans: int):
   return num_noise, num_spans
 
 
-@register("span_corruption", overhead=lambda span: span.overhead(), own_eos=True)
+@register("span_corruption", overhead=lambda span: span.overhead(), own_eos=True, needs=("<sep>", "<eom>", "<mask_1>"))
 def span_corruption(tokens, seed, context: Context):
   """CodeGen2 file-level span corruption of one chunk (n >= 2 tokens)."""
   ids, config, loss_on_targets_only = context.ids, context.span, context.loss_on_targets_only
@@ -281,12 +287,13 @@ def span_corruption(tokens, seed, context: Context):
   span_of_token = tf.where(is_noise, tf.cumsum(tf.cast(starts_segment, tf.int32)), 0)
   num_spans = tf.reduce_sum(tf.cast(starts_segment, tf.int32))
 
-  with_masks = tf.where(is_noise, ids.mask_base + span_of_token - 1, tokens)
+  mask_table = tf.constant(ids.masks, tf.int32)
+  with_masks = tf.where(is_noise, tf.gather(mask_table, tf.maximum(span_of_token - 1, 0)), tokens)
   corrupted = tf.boolean_mask(with_masks, tf.logical_or(tf.logical_not(is_noise), starts_segment))
   spans = tf.RaggedTensor.from_value_rowids(
     tf.boolean_mask(tokens, is_noise), tf.boolean_mask(span_of_token, is_noise) - 1, nrows=num_spans, validate=False
   ).with_row_splits_dtype(tf.int64)
-  masks = tf.RaggedTensor.from_tensor(ids.mask_base + tf.range(num_spans)[:, None], row_splits_dtype=tf.int64)
+  masks = tf.RaggedTensor.from_tensor(tf.gather(mask_table, tf.range(num_spans))[:, None], row_splits_dtype=tf.int64)
   eoms = tf.RaggedTensor.from_tensor(tf.fill([num_spans, 1], ids.eom), row_splits_dtype=tf.int64)
   infill = tf.concat([masks, spans, eoms], axis=1).flat_values
 
@@ -299,6 +306,35 @@ def span_corruption(tokens, seed, context: Context):
     prefix = tf.zeros_like(targets)
     loss = 1 - in_head if loss_on_targets_only else tf.ones_like(targets)
   return _output(targets, loss, prefix, _index("span_corruption"))
+
+
+def invert_span_corruption(targets, ids: SpecialIds) -> list[int]:
+  """The source tokens of span corruption targets: each span put back in place of its <mask_k>.
+
+  Raises ValueError for targets that are not `corrupted <|endoftext|> <sep> (<mask_k> span <eom>)*`
+  with every mask used once.
+  """
+  targets = [int(t) for t in targets]
+  cut = next((i for i in range(len(targets) - 1) if targets[i] == ids.eos and targets[i + 1] == ids.sep), None)
+  if cut is None:
+    raise ValueError("span corruption targets without <|endoftext|><sep>")
+  corrupted, infill = targets[:cut], targets[cut + 2 :]
+  masks, spans, current = set(ids.masks), {}, None
+  for token in infill:
+    if current is None:
+      if token not in masks or token in spans:
+        raise ValueError(f"infill: expected a new <mask_k>, got id {token}")
+      current, spans[token] = token, []
+    elif token == ids.eom:
+      current = None
+    else:
+      spans[current].append(token)
+  restored = []
+  for token in corrupted:
+    restored.extend(spans.pop(token) if token in spans else [token])
+  if spans or current is not None:
+    raise ValueError("infill: a span without its <mask_k> in the text, or without its <eom>")
+  return restored
 
 
 @register("prefix_lm", bidirectional=True)
@@ -334,6 +370,18 @@ def chunk_length(feature_length: int, rates: dict, config: SpanCorruption) -> in
   return length
 
 
+def check_vocabulary(rates: dict, vocabulary) -> None:
+  """Raises ValueError naming each objective in use whose special tokens the vocabulary lacks."""
+  problems = []
+  for objective, rate in zip(OBJECTIVES.values(), normalized_rates(rates)):
+    missing = vocabulary.missing(objective.needs) if rate > 0 and hasattr(vocabulary, "missing") else []
+    if missing:
+      problems.append(f"objective {objective.name!r} needs {', '.join(missing)}")
+  if problems:
+    source = getattr(vocabulary, "source", "the task's vocabulary")
+    raise ValueError(f"{'; '.join(problems)}: the vocabulary {source} (VOCABULARY) has no such token")
+
+
 def choose_objective(tokens, seed, rates: list[float], context: Context):
   """Draws one objective by rate (rates in registry order) and applies it; chunks under 2 tokens stay
   causal LM."""
@@ -347,10 +395,13 @@ def choose_objective(tokens, seed, rates: list[float], context: Context):
   body = tokens[: n - ends_document]
   index = tf.where(tf.size(body) < 2, _index("causal_lm"), tf.cast(index, tf.int32))
   padded_body = tf.concat([body, tf.fill([tf.maximum(0, 2 - tf.size(body))], eos)], 0)
-  # Every objective is computed and one is picked by index: a tf.switch_case (a stateful Case op)
-  # would make the tf.data iterator impossible to checkpoint.
+  # Every objective in use is computed and one is picked by index: a tf.switch_case (a stateful Case
+  # op) would make the tf.data iterator impossible to checkpoint. One at rate 0 is never picked, and
+  # may lack its special tokens: causal LM's output stands in for it.
+  causal = causal_lm(tokens)
   candidates = [
-    o.apply(padded_body if o.own_eos else tokens, seeds[1 + i], context) for i, o in enumerate(OBJECTIVES.values())
+    o.apply(padded_body if o.own_eos else tokens, seeds[1 + i], context) if rates[i] > 0 else causal
+    for i, o in enumerate(OBJECTIVES.values())
   ]
   out = {
     key: tf.ragged.stack([c[key] for c in candidates])[index] for key in ("targets", "targets_loss", "targets_prefix")

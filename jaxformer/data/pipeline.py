@@ -9,6 +9,7 @@ import seqio
 import tensorflow as tf
 
 from jaxformer.data.features import PrefixLMObjectiveConverter, expand_lengths
+from jaxformer.data.vocabulary import TokenizersVocabulary
 
 
 @gin.configurable(module="data")
@@ -80,6 +81,7 @@ def get_dataset(
   shard_info = shard_info or default_shard_info()
   if config.batch_size % shard_info.num_shards:
     raise ValueError(f"BATCH_SIZE={config.batch_size} is not divisible by the {shard_info.num_shards} hosts")
+  vocabulary = seqio.get_mixture_or_task(config.mixture_or_task_name).output_features["targets"].vocabulary
   dataset = seqio.get_dataset(
     config.mixture_or_task_name,
     task_feature_lengths=expand_lengths(config.task_feature_lengths),
@@ -89,11 +91,15 @@ def get_dataset(
     seed=config.seed,
     shard_info=shard_info,
     use_cached=False,
-    feature_converter=PrefixLMObjectiveConverter(pack=config.pack),
+    feature_converter=PrefixLMObjectiveConverter(pack=config.pack, bos_id=getattr(vocabulary, "bos_id", 0)),
   )
   dataset = dataset.batch(config.batch_size // shard_info.num_shards, drop_remainder=drop_remainder)
   options = tf.data.Options()
   options.deterministic = True
+  if isinstance(vocabulary, TokenizersVocabulary):
+    # It encodes through tf.numpy_function, a pure function of the text: its "external state" is
+    # none, so the iterator's checkpoint may leave it out (SentencePiece keeps the strict default).
+    options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
   return dataset.with_options(options).prefetch(2)
 
 

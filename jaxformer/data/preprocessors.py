@@ -49,7 +49,9 @@ def objective_mixture(
   if not sequence_length or "targets" not in sequence_length:
     raise ValueError("objective_mixture needs TASK_FEATURE_LENGTHS with a 'targets' length")
   chunk = objectives.chunk_length(sequence_length["targets"], rates, span_corruption)
-  ids = objectives.SpecialIds.from_vocabulary(output_features["targets"].vocabulary)
+  vocabulary = output_features["targets"].vocabulary
+  objectives.check_vocabulary(rates, vocabulary)
+  ids = objectives.SpecialIds.from_vocabulary(vocabulary)
   context = objectives.Context(ids, span_corruption, loss_on_targets_only)
 
   dataset = dataset.filter(lambda ex: tf.size(ex["targets"]) > 0)

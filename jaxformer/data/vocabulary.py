@@ -1,9 +1,10 @@
 """Vocabularies: a SentencePiece BPE with CodeGen2's sentinels, and one over a HuggingFace
-`tokenizers` file (to continue CodeGen2's own checkpoints with their BPE).
+`tokenizers` file (CodeGen2's own byte-level BPE, to continue its checkpoints).
 
 Ids of the SentencePiece model: 0 <pad>, 1 <|endoftext|> (EOS), 2 <unk>, then the user symbols
-<sep>, <eom>, <mask_1> ... <mask_K> (contiguous), "\\n", runs of 2-31 spaces, runs of 2-9 tabs.
-seqio hard-codes pad = 0 (packing and loss masks test != 0).
+<sep>, <eom>, <mask_1> ... <mask_K>, "\\n", runs of 2-31 spaces, runs of 2-9 tabs. CodeGen2's
+tokenizer.json has other ids (<sep> 50299, <eom> 50300, <mask_1> 51199, <mask_2> 51198, ...):
+code looks every special token up by its string (SpecialTokens), never by an assumed id.
 """
 
 import os
@@ -117,8 +118,60 @@ def _train_bpe(spm, documents, prefix, vocab_size, symbols, max_documents, max_s
   )
 
 
-class CodeGenVocabulary(seqio.SentencePieceVocabulary):
-  """seqio's SentencePiece vocabulary plus CodeGen2's sentinel ids."""
+class SpecialTokens:
+  """CodeGen2's special tokens of a vocabulary, found by their strings (never by assumed ids).
+
+  Subclasses set eos_id, sep_id and eom_id (None when absent), mask_ids (the ids of <mask_1>,
+  <mask_2>, ... while present, in any order of ids: CodeGen2's count down from the top) and bos_id
+  (what the model reads before a document's first token, or None: it reads the tokens alone).
+  """
+
+  sep_id: int | None
+  eom_id: int | None
+  mask_ids: tuple[int, ...]
+  _bos: int | None
+
+  @property
+  def bos_id(self) -> int | None:
+    return self._bos
+
+  @property
+  def num_masks(self) -> int:
+    return len(self.mask_ids)
+
+  def mask_id(self, k: int) -> int:
+    """Id of <mask_k>, k >= 1."""
+    if not 1 <= k <= self.num_masks:
+      raise ValueError(f"<mask_{k}>: {self.source} has {self.num_masks} masks")
+    return self.mask_ids[k - 1]
+
+  def missing(self, needs) -> list[str]:
+    """The strings among needs ('<sep>', '<eom>', '<mask_1>', ...) this vocabulary has no token for."""
+    have = {SEP: self.sep_id is not None, EOM: self.eom_id is not None}
+    have.update({mask_piece(k): True for k in range(1, self.num_masks + 1)})
+    return [n for n in needs if not have.get(n, False)]
+
+  def require(self, needs, what: str) -> None:
+    """Raises ValueError naming `what` and the missing strings, if any."""
+    missing = self.missing(needs)
+    if missing:
+      raise ValueError(f"{what} needs {', '.join(missing)}, which the vocabulary {self.source} does not have")
+
+
+def _mask_ids(lookup) -> tuple[int, ...]:
+  ids, k = [], 1
+  while (i := lookup(mask_piece(k))) is not None:
+    ids.append(i)
+    k += 1
+  return tuple(ids)
+
+
+class CodeGenVocabulary(SpecialTokens, seqio.SentencePieceVocabulary):
+  """seqio's SentencePiece vocabulary plus CodeGen2's sentinel ids.
+
+  Our convention: the model reads <pad> (id 0) before each document, as a BOS; the exported HF
+  tokenizer prepends it too, so both sides encode a prompt to the same ids.
+  """
 
   def __init__(self, model_path: str):
     if not tf.io.gfile.exists(model_path):
@@ -126,22 +179,18 @@ class CodeGenVocabulary(seqio.SentencePieceVocabulary):
         f"no tokenizer at {model_path}; train one with `jaxformer data train-tokenizer --output={model_path}`"
       )
     super().__init__(model_path, extra_ids=0)
-    self.model_path = model_path
+    self.model_path = self.source = model_path
     proto = self.tokenizer
-    self.sep_id = proto.piece_to_id(SEP)
-    self.eom_id = proto.piece_to_id(EOM)
-    self.mask_base_id = proto.piece_to_id(mask_piece(1))
-    self.num_masks = 0
-    while proto.piece_to_id(mask_piece(self.num_masks + 1)) == self.mask_base_id + self.num_masks:
-      self.num_masks += 1
-    if proto.pad_id() != 0 or proto.eos_id() != 1 or self.sep_id == proto.unk_id() or self.num_masks == 0:
-      raise ValueError(f"{model_path} is not a jaxformer tokenizer (needs pad 0, eos 1, <sep>, <eom>, <mask_k>)")
+    if proto.pad_id() != 0 or proto.eos_id() != 1:
+      raise ValueError(f"{model_path} is not a jaxformer tokenizer (needs <pad> at id 0 and {EOS} at id 1)")
 
-  def mask_id(self, k: int) -> int:
-    """Id of <mask_k>, k >= 1."""
-    if not 1 <= k <= self.num_masks:
-      raise ValueError(f"<mask_{k}>: this vocabulary has {self.num_masks} masks")
-    return self.mask_base_id + k - 1
+    def lookup(piece):
+      i = proto.piece_to_id(piece)
+      return None if i == proto.unk_id() else i
+
+    self.sep_id, self.eom_id = lookup(SEP), lookup(EOM)
+    self.mask_ids = _mask_ids(lookup)
+    self._bos = 0
 
   def decode_with_specials(self, ids) -> str:
     """Decodes ids with <pad>, <|endoftext|> and the sentinels written out, for people to read."""
@@ -172,24 +221,35 @@ def unescape_sentinels(text: str) -> str:
   return re.sub("<" + ESCAPE + SENTINEL_PATTERN[1:], r"<\1>", text)
 
 
-class TokenizersVocabulary(seqio.Vocabulary):
+class TokenizersVocabulary(SpecialTokens, seqio.Vocabulary):
   """A seqio.Vocabulary over a HuggingFace `tokenizers` file (tokenizer.json), e.g. CodeGen2's BPE.
 
-  TF encoding goes through tf.numpy_function, so a tf.data iterator over it cannot be
-  checkpointed; use it for fine-tuning and sampling, and SentencePiece for resumable pretraining.
+  Special tokens are looked up by their strings. The BOS is whatever the tokenizer's own
+  post-processor puts in front of a text (CodeGen2's: nothing, so the model reads the tokens alone).
+  TF encoding calls the tokenizer through tf.numpy_function, a pure function of the text, so the
+  tf.data iterator is checkpointed with its external state ignored (pipeline.get_dataset).
   """
 
-  def __init__(self, tokenizer_json: str, eos_token: str = EOS, pad_token: str | None = None):
+  def __init__(self, tokenizer_json: str, eos_token: str = EOS):
     from tokenizers import Tokenizer
 
-    if not os.path.exists(tokenizer_json):
+    if not tf.io.gfile.exists(tokenizer_json):
       raise FileNotFoundError(f"no tokenizers file at {tokenizer_json}")
-    self.path = tokenizer_json
-    self.tokenizer = Tokenizer.from_file(tokenizer_json)
+    self.path = self.source = tokenizer_json
+    try:
+      with tf.io.gfile.GFile(tokenizer_json) as f:
+        self.tokenizer = Tokenizer.from_str(f.read())
+    except Exception as e:  # tokenizers raises its own exception type for a malformed file
+      raise ValueError(f"{tokenizer_json}: not a HuggingFace tokenizers file ({e})") from e
     self._eos = self.tokenizer.token_to_id(eos_token)
     if self._eos is None:
       raise ValueError(f"{tokenizer_json}: no {eos_token!r} token")
-    self._pad = self.tokenizer.token_to_id(pad_token) if pad_token else None
+    lookup = self.tokenizer.token_to_id
+    self.sep_id, self.eom_id = lookup(SEP), lookup(EOM)
+    self.mask_ids = _mask_ids(lookup)
+    plain = self.tokenizer.encode("x", add_special_tokens=False).ids
+    framed = self.tokenizer.encode("x", add_special_tokens=True).ids
+    self._bos = framed[0] if len(framed) > len(plain) and framed[1:] == plain[: len(framed) - 1] else None
     super().__init__(extra_ids=0)
 
   @property
@@ -198,7 +258,7 @@ class TokenizersVocabulary(seqio.Vocabulary):
 
   @property
   def pad_id(self):
-    return 0 if self._pad is None else self._pad
+    return 0  # seqio pads with 0; the pipeline marks real tokens apart from padding (features.py)
 
   @property
   def unk_id(self):
@@ -214,13 +274,16 @@ class TokenizersVocabulary(seqio.Vocabulary):
   def _decode(self, ids):
     return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
 
+  def decode_with_specials(self, ids) -> str:
+    return self._decode(np.asarray(ids).reshape(-1).tolist())
+
   def _encode_tf(self, s):
     to_text = lambda b: (b.item() if isinstance(b, np.ndarray) else b).decode("utf-8")
-    ids = tf.numpy_function(lambda b: np.asarray(self._encode(to_text(b)), np.int32), [s], tf.int32)
+    ids = tf.numpy_function(lambda b: np.asarray(self._encode(to_text(b)), np.int32), [s], tf.int32, stateful=False)
     return tf.ensure_shape(ids, [None])
 
   def _decode_tf(self, ids):
-    return tf.numpy_function(lambda x: self._decode(x.tolist()).encode("utf-8"), [ids], tf.string)
+    return tf.numpy_function(lambda x: self._decode(x.tolist()).encode("utf-8"), [ids], tf.string, stateful=False)
 
   def __eq__(self, other):
     return isinstance(other, TokenizersVocabulary) and other.path == self.path
@@ -229,3 +292,13 @@ class TokenizersVocabulary(seqio.Vocabulary):
 def load_vocabulary(path: str):
   """A SentencePiece .model as CodeGenVocabulary, or a tokenizer.json as TokenizersVocabulary."""
   return TokenizersVocabulary(path) if path.endswith(".json") else CodeGenVocabulary(path)
+
+
+# What a HuggingFace tokenizer directory may hold beside tokenizer.json; `import` keeps them in
+# MODEL_DIR/vocabulary/ and `export` writes them back, so HF loads the tokenizer as it was shipped.
+HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+
+
+def vocabulary_file_name(path: str) -> str:
+  """The name a run keeps its vocabulary under (MODEL_DIR/vocabulary/), whatever the source's name."""
+  return "tokenizer.json" if path.endswith(".json") else "spm.model"

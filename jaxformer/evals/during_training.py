@@ -147,7 +147,7 @@ def code_eval(model, params, vocabulary, config: CodeEvalConfig, mesh, rules) ->
       rules=rules,
     )
   infills = None
-  if tasks and hasattr(vocabulary, "mask_id"):
+  if tasks and hasattr(vocabulary, "missing") and not vocabulary.missing(generation.INFILL_TOKENS):
     infills = generation.infill_completions(
       model, params, vocabulary, tasks, config.max_new_tokens, config.batch_size, mesh, rules
     )

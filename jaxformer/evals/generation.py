@@ -6,7 +6,7 @@ Shared by `jaxformer eval humaneval` / `eval infill` and the code eval during tr
 
 from jaxformer import sharding
 from jaxformer.evals import humaneval
-from jaxformer.infer.sample import complete
+from jaxformer.infer.sample import INFILL_TOKENS, complete
 
 
 def humaneval_samples(
@@ -64,7 +64,7 @@ def infill_completions(
 
   Args:
     model, params: the Transformer and its parameters.
-    vocabulary: the run's vocabulary; needs <mask_k>, <sep> and <eom> (a jaxformer SentencePiece model).
+    vocabulary: the run's vocabulary; needs <mask_1>, <sep> and <eom> (ours, or CodeGen2's tokenizer.json).
     tasks: dicts with prefix and suffix (humaneval.single_line_infill_tasks).
     max_new_tokens: tokens generated per infill at most.
     batch_size: tasks per generate call.
@@ -72,11 +72,11 @@ def infill_completions(
   Returns:
     One completion per task, in order (score with humaneval.score_infill).
   Raises:
-    ValueError: the vocabulary has no mask tokens.
+    ValueError: the vocabulary lacks one of them (the message names which).
   """
-  if not hasattr(vocabulary, "mask_id"):
-    name = getattr(vocabulary, "model_path", None) or getattr(vocabulary, "path", None) or type(vocabulary).__name__
-    raise ValueError(f"vocabulary {name} has no <mask_k>/<sep>/<eom>: infill needs them")
+  if not hasattr(vocabulary, "missing"):
+    raise ValueError(f"infill needs {', '.join(INFILL_TOKENS)}; {type(vocabulary).__name__} has no special tokens")
+  vocabulary.require(INFILL_TOKENS, "infill")
   with sharding.activation_sharding(mesh, rules):
     return complete(
       model,

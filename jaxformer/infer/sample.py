@@ -1,7 +1,8 @@
 """Left-to-right sampling, jit-compiled with fixed shapes.
 
-Inputs follow training: the model reads [BOS=0, prompt...] (targets shifted right), so the
-next token is predicted at the last prompt position. With prefix_lm=True the prompt (and the
+Inputs follow training: the model reads [BOS, prompt...] where the vocabulary has a BOS (ours:
+<pad>, id 0), or the prompt alone where it has none (CodeGen2's tokenizer.json, as HF does), and
+the next token is predicted at the last prompt position. With prefix_lm=True the prompt (and the
 BOS) is a bidirectional prefix, as prefix-LM examples were trained.
 
 `generate` prefills a fixed-size KV cache with the (right-padded) prompts and then decodes one
@@ -34,12 +35,21 @@ def sample_logits(logits, key, temperature: float = 0.0, top_k: int = 0, top_p: 
   return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
-def _prompt_buffer(prompts, extra: int, prefix_lm: bool, multiple: int = 1):
-  lengths = np.array([len(p) + 1 for p in prompts])  # +1: the BOS
+def bos_of(vocabulary) -> int | None:
+  """The token the model reads before a prompt: the vocabulary's BOS (None: nothing)."""
+  return getattr(vocabulary, "bos_id", 0)
+
+
+def _prompt_buffer(prompts, extra: int, prefix_lm: bool, multiple: int = 1, bos_id: int | None = 0):
+  offset = 0 if bos_id is None else 1
+  if offset == 0 and not all(len(p) for p in prompts):
+    raise ValueError("an empty prompt: this vocabulary has no BOS, so the model needs at least one prompt token")
+  lengths = np.array([len(p) + offset for p in prompts])
   width = -(-int(lengths.max()) // multiple) * multiple + extra  # rounded up: fewer distinct compiles
   buffer = np.zeros((len(prompts), width), np.int32)
   for row, prompt in enumerate(prompts):
-    buffer[row, 1 : len(prompt) + 1] = prompt
+    buffer[row, :offset] = bos_id or 0
+    buffer[row, offset : len(prompt) + offset] = prompt
   prefix = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int32) if prefix_lm else np.zeros_like(buffer)
   return buffer, lengths, prefix
 
@@ -113,12 +123,14 @@ def generate(
   prefix_lm: bool = False,
   top_k: int = 0,
   top_p: float = 1.0,
+  bos_id: int | None = 0,
 ) -> list[list[int]]:
   """Completions (token ids, the stop token excluded) for a batch of prompts, with a KV cache.
 
-  Reproducible: the same seed gives the same samples.
+  The model reads bos_id before each prompt (None: the prompt alone). Reproducible: the same seed
+  gives the same samples.
   """
-  buffer, lengths, prefix = _prompt_buffer(prompts, 0, prefix_lm, multiple=32)
+  buffer, lengths, prefix = _prompt_buffer(prompts, 0, prefix_lm, multiple=32, bos_id=bos_id)
   run = _decoder(
     model,
     len(prompts),
@@ -142,12 +154,13 @@ def generate_full_forward(
   temperature: float = 0.0,
   seed: int = 0,
   prefix_lm: bool = False,
+  bos_id: int | None = 0,
 ) -> list[list[int]]:
   """Completions (token ids, stop token excluded) for a batch of prompts, greedy or at a
   temperature, rerunning the full forward pass over a fixed-size buffer each step (the
   reference for `generate`)."""
   batch = len(prompts)
-  buffer, lengths, prefix = _prompt_buffer(prompts, max_new_tokens, prefix_lm)
+  buffer, lengths, prefix = _prompt_buffer(prompts, max_new_tokens, prefix_lm, bos_id=bos_id)
   total = buffer.shape[1]
   stops = jnp.asarray(list(stop_ids) or [-1], jnp.int32)
 
@@ -179,10 +192,16 @@ def generate_full_forward(
   return _cut_at_stops(rows, stop_ids)
 
 
+INFILL_TOKENS = ("<sep>", "<eom>", "<mask_1>")
+
+
 def infill_ids(vocabulary, prefix: str, suffix: str) -> list[int]:
-  """CodeGen2's infill prompt: prefix <mask_1> suffix <|endoftext|> <sep> <mask_1>."""
+  """CodeGen2's infill prompt (its model card's): prefix <mask_1> suffix <|endoftext|> <sep> <mask_1>."""
   from jaxformer.data.vocabulary import escape_sentinels_text
 
+  if not hasattr(vocabulary, "missing"):
+    raise ValueError(f"infill needs {', '.join(INFILL_TOKENS)}; this vocabulary has no special tokens")
+  vocabulary.require(INFILL_TOKENS, "infill")
   mask = vocabulary.mask_id(1)
   return (
     vocabulary.encode(escape_sentinels_text(prefix))
@@ -234,6 +253,8 @@ def complete(
   for start in range(0, len(ids), batch_size):
     chunk = ids[start : start + batch_size]
     chunk = chunk + [chunk[-1]] * (batch_size - len(chunk)) if len(ids) > batch_size else chunk  # one shape
-    outs = generate(model, params, chunk, max_new_tokens, stop_ids=stops, seed=seed + start, **kwargs)
+    outs = generate(
+      model, params, chunk, max_new_tokens, stop_ids=stops, seed=seed + start, bos_id=bos_of(vocabulary), **kwargs
+    )
     texts.extend(vocabulary.decode(o) for o in outs[: len(ids) - start])
   return [cut_at_stop_sequences(text, stop_sequences) for text in texts]

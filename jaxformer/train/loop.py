@@ -66,11 +66,20 @@ class _Preemption:
 
 
 def _keep_vocabulary(vocabulary, model_dir: str):
-  """Copies the vocabulary file into MODEL_DIR/vocabulary/, so sample and export need no corpus."""
+  """Copies the vocabulary file into MODEL_DIR/vocabulary/ (as spm.model or tokenizer.json), so
+  sample, eval and export need no corpus; HF tokenizer files beside a tokenizer.json go with it."""
+  from jaxformer.data.vocabulary import HF_TOKENIZER_FILES, vocabulary_file_name
+
   source = getattr(vocabulary, "model_path", None) or getattr(vocabulary, "path", None)
   if not source:
     return
-  target = os.path.join(model_dir, "vocabulary", os.path.basename(source))
+  target = os.path.join(model_dir, "vocabulary", vocabulary_file_name(source))
+  if source.endswith(".json") and fs.resolve(source) != fs.resolve(target):
+    for name in HF_TOKENIZER_FILES[1:]:
+      beside = os.path.join(os.path.dirname(source), name)
+      if fs.exists(beside):
+        fs.makedirs(os.path.dirname(target))
+        fs.copy(beside, os.path.join(os.path.dirname(target), name))
   if fs.resolve(source) != fs.resolve(target):
     fs.makedirs(os.path.dirname(target))
     fs.copy(source, target)
@@ -303,11 +312,11 @@ def _train(
 
 
 def _sample(model, params, vocabulary, prompt: str, max_new_tokens: int, temperature: float, seed: int) -> str:
-  from jaxformer.infer.sample import generate
+  from jaxformer.infer.sample import bos_of, generate, prompt_ids
 
   params = jax.device_get(params)
-  ids = vocabulary.encode(prompt)
+  ids, stops = prompt_ids(vocabulary, prompt)
   completion = generate(
-    model, params, [ids], max_new_tokens, stop_ids=(vocabulary.eos_id,), temperature=temperature, seed=seed
+    model, params, [ids], max_new_tokens, stop_ids=stops, temperature=temperature, seed=seed, bos_id=bos_of(vocabulary)
   )[0]
   return vocabulary.decode(completion)
