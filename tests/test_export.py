@@ -96,7 +96,8 @@ def test_random_hf_model_imports_with_the_same_logits(tmp_path):
   assert np.abs(_imported_logits(str(tmp_path / "run"), tokens) - _hf_logits(hf_model, tokens)).max() <= 1e-4
 
 
-def test_grouping_8_checkpoints_import_by_detection(tmp_path):
+def test_grouping_8_checkpoint_without_its_code_needs_qkv_groups(tmp_path):
+  """auto_map alone never decides the layout: without the remote module the import asks, and the answer is used."""
   hf_model, source = _random_hf(tmp_path, heads=8, binary=True)
   state = torch.load(source / "pytorch_model.bin") if (source / "pytorch_model.bin").exists() else None
   if state is None:  # transformers may still write safetensors; rebuild the .bin by hand
@@ -114,7 +115,10 @@ def test_grouping_8_checkpoints_import_by_detection(tmp_path):
   json.dump(config, open(source / "config.json", "w"))
   tokens = np.random.default_rng(1).integers(0, 80, (1, 13)).astype(np.int32)
 
-  result = from_hf.import_hf(str(source), str(tmp_path / "run"))
+  with pytest.raises(ValueError, match="--qkv_groups"):
+    from_hf.import_hf(str(source), str(tmp_path / "guess"))
+  assert not (tmp_path / "guess").exists()
+  result = from_hf.import_hf(str(source), str(tmp_path / "run"), qkv_groups=8)
   assert result["qkv_groups"] == 8
   assert np.abs(_imported_logits(str(tmp_path / "run"), tokens) - _hf_logits(hf_model, tokens)).max() <= 1e-4
   forced = from_hf.import_hf(str(source), str(tmp_path / "wrong"), qkv_groups=4)  # ignoring the layout breaks it

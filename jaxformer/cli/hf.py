@@ -52,7 +52,10 @@ def import_args(parser):
     "--qkv_groups",
     type=int,
     default=None,
-    help="QKV grouping of the source: 4 (upstream) or 8 (CodeGen2 remote code); default: detect",
+    help="QKV grouping of the source: 4 (upstream) or 8 (CodeGen2 remote code); default: read from its code",
+  )
+  parser.add_argument(
+    "--dtype", default="float32", choices=("float32", "bfloat16"), help="what the run computes in (HF: float32)"
   )
 
 
@@ -60,10 +63,10 @@ def import_run(args, bindings):
   common.parse_gin(args, bindings)
   from jaxformer.export import from_hf
 
-  result = common.user_errors(from_hf.import_hf, args.hf, args.model_dir, args.qkv_groups)
+  result = common.user_errors(from_hf.import_hf, args.hf, args.model_dir, args.qkv_groups, args.dtype)
   c = result["config"]
   print(
     f"imported {args.hf} ({c.num_layers} layers, d_model {c.d_model}, {c.num_heads} heads, vocab "
-    f"{c.vocab_size}, QKV in {result['qkv_groups']} groups) into {result['model_dir']}"
+    f"{c.vocab_size}, QKV in {result['qkv_groups']} groups, {c.dtype}) into {result['model_dir']}"
   )
   print(f"vocabulary: {result['vocabulary'] or 'none found (no spm.model or tokenizer.json)'}")

@@ -1,14 +1,17 @@
 """`jaxformer import`: a HuggingFace CodeGen directory -> an orbax checkpoint jaxformer trains
 (fine-tuning) and samples from, with MODEL_DIR/config.gin and the vocabulary beside it."""
 
+import dataclasses
 import json
 import os
+import re
 import shutil
 
 import jax
 import numpy as np
 
 from jaxformer import checkpoint, runlock
+from jaxformer.data.vocabulary import HF_TOKENIZER_FILES
 from jaxformer.export import codegen_layout as layout
 from jaxformer.model import ModelConfig, param_shapes
 
@@ -62,9 +65,36 @@ def _tensor_reader(hf_dir: str):
   raise FileNotFoundError(f"{hf_dir} holds no model.safetensors(.index.json) or pytorch_model.bin")
 
 
-def detect_qkv_groups(hf: dict) -> int:
-  """CodeGen2-1B/3.7B ship remote code (auto_map) whose QKV uses 8 groups; upstream uses 4."""
-  return 8 if "auto_map" in hf else 4
+HF_BUILTIN_QKV_GROUPS = 4  # transformers' CodeGenAttention: `mp_num = 4`
+ASK_FOR_GROUPS = "pass --qkv_groups=8 (CodeGen2's remote code) or --qkv_groups=4 (transformers' built-in CodeGen)"
+
+
+def detect_qkv_groups(hf_dir: str, hf: dict) -> int:
+  """The QKV grouping the checkpoint's own attention code uses.
+
+  No auto_map: HF's built-in CodeGen (4 groups). An auto_map: the remote modeling file it names
+  fixes `mp_num` (CodeGen2's: 8); a file that is absent, or that sets several values, cannot be
+  read, and the user is asked for --qkv_groups rather than given a guess.
+  """
+  auto_map = hf.get("auto_map")
+  if not auto_map:
+    return HF_BUILTIN_QKV_GROUPS
+  target = auto_map.get("AutoModelForCausalLM") or auto_map.get("AutoModel") if isinstance(auto_map, dict) else None
+  if not isinstance(target, str) or "." not in target:
+    raise ValueError(f"{hf_dir}/config.json: auto_map names no AutoModelForCausalLM class; {ASK_FOR_GROUPS}")
+  module = target.split("--")[-1].rsplit(".", 1)[0]  # "repo--modeling_codegen.Class" or "modeling_codegen.Class"
+  code = os.path.join(hf_dir, module.replace(".", os.sep) + ".py")
+  if not os.path.exists(code):
+    raise ValueError(
+      f"{hf_dir}/config.json: auto_map points to remote code {os.path.basename(code)}, which {hf_dir} does not "
+      f"hold, so the QKV grouping (mp_num) cannot be read; {ASK_FOR_GROUPS}"
+    )
+  with open(code, encoding="utf-8") as f:
+    values = set(re.findall(r"^[ \t]*(?:self\.)?mp_num\s*=\s*(\d+)\s*(?:#.*)?$", f.read(), re.MULTILINE))
+  if len(values) != 1:
+    found = f"sets mp_num to {sorted(values)}" if values else "sets no mp_num"
+    raise ValueError(f"{code} {found}, so the QKV grouping cannot be read; {ASK_FOR_GROUPS}")
+  return int(values.pop())
 
 
 def read_hf(hf_dir: str, qkv_groups: int | None = None) -> tuple[ModelConfig, dict, int]:
@@ -78,7 +108,7 @@ def read_hf(hf_dir: str, qkv_groups: int | None = None) -> tuple[ModelConfig, di
   except ValueError as e:
     raise ValueError(f"{config_path}: not JSON ({e})") from e
   config = layout.model_config_from_hf(hf, config_path)
-  groups = qkv_groups or detect_qkv_groups(hf)
+  groups = qkv_groups or detect_qkv_groups(hf_dir, hf)
   get = _tensor_reader(hf_dir)
   shapes = param_shapes(config)
   params = {}
@@ -110,19 +140,53 @@ def config_gin(config: ModelConfig, vocabulary: str | None) -> str:
     lines.append(f"ModelConfig.{field} = {getattr(config, field)!r}")
   lines.append(f"MODEL_VOCAB_SIZE = {config.vocab_size}")
   if vocabulary:
-    lines.append(f"VOCABULARY_PATH = {vocabulary!r}")
+    lines.append("# The vocabulary the tasks read when this file is included after a data gin (continued pretraining).")
+    lines.append(f"VOCABULARY = {vocabulary!r}")
   return "\n".join(lines) + "\n"
 
 
-def import_hf(hf_dir: str, model_dir: str, qkv_groups: int | None = None) -> dict:
-  """Writes MODEL_DIR (checkpoint at step 0 with the parameters, config.gin, vocabulary/)."""
+DTYPES = ("float32", "bfloat16")
+
+
+def import_hf(hf_dir: str, model_dir: str, qkv_groups: int | None = None, dtype: str = "float32") -> dict:
+  """Writes MODEL_DIR (checkpoint at step 0 with the parameters, config.gin, vocabulary/).
+
+  dtype: what sample, eval and train compute in (ModelConfig.dtype); float32 matches HF's default.
+  """
+  if dtype not in DTYPES:
+    raise ValueError(f"--dtype={dtype}: choose one of {DTYPES}")
+  if qkv_groups is not None and qkv_groups < 1:
+    raise ValueError(f"--qkv_groups={qkv_groups} must be a positive number of groups")
   model_dir = os.path.abspath(model_dir)
   existing = [n for n in ("config.gin", "checkpoints", "vocabulary") if os.path.exists(os.path.join(model_dir, n))]
   if existing:
     raise ValueError(f"--model_dir={model_dir} already holds {', '.join(existing)}; import into a new directory")
   config, params, groups = read_hf(hf_dir, qkv_groups)
+  config = dataclasses.replace(config, dtype=dtype)
   with runlock.RunLock(model_dir, "import"):
     return _write_run(hf_dir, model_dir, config, params, groups)
+
+
+def _copy_vocabulary(hf_dir: str, target: str) -> str | None:
+  """Copies the source's tokenizer into target; returns the vocabulary's file name there, or None.
+
+  Our own exports carry spm.model (the exact SentencePiece model). Otherwise tokenizer.json and the
+  HF files beside it; a checkpoint with only GPT-2-style vocab.json and merges.txt gets its
+  tokenizer.json written from them by transformers.
+  """
+  if os.path.exists(os.path.join(hf_dir, "spm.model")):
+    shutil.copy(os.path.join(hf_dir, "spm.model"), os.path.join(target, "spm.model"))
+    return "spm.model"
+  if not os.path.exists(os.path.join(hf_dir, "tokenizer.json")):
+    if not all(os.path.exists(os.path.join(hf_dir, n)) for n in ("vocab.json", "merges.txt")):
+      return None
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(hf_dir, use_fast=True).backend_tokenizer.save(os.path.join(target, "tokenizer.json"))
+  for name in HF_TOKENIZER_FILES:
+    if os.path.exists(os.path.join(hf_dir, name)):
+      shutil.copy(os.path.join(hf_dir, name), os.path.join(target, name))
+  return "tokenizer.json"
 
 
 def _write_run(hf_dir: str, model_dir: str, config, params, groups: int) -> dict:
@@ -130,12 +194,8 @@ def _write_run(hf_dir: str, model_dir: str, config, params, groups: int) -> dict
   shutil.rmtree(partial, ignore_errors=True)
   os.makedirs(os.path.join(partial, "vocabulary"))
   try:
-    vocabulary = None
-    for name in ("spm.model", "tokenizer.json"):
-      if os.path.exists(os.path.join(hf_dir, name)):
-        shutil.copy(os.path.join(hf_dir, name), os.path.join(partial, "vocabulary", name))
-        vocabulary = os.path.join(model_dir, "vocabulary", name)
-        break
+    vocabulary = _copy_vocabulary(hf_dir, os.path.join(partial, "vocabulary"))
+    vocabulary = vocabulary and os.path.join(model_dir, "vocabulary", vocabulary)
     with open(os.path.join(partial, "config.gin"), "w") as f:
       f.write(config_gin(config, vocabulary))
     manager = checkpoint.make_manager(partial, checkpoint_period=1, async_save=False)

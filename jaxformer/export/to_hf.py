@@ -148,9 +148,9 @@ def export_params(
     plan = _plan_shards(_hf_names_and_shapes(config, qkv_groups), dtype, max_shard_bytes)
     tensors = (pair for leaf in layout.LEAVES for pair in layout.hf_tensors(leaf, read_leaf(leaf), config, qkv_groups))
     _write_shards_streaming(tensors, plan, partial, dtype)
-    # The model reads <pad> (0) as BOS; HF infers attention masks from pad_token_id when none is
-    # given, so HF's pad is <|endoftext|> (as GPT-2 and CodeGen do) and never masks the BOS.
-    bos, eos = 0, 1
+    bos, eos = _special_ids(vocabulary_path)
+    # HF infers attention masks from pad_token_id when none is given, so HF's pad is <|endoftext|>
+    # (as GPT-2 and CodeGen do) and never masks our BOS.
     pad = eos
     with open(os.path.join(partial, "config.json"), "w") as f:
       json.dump(layout.hf_config(config, bos, eos, pad, dtype), f, indent=1)
@@ -158,7 +158,7 @@ def export_params(
       json.dump({"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad}, f, indent=1)
     if vocabulary_path:
       if vocabulary_path.endswith(".json"):
-        shutil.copy(vocabulary_path, os.path.join(partial, "tokenizer.json"))
+        _save_tokenizers_json(vocabulary_path, partial, config.max_length)
       else:
         from jaxformer.export.tokenizer import save_hf_tokenizer
 
@@ -168,6 +168,36 @@ def export_params(
     shutil.rmtree(partial, ignore_errors=True)
     raise
   return output
+
+
+def _special_ids(vocabulary_path: str | None) -> tuple[int, int]:
+  """(bos, eos) for HF's config: ours read <pad> (0) as BOS and end with <|endoftext|> (1); a
+  tokenizer.json's are looked up by string (no BOS of its own: HF starts an empty prompt at EOS)."""
+  if not vocabulary_path or not vocabulary_path.endswith(".json"):
+    return 0, 1
+  from jaxformer.data.vocabulary import TokenizersVocabulary
+
+  vocabulary = TokenizersVocabulary(vocabulary_path)
+  return (vocabulary.eos_id if vocabulary.bos_id is None else vocabulary.bos_id), vocabulary.eos_id
+
+
+def _save_tokenizers_json(path: str, output_dir: str, max_length: int) -> None:
+  """tokenizer.json with the HF files that came with it (an import's), or a tokenizer_config.json
+  written for it, so AutoTokenizer loads it and encodes as training did (no BOS added)."""
+  from jaxformer.data.vocabulary import EOS, HF_TOKENIZER_FILES
+
+  source = os.path.dirname(path)
+  shutil.copy(path, os.path.join(output_dir, "tokenizer.json"))
+  companions = [n for n in HF_TOKENIZER_FILES[1:] if os.path.exists(os.path.join(source, n))]
+  if "tokenizer_config.json" in companions:
+    for name in companions:
+      shutil.copy(os.path.join(source, name), os.path.join(output_dir, name))
+    return
+  from transformers import PreTrainedTokenizerFast
+
+  PreTrainedTokenizerFast(
+    tokenizer_file=path, eos_token=EOS, pad_token=EOS, model_max_length=max_length, clean_up_tokenization_spaces=False
+  ).save_pretrained(output_dir)
 
 
 def export_checkpoint(
