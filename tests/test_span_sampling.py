@@ -131,4 +131,26 @@ def test_data_stats_prints_table_json_and_png(local_corpus, tmp_path, capsys):
   assert sum(span["span_counts"].values()) == span["examples"] > 0
   assert sum(o["examples"] for o in report["objectives"].values()) == 30
   assert report["span_corruption"]["num_spans_law"] == "truncated_poisson"
+  assert report["loss_placement"] == "infill"
+  assert math.isclose(sum(o["share_of_loss"] for o in report["objectives"].values()), 1.0)
+  assert span["share_of_loss"] < report["objectives"]["causal_lm"]["share_of_loss"]  # infill targets only
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_loss_placement_by_name_moves_span_corruptions_loss(tasks_64):
+  ids = objectives.SpecialIds.from_vocabulary(tasks_64)
+
+  def examples(placement):
+    with gin.unlock_config():
+      gin.parse_config(f"objectives.objective_mixture.loss_placement = {placement!r}")
+    return _span_examples(256, 6)
+
+  infill, whole = examples("infill"), examples("sequence")
+  assert len(infill) == len(whole) == 6
+  for a, b in zip(infill, whole):
+    assert np.array_equal(a["targets"], b["targets"])  # same seed, same examples: only the loss moves
+    after_sep = list(a["targets"]).index(ids.sep) + 1
+    assert a["targets_loss"][:after_sep].sum() == 0 and a["targets_loss"][after_sep:].all()
+    assert b["targets_loss"].all()
+  with pytest.raises(ValueError, match=r"LOSS_PLACEMENT.*'targets_only' is not one of \['infill', 'sequence'\]"):
+    examples("targets_only")

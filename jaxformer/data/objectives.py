@@ -162,7 +162,7 @@ class Context:
 
   ids: SpecialIds
   span: SpanCorruption
-  loss_on_targets_only: bool
+  loss_placement: str = "infill"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,7 +260,7 @@ def _noise_and_spans(n, seed, config: SpanCorruption, max_spans: int):
 @register("span_corruption", overhead=lambda span: span.overhead(), own_eos=True, needs=("<sep>", "<eom>", "<mask_1>"))
 def span_corruption(tokens, seed, context: Context):
   """CodeGen2 file-level span corruption of one chunk (n >= 2 tokens)."""
-  ids, config, loss_on_targets_only = context.ids, context.span, context.loss_on_targets_only
+  ids, config, loss_placement = context.ids, context.span, context.loss_placement
   n = tf.size(tokens)
   num_noise, num_spans = _noise_and_spans(n, seed, config, min(config.max_spans, ids.num_masks))
   num_nonnoise = n - num_noise
@@ -304,7 +304,7 @@ def span_corruption(tokens, seed, context: Context):
     prefix, loss = in_head, 1 - in_head
   else:
     prefix = tf.zeros_like(targets)
-    loss = 1 - in_head if loss_on_targets_only else tf.ones_like(targets)
+    loss = 1 - in_head if loss_placement == "infill" else tf.ones_like(targets)
   return _output(targets, loss, prefix, _index("span_corruption"))
 
 
@@ -344,6 +344,21 @@ def prefix_lm(tokens, seed, context=None):
   split = tf.random.stateless_uniform([], seed, minval=1, maxval=tf.maximum(n, 2), dtype=tf.int32)
   prefix = tf.cast(tf.range(n) < split, tf.int32)
   return _output(tokens, 1 - prefix, prefix, _index("prefix_lm"))
+
+
+# Where span corruption's loss goes (LOSS_PLACEMENT): 'infill' counts only the tokens after <sep>
+# (the masks, spans and <eom>s the model will be asked to write), 'sequence' every token, the
+# corrupted document too. docs/RECIPE.md, "Loss placement", says why 'infill' is the default.
+LOSS_PLACEMENTS = ("infill", "sequence")
+
+
+def check_loss_placement(placement: str) -> str:
+  if placement not in LOSS_PLACEMENTS:
+    raise ValueError(
+      f"objectives.objective_mixture.loss_placement (LOSS_PLACEMENT) = {placement!r} "
+      f"is not one of {list(LOSS_PLACEMENTS)}"
+    )
+  return placement
 
 
 def normalized_rates(rates: dict) -> list[float]:

@@ -33,14 +33,15 @@ def objective_mixture(
   sequence_length,
   output_features,
   rates=None,
-  loss_on_targets_only: bool = True,
+  loss_placement: str = "infill",
   span_corruption: objectives.SpanCorruption | None = None,
 ):
   """Appends EOS to each document, chunks it to fit, and applies one objective per chunk.
 
   Args (gin: objectives.objective_mixture.*):
     rates: {objective name: rate}, normally the macro OBJECTIVE_RATES; default causal LM only.
-    loss_on_targets_only: span corruption's loss only after <sep> (True) or on every token.
+    loss_placement: span corruption's loss on the infill targets after <sep> ('infill') or on the
+      whole sequence ('sequence'); normally the macro LOSS_PLACEMENT.
     span_corruption: the SpanCorruption settings (default SpanCorruption()).
   """
   rates = {"causal_lm": 1.0} if rates is None else dict(rates)
@@ -52,7 +53,7 @@ def objective_mixture(
   vocabulary = output_features["targets"].vocabulary
   objectives.check_vocabulary(rates, vocabulary)
   ids = objectives.SpecialIds.from_vocabulary(vocabulary)
-  context = objectives.Context(ids, span_corruption, loss_on_targets_only)
+  context = objectives.Context(ids, span_corruption, objectives.check_loss_placement(loss_placement))
 
   dataset = dataset.filter(lambda ex: tf.size(ex["targets"]) > 0)
   dataset = dataset.map(

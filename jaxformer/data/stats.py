@@ -1,8 +1,9 @@
 """What `jaxformer data stats` reports: per objective, how the examples are shaped, and how they pack.
 
-Per objective: examples and their share, tokens per example, the share of tokens carrying loss, and
-histograms of prefix lengths; for span corruption also the span counts, span lengths and the masked
-share of the chunk, read back from the targets (<eom> ids after <sep>). Packing: fill and examples
+Per objective: examples and their share, tokens per example, the share of its tokens carrying loss,
+its part of all loss tokens (LOSS_PLACEMENT moves it), and histograms of prefix lengths; for span
+corruption also the span counts, span lengths and the masked share of the chunk, read back from the
+targets (<eom> ids after <sep>). Packing: fill and examples
 (packed segments, one chunk of a document each) per row, from the real batches (pipeline.get_dataset).
 """
 
@@ -10,6 +11,7 @@ import collections
 import dataclasses
 import math
 
+import gin
 import numpy as np
 import seqio
 
@@ -57,7 +59,8 @@ def histogram(values, edges) -> dict:
 def example_stats(config: pipeline.DataConfig, ids: objectives.SpecialIds, num_examples: int, split: str) -> dict:
   """Per objective statistics of the first num_examples preprocessed (unpacked) examples.
 
-  Returns: {objective name: {examples, share, tokens, loss_share, prefix_lengths, and for span
+  Returns: {objective name: {examples, share, tokens, loss_share (of its tokens), share_of_loss (of
+  all loss tokens), prefix_lengths, and for span
   corruption span_counts ({count: examples}), span_lengths, masked_share}}.
   """
   dataset = pipeline.examples_dataset(
@@ -101,6 +104,9 @@ def example_stats(config: pipeline.DataConfig, ids: objectives.SpecialIds, num_e
       entry["span_lengths"] = histogram(row["span_lengths"], edges)
       entry["masked_share"] = histogram(row["masked_share"], edges=[i / 10 for i in range(10)])
     out[name] = entry
+  all_loss = max(sum(sum(rows[name]["loss"]) for name in out), 1)
+  for name, entry in out.items():  # with token-level normalisation, each objective's part of the loss
+    entry["share_of_loss"] = sum(rows[name]["loss"]) / all_loss
   return out
 
 
@@ -146,6 +152,7 @@ def data_stats(config: pipeline.DataConfig, vocabulary, num_examples: int = 400,
     "split": split,
     "num_examples": num_examples,
     "span_corruption": dataclasses.asdict(objectives.SpanCorruption()),  # with the gin bindings
+    "loss_placement": gin.get_bindings("objectives.objective_mixture").get("loss_placement", "infill"),
     "objectives": example_stats(config, ids, num_examples, split),
     "packing": packing_stats(config, num_batches, split),
   }
@@ -167,17 +174,18 @@ def format_table(report: dict) -> str:
   """The report as the text table `data stats` prints."""
   lines = [
     f"task {report['task']}, length {report['length']}, seed {report['seed']}, split {report['split']}: "
-    f"{sum(o['examples'] for o in report['objectives'].values())} examples"
+    f"{sum(o['examples'] for o in report['objectives'].values())} examples, span corruption's loss on "
+    f"{report['loss_placement']!r} (LOSS_PLACEMENT)"
   ]
   lines.append(
     f"{'objective':18s} {'examples':>8s} {'share':>6s} {'tokens mean':>11s} {'loss share':>10s} "
-    f"{'prefix p10/p50/p90':>20s}"
+    f"{'of all loss':>11s} {'prefix p10/p50/p90':>20s}"
   )
   for name, o in report["objectives"].items():
     p = o["prefix_lengths"]
     lines.append(
       f"{name:18s} {o['examples']:8d} {o['share']:6.1%} {o['tokens']['mean']:11.1f} {o['loss_share']:10.1%} "
-      f"{'/'.join(f'{p[q]:.0f}' for q in ('p10', 'p50', 'p90')):>20s}"
+      f"{o['share_of_loss']:11.1%} {'/'.join(f'{p[q]:.0f}' for q in ('p10', 'p50', 'p90')):>20s}"
     )
   span = report["objectives"].get(SPAN)
   if span:
