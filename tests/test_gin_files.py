@@ -40,6 +40,33 @@ def test_each_run_file_trains_its_size_on_its_data_with_the_codegen2_mix(run):
   assert _query("%OBJECTIVE_RATES") == OBJECTIVES["codegen2"]
   assert _query("%MIXTURE_OR_TASK_NAME") == "local_pl_nl" and _query("%TASK_FEATURE_LENGTHS") == {"targets": 2048}
   assert _query("plan.tpu_plan.topology") == run.rsplit("_", 2)[-2] + "-" + run.rsplit("_", 1)[-1]
+  # what the shared bases bring
+  assert _query("ModelConfig.init_scheme") == "depth_scaled" and _query("ModelConfig.remat_policy") == "save_dots"
+  assert _query("ModelConfig.vocab_size") == 51200 and _query("train.StepConfig.microbatches") == 4
+
+
+def _bound_keys(path):
+  """The selectors and macros a gin file binds itself (its includes not followed)."""
+  keys = []
+  for line in open(os.path.join(REPO, "gin", path)):
+    line = line.split("#", 1)[0].strip()
+    if "=" in line and not line.startswith(("include", "import")):
+      keys.append(line.split("=", 1)[0].strip())
+  return keys
+
+
+@pytest.mark.parametrize(
+  "pattern,base",
+  [("models/codegen2_*.gin", "models/codegen2_base.gin"), ("runs/codegen2_*_v4_*.gin", "runs/codegen2_pod.gin")],
+)
+def test_the_codegen2_files_share_a_base_and_repeat_none_of_it(pattern, base):
+  files = [os.path.relpath(f, os.path.join(REPO, "gin")) for f in glob.glob(os.path.join(REPO, "gin", pattern))]
+  files = [f for f in files if f != base]
+  assert len(files) == 4
+  shared = set(_bound_keys(base))
+  for f in files:
+    assert f"include '{base}'" in open(os.path.join(REPO, "gin", f)).read(), f
+    assert not shared & set(_bound_keys(f)), (f, shared & set(_bound_keys(f)))
 
 
 def test_pretrain_requires_model_dir_and_train_steps():

@@ -58,12 +58,21 @@ def test_the_lessons_sweep_file_expands_to_its_ablations():
   config_lib.parse_gin(["sweeps/codegen2_lessons.gin"])
   definition = sweep.define()
   names = [r.name for r in sweep.expand(definition)]
-  assert names == ["causal", "prefix_lm", "causal_span", "pl_only", "pl_small_1epoch", "pl_small_6epochs"]
+  assert names == [
+    "causal",
+    "prefix_lm",
+    "causal_span",
+    "causal_span_seq",
+    "pl_only",
+    "pl_small_1epoch",
+    "pl_small_6epochs",
+  ]
   runs = {r.name: dict(r.bindings) for r in sweep.expand(definition)}
   # each pair differs only in the ablated setting
   differ = lambda a, b: sorted(k for k in set(runs[a]) | set(runs[b]) if runs[a].get(k) != runs[b].get(k))
   assert differ("causal", "prefix_lm") == ["OBJECTIVE_RATES"]
   assert differ("causal", "causal_span") == ["OBJECTIVE_RATES"]
+  assert differ("causal_span", "causal_span_seq") == ["LOSS_PLACEMENT"]
   assert differ("causal", "pl_only") == ["MIXTURE_OR_TASK_NAME"]
   assert differ("pl_small_1epoch", "pl_small_6epochs") == ["TRAIN_STEPS"]
   assert set(definition.evals) == {"l2r", "infill"}
