@@ -33,3 +33,35 @@ def test_metrics_config_and_plot_are_written_to_a_remote_model_dir():
   assert fs.exists(path)
   fs.write(f"{model_dir}/{sweep.RESULT_FILE}", json.dumps({"name": "x"}))
   assert sweep._read_json(f"{model_dir}/{sweep.RESULT_FILE}") == {"name": "x"}
+
+
+def test_remote_metrics_writes_grow_linearly_and_restarts_continue(monkeypatch):
+  """10,000 log lines on ram://: bytes written grow linearly (not quadratically, as a file rewritten
+  whole at every line would); a restarted log starts a new chunk and the reader stitches all in order."""
+  written = []
+  real_write = fs.write
+  monkeypatch.setattr(
+    fs, "write", lambda path, data, mode="w": (written.append(len(data)), real_write(path, data, mode))
+  )
+  model_dir = "ram://jaxformer-test/long_run"
+  log = metrics.RecordLog(model_dir)
+  record = {"split": "train", "loss": 2.123456, "accuracy": 0.5, "learning_rate": 3e-4, "tokens_per_s": 12345.6}
+  at_half = None
+  for step in range(10_000):
+    if step == 5_000:
+      at_half = sum(written)
+      log = metrics.RecordLog(model_dir)  # a restart halfway: a new chunk, nothing reread
+      assert log.path.endswith("/metrics/000050.jsonl")
+    log.append({"step": step, **record})
+  total = sum(written)
+  assert 1.9 < total / at_half < 2.1  # linear: rewriting one growing file would give 4x
+  assert max(written) <= 100 * (len(json.dumps({"step": 9999, **record})) + 1)  # one chunk at most
+  assert [r["step"] for r in metrics.read_metrics(model_dir)] == list(range(10_000))
+  assert not fs.exists(f"{model_dir}/metrics.jsonl")
+
+
+def test_remote_runs_with_the_old_single_file_still_read_whole():
+  model_dir = "ram://jaxformer-test/old_layout"
+  fs.write(f"{model_dir}/metrics.jsonl", json.dumps({"step": 1, "loss": 3.0}) + "\n")
+  metrics.RecordLog(model_dir).append({"step": 2, "loss": 2.0})
+  assert [r["step"] for r in metrics.read_metrics(model_dir)] == [1, 2]

@@ -1,5 +1,5 @@
-"""Where metrics go: MODEL_DIR/metrics.jsonl, TensorBoard event files, optionally Weights & Biases,
-and a loss plot at the end. Only process 0 writes."""
+"""Where metrics go: MODEL_DIR/metrics.jsonl (remotely, numbered chunks in MODEL_DIR/metrics/),
+TensorBoard event files, optionally Weights & Biases, and a loss plot at the end. Only process 0 writes."""
 
 import io
 import json
@@ -12,7 +12,7 @@ from jaxformer.train.tracking import WandbConfig, WandbWriter
 
 
 class MetricsLog:
-  """Appends one JSON object per line to metrics.jsonl and mirrors scalars to TensorBoard (and W&B)."""
+  """Appends one JSON object per record (RecordLog) and mirrors scalars to TensorBoard (and W&B)."""
 
   def __init__(self, model_dir: str, wandb: WandbConfig | None = None, run_config: dict | None = None):
     """Opens the logs of MODEL_DIR (process 0 only; elsewhere every call does nothing).
@@ -23,15 +23,13 @@ class MetricsLog:
       run_config: the hyperparameters W&B records with the run (ignored without W&B).
     """
     self.enabled = jax.process_index() == 0
-    self.path = os.path.join(model_dir, "metrics.jsonl")
     self._writer = None
-    # Cloud Storage objects cannot be appended to: remotely the file is rewritten whole each time.
-    remote = fs.is_remote(model_dir) and self.enabled
-    self._remote_lines = [json.dumps(r) for r in read_metrics(model_dir)] if remote else None
+    self._records = None
     if self.enabled:
       from clu import metric_writers
 
       fs.makedirs(model_dir)
+      self._records = RecordLog(model_dir)
       self._writer = metric_writers.SummaryWriter(os.path.join(model_dir, "tensorboard"))
     self._wandb = WandbWriter(wandb, model_dir, run_config) if self.enabled and wandb and wandb.enabled else None
 
@@ -47,12 +45,7 @@ class MetricsLog:
     if not self.enabled:
       return
     record = {"step": int(step), **fields, **{k: _plain(v) for k, v in values.items()}}
-    if self._remote_lines is None:
-      with open(self.path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-    else:
-      self._remote_lines.append(json.dumps(record))
-      fs.write(self.path, "\n".join(self._remote_lines) + "\n")
+    self._records.append(record)
     scalars = {f"{prefix}{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
     self._writer.write_scalars(int(step), scalars)
     self._writer.flush()
@@ -76,12 +69,64 @@ def _plain(value):
   return value if isinstance(value, (int, float, str, bool)) or value is None else float(value)
 
 
-def read_metrics(model_dir: str) -> list[dict]:
-  path = os.path.join(model_dir, "metrics.jsonl")
-  if not fs.exists(path):
+class RecordLog:
+  """The run's metric records as JSON lines, written at a cost that does not grow with the run.
+
+  Locally: appended to MODEL_DIR/metrics.jsonl. Remotely (gs://, where an object cannot be appended
+  to and each write replaces it whole): numbered chunk files MODEL_DIR/metrics/NNNNNN.jsonl of at
+  most `chunk_lines` lines each; a write rewrites only the open chunk, and a restarted run opens a
+  new chunk after the last one instead of reading the run's history. The zero-padded names are the
+  index: read_metrics lists the folder and reads the chunks in name order.
+  """
+
+  def __init__(self, model_dir: str, chunk_lines: int = 100):
+    self.model_dir = model_dir
+    self.remote = fs.is_remote(model_dir)
+    self.chunk_lines = chunk_lines
+    self._lines: list[str] = []
+    self._chunk = (max(_chunk_numbers(model_dir), default=-1) + 1) if self.remote else None
+
+  @property
+  def path(self) -> str:
+    """The file the next record goes to."""
+    if not self.remote:
+      return os.path.join(self.model_dir, METRICS_FILE)
+    return os.path.join(self.model_dir, METRICS_CHUNKS, f"{self._chunk:06d}.jsonl")
+
+  def append(self, record: dict) -> None:
+    line = json.dumps(record)
+    if not self.remote:
+      with open(self.path, "a") as f:
+        f.write(line + "\n")
+      return
+    if len(self._lines) == self.chunk_lines:  # the open chunk is full: start the next one
+      self._chunk, self._lines = self._chunk + 1, []
+    self._lines.append(line)
+    fs.write(self.path, "\n".join(self._lines) + "\n")
+
+
+METRICS_FILE = "metrics.jsonl"
+METRICS_CHUNKS = "metrics"
+
+
+def _chunk_numbers(model_dir: str) -> list[int]:
+  folder = os.path.join(model_dir, METRICS_CHUNKS)
+  if not fs.exists(folder):
     return []
-  with fs.open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  names = [n.rstrip("/") for n in fs.listdir(folder)]
+  return sorted(int(n[: -len(".jsonl")]) for n in names if n.endswith(".jsonl") and n[: -len(".jsonl")].isdigit())
+
+
+def read_metrics(model_dir: str) -> list[dict]:
+  """Every record of the run in the order written: metrics.jsonl, then the remote chunks."""
+  paths = [os.path.join(model_dir, METRICS_FILE)]
+  paths += [os.path.join(model_dir, METRICS_CHUNKS, f"{n:06d}.jsonl") for n in _chunk_numbers(model_dir)]
+  records = []
+  for path in paths:
+    if fs.exists(path):
+      with fs.open(path) as f:
+        records += [json.loads(line) for line in f if line.strip()]
+  return records
 
 
 def plot_losses(model_dir: str) -> str | None:
