@@ -150,7 +150,7 @@ def test_infill_needs_a_vocabulary_with_masks():
   class Plain:
     path = "/models/tokenizer.json"
 
-  with pytest.raises(ValueError, match="tokenizer.json has no <mask_k>"):
+  with pytest.raises(ValueError, match="infill needs <sep>, <eom>, <mask_1>; Plain has no special tokens"):
     generation.infill_completions(None, None, Plain(), [{"prefix": "a", "suffix": "b"}], 4, 1, None, ())
 
 

@@ -230,6 +230,50 @@ def _train(
   step = start
   window_start, window_steps = time.perf_counter(), 0
   last_eval_step = None
+
+  def record_step(at: int, device_metrics) -> None:
+    """Reads one step's metrics back to the host: the non-finite check, the log line, the bar."""
+    nonlocal window_start, window_steps
+    step_metrics = jax.device_get(device_metrics)
+    window_steps += 1
+    if not bool(step_metrics["finite"]):
+      result["skipped_steps"] += 1
+      message = (
+        f"step {at}: loss {float(step_metrics['loss'])} or gradient norm "
+        f"{float(step_metrics['grad_norm'])} is not finite; the update was not applied"
+      )
+      if step_config.nan_policy == "stop":
+        raise NonFiniteError(message + " (train.StepConfig.nan_policy = 'stop')")
+      log.warning("%s (skipped; train.StepConfig.nan_policy = 'skip')", message)
+    result["train_loss"] = float(step_metrics["loss"])
+    if at % log_period == 0 or at == end:
+      elapsed = time.perf_counter() - window_start
+      tokens_per_second = window_steps * tokens_per_step / elapsed
+      record = {k: float(v) for k, v in step_metrics.items() if k != "finite"}
+      record.update(
+        {
+          "tokens_per_second": tokens_per_second,
+          "step_seconds": elapsed / window_steps,
+          "mfu_6n": mfu_lib.mfu(tokens_per_second, flops["flops_per_token_6n"], jax.device_count(), device_kind),
+          "mfu_6n_attention": mfu_lib.mfu(
+            tokens_per_second, flops["flops_per_token_with_attention"], jax.device_count(), device_kind
+          ),
+          "skipped_steps": result["skipped_steps"],
+        }
+      )
+      metrics_log.write(at, record, prefix="train/", split="train")
+      bar.log(at, record)
+      window_start, window_steps = time.perf_counter(), 0
+    bar.update(1)
+
+  def evals_due(at: int) -> bool:
+    return any(p > 0 and at % p == 0 for p in [eval_period, *(e.period for e in periodic_evals)])
+
+  # A step's metrics are read one step late: after the next step is dispatched, so the accelerators
+  # never wait for the host. A non-finite update is still never applied (the guard is in the step),
+  # and nan_policy='stop' stops one step after the first non-finite one at most, naming it. Before an
+  # eval, a checkpoint, preemption or the last step, the current step's metrics are read at once.
+  pending = None
   try:
     while step < end:
       try:
@@ -243,38 +287,14 @@ def _train(
       with sharding.activation_sharding(mesh, rules):
         state, step_metrics = setup.train_step(state, setup.global_batch(local))
       step += 1
-      window_steps += 1
-      step_metrics = jax.device_get(step_metrics)
-      if not bool(step_metrics["finite"]):
-        result["skipped_steps"] += 1
-        message = (
-          f"step {step}: loss {float(step_metrics['loss'])} or gradient norm "
-          f"{float(step_metrics['grad_norm'])} is not finite; the update was not applied"
-        )
-        if step_config.nan_policy == "stop":
-          raise NonFiniteError(message + " (train.StepConfig.nan_policy = 'stop')")
-        log.warning("%s (skipped; train.StepConfig.nan_policy = 'skip')", message)
-      result["train_loss"] = float(step_metrics["loss"])
+      if pending is not None:
+        record_step(*pending)
+      pending = (step, step_metrics)
 
-      if step % log_period == 0 or step == end:
-        elapsed = time.perf_counter() - window_start
-        tokens_per_second = window_steps * tokens_per_step / elapsed
-        record = {k: float(v) for k, v in step_metrics.items() if k != "finite"}
-        record.update(
-          {
-            "tokens_per_second": tokens_per_second,
-            "step_seconds": elapsed / window_steps,
-            "mfu_6n": mfu_lib.mfu(tokens_per_second, flops["flops_per_token_6n"], jax.device_count(), device_kind),
-            "mfu_6n_attention": mfu_lib.mfu(
-              tokens_per_second, flops["flops_per_token_with_attention"], jax.device_count(), device_kind
-            ),
-            "skipped_steps": result["skipped_steps"],
-          }
-        )
-        metrics_log.write(step, record, prefix="train/", split="train")
-        bar.log(step, record)
-        window_start, window_steps = time.perf_counter(), 0
-      bar.update(1)
+      preempted = bool(preemption.requested) or manager.reached_preemption(step)
+      if step == end or preempted or evals_due(step) or manager.should_save(step):
+        record_step(*pending)
+        pending = None
 
       if step != end:
         evaluated = run_evals(step)
@@ -283,7 +303,6 @@ def _train(
           last_eval_step = step
           window_start = time.perf_counter()
 
-      preempted = bool(preemption.requested) or manager.reached_preemption(step)
       checkpoint.save(manager, step, state, train_iterator, force=preempted or step == end)
       if preempted:
         manager.wait_until_finished()
