@@ -14,13 +14,14 @@ HF) the inputs are the tokens themselves, each position predicts the next token 
 segment's first token is predicted by nothing, its last position predicts nothing), and a prefix of
 p targets covers input positions 0..p-1.
 
-Every feature is carried through seqio's packer as value + 1, because the packer measures features
-by their non-zero entries, and id 0 is a real token in GPT-2-style vocabularies ('!').
+Every feature is carried through the packer as value + 1, because packers measure features by
+their non-zero entries, and id 0 is a real token in GPT-2-style vocabularies ('!').
 """
 
 import seqio
 import tensorflow as tf
 
+from jaxformer.data import packing
 from jaxformer.data.feature_names import MODEL_FEATURE_NAMES
 
 TASK_FEATURE_NAMES = ("targets", "targets_loss", "targets_prefix")
@@ -30,6 +31,7 @@ class PrefixLMObjectiveConverter(seqio.FeatureConverter):
   """Packs (targets, targets_loss, targets_prefix) examples into decoder batches.
 
   bos_id: the token the model reads before each document, or None for none (module docstring).
+  packing: 'best_fit' (packing.py, `bins` rows open) or 'seqio' (seqio's greedy packer).
   """
 
   TASK_FEATURES = {name: seqio.FeatureConverter.FeatureSpec(dtype=tf.int32) for name in TASK_FEATURE_NAMES}
@@ -39,9 +41,15 @@ class PrefixLMObjectiveConverter(seqio.FeatureConverter):
   }
   PACKING_FEATURE_DTYPES = {"decoder_segment_ids": tf.int32, "decoder_positions": tf.int32}
 
-  def __init__(self, pack: bool = True, bos_id: int | None = 0):
+  def __init__(self, pack: bool = True, bos_id: int | None = 0, packing: str = "best_fit", bins: int = 16):
     super().__init__(pack=pack, bos_id=0 if bos_id is None else bos_id)
     self.has_bos = bos_id is not None
+    self.packing, self.bins = packing, bins
+
+  def _pack_or_pad(self, ds, packed_lengths):
+    if self.pack and self.packing == "best_fit":  # packing.py; 'seqio' is seqio's greedy packer
+      return packing.best_fit_pack(ds, TASK_FEATURE_NAMES, packed_lengths["targets"], self.bins)
+    return super()._pack_or_pad(ds, packed_lengths)
 
   def _convert_features(self, ds, task_feature_lengths):
     # (Other task features, e.g. `objective` for `data show`, are dropped here.)

@@ -9,6 +9,7 @@ import seqio
 import tensorflow as tf
 
 from jaxformer.data.features import PrefixLMObjectiveConverter, expand_lengths
+from jaxformer.data.packing import PACKINGS
 from jaxformer.data.vocabulary import TokenizersVocabulary
 
 
@@ -19,6 +20,8 @@ class DataConfig:
 
   mixture_or_task_name: %MIXTURE_OR_TASK_NAME; task_feature_lengths: %TASK_FEATURE_LENGTHS;
   batch_size: %BATCH_SIZE (global, over all hosts); seed: %SEED; num_epochs: None = repeat forever.
+  pack: pack several examples per row (else one, padded); packing: 'best_fit' (data/packing.py,
+  pack_bins rows open) or 'seqio' (seqio's greedy packer, which closes a row at the first misfit).
   """
 
   mixture_or_task_name: str = "local_pl_nl"
@@ -27,6 +30,8 @@ class DataConfig:
   seed: int | None = 0
   num_epochs: int | None = None
   pack: bool = True
+  packing: str = "best_fit"
+  pack_bins: int = 16
 
   def __post_init__(self):
     from jaxformer.config import require_int
@@ -36,6 +41,9 @@ class DataConfig:
       raise ValueError(f"TASK_FEATURE_LENGTHS={self.task_feature_lengths!r} must be a dict with a 'targets' length")
     require_int("TASK_FEATURE_LENGTHS['targets']", self.task_feature_lengths["targets"], 2)
     require_int("DataConfig.num_epochs", self.num_epochs, 1, allow_none=True)
+    require_int("DataConfig.pack_bins", self.pack_bins, 1)
+    if self.packing not in PACKINGS:
+      raise ValueError(f"DataConfig.packing={self.packing!r} is not one of {list(PACKINGS)}")
 
   def __hash__(self):
     return hash(
@@ -46,6 +54,8 @@ class DataConfig:
         self.seed,
         self.num_epochs,
         self.pack,
+        self.packing,
+        self.pack_bins,
       )
     )
 
@@ -91,7 +101,9 @@ def get_dataset(
     seed=config.seed,
     shard_info=shard_info,
     use_cached=False,
-    feature_converter=PrefixLMObjectiveConverter(pack=config.pack, bos_id=getattr(vocabulary, "bos_id", 0)),
+    feature_converter=PrefixLMObjectiveConverter(
+      pack=config.pack, bos_id=getattr(vocabulary, "bos_id", 0), packing=config.packing, bins=config.pack_bins
+    ),
   )
   dataset = dataset.batch(config.batch_size // shard_info.num_shards, drop_remainder=drop_remainder)
   options = tf.data.Options()
