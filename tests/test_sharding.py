@@ -65,3 +65,45 @@ def test_sharded_forward_equals_single_device():
       sharded_params, jax.device_put(tokens, batch_sharding), prefix_mask=jax.device_put(prefix, batch_sharding)
     )
   np.testing.assert_allclose(sharded, single, atol=2e-5)
+
+
+EMBEDDING_PROBE = r"""
+import re, sys
+sys.path.insert(0, "tests")
+import jax, numpy as np
+from model_util import init, tiny
+from jaxformer import sharding
+config = tiny(d_model=64, vocab_size=384)
+model, params = init(config)
+mesh = sharding.make_mesh((2, 2, 2))
+rules = sharding.logical_axis_rules()
+_, shardings = sharding.init_params(model, mesh, rules, jax.random.key(0))
+params = jax.device_put(params, shardings)
+tokens = jax.device_put(np.arange(64).reshape(4, 16), sharding.logical_to_sharding(("batch", "length"), mesh, rules))
+with sharding.activation_sharding(mesh, rules):
+  hlo = jax.jit(jax.grad(lambda p, t: model.apply({"params": p}, t).mean())).lower(params, tokens).compile().as_text()
+print("TABLE SHAPES", sorted(set(re.findall(r"f32\[(384|192),64\]", hlo))))
+"""
+
+
+def test_sharded_embedding_lookup_never_gathers_the_whole_table(tmp_path):
+  """On a (data 2, fsdp 2, tensor 2) mesh the [vocab, embed] table is split both ways. The lookup
+  gathers it over fsdp only (each device sees vocab/2 rows, as every FSDP weight is gathered), so
+  XLA never falls back to replicating it ("Involuntary full rematerialization")."""
+  import os
+  import subprocess
+  import sys
+
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0")  # XLA's SPMD warnings are log level 1
+  result = subprocess.run(
+    [sys.executable, "-c", EMBEDDING_PROBE],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    cwd=os.path.dirname(os.path.dirname(__file__)),
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "Involuntary full rematerialization" not in result.stderr, result.stderr[-3000:]
+  shapes = result.stdout.split("TABLE SHAPES")[1]
+  assert "192" in shapes and "384" not in shapes, shapes  # half the vocabulary per device, never all of it

@@ -51,6 +51,9 @@ class Transformer(nn.Module):
       (cfg.vocab_size, cfg.d_model),
       cfg.param_dtype,
     )
+    # Gather over fsdp only, as every FSDP weight is: rows stay split over "vocab"'s axis, and XLA
+    # partitions the lookup instead of replicating the whole table (test_sharding).
+    embed = nn.with_logical_constraint(embed, ("vocab", None))
     x = jnp.take(embed, tokens, axis=0).astype(cfg.dtype)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
     mask = self._decode_mask(positions, prefix_mask) if decode else attention_mask(segment_ids, prefix_mask)
