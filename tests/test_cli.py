@@ -103,6 +103,7 @@ def test_bench_prints_speed_mfu_labels_and_memory(capsys):
   assert report["tokens_per_second"] > 0 and report["step_seconds"] > 0
   assert report["mfu_6n"] is None and "MFU: 6N n/a, 6N + causal attention n/a" in out  # CPU
   assert report["peak_memory_bytes"] > 0 and "peak memory" in out
+  assert report["loop_step_seconds"] > 0 and 0 <= report["host_overhead_share"] < 1 and "host overhead" in out
 
 
 def test_decode_bench_reports_both_implementations(capsys):

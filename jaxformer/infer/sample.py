@@ -10,6 +10,7 @@ token per step; `generate_full_forward` reruns the whole sequence each step and 
 reference the cache is tested against.
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -66,15 +67,33 @@ def _cut_at_stops(rows, stop_ids):
   return out
 
 
+def unrolled(model, params):
+  """The same model with its layers unrolled, and params to match ("layers" stacked [L, ...] ->
+  "layers_0" ... "layers_{L-1}").
+
+  Decoding runs unrolled: under the layer scan the KV cache is a scanned variable, so every
+  decoded token would copy the whole cache out of the scan's outputs; unrolled, each layer's cache
+  is its own loop-carried buffer that XLA updates in place."""
+  if not model.config.scan_layers:
+    return model, params
+  params = dict(params)
+  stacked = params.pop("layers")
+  for i in range(model.config.num_layers):
+    params[f"layers_{i}"] = jax.tree.map(lambda x, i=i: x[i], stacked)
+  return type(model)(dataclasses.replace(model.config, scan_layers=False)), params
+
+
 @functools.lru_cache(maxsize=16)
 def _decoder(
   model, batch: int, prompt_width: int, max_new_tokens: int, temperature: float, top_k: int, top_p: float, stops: tuple
 ):
   cache_length = prompt_width + max_new_tokens
   stop_array = jnp.asarray(stops or (-1,), jnp.int32)
+  scanned_model = model
 
   @jax.jit
   def run(params, buffer, lengths, prefix, key):
+    model, params = unrolled(scanned_model, params)
     cache = jax.eval_shape(
       lambda: model.init(jax.random.key(0), jnp.zeros((batch, cache_length), jnp.int32), decode=True)
     )["cache"]

@@ -69,7 +69,7 @@ class Dense(nn.Module):
 
 class Attention(nn.Module):
   """Self-attention. With decode=True, keys and values also go to a fixed-size cache
-  ('cache' collection, [batch, cache_length, heads, head_dim]) at `positions`, and queries attend
+  ('cache' collection, [batch, heads, cache_length, head_dim]) at `positions`, and queries attend
   over the whole cache under `mask` ([batch, 1, length, cache_length])."""
 
   config: ModelConfig
@@ -93,16 +93,20 @@ class Attention(nn.Module):
     return checkpoint_name(out, "attention_out")
 
   def _cached(self, key, value, positions):
+    """The cache is stored [batch, heads, cache_length, head_dim], the layout the attention's batched
+    matmuls read: stored [batch, length, heads, head_dim], XLA would transpose (copy) the whole
+    cache at every decoded token."""
     initialized = self.has_variable("cache", "key")
     # At init the call's length is the cache length; afterwards the shapes stay.
-    cached_key = self.variable("cache", "key", jnp.zeros, key.shape, key.dtype)
-    cached_value = self.variable("cache", "value", jnp.zeros, value.shape, value.dtype)
+    heads_first = lambda x: x.transpose(0, 2, 1, 3)
+    cached_key = self.variable("cache", "key", jnp.zeros, heads_first(key).shape, key.dtype)
+    cached_value = self.variable("cache", "value", jnp.zeros, heads_first(value).shape, value.dtype)
     if not initialized:
       return key, value
     rows = jnp.arange(key.shape[0])[:, None]
-    cached_key.value = cached_key.value.at[rows, positions].set(key)
-    cached_value.value = cached_value.value.at[rows, positions].set(value)
-    return cached_key.value, cached_value.value
+    cached_key.value = cached_key.value.at[rows, :, positions].set(key)
+    cached_value.value = cached_value.value.at[rows, :, positions].set(value)
+    return heads_first(cached_key.value), heads_first(cached_value.value)
 
 
 class Mlp(nn.Module):

@@ -21,6 +21,21 @@ def _peak_memory() -> tuple[float | None, str]:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0, "host peak RSS (CPU backend)"
 
 
+def _as_the_loop_runs(step, state, global_batch, local: dict, steps: int, mesh, rules) -> float:
+  """Seconds for `steps` steps with the host work `train` does around each one: the batch goes
+  from host memory to the devices, and the previous step's metrics come back (one step late)."""
+  start = time.perf_counter()
+  pending = None
+  for _ in range(steps):
+    with sharding.activation_sharding(mesh, rules):
+      state, metrics = step(state, global_batch(local))
+    if pending is not None:
+      jax.device_get(pending)
+    pending = metrics
+  jax.device_get(pending)
+  return time.perf_counter() - start
+
+
 def bench(steps: int, batch_size: int, length: int, warmup: int = 2, seed: int = 0) -> dict:
   """Times `steps` train steps after `warmup` (compilation) steps for the gin-bound model and step config."""
   config = ModelConfig()
@@ -49,6 +64,7 @@ def bench(steps: int, batch_size: int, length: int, warmup: int = 2, seed: int =
       state, metrics = step(state, batch)
     jax.block_until_ready(metrics)
     seconds = time.perf_counter() - start
+    loop_seconds = _as_the_loop_runs(step, state, setup.global_batch, local, steps, mesh, rules)
   tokens_per_second = steps * batch_size * length / seconds
   flops = config.flops_per_token(length)
   kind = jax.devices()[0].device_kind
@@ -69,5 +85,7 @@ def bench(steps: int, batch_size: int, length: int, warmup: int = 2, seed: int =
     "model_tflops_per_second_6n": tokens_per_second * flops["flops_per_token_6n"] / 1e12,
     "peak_memory_bytes": peak,
     "peak_memory_source": peak_source,
+    "loop_step_seconds": loop_seconds / steps,
+    "host_overhead_share": max(0.0, 1.0 - seconds / loop_seconds),
     "final_loss": float(metrics["loss"]),
   }
