@@ -65,7 +65,7 @@ def _code_eval() -> list:
 def bench_args(parser):
   parser.add_argument("--decode", action="store_true", help="time KV-cache decoding instead of train steps")
   parser.add_argument("--compare_hf", action="store_true", help="with --decode: also HF generate on the same weights")
-  parser.add_argument("--decode_batch_sizes", default="1,8")
+  parser.add_argument("--decode_batch_sizes", default="1,8,32")
   parser.add_argument("--prompt_length", type=int, default=64)
   parser.add_argument("--new_tokens", type=int, default=128)
   parser.add_argument("--steps", type=int, default=10)
