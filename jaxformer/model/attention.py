@@ -1,10 +1,17 @@
 """Attention masks and the attention kernels chosen by `ModelConfig.attention`.
 
-A new kernel (splash, flash, ring) is one function added to IMPLEMENTATIONS.
+A kernel is one function in IMPLEMENTATIONS, called (query, key, value, mask). Most take the dense
+[batch, 1, length, length] mask; those in MASK_FROM_IDS take (segment_ids, prefix_mask) instead and
+build the mask themselves, tile by tile (see mask_inputs).
 """
 
+import functools
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from jaxformer.model.flash import flash_attention
 
 
 def attention_mask(segment_ids, prefix_mask):
@@ -52,13 +59,54 @@ def _dot_product_attention(implementation):
   return attend
 
 
+def sharded_flash_attention(query, key, value, mask):
+  """flash.flash_attention on each device's shard: a Pallas call is opaque to XLA's partitioner
+  (which would gather its inputs whole), so under a mesh it runs in shard_map with batch and heads
+  split as the activations' logical rules say. Sequence sharding is not supported."""
+  segment_ids, prefix_mask = mask
+  mesh = jax.sharding.get_abstract_mesh()
+  device = None if mesh.empty else mesh.abstract_device
+  # Mosaic when the program is for TPU (also when compiled ahead of time for a TPU topology on a
+  # CPU host, as `plan` does), interpret mode otherwise.
+  platform = device.platform if device is not None else jax.default_backend()
+  if platform in ("gpu", "cuda", "rocm"):
+    # Interpret mode would run, but far slower than cuDNN: say so rather than crawl.
+    raise ValueError("ModelConfig.attention='flash' is built for TPU (Mosaic); on GPUs use 'cudnn'")
+  attend = functools.partial(flash_attention, interpret=platform != "tpu")
+  if mesh.empty or mesh.size == 1:
+    return attend(query, key, value, segment_ids, prefix_mask)
+  spec = nn.logical_to_mesh_axes(("batch", "length", "heads", "kv"))
+  if spec[1] is not None:
+    raise ValueError(f"ModelConfig.attention='flash' needs the length axis unsharded; the rules map it to {spec[1]}")
+  ids_spec = jax.P(spec[0], None)
+  return jax.shard_map(attend, in_specs=(spec, spec, spec, ids_spec, ids_spec), out_specs=spec, check_vma=False)(
+    query, key, value, segment_ids, prefix_mask
+  )
+
+
 IMPLEMENTATIONS = {
   "xla": xla_attention,
   # jax's own dispatcher: the XLA path on CPU/TPU, usable to check the cuDNN call shape.
   "jax": _dot_product_attention(None),
   # cuDNN fused attention on NVIDIA GPUs (bf16/fp16 inputs only).
   "cudnn": _dot_product_attention("cudnn"),
+  # Pallas blockwise attention, mask built per tile from segment ids and prefix flags (model/flash.py):
+  # Mosaic on TPU, interpret mode elsewhere.
+  "flash": sharded_flash_attention,
 }
+MASK_FROM_IDS = frozenset({"flash"})
+
+
+def mask_inputs(name: str, segment_ids, prefix_mask):
+  """What kernel `name` takes as its mask: (segment_ids, prefix_mask) or the dense mask."""
+  if name in MASK_FROM_IDS:
+    return segment_ids, prefix_mask
+  return attention_mask(segment_ids, prefix_mask)
+
+
+def decode_kernel(name: str) -> str:
+  """The kernel used while decoding (one query per step over a cache, with a dense mask)."""
+  return "xla" if name in MASK_FROM_IDS else name
 
 
 def get_attention(name: str):

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
-from jaxformer.model.attention import get_attention
+from jaxformer.model.attention import decode_kernel, get_attention
 from jaxformer.model.config import INIT_SCHEMES, ModelConfig
 from jaxformer.model.rotary import apply_rotary
 
@@ -87,7 +87,7 @@ class Attention(nn.Module):
     key = nn.with_logical_constraint(apply_rotary(key, positions, cfg.rotary_dim), ("batch", "length", "heads", "kv"))
     if self.decode:
       key, value = self._cached(key, value, positions)
-    out = get_attention(cfg.attention)(query, key, value, mask)
+    out = get_attention(decode_kernel(cfg.attention) if self.decode else cfg.attention)(query, key, value, mask)
     out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
     out = Dense((cfg.d_model,), ("heads", "kv", "embed"), cfg, contract_dims=2, residual_output=True, name="out")(out)
     return checkpoint_name(out, "attention_out")

@@ -3,7 +3,7 @@
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxformer.model.attention import attention_mask
+from jaxformer.model.attention import attention_mask, mask_inputs
 from jaxformer.model.config import ModelConfig
 from jaxformer.model.layers import Block, Dense, layer_norm, weight_init
 from jaxformer.model.remat import get_policy
@@ -56,7 +56,10 @@ class Transformer(nn.Module):
     embed = nn.with_logical_constraint(embed, ("vocab", None))
     x = jnp.take(embed, tokens, axis=0).astype(cfg.dtype)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
-    mask = self._decode_mask(positions, prefix_mask) if decode else attention_mask(segment_ids, prefix_mask)
+    if decode:
+      mask = self._decode_mask(positions, prefix_mask)
+    else:
+      mask = mask_inputs(cfg.attention, segment_ids, prefix_mask)
 
     block = _block_class(cfg, decode)
     if cfg.scan_layers:

@@ -1,0 +1,301 @@
+"""Blockwise (flash) attention in Pallas with the prefix-LM mask built inside the kernel.
+
+The mask is the one `attention.attention_mask` materialises: query q sees key k when both lie in
+the same segment and either k <= q or both are prefix tokens. Here it is never stored: each
+[block_q, block_k] tile rebuilds it from per-token codes (segment id * 2 + prefix flag), and whole
+tiles that no query of a block can see are never visited. Per-block loop bounds are computed
+outside the kernel from each segment's first and last position and its last prefix position, so
+
+  causal:    about half of the tiles (those on or below the diagonal);
+  prefix-LM: causal plus the prefix's square;
+  packed:    only tiles inside each document's own square.
+
+The bounds are conservative (they may include a fully hidden tile, never skip a visible one), and
+the in-tile mask is exact, so the result equals the dense-mask attention whatever the segment ids.
+
+One kernel body runs under Mosaic on TPU and in Pallas interpret mode elsewhere (tests, CPU runs).
+Forward and backward (dq, then dk/dv) are Pallas kernels joined by a custom VJP; the forward saves
+only the output and the per-row log-sum-exp.
+"""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import tpu as pltpu
+
+LANES = 128  # per-query codes are broadcast over one TPU vector lane tile: a [block_q, 1] column in the kernel
+MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+def _dot(a, b, transpose_b=False):
+  dims = (((1,), (1,)), ((), ())) if transpose_b else (((1,), (0,)), ((), ()))
+  return jax.lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
+
+
+def _tile_mask(q_codes, k_codes, q_start, k_start):
+  """[bq, bk] bool from a [bq, 1] column of query codes and a [1, bk] row of key codes."""
+  q_pos = q_start + jax.lax.broadcasted_iota(jnp.int32, (q_codes.shape[0], 1), 0)
+  k_pos = k_start + jax.lax.broadcasted_iota(jnp.int32, (1, k_codes.shape[1]), 1)
+  same_segment = jnp.right_shift(q_codes, 1) == jnp.right_shift(k_codes, 1)
+  both_prefix = (jnp.bitwise_and(q_codes, 1) == 1) & (jnp.bitwise_and(k_codes, 1) == 1)
+  return same_segment & ((k_pos <= q_pos) | both_prefix)
+
+
+def _forward_kernel(lo_ref, hi_ref, q_ref, k_ref, v_ref, qc_ref, kc_ref, o_ref, lse_ref, *, scale, block_k):
+  block_q, head_dim = q_ref.shape
+  b, qi = pl.program_id(0), pl.program_id(2)
+  bound = b * pl.num_programs(2) + qi
+  q = q_ref[...]
+  q_codes = qc_ref[:, :1]
+
+  def body(j, carry):
+    m, total, acc = carry
+    start = pl.multiple_of(j * block_k, block_k)
+    k = k_ref[pl.ds(start, block_k), :]
+    v = v_ref[pl.ds(start, block_k), :]
+    mask = _tile_mask(q_codes, kc_ref[:, pl.ds(start, block_k)], qi * block_q, start)
+    s = jnp.where(mask, _dot(q, k, transpose_b=True) * scale, MASK_VALUE)
+    m_new = jnp.maximum(m, jnp.max(s, axis=1, keepdims=True))
+    p = jnp.where(mask, jnp.exp(s - m_new), 0.0)
+    alpha = jnp.exp(m - m_new)
+    l_new = alpha * total + jnp.sum(p, axis=1, keepdims=True)
+    return m_new, l_new, alpha * acc + _dot(p.astype(v.dtype), v)
+
+  init = (
+    jnp.full((block_q, 1), MASK_VALUE, jnp.float32),
+    jnp.zeros((block_q, 1), jnp.float32),
+    jnp.zeros((block_q, head_dim), jnp.float32),
+  )
+  m, total, acc = jax.lax.fori_loop(lo_ref[bound], hi_ref[bound], body, init)
+  total = jnp.maximum(total, 1e-30)  # every real query sees itself; this guards the padded rows only
+  o_ref[...] = (acc / total).astype(o_ref.dtype)
+  lse_ref[...] = m + jnp.log(total)
+
+
+def _dq_kernel(
+  lo_ref, hi_ref, q_ref, k_ref, v_ref, qc_ref, kc_ref, do_ref, lse_ref, delta_ref, dq_ref, *, scale, block_k
+):
+  block_q, head_dim = q_ref.shape
+  b, qi = pl.program_id(0), pl.program_id(2)
+  bound = b * pl.num_programs(2) + qi
+  q, do, lse, delta = q_ref[...], do_ref[...], lse_ref[...], delta_ref[...]
+  q_codes = qc_ref[:, :1]
+
+  def body(j, dq):
+    start = pl.multiple_of(j * block_k, block_k)
+    k = k_ref[pl.ds(start, block_k), :]
+    v = v_ref[pl.ds(start, block_k), :]
+    mask = _tile_mask(q_codes, kc_ref[:, pl.ds(start, block_k)], qi * block_q, start)
+    p = jnp.where(mask, jnp.exp(_dot(q, k, transpose_b=True) * scale - lse), 0.0)
+    ds = p * (_dot(do, v, transpose_b=True) - delta)
+    return dq + _dot(ds.astype(k.dtype), k)
+
+  dq = jax.lax.fori_loop(lo_ref[bound], hi_ref[bound], body, jnp.zeros((block_q, head_dim), jnp.float32))
+  dq_ref[...] = (dq * scale).astype(dq_ref.dtype)
+
+
+def _dkv_kernel(
+  lo_ref, hi_ref, q_ref, k_ref, v_ref, qc_ref, kc_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref, *, scale, block_q
+):
+  block_k, head_dim = k_ref.shape
+  b, ki = pl.program_id(0), pl.program_id(2)
+  bound = b * pl.num_programs(2) + ki
+  k, v = k_ref[...], v_ref[...]
+  k_codes = kc_ref[...]
+
+  def body(i, carry):
+    dk, dv = carry
+    start = pl.multiple_of(i * block_q, block_q)
+    q = q_ref[pl.ds(start, block_q), :]
+    do = do_ref[pl.ds(start, block_q), :]
+    mask = _tile_mask(qc_ref[pl.ds(start, block_q), :1], k_codes, start, ki * block_k)
+    p = jnp.where(mask, jnp.exp(_dot(q, k, transpose_b=True) * scale - lse_ref[pl.ds(start, block_q), :]), 0.0)
+    dv = dv + _dot(p.T.astype(do.dtype), do)
+    ds = p * (_dot(do, v, transpose_b=True) - delta_ref[pl.ds(start, block_q), :])
+    return dk + _dot(ds.T.astype(q.dtype), q), dv
+
+  zeros = jnp.zeros((block_k, head_dim), jnp.float32)
+  dk, dv = jax.lax.fori_loop(lo_ref[bound], hi_ref[bound], body, (zeros, zeros))
+  dk_ref[...] = (dk * scale).astype(dk_ref.dtype)
+  dv_ref[...] = dv.astype(dv_ref.dtype)
+
+
+def block_bounds(segment_ids, prefix_mask, block_q: int, block_k: int):
+  """Which tiles each block visits, from per-token positions (all [batch, length], length padded).
+
+  Returns (key-block [lo, hi) per query block, query-block [lo, hi) per key block), each
+  [batch * num_blocks] int32. Segment ids are clipped to [0, length] to index per-segment
+  extremes: ids outside merge with a neighbour, which only widens the bounds.
+  """
+  batch, length = segment_ids.shape
+  pos = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+  prefix = prefix_mask.astype(bool)
+  ids = (jnp.clip(segment_ids, 0, length) + jnp.arange(batch)[:, None] * (length + 1)).reshape(-1)
+  n = batch * (length + 1)
+  per_token = lambda x: x[ids].reshape(batch, length)
+  first = per_token(jax.ops.segment_min(pos.reshape(-1), ids, n))
+  last = per_token(jax.ops.segment_max(pos.reshape(-1), ids, n))
+  last_prefix = per_token(jax.ops.segment_max(jnp.where(prefix, pos, -1).reshape(-1), ids, n))
+  # Query t sees keys in [first(t), max(t, last prefix of its segment if t is a prefix token)].
+  k_lo, k_hi = first, jnp.where(prefix, jnp.maximum(pos, last_prefix), pos)
+  # Key t is seen by queries in [t (or its segment's first token if t is prefix), last(t)].
+  q_lo, q_hi = jnp.where(prefix, first, pos), last
+
+  def per_block(lo, hi, size, other):
+    lo = jnp.min(lo.reshape(batch, -1, size), axis=-1) // other
+    hi = jnp.max(hi.reshape(batch, -1, size), axis=-1) // other + 1
+    return lo.reshape(-1).astype(jnp.int32), hi.reshape(-1).astype(jnp.int32)
+
+  return per_block(k_lo, k_hi, block_q, block_k), per_block(q_lo, q_hi, block_k, block_q)
+
+
+def _specs(length, head_dim, block, blocked, on_tpu):
+  """BlockSpecs for (bounds x2, q, k, v, query codes, key codes), and the tile and whole-row specs.
+  The blocked side (q for the forward and dq, k/v for dk/dv) comes a tile per program; the other
+  side is read whole and sliced in the kernel's loop."""
+  smem = pl.BlockSpec(memory_space=pltpu.SMEM) if on_tpu else pl.BlockSpec()
+  tile = pl.BlockSpec((None, None, block, head_dim), lambda b, h, i: (b, h, i, 0))
+  whole = pl.BlockSpec((None, None, length, head_dim), lambda b, h, i: (b, h, 0, 0))
+  if blocked == "q":
+    q_codes = pl.BlockSpec((None, block, LANES), lambda b, h, i: (b, i, 0))
+    k_codes = pl.BlockSpec((None, 1, length), lambda b, h, i: (b, 0, 0))
+    return [smem, smem, tile, whole, whole, q_codes, k_codes], tile, whole
+  q_codes = pl.BlockSpec((None, length, LANES), lambda b, h, i: (b, 0, 0))
+  k_codes = pl.BlockSpec((None, 1, block), lambda b, h, i: (b, 0, i))
+  return [smem, smem, whole, tile, tile, q_codes, k_codes], tile, whole
+
+
+def _row_specs(length, block, blocked):
+  """Specs of [batch, heads, length, 1] per-row statistics (lse, delta)."""
+  if blocked:
+    return pl.BlockSpec((None, None, block, 1), lambda b, h, i: (b, h, i, 0))
+  return pl.BlockSpec((None, None, length, 1), lambda b, h, i: (b, h, 0, 0))
+
+
+def _call(kernel, grid, in_specs, out_specs, out_shape, interpret, matmuls, q):
+  """pallas_call with the cost XLA should count for it: `matmuls` [tile x head_dim] products per
+  visited tile, over the causal half of the tiles (the tiles visited depend on the data; causal is
+  the common case, and what the 6N + causal attention accounting counts)."""
+  batch, heads, length, head_dim = q.shape
+  pairs = batch * heads * length * length // 2
+  cost = pl.CostEstimate(
+    flops=2 * matmuls * pairs * head_dim,
+    transcendentals=pairs,
+    bytes_accessed=4 * q.size * q.dtype.itemsize,
+  )
+  params = {} if interpret else {"compiler_params": pltpu.CompilerParams(dimension_semantics=("parallel",) * 3)}
+  return pl.pallas_call(
+    kernel,
+    grid=grid,
+    in_specs=in_specs,
+    out_specs=out_specs,
+    out_shape=out_shape,
+    interpret=interpret,
+    cost_estimate=cost,
+    **params,
+  )
+
+
+def _forward(q, k, v, codes, block_q, block_k, interpret):
+  """q, k, v [batch, heads, length, head_dim]; codes (per-query [b, L, LANES], per-key [b, 1, L], bounds)."""
+  batch, heads, length, head_dim = q.shape
+  q_codes, k_codes, (k_bounds, _) = codes
+  scale = head_dim**-0.5
+  in_specs, tile, _ = _specs(length, head_dim, block_q, "q", not interpret)
+  out, lse = _call(
+    functools.partial(_forward_kernel, scale=scale, block_k=block_k),
+    (batch, heads, length // block_q),
+    in_specs,
+    [tile, _row_specs(length, block_q, True)],
+    [jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((batch, heads, length, 1), jnp.float32)],
+    interpret,
+    matmuls=2,
+    q=q,
+  )(*k_bounds, q, k, v, q_codes, k_codes)
+  return out, lse
+
+
+def _backward(q, k, v, codes, out, lse, d_out, block_q, block_k, interpret):
+  batch, heads, length, head_dim = q.shape
+  q_codes, k_codes, (k_bounds, q_bounds) = codes
+  scale = head_dim**-0.5
+  delta = jnp.sum(out.astype(jnp.float32) * d_out.astype(jnp.float32), axis=-1, keepdims=True)
+  in_specs, tile, whole = _specs(length, head_dim, block_q, "q", not interpret)
+  dq = _call(
+    functools.partial(_dq_kernel, scale=scale, block_k=block_k),
+    (batch, heads, length // block_q),
+    in_specs + [tile, _row_specs(length, block_q, True), _row_specs(length, block_q, True)],
+    tile,
+    jax.ShapeDtypeStruct(q.shape, q.dtype),
+    interpret,
+    matmuls=3,
+    q=q,
+  )(*k_bounds, q, k, v, q_codes, k_codes, d_out, lse, delta)
+  in_specs, tile, whole = _specs(length, head_dim, block_k, "k", not interpret)
+  dk, dv = _call(
+    functools.partial(_dkv_kernel, scale=scale, block_q=block_q),
+    (batch, heads, length // block_k),
+    in_specs + [whole, _row_specs(length, block_k, False), _row_specs(length, block_k, False)],
+    [tile, tile],
+    [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
+    interpret,
+    matmuls=4,
+    q=q,
+  )(*q_bounds, q, k, v, q_codes, k_codes, d_out, lse, delta)
+  return dq, dk, dv
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _attention(q, k, v, codes, block_q, block_k, interpret):
+  return _forward(q, k, v, codes, block_q, block_k, interpret)[0]
+
+
+def _attention_fwd(q, k, v, codes, block_q, block_k, interpret):
+  out, lse = _forward(q, k, v, codes, block_q, block_k, interpret)
+  return out, (q, k, v, codes, out, lse)
+
+
+def _attention_bwd(block_q, block_k, interpret, residuals, d_out):
+  q, k, v, codes, out, lse = residuals
+  dq, dk, dv = _backward(q, k, v, codes, out, lse, d_out, block_q, block_k, interpret)
+  return dq, dk, dv, jax.tree.map(lambda _: None, codes)
+
+
+_attention.defvjp(_attention_fwd, _attention_bwd)
+
+
+def flash_attention(query, key, value, segment_ids, prefix_mask, block_q=128, block_k=128, interpret=None):
+  """Attention of `attention.xla_attention` under `attention.attention_mask(segment_ids, prefix_mask)`.
+
+  Args:
+    query, key, value: [batch, length, heads, head_dim] (one device's shard; see attention.py).
+    segment_ids, prefix_mask: [batch, length] int.
+    block_q, block_k: tile sizes; the length is padded up to a multiple of both.
+    interpret: run in Pallas interpret mode (default: unless the backend is TPU).
+  Returns:
+    [batch, length, heads, head_dim] in value's dtype.
+  """
+  if interpret is None:
+    interpret = jax.default_backend() != "tpu"
+  batch, length, heads, head_dim = query.shape
+  block_q, block_k = min(block_q, _round_up(length, 8)), min(block_k, _round_up(length, 8))
+  padded = _round_up(length, math.lcm(block_q, block_k))
+  pad = padded - length
+  to_heads = lambda x: jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0))).transpose(0, 2, 1, 3)
+  # Padded tokens form their own segment (-1), so no real query ever sees them.
+  segment_ids = jnp.pad(segment_ids.astype(jnp.int32), ((0, 0), (0, pad)), constant_values=-1)
+  prefix_mask = jnp.pad(prefix_mask.astype(jnp.int32), ((0, 0), (0, pad)))
+  codes = segment_ids * 2 + (prefix_mask != 0).astype(jnp.int32)
+  q_codes = jnp.broadcast_to(codes[:, :, None], (batch, padded, LANES))
+  bounds = block_bounds(segment_ids, prefix_mask, block_q, block_k)
+  out = _attention(
+    to_heads(query), to_heads(key), to_heads(value), (q_codes, codes[:, None, :], bounds), block_q, block_k, interpret
+  )
+  return out.transpose(0, 2, 1, 3)[:, :length].astype(value.dtype)
+
+
+def _round_up(n: int, multiple: int) -> int:
+  return -(-n // multiple) * multiple

@@ -1,0 +1,139 @@
+"""The Pallas flash kernel (interpret mode on CPU) against the dense-mask XLA attention."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxformer import sharding
+from jaxformer.model.attention import attention_mask, xla_attention
+from jaxformer.model.flash import block_bounds, flash_attention
+from tests.model_util import init, random_tokens, tiny
+
+# Float32 throughout: both paths accumulate in float32, so they agree to rounding.
+TOLERANCE = 2e-5
+
+
+def _packed_rows(length: int):
+  """Row 0: two documents with their own prefixes, then padding (segment 0); row 1: causal, one
+  document; row 2: prefix-LM, one document whose prefix ends mid-block."""
+  segment_ids = np.zeros((3, length), np.int32)
+  prefix = np.zeros((3, length), np.int32)
+  a, b = length * 2 // 5, length * 9 // 10
+  segment_ids[0, :a], segment_ids[0, a:b] = 1, 2
+  prefix[0, :5], prefix[0, a : a + 9] = 1, 1
+  segment_ids[1] = 1
+  segment_ids[2], prefix[2, : length // 3] = 1, 1
+  return jnp.asarray(segment_ids), jnp.asarray(prefix)
+
+
+def _qkv(length, heads=2, head_dim=16, seed=0):
+  rng = np.random.default_rng(seed)
+  return [jnp.asarray(rng.normal(size=(3, length, heads, head_dim)), jnp.float32) for _ in range(3)]
+
+
+@pytest.mark.parametrize("length, block", [(50, 16), (37, 8)])
+def test_flash_equals_xla_attention_and_its_gradients(length, block):
+  # Lengths that are not a multiple of the block are padded inside; packing, prefixes and padding
+  # rows all in one batch.
+  segment_ids, prefix = _packed_rows(length)
+  q, k, v = _qkv(length)
+  weights = jnp.asarray(np.random.default_rng(1).normal(size=q.shape), jnp.float32)
+
+  def loss(attend):
+    return lambda q, k, v: jnp.sum(attend(q, k, v) * weights)
+
+  dense = lambda q, k, v: xla_attention(q, k, v, attention_mask(segment_ids, prefix))
+  flash = lambda q, k, v: flash_attention(q, k, v, segment_ids, prefix, block_q=block, block_k=block)
+  np.testing.assert_allclose(flash(q, k, v), dense(q, k, v), atol=TOLERANCE)
+  want = jax.grad(loss(dense), argnums=(0, 1, 2))(q, k, v)
+  got = jax.grad(loss(flash), argnums=(0, 1, 2))(q, k, v)
+  for name, g, w in zip("qkv", got, want, strict=True):
+    np.testing.assert_allclose(g, w, atol=TOLERANCE, err_msg=f"d{name}")
+
+
+def test_flash_visits_only_the_tiles_the_mask_can_reach():
+  length, block = 256, 32
+  n = length // block
+
+  def tiles(segment_ids, prefix):
+    (k_lo, k_hi), (q_lo, q_hi) = block_bounds(jnp.asarray(segment_ids), jnp.asarray(prefix), block, block)
+    return int(jnp.sum(k_hi - k_lo)), int(jnp.sum(q_hi - q_lo))
+
+  one = np.ones((1, length), np.int32)
+  causal = n * (n + 1) // 2
+  assert tiles(one, 0 * one) == (causal, causal)  # 36 of 64: the diagonal and below
+  prefix = np.zeros((1, length), np.int32)
+  prefix[0, : 3 * block] = 1  # a three-block prefix adds its square's upper triangle
+  assert tiles(one, prefix) == (causal + 3, causal + 3)
+  packed = np.repeat(np.arange(1, 5), length // 4)[None].astype(np.int32)  # four documents of two blocks
+  assert tiles(packed, 0 * packed) == (4 * 3, 4 * 3)
+
+
+def test_flash_model_equals_xla_model_logits_and_gradients():
+  # The whole tiny model, packed documents with prefixes and padding, same parameters.
+  config = tiny()
+  length = 40
+  model, params = init(config)
+  tokens = jnp.asarray(random_tokens(config, 3, length))
+  segment_ids, prefix = _packed_rows(length)
+  positions = jnp.asarray(np.tile(np.arange(length), (3, 1)), jnp.int32)
+
+  def loss(model):
+    def f(params):
+      logits = model.apply({"params": params}, tokens, positions, segment_ids, prefix)
+      return jnp.sum(jnp.where(segment_ids[..., None] > 0, logits, 0.0) ** 2) / length, logits
+
+    return jax.jit(jax.value_and_grad(f, has_aux=True))
+
+  (_, want_logits), want = loss(model)(params)
+  flash_model = type(model)(dataclasses.replace(config, attention="flash"))
+  (_, got_logits), got = loss(flash_model)(params)
+  np.testing.assert_allclose(got_logits, want_logits, atol=2e-3)
+  for (path, g), w in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want), strict=True):
+    np.testing.assert_allclose(g, w, atol=2e-3, err_msg=jax.tree_util.keystr(path))
+
+
+def test_flash_under_a_mesh_runs_per_shard():
+  # On a (data, fsdp, tensor) = (2, 2, 2) mesh the kernel runs in shard_map over batch and heads;
+  # the result is the unsharded one.
+  config = tiny(attention="flash")
+  model, params = init(config)
+  tokens = jnp.asarray(random_tokens(config, 4, 32))
+  segment_ids = jnp.asarray(np.repeat([[1] * 20 + [2] * 12], 4, axis=0), jnp.int32)
+  prefix = jnp.asarray(np.repeat([[1] * 6 + [0] * 26], 4, axis=0), jnp.int32)
+  apply = lambda p, t: model.apply({"params": p}, t, segment_ids=segment_ids, prefix_mask=prefix)
+  want = jax.jit(apply)(params, tokens)
+  mesh = sharding.make_mesh((2, 2, 2), devices=jax.devices()[:8], dcn_mesh_shape=(1, 1, 1))
+  rules = sharding.logical_axis_rules()
+  with sharding.activation_sharding(mesh, rules):
+    lowered = jax.jit(apply).lower(params, tokens)
+    assert "shard_map" in lowered.as_text() or "sdy.manual_computation" in lowered.as_text()
+    got = lowered.compile()(params, tokens)
+  np.testing.assert_allclose(got, want, atol=2e-4)
+
+
+def test_flash_compiles_for_tpu_and_needs_no_score_matrix():
+  # Mosaic (libtpu) compiles forward and backward ahead of time for a v4 chip; at length 2048 the
+  # dense path's temporaries hold [batch, heads, 2048, 2048] float32 scores, the kernel's do not.
+  from jaxformer.plan import topology_devices
+
+  device = topology_devices("v4-8")[0][0]
+  batch, length, heads, head_dim = 2, 2048, 4, 128
+  mesh = jax.sharding.Mesh(np.array([device]), ("data",))
+  shape = jax.ShapeDtypeStruct((batch, length, heads, head_dim), jnp.bfloat16)
+  ids = jax.ShapeDtypeStruct((batch, length), jnp.int32)
+
+  def temporaries(attend):
+    loss = lambda q, k, v, s, p: jnp.sum(attend(q, k, v, s, p).astype(jnp.float32))
+    step = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+    with jax.set_mesh(mesh):
+      compiled = step.lower(shape, shape, shape, ids, ids).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  flash = temporaries(lambda q, k, v, s, p: flash_attention(q, k, v, s, p, interpret=False))
+  dense = temporaries(lambda q, k, v, s, p: xla_attention(q, k, v, attention_mask(s, p)))
+  scores = batch * heads * length * length * 4
+  assert dense > scores > 8 * flash, (dense, flash)
