@@ -2,6 +2,6 @@
 
 from jaxformer.model.config import ModelConfig
 from jaxformer.model.shapes import param_shapes
-from jaxformer.model.transformer import Transformer
+from jaxformer.model.transformer import Transformer, head_logits
 
-__all__ = ["ModelConfig", "Transformer", "param_shapes"]
+__all__ = ["ModelConfig", "Transformer", "head_logits", "param_shapes"]

@@ -16,6 +16,18 @@ def _block_class(config: ModelConfig, decode: bool):
   return nn.remat(Block, policy=policy, prevent_cse=not config.scan_layers)
 
 
+def lm_head(config: ModelConfig, name: str | None = None) -> Dense:
+  """The LM head: Dense to the vocabulary with a bias, kernel axes ("embed", "vocab")."""
+  return Dense((config.vocab_size,), ("embed", "vocab"), config, use_bias=True, name=name)
+
+
+def head_logits(config: ModelConfig, head_params, hidden):
+  """float32 logits of `hidden` (the final hidden state, as `return_hidden=True` gives it, or a slice of its
+  length) under params["lm_head"]: the same values the model returns for those positions."""
+  logits = lm_head(config).apply({"params": head_params}, hidden)
+  return nn.with_logical_constraint(logits, ("batch", "length", "vocab")).astype(jnp.float32)
+
+
 class Transformer(nn.Module):
   """Token ids in, float32 logits out.
 
@@ -28,14 +40,18 @@ class Transformer(nn.Module):
     decode: use and fill the KV cache (mutable 'cache' collection). Initialise it by calling
       model.init(..., tokens of shape [batch, cache_length], decode=True); then each call writes
       its tokens at `positions` (one sequence per row; segment_ids are ignored).
+    return_hidden: return the final hidden state instead of the logits; params["lm_head"] exists all
+      the same, and `head_logits` turns the state (or slices of it: the chunked loss) into the logits.
   Returns:
-    logits [batch, length, vocab] float32.
+    logits [batch, length, vocab] float32; with return_hidden, hidden [batch, length, embed] in dtype.
   """
 
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, tokens, positions=None, segment_ids=None, prefix_mask=None, decode: bool = False):
+  def __call__(
+    self, tokens, positions=None, segment_ids=None, prefix_mask=None, decode: bool = False, return_hidden: bool = False
+  ):
     cfg = self.config
     batch, length = tokens.shape
     if positions is None:
@@ -77,8 +93,12 @@ class Transformer(nn.Module):
         x, _ = block(cfg, decode, name=f"layers_{i}")(x, positions, mask)
 
     x = layer_norm(cfg, "ln_f")(x)
-    logits = Dense((cfg.vocab_size,), ("embed", "vocab"), cfg, use_bias=True, name="lm_head")(x)
-    logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+    head = lm_head(cfg, name="lm_head")
+    if return_hidden:
+      if self.is_initializing():
+        head(x[:, :1])  # the parameter tree is the same whatever the call returns
+      return x
+    logits = nn.with_logical_constraint(head(x), ("batch", "length", "vocab"))
     return logits.astype(jnp.float32)
 
   def _decode_mask(self, positions, prefix_mask):

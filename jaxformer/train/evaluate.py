@@ -10,7 +10,7 @@ import seqio
 from jaxformer import sharding
 from jaxformer.data import pipeline
 from jaxformer.data.features import MODEL_FEATURE_NAMES
-from jaxformer.train.step import make_eval_step
+from jaxformer.train.step import StepConfig, make_eval_step
 
 
 def eval_task_names(name: str) -> list[str]:
@@ -22,14 +22,26 @@ def eval_task_names(name: str) -> list[str]:
 
 
 @gin.configurable(module="train")
-def evaluate(params, model, data_config: pipeline.DataConfig, batch_sharding, rules, mesh, eval_batches: int = 20):
-  """Held-out loss per task (validation split).
+def evaluate(
+  params,
+  model,
+  data_config: pipeline.DataConfig,
+  batch_sharding,
+  rules,
+  mesh,
+  eval_batches: int = 20,
+  loss_chunk_length: int | None = None,
+):
+  """Held-out loss per task (validation split). loss_chunk_length: None takes the gin-bound
+  train.StepConfig's (for `eval loss`, the run's config.gin: what it trained with).
 
   Every host runs exactly eval_batches steps (hosts that run out feed zero-weight batches), so
   multi-host runs never wait on each other.
   Returns {task: {"loss", "accuracy", "tokens"}}.
   """
-  eval_step = jax.jit(make_eval_step(model), in_shardings=(None, batch_sharding))
+  if loss_chunk_length is None:
+    loss_chunk_length = StepConfig().loss_chunk_length
+  eval_step = jax.jit(make_eval_step(model, loss_chunk_length), in_shardings=(None, batch_sharding))
   shard_info = pipeline.default_shard_info()
   results = {}
   for task in eval_task_names(data_config.mixture_or_task_name):

@@ -216,7 +216,10 @@ def _train(
     due = lambda period: period > 0 and (final or step % period == 0)
     results = {}
     if final or due(eval_period):
-      results = evaluate(state.params, setup.model, data_config, setup.batch_sharding, rules, mesh)
+      chunk = setup.step_config.loss_chunk_length
+      results = evaluate(
+        state.params, setup.model, data_config, setup.batch_sharding, rules, mesh, loss_chunk_length=chunk
+      )
       for task, values in results.items():
         metrics_log.write(step, values, prefix=f"eval/{task}/", split="eval", task=task)
     for extra in periodic_evals:

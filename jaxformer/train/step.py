@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxformer.train.loss import cross_entropy_sums
+from jaxformer.model import head_logits
+from jaxformer.train.loss import chunked_cross_entropy_sums, cross_entropy_sums
 from jaxformer.train.state import TrainState, model_inputs
 
 
@@ -15,29 +16,47 @@ from jaxformer.train.state import TrainState, model_inputs
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
   """microbatches: gradient accumulation steps per batch (lax.scan; same update as one big batch).
-  z_loss: weight of log(Z)^2. nan_policy: 'skip' (drop the update, go on) or 'stop' (drop it, stop)."""
+  z_loss: weight of log(Z)^2. nan_policy: 'skip' (drop the update, go on) or 'stop' (drop it, stop).
+  loss_chunk_length: the loss computes the logits this many positions at a time (train and eval step), so
+  [batch, length, vocab] float32 logits and their gradient never exist at once; 0 computes them whole."""
 
   microbatches: int = 1
   z_loss: float = 0.0
   nan_policy: str = "skip"
+  loss_chunk_length: int = 512
 
   def __post_init__(self):
     if self.nan_policy not in ("skip", "stop"):
       raise ValueError(f"train.StepConfig.nan_policy={self.nan_policy!r}: use 'skip' or 'stop'")
     if self.microbatches < 1:
       raise ValueError(f"train.StepConfig.microbatches={self.microbatches} must be >= 1")
+    if self.loss_chunk_length < 0:
+      raise ValueError(f"train.StepConfig.loss_chunk_length={self.loss_chunk_length} must be >= 0 (0: no chunks)")
 
 
-def _sums(model, params, batch, z_loss):
-  logits = model.apply({"params": params}, **model_inputs(batch))
-  sums = cross_entropy_sums(logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"], z_loss)
+def _sums(model, params, batch, z_loss, loss_chunk_length=0):
+  targets, weights = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
+  if not loss_chunk_length:
+    sums = cross_entropy_sums(model.apply({"params": params}, **model_inputs(batch)), targets, weights, z_loss)
+    return sums["loss"], sums
+  hidden = model.apply({"params": params}, **model_inputs(batch), return_hidden=True)
+  sums = chunked_cross_entropy_sums(
+    lambda head, h: head_logits(model.config, head, h),
+    params["lm_head"],
+    hidden,
+    targets,
+    weights,
+    z_loss,
+    loss_chunk_length,
+    unroll=not model.config.scan_layers,  # unrolled like the layers: plan's FLOP count sees every chunk
+  )
   return sums["loss"], sums
 
 
 def make_train_step(model, optimizer, schedule, config: StepConfig, batch_sharding=None):
   """train_step(state, batch) -> (state, metrics). A non-finite loss or gradient never reaches
   the parameters or the optimizer state; metrics['finite'] says whether the update was applied."""
-  grad_fn = jax.value_and_grad(lambda p, b: _sums(model, p, b, config.z_loss), has_aux=True)
+  grad_fn = jax.value_and_grad(lambda p, b: _sums(model, p, b, config.z_loss, config.loss_chunk_length), has_aux=True)
 
   def accumulate(params, batch):
     m = config.microbatches
@@ -101,11 +120,12 @@ def jit_train_step(model, optimizer, schedule, config: StepConfig, state_shardin
   )
 
 
-def make_eval_step(model):
-  """eval_step(params, batch) -> sums of loss, correct and weight (add them over batches)."""
+def make_eval_step(model, loss_chunk_length: int = 0):
+  """eval_step(params, batch) -> sums of loss, correct and weight (add them over batches).
+  loss_chunk_length: as train.StepConfig's (0: whole logits)."""
 
   def eval_step(params, batch):
-    _, sums = _sums(model, params, batch, 0.0)
+    _, sums = _sums(model, params, batch, 0.0, loss_chunk_length)
     return {"loss": sums["cross_entropy"], "correct": sums["correct"], "weight": sums["weight"]}
 
   return eval_step
