@@ -234,5 +234,8 @@ def test_mfu_uses_the_peak_table_and_is_na_on_cpu():
   assert mfu.peak_flops("TPU v5p") == 459e12 and mfu.peak_flops("TPU v6 lite") == 918e12
   assert mfu.peak_flops("NVIDIA H100 80GB HBM3") == 989e12 and mfu.peak_flops("NVIDIA A100-SXM4-40GB") == 312e12
   assert mfu.peak_flops("cpu") is None and mfu.format_mfu(None) == "n/a"
+  assert mfu.hbm_bandwidth("TPU v4") == 1200e9 and mfu.hbm_bandwidth("TPU v5 lite") == 819e9
+  assert mfu.hbm_bandwidth("TPU v5p") == 2765e9 and mfu.hbm_bandwidth("TPU v6 lite") == 1638e9
+  assert mfu.hbm_bandwidth("cpu") is None
   # 1000 tokens/s x 6e9 FLOPs/token on 2 v4 chips = 6e12 / 5.5e14
   assert np.isclose(mfu.mfu(1000, 6e9, 2, "TPU v4"), 6e12 / 5.5e14)
