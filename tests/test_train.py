@@ -195,7 +195,7 @@ def test_nan_skip_mode_keeps_training_and_checkpoints_finite_state(local_corpus,
   assert step == 4 and all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
 
 
-def test_local_tiny_run_leaves_checkpoint_metrics_tensorboard_and_plot(local_corpus, tmp_path):
+def test_local_tiny_run_leaves_checkpoint_metrics_tensorboard_plot_and_profile(local_corpus, tmp_path):
   model_dir = str(tmp_path / "tiny")
   flags = train_util.small_run_flags(local_corpus, steps=6, checkpoint_period=3)
   drop = ("sample_prompt", "EVAL_PERIOD", "progress")
@@ -207,8 +207,10 @@ def test_local_tiny_run_leaves_checkpoint_metrics_tensorboard_and_plot(local_cor
     "--gin.train.CodeEvalConfig.infill_tasks=2",
     "--gin.train.CodeEvalConfig.max_new_tokens=8",
   ]
+  flags += ["--profile_steps=2,4"]  # a jax.profiler trace of steps 2 and 3
   assert train_util.run(model_dir, flags) == 0, train_util.log_text(model_dir)
   text = train_util.log_text(model_dir)
+  assert glob.glob(os.path.join(model_dir, "profile", "plugins", "profile", "*", "*.xplane.pb"))
   assert "eval local_pl: loss" in text and "eval local_nl: loss" in text and "sample:" in text
   # Output to a file: one plain line per log period, no progress bar's carriage returns.
   assert "\r" not in text and "step 6/6: loss" in text and "step 1/6: loss" in text
@@ -234,5 +236,8 @@ def test_mfu_uses_the_peak_table_and_is_na_on_cpu():
   assert mfu.peak_flops("TPU v5p") == 459e12 and mfu.peak_flops("TPU v6 lite") == 918e12
   assert mfu.peak_flops("NVIDIA H100 80GB HBM3") == 989e12 and mfu.peak_flops("NVIDIA A100-SXM4-40GB") == 312e12
   assert mfu.peak_flops("cpu") is None and mfu.format_mfu(None) == "n/a"
+  assert mfu.hbm_bandwidth("TPU v4") == 1200e9 and mfu.hbm_bandwidth("TPU v5 lite") == 819e9
+  assert mfu.hbm_bandwidth("TPU v5p") == 2765e9 and mfu.hbm_bandwidth("TPU v6 lite") == 1638e9
+  assert mfu.hbm_bandwidth("cpu") is None
   # 1000 tokens/s x 6e9 FLOPs/token on 2 v4 chips = 6e12 / 5.5e14
   assert np.isclose(mfu.mfu(1000, 6e9, 2, "TPU v4"), 6e12 / 5.5e14)

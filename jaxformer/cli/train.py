@@ -12,6 +12,12 @@ from jaxformer.cli import common
 def train_args(parser):
   parser.add_argument("--model_dir", default=None, help="sets the MODEL_DIR macro")
   parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+  parser.add_argument(
+    "--profile_steps",
+    default=None,
+    help="START,STOP: a jax.profiler trace of steps START..STOP-1 into MODEL_DIR/profile "
+    "(sets train.train.profile_steps)",
+  )
   common.add_distributed_flags(parser)
 
 
@@ -20,6 +26,8 @@ def train_run(args, bindings):
 
   distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
   extra = [config_lib.binding_from_flag("MODEL_DIR", repr(args.model_dir))] if args.model_dir else []
+  if args.profile_steps:
+    extra.append(config_lib.binding_from_flag("train.train.profile_steps", f"({args.profile_steps},)"))
   common.parse_gin(args, bindings + extra)
   import jax
 
@@ -71,6 +79,7 @@ def bench_args(parser):
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--batch_size", type=int, default=8)
   parser.add_argument("--length", type=int, default=512)
+  parser.add_argument("--profile_dir", default=None, help="also trace --steps more steps with jax.profiler into DIR")
   parser.add_argument("--json", action="store_true")
 
 
@@ -93,7 +102,7 @@ def bench_run(args, bindings):
     return
   from jaxformer.train import bench, mfu
 
-  r = config_lib.call_configurable(bench.bench, args.steps, args.batch_size, args.length)
+  r = config_lib.call_configurable(bench.bench, args.steps, args.batch_size, args.length, profile_dir=args.profile_dir)
   print(
     f"{r['devices']} x {r['device_kind']}, batch {r['batch_size']} x {r['length']}, {r['steps']} steps "
     f"(after {r['warmup_seconds']:.1f} s of compile and warm-up)"
@@ -108,5 +117,7 @@ def bench_run(args, bindings):
     f"host overhead {r['host_overhead_share']:.1%} of a step as train runs it (batch copied in, metrics read "
     f"one step late: {r['loop_step_seconds'] * 1000:.1f} ms against {r['step_seconds'] * 1000:.1f} ms back to back)"
   )
+  if r.get("profile_dir"):
+    print(f"profile of {r['steps']} more steps in {r['profile_dir']} (tensorboard --logdir={r['profile_dir']})")
   if args.json:
     print(json.dumps(r))

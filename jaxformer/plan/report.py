@@ -42,6 +42,14 @@ def format_report(report: dict) -> str:
       f"FLOPs per step: XLA cost analysis {tpu['xla_flops_per_step']:.4g}; model 6N "
       f"{tpu['model_flops_per_step_6n']:.4g}, 6N + causal attn {tpu['model_flops_per_step_6n_attention']:.4g}"
     )
+    if tpu.get("compiler_step_seconds"):
+      lines.append(
+        f"compiler step time {tpu['compiler_step_seconds'] * 1000:.1f} ms ({tpu['compiler_step_source']}; "
+        f"per device {tpu['compiler_flops_per_device']:.4g} FLOPs, {_size(tpu['compiler_bytes_per_device'])} "
+        f"accessed), MFU {tpu['compiler_mfu']:.1%} (6N + causal attn)"
+      )
+    elif "compiler_step_source" in tpu:
+      lines.append(f"compiler step time: {tpu['compiler_step_source']}")
     lines.append(
       f"predicted step time at {tpu['assumed_mfu']:.0%} MFU (6N + causal attn): "
       f"{tpu['predicted_step_seconds'] * 1000:.1f} ms, {tpu['predicted_tokens_per_second']:,.0f} tokens/s"

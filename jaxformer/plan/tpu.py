@@ -1,5 +1,6 @@
 """Ahead-of-time compilation of the real train step for a TPU topology (libtpu on any machine):
-memory per chip against HBM, XLA's FLOPs, and a predicted step time."""
+memory per chip against HBM, XLA's FLOPs, a step time from the compiled program's own cost
+(plan/roofline.py) and one predicted at an assumed MFU."""
 
 import dataclasses
 import math
@@ -13,6 +14,7 @@ import jax
 from jaxformer import sharding
 from jaxformer.data import pipeline
 from jaxformer.model import ModelConfig
+from jaxformer.plan import roofline
 from jaxformer.plan.costs import count_params
 from jaxformer.train import mfu as mfu_lib
 from jaxformer.train import setup as setup_lib
@@ -94,9 +96,18 @@ def topology_devices(topology: str, num_slices: int = 1):
 
 
 @gin.configurable(module="plan")
-def tpu_plan(topology: str | None = None, num_slices: int = 1, assumed_mfu: float = 0.4) -> dict:
+def tpu_plan(
+  topology: str | None = None, num_slices: int = 1, assumed_mfu: float = 0.4, compiler_step_time: bool = True
+) -> dict:
   """Compiles the run's real train step for a TPU topology ahead of time; reports per-device memory
-  against HBM, XLA's FLOPs, and the step time predicted at assumed_mfu.
+  against HBM, XLA's FLOPs, the step time the compiled program implies, and the one predicted at
+  assumed_mfu.
+
+  compiler_step_seconds: XLA's per-device cost of one step, counted on loop-free programs (the step
+  with 1 and 2 unrolled layers and one microbatch, and the state update alone, extrapolated to
+  num_layers and multiplied out to the microbatches: plan/roofline.py), as XLA's optimal_seconds where
+  it knows them, else max(FLOPs / peak FLOP/s, bytes accessed / HBM bandwidth);
+  compiler_step_source names which. compiler_mfu is the MFU that step time means (6N + attention).
 
   Uses the gin-bound ModelConfig, DataConfig (batch, length), StepConfig (microbatches), optimizer
   and mesh (sharding.make_mesh, including dcn_mesh_shape for several slices): the same objects
@@ -105,6 +116,7 @@ def tpu_plan(topology: str | None = None, num_slices: int = 1, assumed_mfu: floa
     topology: an accelerator type (v4-256) or family:shape (v4:4x4x8).
     num_slices: slices joined over DCN (bind sharding.make_mesh.dcn_mesh_shape to match).
     assumed_mfu: the MFU the predicted step time assumes (6N + attention accounting).
+    compiler_step_time: compile the cost programs for compiler_step_seconds (False skips them).
   """
   if not topology:
     raise ValueError("no TPU topology: pass --topology=v4-32 or bind plan.tpu_plan.topology in the run gin")
@@ -139,6 +151,15 @@ def tpu_plan(topology: str | None = None, num_slices: int = 1, assumed_mfu: floa
     except jax.errors.JaxRuntimeError as e:
       memory = _out_of_memory(e, (abstract_state, batch))
   compile_seconds = time.perf_counter() - started
+  started = time.perf_counter()
+  if "compiler" in memory or not compiler_step_time:  # no program to cost, or not asked to
+    why = "the step did not compile" if "compiler" in memory else "plan.tpu_plan.compiler_step_time = False"
+    timing = {"compiler_step_seconds": None, "compiler_step_source": f"none ({why})"}
+  else:
+    timing = roofline.step_time(
+      roofline.step_cost(setup, data_config.batch_size, data_config.length)["step"], devices[0].device_kind
+    )
+  cost_compile_seconds = time.perf_counter() - started
   xla_flops = _unrolled_step_flops(model_config, step_config, data_config.batch_size, data_config.length)
   tokens = data_config.batch_size * data_config.length
   flops = model_config.flops_per_token(data_config.length)
@@ -167,7 +188,12 @@ def tpu_plan(topology: str | None = None, num_slices: int = 1, assumed_mfu: floa
     "assumed_mfu": assumed_mfu,
     "predicted_step_seconds": model_flops / (chips * peak * assumed_mfu),
     "predicted_tokens_per_second": tokens / (model_flops / (chips * peak * assumed_mfu)),
+    **timing,
+    "compiler_mfu": model_flops / (chips * peak * timing["compiler_step_seconds"])
+    if timing["compiler_step_seconds"]
+    else None,
     "compile_seconds": compile_seconds,
+    "cost_compile_seconds": cost_compile_seconds,
   }
 
 

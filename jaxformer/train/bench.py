@@ -11,6 +11,7 @@ from jaxformer import sharding
 from jaxformer.model import ModelConfig
 from jaxformer.train import mfu as mfu_lib
 from jaxformer.train import setup as setup_lib
+from jaxformer.train.profile import StepProfiler
 from jaxformer.train.step import StepConfig
 
 
@@ -21,8 +22,8 @@ def _peak_memory() -> tuple[float | None, str]:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0, "host peak RSS (CPU backend)"
 
 
-def _as_the_loop_runs(step, state, global_batch, local: dict, steps: int, mesh, rules) -> float:
-  """Seconds for `steps` steps with the host work `train` does around each one: the batch goes
+def _as_the_loop_runs(step, state, global_batch, local: dict, steps: int, mesh, rules) -> tuple:
+  """(the state after, seconds) for `steps` steps with the host work `train` does around each one: the batch goes
   from host memory to the devices, and the previous step's metrics come back (one step late)."""
   start = time.perf_counter()
   pending = None
@@ -33,11 +34,15 @@ def _as_the_loop_runs(step, state, global_batch, local: dict, steps: int, mesh, 
       jax.device_get(pending)
     pending = metrics
   jax.device_get(pending)
-  return time.perf_counter() - start
+  return state, time.perf_counter() - start
 
 
-def bench(steps: int, batch_size: int, length: int, warmup: int = 2, seed: int = 0) -> dict:
-  """Times `steps` train steps after `warmup` (compilation) steps for the gin-bound model and step config."""
+def bench(
+  steps: int, batch_size: int, length: int, warmup: int = 2, seed: int = 0, profile_dir: str | None = None
+) -> dict:
+  """Times `steps` train steps after `warmup` (compilation) steps for the gin-bound model and step config.
+  With profile_dir, `steps` more steps then run under a jax.profiler trace written there (the timed
+  steps are not traced, so tracing costs no reported speed)."""
   config = ModelConfig()
   setup = setup_lib.build(config, StepConfig(), total_steps=steps + warmup + 2, warmup_steps=1)
   state = setup.init_state(jax.random.key(seed))
@@ -64,7 +69,17 @@ def bench(steps: int, batch_size: int, length: int, warmup: int = 2, seed: int =
       state, metrics = step(state, batch)
     jax.block_until_ready(metrics)
     seconds = time.perf_counter() - start
-    loop_seconds = _as_the_loop_runs(step, state, setup.global_batch, local, steps, mesh, rules)
+    final_loss = float(metrics["loss"])
+    state, loop_seconds = _as_the_loop_runs(step, state, setup.global_batch, local, steps, mesh, rules)
+    if profile_dir:
+      profiler = StepProfiler(profile_dir, (1, steps + 1), name="bench --steps")
+      try:
+        for i in range(1, steps + 1):
+          profiler.before(i)
+          state, metrics = step(state, batch)
+          profiler.after(i, state, metrics)
+      finally:
+        profiler.close()
   tokens_per_second = steps * batch_size * length / seconds
   flops = config.flops_per_token(length)
   kind = jax.devices()[0].device_kind
@@ -87,5 +102,6 @@ def bench(steps: int, batch_size: int, length: int, warmup: int = 2, seed: int =
     "peak_memory_source": peak_source,
     "loop_step_seconds": loop_seconds / steps,
     "host_overhead_share": max(0.0, 1.0 - seconds / loop_seconds),
-    "final_loss": float(metrics["loss"]),
+    "final_loss": final_loss,
+    "profile_dir": profile_dir,
   }

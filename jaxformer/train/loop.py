@@ -23,6 +23,7 @@ from jaxformer.train import metrics as metrics_lib
 from jaxformer.train import mfu as mfu_lib
 from jaxformer.train import setup as setup_lib
 from jaxformer.train.evaluate import evaluate
+from jaxformer.train.profile import StepProfiler
 from jaxformer.train.progress import Progress
 from jaxformer.train.step import StepConfig
 from jaxformer.train.tracking import WandbConfig
@@ -125,6 +126,7 @@ def train(
   sample_temperature: float = 0.0,
   progress: bool = True,
   stop_after_steps: int | None = None,
+  profile_steps: tuple[int, int] | None = None,
 ) -> dict:
   """Trains model_config on data_config with step_config.
 
@@ -140,6 +142,8 @@ def train(
     progress: a bar on a terminal, else one line per log period; False shows neither.
     stop_after_steps: stop (with a checkpoint) after this many steps of this process, even
       before train_steps, e.g. to split a run across jobs.
+    profile_steps: (start, stop): a jax.profiler trace of steps start..stop-1 into MODEL_DIR/profile
+      (TensorBoard's profile plugin); flag --profile_steps=start,stop.
   Returns:
     {"step", "train_loss", "eval": {task: {...}}, "preempted", "skipped_steps"}.
   """
@@ -171,6 +175,7 @@ def train(
       sample_temperature,
       progress,
       stop_after_steps,
+      StepProfiler(os.path.join(model_dir, "profile"), profile_steps),
     )
 
 
@@ -190,6 +195,7 @@ def _train(
   sample_temperature,
   progress,
   stop_after_steps,
+  profiler,
 ) -> dict:
   vocabulary = tasks.ensure_registered(data_config.mixture_or_task_name)
   _check_vocabulary(model_config, vocabulary)
@@ -287,9 +293,11 @@ def _train(
           f"steps of this process (DataConfig.num_epochs={data_config.num_epochs}); the last checkpoint is "
           f"step {manager.latest_step()}. Allow more epochs (None repeats) or lower TRAIN_STEPS"
         ) from None
+      profiler.before(step + 1)
       with sharding.activation_sharding(mesh, rules):
         state, step_metrics = setup.train_step(state, setup.global_batch(local))
       step += 1
+      profiler.after(step, state, step_metrics)
       if pending is not None:
         record_step(*pending)
       pending = (step, step_metrics)
@@ -324,6 +332,7 @@ def _train(
         setup.model, state.params, vocabulary, sample_prompt, sample_tokens, sample_temperature, seed
       )
   finally:
+    profiler.close()
     bar.close()
     preemption.restore()
     manager.wait_until_finished()
