@@ -14,6 +14,7 @@ import jax
 from jaxformer import sharding
 from jaxformer.data import pipeline
 from jaxformer.model import ModelConfig
+from jaxformer.model.attention import MASK_FROM_IDS
 from jaxformer.plan import roofline
 from jaxformer.plan.costs import count_params
 from jaxformer.train import mfu as mfu_lib
@@ -224,10 +225,13 @@ def _unrolled_step_flops(model_config, step_config, batch_size: int, length: int
   Counted on the lowered, unpartitioned step of the same model with its layers unrolled and one
   microbatch, on one CPU device: XLA's cost analysis counts a while loop's body once (the scanned
   program would show one layer), and compile-only TPU devices give no cost for a lowered program.
+  A kernel that builds its mask per tile (flash) runs on CPU in Pallas interpret mode, a loop XLA
+  would count once: it is counted as the dense `xla` attention, the FLOPs of every tile.
   """
   mesh = sharding.make_mesh((1, 1, 1), devices=jax.devices("cpu")[:1], dcn_mesh_shape=(1, 1, 1))
+  attention = "xla" if model_config.attention in MASK_FROM_IDS else model_config.attention
   setup = setup_lib.build(
-    dataclasses.replace(model_config, scan_layers=False),
+    dataclasses.replace(model_config, scan_layers=False, attention=attention),
     # One microbatch: the same FLOPs, without the accumulation loop whose body would count once.
     dataclasses.replace(step_config, microbatches=1),
     total_steps=10**9,
