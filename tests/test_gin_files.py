@@ -42,7 +42,8 @@ def test_each_run_file_trains_its_size_on_its_data_with_the_codegen2_mix(run):
   assert _query("plan.tpu_plan.topology") == run.rsplit("_", 2)[-2] + "-" + run.rsplit("_", 1)[-1]
   # what the shared bases bring
   assert _query("ModelConfig.init_scheme") == "depth_scaled" and _query("ModelConfig.remat_policy") == "save_dots"
-  assert _query("ModelConfig.vocab_size") == 51200 and _query("train.StepConfig.microbatches") == 4
+  assert _query("ModelConfig.vocab_size") == 51200 and _query("train.StepConfig.microbatches") == 2
+  assert _query("ModelConfig.attention") == "flash"
 
 
 def _bound_keys(path):
