@@ -3,6 +3,7 @@ layout (masks counting down from the top, id 0 a real token, no BOS) and a check
 code splits QKV into 8 groups (codegen2_artifacts.py builds both, from transformers' code alone).
 Import, sample, infill, data, continued pretraining and export are each checked against HF."""
 
+import itertools
 import json
 import os
 
@@ -98,10 +99,11 @@ def test_batches_read_the_tokens_alone_and_id_0_is_a_real_token(codegen2, local_
   vocab = local.register_local_tasks(corpus_dir=local_corpus, vocabulary_path=f"{tokenizer_dir}/tokenizer.json")
   config = pipeline.DataConfig("local_pl", {"targets": 256}, batch_size=4)
   iterator = pipeline.BatchIterator(pipeline.get_dataset(config, shard_info=pipeline.seqio.ShardInfo(0, 1)))
-  batches = [next(iterator) for _ in range(8)]
-  # '!' (id 0, as in '!=') survives packing as a token the model reads, and is never taken for padding
-  assert any(((b["decoder_input_tokens"] == 0) & (b["decoder_segment_ids"] > 0)).any() for b in batches)
-  batch = batches[0]
+  batch = next(iterator)
+  # '!' (id 0, as in '!=') survives packing as a token the model reads, and is never taken for padding.
+  # Where the first '!' falls depends on this machine's files: read on until one shows up.
+  real_zero = lambda b: ((b["decoder_input_tokens"] == 0) & (b["decoder_segment_ids"] > 0)).any()
+  assert any(real_zero(b) for b in itertools.chain([batch], itertools.islice(iterator, 300)))
   inputs, targets, loss = batch["decoder_input_tokens"], batch["decoder_target_tokens"], batch["decoder_loss_weights"]
   segments = batch["decoder_segment_ids"]
   real = segments > 0

@@ -18,26 +18,30 @@ TOLERANCE = 2e-5
 
 def _packed_rows(length: int):
   """Row 0: two documents with their own prefixes, then padding (segment 0); row 1: causal, one
-  document; row 2: prefix-LM, one document whose prefix ends mid-block."""
-  segment_ids = np.zeros((3, length), np.int32)
-  prefix = np.zeros((3, length), np.int32)
+  document; row 2: prefix-LM, one document whose prefix ends mid-block; row 3 (hostile): an id
+  that comes back after another document, an id above the length, prefix flags mid-document."""
+  segment_ids = np.zeros((4, length), np.int32)
+  prefix = np.zeros((4, length), np.int32)
   a, b = length * 2 // 5, length * 9 // 10
   segment_ids[0, :a], segment_ids[0, a:b] = 1, 2
   prefix[0, :5], prefix[0, a : a + 9] = 1, 1
   segment_ids[1] = 1
   segment_ids[2], prefix[2, : length // 3] = 1, 1
+  segment_ids[3] = 7
+  segment_ids[3, 10:20], segment_ids[3, 25:30] = 3, 10**6
+  prefix[3, 12:16], prefix[3, 22:27] = 1, 1
   return jnp.asarray(segment_ids), jnp.asarray(prefix)
 
 
 def _qkv(length, heads=2, head_dim=16, seed=0):
   rng = np.random.default_rng(seed)
-  return [jnp.asarray(rng.normal(size=(3, length, heads, head_dim)), jnp.float32) for _ in range(3)]
+  return [jnp.asarray(rng.normal(size=(4, length, heads, head_dim)), jnp.float32) for _ in range(3)]
 
 
-@pytest.mark.parametrize("length, block", [(50, 16), (37, 8)])
-def test_flash_equals_xla_attention_and_its_gradients(length, block):
-  # Lengths that are not a multiple of the block are padded inside; packing, prefixes and padding
-  # rows all in one batch.
+@pytest.mark.parametrize("length, block_q, block_k", [(50, 16, 16), (37, 8, 16)])
+def test_flash_equals_xla_attention_and_its_gradients(length, block_q, block_k):
+  # Lengths that are not a multiple of the block are padded inside; packing, prefixes, padding
+  # and hostile segment ids all in one batch.
   segment_ids, prefix = _packed_rows(length)
   q, k, v = _qkv(length)
   weights = jnp.asarray(np.random.default_rng(1).normal(size=q.shape), jnp.float32)
@@ -46,7 +50,7 @@ def test_flash_equals_xla_attention_and_its_gradients(length, block):
     return lambda q, k, v: jnp.sum(attend(q, k, v) * weights)
 
   dense = lambda q, k, v: xla_attention(q, k, v, attention_mask(segment_ids, prefix))
-  flash = lambda q, k, v: flash_attention(q, k, v, segment_ids, prefix, block_q=block, block_k=block)
+  flash = lambda q, k, v: flash_attention(q, k, v, segment_ids, prefix, block_q=block_q, block_k=block_k)
   np.testing.assert_allclose(flash(q, k, v), dense(q, k, v), atol=TOLERANCE)
   want = jax.grad(loss(dense), argnums=(0, 1, 2))(q, k, v)
   got = jax.grad(loss(flash), argnums=(0, 1, 2))(q, k, v)
@@ -77,9 +81,9 @@ def test_flash_model_equals_xla_model_logits_and_gradients():
   config = tiny()
   length = 40
   model, params = init(config)
-  tokens = jnp.asarray(random_tokens(config, 3, length))
+  tokens = jnp.asarray(random_tokens(config, 4, length))
   segment_ids, prefix = _packed_rows(length)
-  positions = jnp.asarray(np.tile(np.arange(length), (3, 1)), jnp.int32)
+  positions = jnp.asarray(np.tile(np.arange(length), (4, 1)), jnp.int32)
 
   def loss(model):
     def f(params):
@@ -113,6 +117,13 @@ def test_flash_under_a_mesh_runs_per_shard():
     assert "shard_map" in lowered.as_text() or "sdy.manual_computation" in lowered.as_text()
     got = lowered.compile()(params, tokens)
   np.testing.assert_allclose(got, want, atol=2e-4)
+  # Splits shard_map cannot make stop with the binding to change, never a silently wrong result.
+  four_ways = sharding.make_mesh((1, 1, 8), devices=jax.devices()[:8], dcn_mesh_shape=(1, 1, 1))
+  with sharding.activation_sharding(four_ways, rules), pytest.raises(ValueError, match="heads of 4 does not split"):
+    jax.jit(apply).lower(params, tokens)
+  head_dim_split = [(name, {"heads": None, "kv": "tensor"}.get(name, axes)) for name, axes in rules]
+  with sharding.activation_sharding(mesh, head_dim_split), pytest.raises(ValueError, match="needs 'kv' unsharded"):
+    jax.jit(apply).lower(params, tokens)
 
 
 def test_flash_compiles_for_tpu_and_needs_no_score_matrix():

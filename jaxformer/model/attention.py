@@ -6,6 +6,7 @@ build the mask themselves, tile by tile (see mask_inputs).
 """
 
 import functools
+import math
 
 import flax.linen as nn
 import jax
@@ -76,8 +77,16 @@ def sharded_flash_attention(query, key, value, mask):
   if mesh.empty or mesh.size == 1:
     return attend(query, key, value, segment_ids, prefix_mask)
   spec = nn.logical_to_mesh_axes(("batch", "length", "heads", "kv"))
-  if spec[1] is not None:
-    raise ValueError(f"ModelConfig.attention='flash' needs the length axis unsharded; the rules map it to {spec[1]}")
+  for axis, name in ((1, "length"), (3, "kv")):
+    if spec[axis] is not None:  # a split head_dim would give each device a partial softmax
+      raise ValueError(f"ModelConfig.attention='flash' needs '{name}' unsharded; the rules map it to {spec[axis]}")
+  for axis, name in ((0, "batch"), (2, "heads")):
+    ways = math.prod(mesh.shape[a] for a in jax.tree.leaves(spec[axis]))
+    if query.shape[axis] % ways:  # shard_map needs even splits where XLA's partitioner would pad
+      raise ValueError(
+        f"ModelConfig.attention='flash': {name} of {query.shape[axis]} does not split evenly over the "
+        f"{ways} devices of mesh axes {spec[axis]}; use 'xla' or change the mesh or sizes"
+      )
   ids_spec = jax.P(spec[0], None)
   return jax.shard_map(attend, in_specs=(spec, spec, spec, ids_spec, ids_spec), out_specs=spec, check_vma=False)(
     query, key, value, segment_ids, prefix_mask

@@ -12,6 +12,9 @@ outside the kernel from each segment's first and last position and its last pref
 
 The bounds are conservative (they may include a fully hidden tile, never skip a visible one), and
 the in-tile mask is exact, so the result equals the dense-mask attention whatever the segment ids.
+The savings above hold for the usual layout, each document's tokens contiguous with ids at most the
+length (seqio's packer): an id that reappears later in the row spans from its first to its last
+position, and ids above the length share one range, so such rows visit more tiles, never fewer.
 
 One kernel body runs under Mosaic on TPU and in Pallas interpret mode elsewhere (tests, CPU runs).
 Forward and backward (dq, then dk/dv) are Pallas kernels joined by a custom VJP; the forward saves
@@ -273,7 +276,10 @@ def flash_attention(query, key, value, segment_ids, prefix_mask, block_q=128, bl
   Args:
     query, key, value: [batch, length, heads, head_dim] (one device's shard; see attention.py).
     segment_ids, prefix_mask: [batch, length] int.
-    block_q, block_k: tile sizes; the length is padded up to a multiple of both.
+    block_q, block_k: tile sizes; the length is padded up to a multiple of both (on TPU, rounded up
+      to multiples of 128). Compile-checked for TPU at length 2048: each program holds the other
+      side's whole sequence (K and V, or Q, dO and per-row statistics) in VMEM, which grows with
+      the length.
     interpret: run in Pallas interpret mode (default: unless the backend is TPU).
   Returns:
     [batch, length, heads, head_dim] in value's dtype.
@@ -281,7 +287,10 @@ def flash_attention(query, key, value, segment_ids, prefix_mask, block_q=128, bl
   if interpret is None:
     interpret = jax.default_backend() != "tpu"
   batch, length, heads, head_dim = query.shape
-  block_q, block_k = min(block_q, _round_up(length, 8)), min(block_k, _round_up(length, 8))
+  if interpret:  # a short sequence is one small tile
+    block_q, block_k = min(block_q, _round_up(length, 8)), min(block_k, _round_up(length, 8))
+  else:  # Mosaic slices key codes along lanes: tiles stay multiples of 128, short sequences are padded
+    block_q, block_k = _round_up(block_q, LANES), _round_up(block_k, LANES)
   padded = _round_up(length, math.lcm(block_q, block_k))
   pad = padded - length
   to_heads = lambda x: jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0))).transpose(0, 2, 1, 3)

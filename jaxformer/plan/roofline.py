@@ -60,16 +60,22 @@ def program_cost(lowered) -> dict:
   }
 
 
-def _loop_free_step_cost(model_config, step_config, rows: int, length: int, num_layers: int, mesh) -> dict:
-  """The step with num_layers unrolled layers and one microbatch of `rows` rows, compiled for `mesh`."""
+def lower_loop_free_step(model_config, step_config, rows: int, length: int, mesh, **model_overrides):
+  """The train step lowered for `mesh` with its layers unrolled and one microbatch of `rows` rows
+  (ModelConfig fields in model_overrides replace the run's): the layer and microbatch loops gone."""
   setup = setup_lib.build(
-    dataclasses.replace(model_config, num_layers=num_layers, scan_layers=False),
+    dataclasses.replace(model_config, scan_layers=False, **model_overrides),
     dataclasses.replace(step_config, microbatches=1),
     total_steps=10**9,
     mesh=mesh,
   )
   with sharding.activation_sharding(mesh, setup.rules):
-    return program_cost(setup.train_step.lower(setup.abstract_state, setup.abstract_batch(rows, length)))
+    return setup.train_step.lower(setup.abstract_state, setup.abstract_batch(rows, length))
+
+
+def _loop_free_step_cost(model_config, step_config, rows: int, length: int, num_layers: int, mesh) -> dict:
+  """The step with num_layers unrolled layers and one microbatch of `rows` rows, compiled for `mesh`."""
+  return program_cost(lower_loop_free_step(model_config, step_config, rows, length, mesh, num_layers=num_layers))
 
 
 def _update_cost(setup) -> dict:

@@ -2,7 +2,6 @@
 memory per chip against HBM, XLA's FLOPs, a step time from the compiled program's own cost
 (plan/roofline.py) and one predicted at an assumed MFU."""
 
-import dataclasses
 import math
 import os
 import re
@@ -230,14 +229,8 @@ def _unrolled_step_flops(model_config, step_config, batch_size: int, length: int
   """
   mesh = sharding.make_mesh((1, 1, 1), devices=jax.devices("cpu")[:1], dcn_mesh_shape=(1, 1, 1))
   attention = "xla" if model_config.attention in MASK_FROM_IDS else model_config.attention
-  setup = setup_lib.build(
-    dataclasses.replace(model_config, scan_layers=False, attention=attention),
-    # One microbatch: the same FLOPs, without the accumulation loop whose body would count once.
-    dataclasses.replace(step_config, microbatches=1),
-    total_steps=10**9,
-    mesh=mesh,
-  )
-  with sharding.activation_sharding(mesh, setup.rules):
-    cost = setup.train_step.lower(setup.abstract_state, setup.abstract_batch(batch_size, length)).cost_analysis()
+  # One microbatch: the same FLOPs, without the accumulation loop whose body would count once.
+  lowered = roofline.lower_loop_free_step(model_config, step_config, batch_size, length, mesh, attention=attention)
+  cost = lowered.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float(cost["flops"])
