@@ -25,6 +25,8 @@ INSTALL_REQUIRES = [
   "protobuf==6.33.6",
   # Apache Beam: `data convert` and `data cache` (DirectRunner here, Dataflow on GCP).
   "apache-beam==2.77.0",
+  # The CRC32C that Beam's TFRecord writer needs (its own fallbacks are python-snappy or crcmod).
+  "google-crc32c==1.9.0",
   "tensorboard==2.21.0",
   "matplotlib==3.11.2",
   "tqdm==4.70.1",

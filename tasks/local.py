@@ -47,9 +47,10 @@ def text_task(
   max_documents keeps only the first documents the source yields (a small set for epoch studies)."""
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)
-  # seqio repeats epochs after the cache placeholder (or, with none, before every preprocessor):
-  # the subset must be taken before it, or it would cap the whole repeated stream.
-  first = [functools.partial(_take, count=max_documents), seqio.CacheDatasetPlaceholder()] if max_documents else []
+  # Tokens are what `jaxformer data cache` stores (data/cache.py); the objectives come after the
+  # placeholder so every epoch draws fresh spans, cached or not. seqio repeats epochs after the
+  # placeholder, so a subset (max_documents) is taken before it and not from the repeated stream.
+  first = [functools.partial(_take, count=max_documents)] if max_documents else []
   return seqio.TaskRegistry.add(
     name,
     source=source,
@@ -57,7 +58,8 @@ def text_task(
     preprocessors=[
       *first,
       functools.partial(preprocessors.text_to_targets, text_key=text_key),
-      seqio.preprocessors.tokenize,
+      functools.partial(seqio.preprocessors.tokenize, copy_pretokenized=False),  # the cache keeps ids only
+      seqio.CacheDatasetPlaceholder(),
       preprocessors.objective_mixture,
     ],
     shuffle_buffer_size=shuffle_buffer_size(),

@@ -36,6 +36,7 @@ VERBS = {
       "build-local": ("gather this machine's code and docs into a corpus", data.build_local_args, data.build_local_run),
       "train-tokenizer": ("train the SentencePiece BPE with CodeGen2 masks", data.tokenizer_args, data.tokenizer_run),
       "convert": ("JSONL/Parquet corpora -> TFRecord shards", data.convert_args, data.convert_run),
+      "cache": ("tokenise tasks once into seqio's cache (Apache Beam)", data.cache_args, data.cache_run),
       "show": ("decoded training examples with their loss and prefix masks", data.show_args, data.show_run),
       "bench": ("tokens/second of the whole data pipeline", data.bench_args, data.bench_run),
       "stats": ("span counts and lengths, loss share and packing per objective", data.stats_args, data.stats_run),

@@ -80,6 +80,42 @@ def convert_run(args, bindings):
     print(f"  skipped {problem}")
 
 
+def cache_args(parser):
+  from jaxformer.data import beam_options
+
+  parser.add_argument("--output_dir", required=True, help="the cache folder (bind it as CACHE_DIR to read it)")
+  parser.add_argument("--tasks", default=None, help="comma-separated tasks (default: those of MIXTURE_OR_TASK_NAME)")
+  parser.add_argument("--overwrite", action="store_true", help="replace a task's earlier cache (default: refuse)")
+  beam_options.add_flags(parser)
+
+
+def cache_run(args, bindings):
+  config, _ = data_config(args, bindings)
+  import gin
+  import seqio
+
+  import tasks
+  from jaxformer.data import beam_options, cache
+
+  if args.tasks:
+    names = [n for n in args.tasks.split(",") if n]
+    for name in names:
+      common.user_errors(tasks.ensure_registered, name)
+    names = [t.name for name in names for t in cache.leaf_tasks(name)]
+  else:
+    names = [t.name for t in cache.leaf_tasks(config.mixture_or_task_name)]
+  options = common.user_errors(beam_options.pipeline_options, args)
+  report = common.user_errors(cache.cache_tasks, names, args.output_dir, gin.config_str(), options, args.overwrite)
+  for name in names:
+    for split, stats in report[name].items():
+      print(
+        f"{name} {split:10s} {stats['examples']:8,d} documents {stats.get('targets_tokens', 0):12,d} tokens "
+        f"(longest {stats.get('targets_max_tokens', 0):,d})"
+      )
+  print(f"cached {len(names)} task(s) in {report['seconds']:.1f} s into {args.output_dir} (seqio {seqio.__version__})")
+  print(f"read it in training with --gin.CACHE_DIR=\"'{args.output_dir}'\"")
+
+
 def data_config(args, bindings):
   common.parse_gin(args, bindings)
   import tasks
@@ -132,7 +168,8 @@ def bench_run(args, bindings):
   print(
     f"{report['batches']} batches of {report['batch_size']} x {report['length']} in {report['seconds']:.2f} s: "
     f"{report['tokens_per_second']:,.0f} tokens/s ({report['nonpad_tokens_per_second']:,.0f} non-padding, "
-    f"packing fill {report['packing_fill']:.1%})"
+    f"packing fill {report['packing_fill']:.1%}), "
+    f"{'from the seqio cache' if report['cached'] else 'tokenised online'}"
   )
   if args.json:
     print(json.dumps(report))

@@ -8,6 +8,7 @@ import gin
 import seqio
 import tensorflow as tf
 
+from jaxformer.data import cache
 from jaxformer.data.features import PrefixLMObjectiveConverter, expand_lengths
 from jaxformer.data.packing import PACKINGS
 from jaxformer.data.vocabulary import TokenizersVocabulary
@@ -22,6 +23,8 @@ class DataConfig:
   batch_size: %BATCH_SIZE (global, over all hosts); seed: %SEED; num_epochs: None = repeat forever.
   pack: pack several examples per row (else one, padded); packing: 'best_fit' (data/packing.py,
   pack_bins rows open) or 'seqio' (seqio's greedy packer, which closes a row at the first misfit).
+  cache_dir: %CACHE_DIR, the folder `jaxformer data cache` wrote (None: no cache); use_cached: None
+  reads the tasks from it when all of them are cached, True requires that, False never reads it.
   """
 
   mixture_or_task_name: str = "local_pl_nl"
@@ -32,6 +35,8 @@ class DataConfig:
   pack: bool = True
   packing: str = "best_fit"
   pack_bins: int = 16
+  cache_dir: str | None = None
+  use_cached: bool | None = None
 
   def __post_init__(self):
     from jaxformer.config import require_int
@@ -42,6 +47,8 @@ class DataConfig:
     require_int("TASK_FEATURE_LENGTHS['targets']", self.task_feature_lengths["targets"], 2)
     require_int("DataConfig.num_epochs", self.num_epochs, 1, allow_none=True)
     require_int("DataConfig.pack_bins", self.pack_bins, 1)
+    if self.use_cached not in (None, True, False):
+      raise ValueError(f"DataConfig.use_cached={self.use_cached!r} must be None (auto), True or False")
     if self.packing not in PACKINGS:
       raise ValueError(f"DataConfig.packing={self.packing!r} is not one of {list(PACKINGS)}")
 
@@ -56,6 +63,8 @@ class DataConfig:
         self.pack,
         self.packing,
         self.pack_bins,
+        self.cache_dir,
+        self.use_cached,
       )
     )
 
@@ -100,7 +109,7 @@ def get_dataset(
     num_epochs=config.num_epochs if num_epochs == -1 else num_epochs,
     seed=config.seed,
     shard_info=shard_info,
-    use_cached=False,
+    use_cached=cache.resolve(config.mixture_or_task_name, config.cache_dir, config.use_cached),
     feature_converter=PrefixLMObjectiveConverter(
       pack=config.pack, bos_id=getattr(vocabulary, "bos_id", 0), packing=config.packing, bins=config.pack_bins
     ),

@@ -1,0 +1,199 @@
+"""seqio's offline task cache: tokenised documents written once by Apache Beam, read by training.
+
+Every jaxformer task tokenises before a `seqio.CacheDatasetPlaceholder` and applies its objectives
+after it, so a cached task stores token ids and still draws fresh spans every epoch.
+
+    jaxformer data cache --gin_file=... --output_dir=CACHE [--tasks=a,b] [--runner=direct --num_workers=N]
+
+writes CACHE/<task>/ in seqio's own layout (train.tfrecord-*, info.*.json, stats.*.json, COMPLETED,
+written by `seqio.beam_utils`) plus jaxformer_cache.json, the task's fingerprint (its vocabulary's
+and its source files' names), which training checks before it reads the cache: a cache built with
+another tokenizer is an error, never silently used. Each task folder is built beside its final place
+and moved there only when the pipeline succeeds.
+"""
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import time
+
+import seqio
+import tensorflow as tf
+
+from jaxformer import fs
+
+log = logging.getLogger("jaxformer")
+FINGERPRINT = "jaxformer_cache.json"
+
+
+def vocabulary_digest(vocabulary) -> str:
+  """sha256 of the vocabulary's model (SentencePiece proto or tokenizer.json bytes)."""
+  data = getattr(vocabulary, "sp_model", None)
+  if data is None:
+    with tf.io.gfile.GFile(vocabulary.path, "rb") as f:
+      data = f.read()
+  return hashlib.sha256(data).hexdigest()
+
+
+def fingerprint(task: seqio.Task) -> dict:
+  """What a cache of `task` depends on: the vocabulary, the source's files, the pre-cache steps."""
+  shards = {split: len(task.source.list_shards(split)) for split in task.splits}
+  steps = [_step_name(p) for p in task.preprocessors]
+  return {
+    "task": task.name,
+    "vocabulary_sha256": vocabulary_digest(task.output_features["targets"].vocabulary),
+    "source_shards": shards,
+    "preprocessors": steps[: steps.index("CacheDatasetPlaceholder")] if "CacheDatasetPlaceholder" in steps else steps,
+  }
+
+
+def _step_name(step) -> str:
+  if isinstance(step, seqio.CacheDatasetPlaceholder):
+    return "CacheDatasetPlaceholder"
+  return getattr(getattr(step, "func", step), "__name__", type(step).__name__)
+
+
+def leaf_tasks(name: str) -> list[seqio.Task]:
+  provider = seqio.get_mixture_or_task(name)
+  return list(provider.tasks) if isinstance(provider, seqio.Mixture) else [provider]
+
+
+def cached_path(task: seqio.Task, cache_dir: str) -> str | None:
+  path = os.path.join(cache_dir, seqio.get_task_dir_from_name(task.name))
+  return path if tf.io.gfile.exists(os.path.join(path, "COMPLETED")) else None
+
+
+def check_fingerprint(task: seqio.Task, path: str) -> None:
+  """Raises ValueError when the cache at `path` was built for another vocabulary or source."""
+  stored_path = os.path.join(path, FINGERPRINT)
+  if not tf.io.gfile.exists(stored_path):
+    raise ValueError(f"{path} is a seqio cache without {FINGERPRINT}; rebuild it with `jaxformer data cache`")
+  with tf.io.gfile.GFile(stored_path) as f:
+    stored = json.load(f)
+  now = fingerprint(task)
+  changed = [k for k in ("vocabulary_sha256", "source_shards", "preprocessors") if stored.get(k) != now[k]]
+  if changed:
+    raise ValueError(
+      f"the cache of task {task.name!r} at {path} was built with another {', '.join(changed)} "
+      f"({[stored.get(k) for k in changed]} vs now {[now[k] for k in changed]}); rebuild it with "
+      f"`jaxformer data cache ... --tasks={task.name} --overwrite` or set DataConfig.use_cached = False"
+    )
+
+
+def resolve(name: str, cache_dir: str | None, use_cached: bool | None) -> bool:
+  """Whether to read `name`'s tasks from CACHE_DIR (DataConfig.cache_dir / use_cached).
+
+  use_cached None (default) reads the cache when every task of the mixture has one, True requires
+  it, False never reads it. seqio reads a mixture's tasks all cached or all not: a partly cached
+  mixture is read uncached, with a warning naming the tasks still to cache.
+  """
+  seqio.set_global_cache_dirs([cache_dir] if cache_dir else [])
+  if use_cached is False:
+    return False
+  tasks = leaf_tasks(name)
+  paths = {task.name: cached_path(task, cache_dir) if cache_dir else None for task in tasks}
+  missing = sorted(t for t, p in paths.items() if p is None)
+  if missing:
+    command = f"`jaxformer data cache ... --output_dir={cache_dir or 'CACHE_DIR'} --tasks={','.join(missing)}`"
+    if use_cached:
+      raise FileNotFoundError(
+        f"DataConfig.use_cached = True but {missing} have no cache in DataConfig.cache_dir={cache_dir!r}; "
+        f"build it with {command}"
+      )
+    if len(missing) < len(tasks):
+      log.warning("reading %s uncached: %s have no cache in %s (%s)", name, missing, cache_dir, command)
+    return False
+  for task in tasks:
+    check_fingerprint(task, paths[task.name])
+  log.info("reading %s from the seqio cache in %s", name, cache_dir)
+  return True
+
+
+def _register_in_worker(gin_config: str, names: tuple[str, ...]):
+  """Beam's setup_fn: a worker process (multi-process DirectRunner, Dataflow) registers the tasks
+  from the driver's gin config before seqio.beam_utils looks them up."""
+  if all(n in seqio.TaskRegistry.names() for n in names):
+    return
+  import gin
+
+  import tasks
+  import tasks.corpora  # noqa: F401  (their configurables, for gin)
+  from jaxformer.data import pipeline  # noqa: F401
+
+  with gin.unlock_config():
+    gin.parse_config(gin_config, skip_unknown=True)
+  for name in names:
+    tasks.ensure_registered(name)
+
+
+def cache_tasks(
+  names: list[str],
+  output_dir: str,
+  gin_config: str,
+  pipeline_options,
+  overwrite: bool = False,
+) -> dict:
+  """Runs seqio's Beam caching for `names` into output_dir/<task>/; returns {task: {split: stats}}.
+
+  gin_config: the operative gin config that registers the tasks (worker processes parse it).
+  pipeline_options: beam PipelineOptions (runner, workers, Dataflow settings).
+  """
+  import contextlib
+
+  import apache_beam as beam
+  from seqio import beam_utils
+
+  tasks = [seqio.TaskRegistry.get(n) for n in names]
+  for task in tasks:
+    if not task.supports_caching:
+      raise ValueError(f"task {task.name!r} has no seqio.CacheDatasetPlaceholder; it cannot be cached")
+  setup_fn = functools.partial(_register_in_worker, gin_config, tuple(names))
+  start = time.time()
+  with contextlib.ExitStack() as stack:
+    partials = {
+      t.name: stack.enter_context(
+        fs.replaced_on_success(os.path.join(output_dir, seqio.get_task_dir_from_name(t.name)), overwrite, "--output_dir")
+      )
+      for t in tasks
+    }
+    with beam.Pipeline(options=pipeline_options) as p:
+      for task in tasks:
+        out = partials[task.name]
+        for split in task.splits:
+          label = f"{task.name}_{split}"
+          preprocess = beam_utils.PreprocessTask(task, split, setup_fn=setup_fn)
+          examples = p | f"{label}_preprocess" >> preprocess | f"{label}_shuffle" >> beam.Reshuffle()
+          num_shards = len(preprocess.shards)
+          _ = examples | f"{label}_write" >> beam_utils.WriteExampleTfRecord(
+            seqio.get_cached_tfrecord_prefix(out, split), num_shards=num_shards
+          )
+          _ = (
+            examples
+            | f"{label}_info" >> beam_utils.GetInfo(num_shards)
+            | f"{label}_write_info" >> beam_utils.WriteJson(seqio.get_cached_info_path(out, split))
+          )
+          _ = (
+            examples
+            | f"{label}_stats" >> beam_utils.GetStats(task.output_features)
+            | f"{label}_write_stats" >> beam_utils.WriteJson(seqio.get_cached_stats_path(out, split))
+          )
+    report = {}
+    for task in tasks:
+      out = partials[task.name]
+      report[task.name] = {}
+      for split in task.splits:
+        stats_path = seqio.get_cached_stats_path(out, split)
+        if not tf.io.gfile.exists(stats_path) or not tf.io.gfile.exists(seqio.get_cached_info_path(out, split)):
+          raise ValueError(f"task {task.name!r} split {split!r} produced no examples; {output_dir} is unchanged")
+        with tf.io.gfile.GFile(stats_path) as f:
+          report[task.name][split] = json.load(f)
+        if not report[task.name][split].get("examples"):
+          raise ValueError(f"task {task.name!r} split {split!r} produced no examples; {output_dir} is unchanged")
+      with tf.io.gfile.GFile(os.path.join(out, FINGERPRINT), "w") as f:
+        f.write(json.dumps(fingerprint(task), indent=1))
+      with tf.io.gfile.GFile(os.path.join(out, "COMPLETED"), "w") as f:
+        f.write("")
+  report["seconds"] = time.time() - start
+  return report

@@ -1,0 +1,102 @@
+"""seqio's offline cache (`jaxformer data cache`): what it stores equals online tokenisation, training
+reads it and resumes exactly, and a cache that no longer matches its task is refused."""
+
+import collections
+import json
+import os
+import signal
+
+import pytest
+import seqio
+
+import train_util
+from jaxformer import cli
+from jaxformer.data import cache, pipeline
+
+
+@pytest.fixture(scope="module")
+def local_cache(local_corpus, tmp_path_factory):
+  """The session corpus's local_pl and local_nl, cached by `jaxformer data cache` (DirectRunner)."""
+  out = tmp_path_factory.mktemp("cache") / "cache"
+  args = ["data", "cache", "--gin_file=data/local.gin", f"--gin.CORPUS_DIR='{local_corpus}'", f"--output_dir={out}"]
+  assert cli.main(args) == 0
+  return str(out)
+
+
+def _register(local_corpus):
+  from tasks import local
+
+  return local.register_local_tasks(corpus_dir=local_corpus)
+
+
+def _sources(name, split, **kwargs):
+  ds = pipeline.examples_dataset(name, {"targets": 256}, split=split, shuffle=False, **kwargs)
+  return collections.Counter(tuple(e["source"].tolist()) for e in ds.as_numpy_iterator())
+
+
+def test_the_cache_holds_exactly_what_online_tokenisation_gives(local_corpus, local_cache):
+  _register(local_corpus)
+  for name in ("local_pl", "local_nl"):
+    layout = sorted(os.listdir(os.path.join(local_cache, name)))
+    assert {"COMPLETED", "info.train.json", "stats.validation.json", cache.FINGERPRINT} <= set(layout)
+    with open(os.path.join(local_cache, name, "stats.train.json")) as f:
+      assert json.load(f)["targets_tokens"] > 10_000
+  assert cache.resolve("local_pl_nl", local_cache, None) is True
+  task = seqio.get_mixture_or_task("local_pl")
+  # the objective (causal LM by default) runs after the cache, on the cached ids: same chunks either way
+  cached = task.get_dataset({"targets": 256}, split="validation", shuffle=False, use_cached=True)
+  cached = collections.Counter(tuple(e["source"].tolist()) for e in cached.as_numpy_iterator())
+  seqio.set_global_cache_dirs([])
+  assert cached == _sources("local_pl", "validation") and sum(cached.values()) > 5
+
+
+def test_a_cache_built_with_another_vocabulary_or_missing_is_refused(local_corpus, local_cache, tmp_path):
+  _register(local_corpus)
+  config = pipeline.DataConfig(mixture_or_task_name="local_pl_nl", cache_dir=local_cache, use_cached=True)
+  stale = tmp_path / "stale"
+  for name in ("local_pl", "local_nl"):
+    (stale / name).mkdir(parents=True)
+    for f in os.listdir(os.path.join(local_cache, name)):
+      (stale / name / f).write_bytes(open(os.path.join(local_cache, name, f), "rb").read())
+  fingerprint = json.loads((stale / "local_nl" / cache.FINGERPRINT).read_text())
+  fingerprint["vocabulary_sha256"] = "0" * 64
+  (stale / "local_nl" / cache.FINGERPRINT).write_text(json.dumps(fingerprint))
+  for use_cached in (None, True):  # auto mode refuses it too: a stale cache is never silently read
+    with pytest.raises(ValueError, match="local_nl.*another vocabulary_sha256.*--overwrite"):
+      pipeline.get_dataset(
+        pipeline.DataConfig(mixture_or_task_name="local_pl_nl", cache_dir=str(stale), use_cached=use_cached),
+        shard_info=seqio.ShardInfo(0, 1),
+      )
+  with pytest.raises(FileNotFoundError, match=r"\['local_nl', 'local_pl'\] have no cache.*jaxformer data cache"):
+    pipeline.get_dataset(
+      pipeline.DataConfig(mixture_or_task_name="local_pl_nl", cache_dir=str(tmp_path / "none"), use_cached=True),
+      shard_info=seqio.ShardInfo(0, 1),
+    )
+  assert pipeline.get_dataset(config, shard_info=seqio.ShardInfo(0, 1)) is not None
+  # an existing cache is not replaced unasked, and the refused run leaves it as it was
+  before = sorted(os.listdir(os.path.join(local_cache, "local_pl")))
+  args = ["data", "cache", "--gin_file=data/local.gin", f"--gin.CORPUS_DIR='{local_corpus}'"]
+  assert cli.main([*args, f"--output_dir={local_cache}", "--tasks=local_pl"]) == 2
+  assert sorted(os.listdir(os.path.join(local_cache, "local_pl"))) == before
+
+
+def test_training_on_a_cached_task_is_killed_and_resumes_with_the_same_losses(local_corpus, local_cache, tmp_path):
+  flags = train_util.small_run_flags(local_corpus, steps=10, checkpoint_period=4)
+  flags += [f"--gin.CACHE_DIR='{local_cache}'", "--gin.DataConfig.use_cached=True"]
+  reference = str(tmp_path / "reference")
+  assert train_util.run(reference, flags) == 0, train_util.log_text(reference)
+  assert "reading local_pl_nl from the seqio cache" in train_util.log_text(reference)
+  expected = train_util.train_losses(reference)
+  assert sorted(expected) == list(range(1, 11))
+
+  interrupted = str(tmp_path / "interrupted")
+  process = train_util.start(interrupted, flags)
+  train_util.wait_for_step(interrupted, 4, process)
+  train_util.kill(process, signal.SIGKILL)
+  restored_from = max(train_util.committed_steps(interrupted))
+  assert train_util.run(interrupted, flags) == 0, train_util.log_text(interrupted)
+  assert f"restored step {restored_from}" in train_util.log_text(interrupted)
+  resumed = train_util.train_losses(interrupted)
+  assert restored_from < 10
+  for step in range(restored_from + 1, 11):
+    assert resumed[step] == expected[step], (step, resumed[step], expected[step])  # bit-identical
