@@ -154,7 +154,9 @@ def cache_tasks(
   with contextlib.ExitStack() as stack:
     partials = {
       t.name: stack.enter_context(
-        fs.replaced_on_success(os.path.join(output_dir, seqio.get_task_dir_from_name(t.name)), overwrite, "--output_dir")
+        fs.replaced_on_success(
+          os.path.join(output_dir, seqio.get_task_dir_from_name(t.name)), overwrite, "--output_dir"
+        )
       )
       for t in tasks
     }
