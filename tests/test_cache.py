@@ -8,8 +8,8 @@ import signal
 
 import pytest
 import seqio
-
 import train_util
+
 from jaxformer import cli
 from jaxformer.data import cache, pipeline
 

@@ -119,7 +119,7 @@ def _register_in_worker(gin_config: str, names: tuple[str, ...]):
   import gin
 
   import tasks
-  import tasks.corpora  # noqa: F401  (their configurables, for gin)
+  import tasks.corpora
   from jaxformer.data import pipeline  # noqa: F401
 
   with gin.unlock_config():
