@@ -30,6 +30,7 @@ CONFIGURABLE_MODULES = (
   "jaxformer.data.vocabulary",
   "tasks.local",
   "tasks.corpora",
+  "tasks.code_corpus",
   "jaxformer.checkpoint",
   "jaxformer.train.optimizer",
   "jaxformer.train.step",

@@ -14,9 +14,10 @@ def ensure_registered(name: str):
   if name in local.TASKS + local.MIXTURES:
     local.register_local_tasks()
   else:
-    from tasks import corpora
+    from tasks import code_corpus, corpora
 
     corpora.register_configured()
+    code_corpus.register_code_corpus()
   if name not in seqio.TaskRegistry.names() and name not in seqio.MixtureRegistry.names():
     known = sorted(set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names()))
     raise ValueError(f"MIXTURE_OR_TASK_NAME={name!r} is not a registered task or mixture; known: {known}")

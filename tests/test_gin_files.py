@@ -35,10 +35,20 @@ def test_the_objective_file_included_is_the_objective_that_trains(objective):
 
 @pytest.mark.parametrize("run", sorted(RUN_SIZES))
 def test_each_run_file_trains_its_size_on_its_data_with_the_codegen2_mix(run):
-  config_lib.parse_gin([f"runs/{run}.gin"])
+  # training needs the run folder and the data; each is %gin.REQUIRED until bound
+  with pytest.raises(config_lib.GinConfigError, match="is required"):
+    config_lib.parse_gin([f"runs/{run}.gin"])
+  config_lib.parse_gin([f"runs/{run}.gin"], finalize=False)  # what `plan` parses: shapes only
+  assert str(_query("%PL_DIR")) == str(_query("%MODEL_DIR")) == "%gin.REQUIRED"
+  data = ["PL_DIR = 'gs://b/stack'", "NL_DIRS = {}", "VOCABULARY = 'gs://b/tokenizer.json'"]
+  for missing in ["MODEL_DIR = 'gs://b/run'", *data]:
+    with pytest.raises(config_lib.GinConfigError, match=f"{missing.split()[0]} is required"):
+      config_lib.parse_gin([f"runs/{run}.gin"], [b for b in ["MODEL_DIR = 'gs://b/run'", *data] if b != missing])
+  config_lib.parse_gin([f"runs/{run}.gin"], ["MODEL_DIR = 'gs://b/run'", *data])
+  assert _query("%PL_DIR") == "gs://b/stack" and str(_query("tasks.register_code_corpus.pl_dir")) == "%PL_DIR"
   assert _query("ModelConfig.num_layers") == RUN_SIZES[run]
   assert _query("%OBJECTIVE_RATES") == OBJECTIVES["codegen2"]
-  assert _query("%MIXTURE_OR_TASK_NAME") == "local_pl_nl" and _query("%TASK_FEATURE_LENGTHS") == {"targets": 2048}
+  assert _query("%MIXTURE_OR_TASK_NAME") == "code_corpus" and _query("%TASK_FEATURE_LENGTHS") == {"targets": 2048}
   assert _query("plan.tpu_plan.topology") == run.rsplit("_", 2)[-2] + "-" + run.rsplit("_", 1)[-1]
   # what the shared bases bring
   assert _query("ModelConfig.init_scheme") == "depth_scaled" and _query("ModelConfig.remat_policy") == "save_dots"

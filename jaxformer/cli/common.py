@@ -57,12 +57,13 @@ def split_gin_bindings(argv: list[str]) -> tuple[list[str], list[str]]:
   return rest, bindings
 
 
-def parse_gin(args, bindings: list[str], extra_bindings=()) -> None:
-  """Parses --gin_file and --gin. flags (extra_bindings first, so the user's flags win)."""
+def parse_gin(args, bindings: list[str], extra_bindings=(), finalize: bool = True) -> None:
+  """Parses --gin_file and --gin. flags (extra_bindings first, so the user's flags win).
+  finalize=False leaves %gin.REQUIRED macros unbound (plan: shapes need no data or MODEL_DIR)."""
   search_paths = None
   if args.gin_search_paths:
     search_paths = [p for p in args.gin_search_paths.split(",") if p] + [str(config_lib.REPO_GIN_DIR)]
-  config_lib.parse_gin(args.gin_file, list(extra_bindings) + bindings, search_paths)
+  config_lib.parse_gin(args.gin_file, list(extra_bindings) + bindings, search_paths, finalize=finalize)
 
 
 def parse_run_gin(model_dir: str, args, bindings: list[str]) -> None:

@@ -22,7 +22,7 @@ def plan_args(parser):
 
 
 def plan_run(args, bindings):
-  common.parse_gin(args, bindings)
+  common.parse_gin(args, bindings, finalize=False)  # a run gin's MODEL_DIR and data may stay unbound
   from jaxformer import plan
 
   report = config_lib.call_configurable(plan.plan_report, length=args.length)

@@ -14,10 +14,10 @@ from jaxformer.train.step import StepConfig, make_eval_step
 
 
 def eval_task_names(name: str) -> list[str]:
-  """A mixture's tasks, or the task itself."""
+  """A mixture's tasks (those with a validation split), or the task itself."""
   provider = seqio.get_mixture_or_task(name)
   if isinstance(provider, seqio.Mixture):
-    return sorted(t.name for t in provider.tasks)
+    return sorted(t.name for t in provider.tasks if "validation" in t.splits)
   return [name]
 
 

@@ -1,0 +1,147 @@
+"""The corpus recipe for converted code corpora (The Stack style): one seqio task per programming
+language plus natural-language tasks, mixed by size with a temperature (gin/data/code_corpus.gin).
+
+    PL_DIR   a `jaxformer data convert --language_field=lang` folder: PL_DIR/<language>/{split}-*.tfrecord
+             and PL_DIR/stats.json ({language: bytes} in language_bytes, folder names in language_dirs)
+    NL_DIRS  {task name: `jaxformer data convert` folder} (PL_DIR/text/ layout), e.g. {'nl_pile': ...}
+
+Tasks are named code_<language folder> (code_python, code_cpp, ...). Rates: each task's size n_i is
+its token count from seqio's cache (`jaxformer data cache`) when every task is cached, else its UTF-8
+bytes from the converter's stats.json; weights n_i ** (1 / temperature) are normalised within PL to
+pl_share and within NL to 1 - pl_share. temperature 1 samples in proportion to size; larger values
+flatten towards uniform (multilingual practice: mT5 used 1/0.3).
+"""
+
+import json
+import logging
+import os
+
+import gin
+import seqio
+import tensorflow as tf
+
+from jaxformer.data import cache
+from jaxformer.data.vocabulary import load_vocabulary
+from tasks.local import add_mixture, text_task
+
+log = logging.getLogger("jaxformer")
+SPLITS = ("train", "validation")
+
+
+def _stats(folder: str) -> dict:
+  path = os.path.join(folder, "stats.json")
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(
+      f"{path} is missing: write the folder with `jaxformer data convert --input='...' --output_dir={folder}`"
+    )
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
+def _source(folder: str, subdir: str) -> seqio.TFExampleDataSource | None:
+  """The splits of folder/subdir that hold documents (an empty TFRecord file is 0 bytes)."""
+  patterns = {}
+  for split in SPLITS:
+    pattern = os.path.join(folder, subdir, f"{split}-*.tfrecord")
+    if any(tf.io.gfile.stat(p).length > 0 for p in tf.io.gfile.glob(pattern)):
+      patterns[split] = pattern
+  if "train" not in patterns:
+    return None
+  return seqio.TFExampleDataSource(
+    split_to_filepattern=patterns, feature_description={"text": tf.io.FixedLenFeature([], tf.string)}
+  )
+
+
+def mixture_rates(sizes: dict, groups: dict, temperature: float, pl_share: float) -> dict:
+  """{task: rate}: sizes ** (1/temperature), normalised to pl_share within 'pl' and the rest in 'nl'."""
+  if temperature <= 0:
+    raise ValueError(f"tasks.register_code_corpus.temperature={temperature} must be positive")
+  if not 0 < pl_share <= 1:
+    raise ValueError(f"tasks.register_code_corpus.pl_share={pl_share} must be in (0, 1]")
+  weights = {t: float(n) ** (1.0 / temperature) for t, n in sizes.items()}
+  shares = {"pl": pl_share, "nl": 1.0 - pl_share}
+  present = {g for g in groups.values()}
+  if present == {"pl"}:
+    shares["pl"] = 1.0
+  rates = {}
+  for group in present:
+    members = [t for t, g in groups.items() if g == group]
+    total = sum(weights[t] for t in members)
+    for t in members:
+      rates[t] = shares[group] * weights[t] / total
+  return rates
+
+
+def _sizes(task_names, byte_sizes: dict, cache_dir: str | None) -> tuple[dict, str]:
+  """Cached train token counts when every task has a matching cache, else converted bytes."""
+  if cache_dir:
+    counts = {}
+    for name in task_names:
+      task = seqio.TaskRegistry.get(name)
+      path = cache.cached_path(task, cache_dir)
+      if path is None:
+        break
+      cache.check_fingerprint(task, path)
+      with tf.io.gfile.GFile(seqio.get_cached_stats_path(path, "train")) as f:
+        counts[name] = json.load(f)["targets_tokens"]
+    else:
+      return counts, f"tokens (seqio cache {cache_dir})"
+  return byte_sizes, "UTF-8 bytes (stats.json; cache the tasks for token counts)"
+
+
+@gin.configurable(module="tasks")
+def register_code_corpus(
+  pl_dir: str | None = None,
+  nl_dirs: dict | None = None,
+  vocabulary_path: str | None = None,
+  languages: list | None = None,
+  temperature: float = 1.0,
+  pl_share: float = 0.8,
+  mixture_name: str = "code_corpus",
+  cache_dir: str | None = None,
+) -> dict:
+  """Registers code_<language> tasks, NL tasks and the mixture; returns {task: rate}.
+
+  Nothing happens when pl_dir is None (the recipe is not in use). languages: the converter's
+  language names to keep (None: all with training documents).
+  """
+  if pl_dir is None:
+    return {}
+  if not vocabulary_path:
+    raise ValueError("tasks.register_code_corpus.vocabulary_path (VOCABULARY) is not set")
+  vocabulary = load_vocabulary(vocabulary_path)
+  stats = _stats(pl_dir)
+  dirs = stats.get("language_dirs") or {}
+  if not dirs:
+    raise ValueError(f"{pl_dir}/stats.json has no languages: convert with --language_field (e.g. lang)")
+  chosen = list(dirs) if languages is None else list(languages)
+  unknown = [lang for lang in chosen if lang not in dirs]
+  if unknown:
+    raise ValueError(
+      f"tasks.register_code_corpus.languages: {unknown} are not in {pl_dir}/stats.json (it has {sorted(dirs)})"
+    )
+  sizes, groups, empty = {}, {}, []
+  for lang in chosen:
+    source = _source(pl_dir, dirs[lang])
+    if source is None:
+      empty.append(lang)
+      continue
+    name = f"code_{dirs[lang]}"
+    text_task(name, source, vocabulary)
+    sizes[name], groups[name] = stats["language_bytes"][lang], "pl"
+  if empty:
+    log.warning("no training documents for %s in %s: left out of %s", empty, pl_dir, mixture_name)
+  for name, folder in (nl_dirs or {}).items():
+    source = _source(folder, "text")
+    if source is None:
+      raise ValueError(f"tasks.register_code_corpus.nl_dirs[{name!r}]: {folder}/text holds no training documents")
+    text_task(name, source, vocabulary)
+    sizes[name], groups[name] = sum(_stats(folder).get("language_bytes", {}).values()) or 1, "nl"
+  if not sizes:
+    raise ValueError(f"{pl_dir}: none of {chosen} has training documents")
+  sizes, unit = _sizes(list(sizes), sizes, cache_dir)
+  rates = mixture_rates(sizes, groups, temperature, pl_share)
+  add_mixture(mixture_name, sorted(rates.items()))
+  top = ", ".join(f"{t} {r:.3f}" for t, r in sorted(rates.items(), key=lambda x: -x[1])[:8])
+  log.info("%s: %d tasks by %s, temperature %g: %s", mixture_name, len(rates), unit, temperature, top)
+  return rates
