@@ -117,7 +117,7 @@ def cache_run(args, bindings):
 
 
 def data_config(args, bindings):
-  common.parse_gin(args, bindings)
+  common.parse_gin(args, bindings, finalize=False)  # a run gin's MODEL_DIR may stay unbound here
   import tasks
   from jaxformer.data import pipeline
 

@@ -1,0 +1,106 @@
+"""The corpus recipe (gin/data/code_corpus.gin): Stack-style Parquet converted with a language field
+becomes one task per language, mixed with NL by size and temperature; cached tasks mix by tokens."""
+
+import collections
+import json
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import seqio
+
+import tasks
+from jaxformer import cli
+from jaxformer import config as config_lib
+from jaxformer.data import pipeline
+
+PYTHON = "def f{i}(x):\n    return x + {i}\n\n\nclass K{i}:\n    value = {i}\n"
+C = "int g{i}(int y) {{ return y * {i}; }}\n"
+NL = "The quick brown fox {i} jumps over the lazy dog and keeps on running far away.\n"
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+  """A two-language Parquet corpus (Python ~4x the bytes of C, copies across shards) and an NL
+  JSONL, both through `jaxformer data convert`."""
+  root = tmp_path_factory.mktemp("stack")
+  raw = root / "raw"
+  raw.mkdir()
+  for shard in range(2):
+    rows = [(PYTHON.format(i=i), "Python") for i in range(shard * 150, shard * 150 + 200)]  # 50 repeated
+    rows += [(C.format(i=i), "C") for i in range(shard * 100, shard * 100 + 100)]
+    pq.write_table(
+      pa.table({"content": [r[0] for r in rows], "lang": [r[1] for r in rows]}), raw / f"stack-{shard}.parquet"
+    )
+  (raw / "nl.jsonl").write_text("\n".join(json.dumps({"text": NL.format(i=i) * 3}) for i in range(200)))
+  common = ["--num_shards=2"]
+  args = ["data", "convert", f"--input={raw}/stack-*.parquet", "--text_field=content", "--language_field=lang"]
+  assert cli.main([*args, f"--output_dir={root}/stack", *common]) == 0
+  nl_filters = ["--max_line_chars=0", "--max_mean_line_chars=0", "--min_alnum_fraction=0"]
+  assert cli.main(["data", "convert", f"--input={raw}/nl.jsonl", f"--output_dir={root}/nl", *common, *nl_filters]) == 0
+  return str(root)
+
+
+def _parse(converted, local_corpus, *extra):
+  bindings = [
+    f"PL_DIR = '{converted}/stack'",
+    f"NL_DIRS = {{'nl_docs': '{converted}/nl'}}",
+    f"VOCABULARY = '{os.path.join(local_corpus, 'spm.model')}'",
+    "TASK_FEATURE_LENGTHS = {'targets': 128}",
+    *extra,
+  ]
+  config_lib.parse_gin(["objectives/causal_lm.gin", "data/code_corpus.gin"], bindings, finalize=False)
+
+
+def _rates():
+  mixture = seqio.get_mixture_or_task("code_corpus")
+  return {t.name: mixture.get_rate(t) / mixture.total_rate for t in mixture.tasks}
+
+
+def test_languages_become_tasks_mixed_by_bytes_then_flattened_by_temperature(converted, local_corpus):
+  with open(os.path.join(converted, "stack", "stats.json")) as f:
+    stats = json.load(f)
+  assert stats["languages"] == {"Python": 350, "C": 200} and stats["duplicates"] == 50
+  _parse(converted, local_corpus)
+  tasks.ensure_registered("code_corpus")
+  rates = _rates()
+  assert sorted(rates) == ["code_c", "code_python", "nl_docs"]
+  python_bytes, c_bytes = stats["language_bytes"]["Python"], stats["language_bytes"]["C"]
+  assert rates["nl_docs"] == pytest.approx(0.2)
+  assert rates["code_python"] == pytest.approx(0.8 * python_bytes / (python_bytes + c_bytes))
+  # drawn examples follow the rates: the first token tells the language apart
+  config = pipeline.DataConfig(mixture_or_task_name="code_corpus", task_feature_lengths={"targets": 128})
+  vocab = seqio.get_mixture_or_task("code_corpus").output_features["targets"].vocabulary
+  ds = pipeline.examples_dataset("code_corpus", config.task_feature_lengths, num_epochs=None).take(1000)
+  kinds = collections.Counter(vocab.decode(e["source"][:3].tolist()).split()[0] for e in ds.as_numpy_iterator())
+  assert abs(kinds["def"] / 1000 - rates["code_python"]) < 0.06, kinds
+  assert abs(kinds["The"] / 1000 - 0.2) < 0.05, kinds
+
+  _parse(converted, local_corpus, "MIX_TEMPERATURE = 1000.0", "PL_SHARE = 0.5")
+  tasks.ensure_registered("code_corpus")
+  flat = _rates()
+  assert flat["code_python"] == pytest.approx(0.25, abs=0.01) and flat["nl_docs"] == pytest.approx(0.5)
+
+  with pytest.raises(ValueError, match=r"\['Rust'\] are not in .*stats.json \(it has \['C', 'Python'\]\)"):
+    _parse(converted, local_corpus, "tasks.register_code_corpus.languages = ['Python', 'Rust']")
+    tasks.ensure_registered("code_corpus")
+
+
+def test_cached_tasks_mix_by_their_token_counts(converted, local_corpus, tmp_path):
+  gin_flags = [
+    "--gin_file=objectives/causal_lm.gin",
+    "--gin_file=data/code_corpus.gin",
+    f"--gin.PL_DIR='{converted}/stack'",
+    f"--gin.NL_DIRS={{'nl_docs': '{converted}/nl'}}",
+    f"--gin.VOCABULARY='{os.path.join(local_corpus, 'spm.model')}'",
+  ]
+  assert cli.main(["data", "cache", *gin_flags, f"--output_dir={tmp_path}/cache"]) == 0
+  tokens = {}
+  for task in ("code_c", "code_python", "nl_docs"):
+    with open(os.path.join(tmp_path, "cache", task, "stats.train.json")) as f:
+      tokens[task] = json.load(f)["targets_tokens"]
+  _parse(converted, local_corpus, f"CACHE_DIR = '{tmp_path}/cache'")
+  tasks.ensure_registered("code_corpus")
+  rates = _rates()
+  assert rates["code_c"] == pytest.approx(0.8 * tokens["code_c"] / (tokens["code_c"] + tokens["code_python"]))
