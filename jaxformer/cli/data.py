@@ -93,6 +93,12 @@ def convert_run(args, bindings):
 
   if not args.verbose:  # Beam logs every worker's start and stop at INFO and harmless WARNINGs
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    root, level = logging.getLogger(), logging.getLogger().level
+    root.setLevel(logging.ERROR)  # importing Beam warns on the root logger that GCP's clients are missing
+    try:
+      import apache_beam  # noqa: F401
+    finally:
+      root.setLevel(level)
   filters = Filters(args.max_file_bytes, args.max_line_chars, args.max_mean_line_chars, args.min_alnum_fraction)
   options = common.user_errors(
     convert.pipeline_options,
