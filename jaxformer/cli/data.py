@@ -108,6 +108,7 @@ def convert_run(args, bindings):
     region=args.region,
     temp_location=args.temp_location,
     beam_options=args.beam_option,
+    quiet=not args.verbose,
   )
   stats = common.user_errors(
     convert.convert_files,

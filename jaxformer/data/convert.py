@@ -47,9 +47,16 @@ def language_dir(name: str) -> str:
 
 
 def pipeline_options(
-  runner: str = "direct", num_workers: int = 1, project=None, region=None, temp_location=None, beam_options=()
+  runner: str = "direct",
+  num_workers: int = 1,
+  project=None,
+  region=None,
+  temp_location=None,
+  beam_options=(),
+  quiet: bool = False,
 ):
-  """Beam PipelineOptions from the CLI's runner flags; beam_options are 'KEY=VALUE' strings."""
+  """Beam PipelineOptions from the CLI's runner flags; beam_options are 'KEY=VALUE' strings; quiet:
+  worker processes log errors only (unless beam_options set default_sdk_harness_log_level)."""
   from apache_beam.options.pipeline_options import PipelineOptions
 
   name = RUNNERS.get(runner.lower(), runner)
@@ -67,6 +74,8 @@ def pipeline_options(
     if not sep or not key:
       raise ValueError(f"--beam_option={option}: write KEY=VALUE, e.g. --beam_option=max_num_workers=32")
     flags.append(f"--{key.lstrip('-')}={value}")
+  if quiet and not any(o.lstrip("-").startswith("default_sdk_harness_log_level=") for o in beam_options):
+    flags.append("--default_sdk_harness_log_level=ERROR")
   if name == "DataflowRunner" and not any(o.lstrip("-").startswith("setup_file=") for o in beam_options):
     if os.path.exists(os.path.join(REPO, "setup.py")):  # so workers install jaxformer
       flags.append(f"--setup_file={os.path.join(REPO, 'setup.py')}")
