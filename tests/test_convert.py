@@ -177,3 +177,12 @@ def test_language_dir_names_are_folder_and_task_safe():
     "Emacs Lisp": "emacs_lisp",
   }
   assert {n: convert.language_dir(n) for n in names} == names
+
+
+def test_alphanumeric_count_is_the_same_for_ascii_and_unicode_text():
+  from jaxformer.data.filters import _NOT_ALPHANUMERIC, Filters, alphanumeric_count
+
+  for text in ("def f_1(x):\n  return x  # ok\n", "@@@@ #### $$$$ 1\n", "naïve = 'größe' + 'ñ_2'\n", "\t \n"):
+    assert alphanumeric_count(text) == len(_NOT_ALPHANUMERIC.sub("", text)), text
+  assert Filters().reason("@@@@ #### $$$$ 1\n") == "low alphanumeric"
+  assert Filters(min_alnum_fraction=0).reason("@@@@ #### $$$$ 1\n") is None

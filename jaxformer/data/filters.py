@@ -9,6 +9,17 @@ import re
 
 # Unicode letters and digits: word characters without the underscore.
 _NOT_ALPHANUMERIC = re.compile(r"[\W_]+")
+_ASCII_ALPHANUMERIC = bytes(c for c in range(128) if chr(c).isalnum())
+
+
+def alphanumeric_count(text: str) -> int:
+  """Letters and digits in text; ASCII text (most code) by bytes.translate, which is far faster than the regex."""
+  if text.isascii():
+    raw = text.encode("ascii")
+    return len(raw) - len(raw.translate(None, _ASCII_ALPHANUMERIC))
+  return len(_NOT_ALPHANUMERIC.sub("", text))
+
+
 REASONS = ("empty", "too large", "long line", "long mean line", "low alphanumeric")
 
 
@@ -37,6 +48,6 @@ class Filters:
       return "long line"
     if self.max_mean_line_chars and len(text) / len(lines) > self.max_mean_line_chars:
       return "long mean line"
-    if self.min_alnum_fraction and len(_NOT_ALPHANUMERIC.sub("", text)) / len(text) < self.min_alnum_fraction:
+    if self.min_alnum_fraction and alphanumeric_count(text) / len(text) < self.min_alnum_fraction:
       return "low alphanumeric"
     return None
