@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from jaxformer import cli
 from jaxformer.data import convert
+from jaxformer.data.filters import Filters
 
 TIMING = set(convert.TIMING_KEYS)
 
@@ -112,6 +113,13 @@ def test_parquet_shards_dedup_filter_and_split_by_language_the_same_on_any_worke
   assert {k: v for k, v in stats_one.items() if k not in TIMING} == {k: v for k, v in stats.items() if k not in TIMING}
 
 
+class FailingFilters(Filters):
+  def reason(self, text):
+    if "return x + 7" in text:
+      raise RuntimeError("a worker failed")
+    return super().reason(text)
+
+
 def test_failed_convert_leaves_the_existing_output_untouched(parquet_shards, tmp_path, capsys):
   raw, _ = parquet_shards
   out = tmp_path / "out"
@@ -128,6 +136,12 @@ def test_failed_convert_leaves_the_existing_output_untouched(parquet_shards, tmp
     assert code == 2 and f"--input={bad}/{name}" in err and "unchanged" in err, err
     assert _tree(out) == before
     assert sorted(os.listdir(tmp_path)) == ["bad", "out", "raw"]  # no temporary folder left beside it
+  # A pipeline that raises half way (here a filter that fails on one document) changes nothing either.
+  with pytest.raises(ValueError, match=r"--input=.*part-\*\.parquet: the conversion pipeline failed.*unchanged"):
+    convert.convert_files(
+      f"{raw}/part-*.parquet", str(out), text_field="content", filters=FailingFilters(), overwrite=True
+    )
+  assert _tree(out) == before and sorted(os.listdir(tmp_path)) == ["bad", "out", "raw"]
   # Without --overwrite an existing output is refused before the pipeline reads anything.
   assert cli.main(["data", "convert", f"--input={bad}/missing-*.jsonl", f"--output_dir={out}"]) == 2
   assert "matches no files" in capsys.readouterr().err
