@@ -66,15 +66,30 @@ def convert_args(parser):
     "--language_field", default=None, help="field/column naming each document's language: one folder per language"
   )
   parser.add_argument("--num_shards", type=int, default=8, help="train shards per folder (validation: a quarter)")
-  parser.add_argument("--validation_percent", type=int, default=1, help="share of documents (by content hash)")
+  parser.add_argument(
+    "--validation_percent", type=int, default=1, help="share of documents (by content hash; default 1)"
+  )
   filters = parser.add_argument_group("filters (0 turns one off)")
-  filters.add_argument("--max_file_bytes", type=int, default=defaults.max_file_bytes, help="UTF-8 bytes")
-  filters.add_argument("--max_line_chars", type=int, default=defaults.max_line_chars, help="longest line")
-  filters.add_argument("--max_mean_line_chars", type=float, default=defaults.max_mean_line_chars)
-  filters.add_argument("--min_alnum_fraction", type=float, default=defaults.min_alnum_fraction)
+  filters.add_argument(
+    "--max_file_bytes", type=int, default=defaults.max_file_bytes, help="UTF-8 bytes of a document (default 1000000)"
+  )
+  filters.add_argument(
+    "--max_line_chars", type=int, default=defaults.max_line_chars, help="characters of its longest line (default 1000)"
+  )
+  filters.add_argument(
+    "--max_mean_line_chars", type=float, default=defaults.max_mean_line_chars, help="characters per line (default 100)"
+  )
+  filters.add_argument(
+    "--min_alnum_fraction", type=float, default=defaults.min_alnum_fraction, help="letters and digits (default 0.25)"
+  )
   beam = parser.add_argument_group("Apache Beam")
   beam.add_argument("--runner", default="direct", help="direct (default), dataflow, or any Beam runner name")
-  beam.add_argument("--num_workers", type=int, default=1, help="processes of the direct runner (default 1)")
+  beam.add_argument(
+    "--num_workers",
+    type=int,
+    default=1,
+    help="processes of the direct runner (default 1); Dataflow: its initial workers",
+  )
   beam.add_argument("--project", default=None, help="Google Cloud project (Dataflow)")
   beam.add_argument("--region", default=None, help="Dataflow region")
   beam.add_argument("--temp_location", default=None, help="gs:// folder for Dataflow's temporary files")

@@ -56,7 +56,7 @@ def pipeline_options(
   quiet: bool = False,
 ):
   """Beam PipelineOptions from the CLI's runner flags; beam_options are 'KEY=VALUE' strings; quiet:
-  worker processes log errors only (unless beam_options set default_sdk_harness_log_level)."""
+  the direct runner's worker processes log errors only (Dataflow's logs go to Cloud Logging as set)."""
   from apache_beam.options.pipeline_options import PipelineOptions
 
   name = RUNNERS.get(runner.lower(), runner)
@@ -66,6 +66,8 @@ def pipeline_options(
       raise ValueError(f"--num_workers={num_workers} must be positive")
     if num_workers > 1:
       flags += ["--direct_running_mode=multi_processing", f"--direct_num_workers={num_workers}"]
+  elif name == "DataflowRunner" and num_workers > 1:
+    flags.append(f"--num_workers={num_workers}")  # Dataflow's initial worker count
   for key, value in (("project", project), ("region", region), ("temp_location", temp_location)):
     if value:
       flags.append(f"--{key}={value}")
@@ -74,7 +76,11 @@ def pipeline_options(
     if not sep or not key:
       raise ValueError(f"--beam_option={option}: write KEY=VALUE, e.g. --beam_option=max_num_workers=32")
     flags.append(f"--{key.lstrip('-')}={value}")
-  if quiet and not any(o.lstrip("-").startswith("default_sdk_harness_log_level=") for o in beam_options):
+  if (
+    quiet
+    and name == "DirectRunner"
+    and not any(o.lstrip("-").startswith("default_sdk_harness_log_level=") for o in beam_options)
+  ):
     flags.append("--default_sdk_harness_log_level=ERROR")
   if name == "DataflowRunner" and not any(o.lstrip("-").startswith("setup_file=") for o in beam_options):
     if os.path.exists(os.path.join(REPO, "setup.py")):  # so workers install jaxformer
