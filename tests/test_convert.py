@@ -158,13 +158,13 @@ def test_jsonl_gz_reader_and_filter_skips_name_file_and_line(tmp_path):
     json.dumps({"content": _python(2) + "\ud800"}),  # a lone surrogate: JSON can hold it, UTF-8 cannot
     json.dumps({"content": "var a=1;" * 200}),  # minified: one 1600-character line
     json.dumps({"content": "".join(chr(0x2500 + i % 64) for i in range(40)) + " = 1\n"}),  # box drawing
-    json.dumps({"content": _python(3), "lang": "Python"}),
+    json.dumps({"content": _python(3), "lang": "Python\ud800"}),  # a lone surrogate in the language only
     "",
     json.dumps({"content": "x" * 90 + "\n" + "y" * 150 + "\n"}),  # mean line of 121 characters
   ]
   with gzip.open(path, "wt") as f:
     f.write("\n".join(lines) + "\n")
-  stats = convert.convert_files(str(path), str(tmp_path / "out"), text_field="content")
+  stats = convert.convert_files(str(path), str(tmp_path / "out"), text_field="content", language_field="lang")
   where = lambda line: [f"{path}:{line}"]
   assert stats["skipped_examples"] == {
     "not JSON": where(2),
@@ -174,9 +174,9 @@ def test_jsonl_gz_reader_and_filter_skips_name_file_and_line(tmp_path):
     "long mean line": where(8),
   }
   assert stats["skipped"] == {reason: 1 for reason in stats["skipped_examples"]}
-  assert sum(stats["written"].values()) == 2 and stats["languages"] == {} and stats["duplicates"] == 0
-  assert sorted(t for t, _, _ in _documents(tmp_path / "out")) == [_python(1), _python(3)]
-  assert {folder for _, _, folder in _documents(tmp_path / "out")} == {"text"}  # no language field: text/
+  assert sum(stats["written"].values()) == 2 and stats["duplicates"] == 0
+  assert stats["languages"] == {"Python?": 1, "unknown": 1}  # a record without the field is 'unknown'
+  assert sorted(_documents(tmp_path / "out")) == [(_python(1), "unknown", "unknown"), (_python(3), "Python?", "python")]
 
 
 def test_language_dir_names_are_folder_and_task_safe():

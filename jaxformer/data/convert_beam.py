@@ -55,7 +55,8 @@ def example(text: str, where: str, language: str) -> bytes:
   """A tf.train.Example (text, path, lang) serialized deterministically: protobuf otherwise writes
   map entries in an order that differs between processes, and shards would differ by worker count."""
   tf = _tensorflow()
-  feature = lambda s: tf.train.Feature(bytes_list=tf.train.BytesList(value=[s.encode("utf-8")]))
+  # surrogateescape: a local file name that is not UTF-8 (text and language are valid by now)
+  feature = lambda s: tf.train.Feature(bytes_list=tf.train.BytesList(value=[s.encode("utf-8", "surrogateescape")]))
   features = {"text": feature(text), "path": feature(where), "lang": feature(language)}
   return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
 
@@ -65,7 +66,7 @@ def validation_shards(num_shards: int) -> int:
 
 
 class ReadFile(beam.DoFn):
-  """One input file -> (digest, (where, text, language)) per kept document; ('skip', (reason, where))
+  """One input file -> (digest, (where, text, language)) per kept document, and (reason, where)
   tagged 'skipped' for each record dropped by the reader or a filter."""
 
   def __init__(self, text_field, language_field, filters):

@@ -40,7 +40,8 @@ def _language(value, language_field):
     return None
   if value is None or (isinstance(value, str) and not value.strip()):
     return UNKNOWN_LANGUAGE
-  return value.strip() if isinstance(value, str) else str(value)
+  value = value.strip() if isinstance(value, str) else str(value)
+  return value.encode("utf-8", "replace").decode("utf-8")  # a lone surrogate (JSON allows it) -> '?'
 
 
 def _checked(text, language, where):
