@@ -124,7 +124,7 @@ def convert_files(
   {reason: [where, ... up to 5, smallest first]}, languages {language: documents}, language_bytes
   {language: UTF-8 bytes}, language_dirs {language: folder} (all three empty without a language
   field), documents_read (written + duplicates + skipped), input, text_field, language_field, the
-  filter settings, num_shards, validation_percent, seconds, documents_per_second.
+  filter settings, num_shards, validation_shards, validation_percent, seconds, documents_per_second.
   """
   import apache_beam as beam
 
