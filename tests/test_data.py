@@ -284,9 +284,10 @@ def test_convert_jsonl_and_parquet_into_file_tasks_with_mixture_rates(local_corp
   with gzip.open(raw / "alpha.jsonl.gz", "wt") as f:
     f.write("\n".join(lines) + "\n")
   pq.write_table(pa.table({"content": [f"beta document {i}\n" * 3 for i in range(300)]}), raw / "beta.parquet")
-  report_a = convert.convert_files(str(raw / "alpha.jsonl.gz"), str(tmp_path / "alpha"), text_field="content")
-  assert report_a.skipped == {"not JSON": 1, "no text in field 'content'": 1}
-  assert any("alpha.jsonl.gz:6" in p for p in report_a.problems)  # file and line of the bad record
+  stats_a = convert.convert_files(str(raw / "alpha.jsonl.gz"), str(tmp_path / "alpha"), text_field="content")
+  assert stats_a["skipped"] == {"not JSON": 1, "no text in field 'content'": 1}
+  assert stats_a["skipped_examples"]["not JSON"] == [f"{raw}/alpha.jsonl.gz:6"]  # file and line of the bad record
+  assert stats_a["written"]["train"] + stats_a["written"]["validation"] == 300
   assert (
     cli.main(
       ["data", "convert", f"--input={raw}/beta.parquet", f"--output_dir={tmp_path}/beta", "--text_field=content"]

@@ -56,28 +56,94 @@ def tokenizer_run(args, bindings):
 
 
 def convert_args(parser):
+  from jaxformer.data.filters import Filters
+
+  defaults = Filters()
   parser.add_argument("--input", required=True, help="file pattern of .jsonl, .jsonl.gz or .parquet (local or gs://)")
   parser.add_argument("--output_dir", required=True)
   parser.add_argument("--text_field", default="text")
-  parser.add_argument("--num_shards", type=int, default=8)
+  parser.add_argument(
+    "--language_field", default=None, help="field/column naming each document's language: one folder per language"
+  )
+  parser.add_argument("--num_shards", type=int, default=8, help="train shards per folder (validation: a quarter)")
+  parser.add_argument(
+    "--validation_percent", type=int, default=1, help="share of documents (by content hash; default 1)"
+  )
+  filters = parser.add_argument_group("filters (0 turns one off)")
+  filters.add_argument(
+    "--max_file_bytes", type=int, default=defaults.max_file_bytes, help="UTF-8 bytes of a document (default 1000000)"
+  )
+  filters.add_argument(
+    "--max_line_chars", type=int, default=defaults.max_line_chars, help="characters of its longest line (default 1000)"
+  )
+  filters.add_argument(
+    "--max_mean_line_chars", type=float, default=defaults.max_mean_line_chars, help="characters per line (default 100)"
+  )
+  filters.add_argument(
+    "--min_alnum_fraction", type=float, default=defaults.min_alnum_fraction, help="letters and digits (default 0.25)"
+  )
+  beam = parser.add_argument_group("Apache Beam")
+  beam.add_argument("--runner", default="direct", help="direct (default), dataflow, or any Beam runner name")
+  beam.add_argument(
+    "--num_workers",
+    type=int,
+    default=1,
+    help="processes of the direct runner (default 1); Dataflow: its initial workers",
+  )
+  beam.add_argument("--project", default=None, help="Google Cloud project (Dataflow)")
+  beam.add_argument("--region", default=None, help="Dataflow region")
+  beam.add_argument("--temp_location", default=None, help="gs:// folder for Dataflow's temporary files")
+  beam.add_argument(
+    "--beam_option", action="append", default=[], help="KEY=VALUE for any other Beam option (repeatable)"
+  )
   parser.add_argument("--overwrite", action="store_true", help="replace an earlier output (default: refuse)")
 
 
 def convert_run(args, bindings):
+  import logging
+
   common.parse_gin(args, bindings)
   from jaxformer.data import convert
+  from jaxformer.data.filters import Filters
 
-  report = common.user_errors(
+  if not args.verbose:  # Beam logs every worker's start and stop at INFO and harmless WARNINGs
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    root, level = logging.getLogger(), logging.getLogger().level
+    root.setLevel(logging.ERROR)  # importing Beam warns on the root logger that GCP's clients are missing
+    try:
+      import apache_beam  # noqa: F401
+    finally:
+      root.setLevel(level)
+  filters = Filters(args.max_file_bytes, args.max_line_chars, args.max_mean_line_chars, args.min_alnum_fraction)
+  options = common.user_errors(
+    convert.pipeline_options,
+    args.runner,
+    args.num_workers,
+    project=args.project,
+    region=args.region,
+    temp_location=args.temp_location,
+    beam_options=args.beam_option,
+    quiet=not args.verbose,
+  )
+  stats = common.user_errors(
     convert.convert_files,
     args.input,
     args.output_dir,
     text_field=args.text_field,
+    language_field=args.language_field,
+    validation_percent=args.validation_percent,
     num_shards=args.num_shards,
+    filters=filters,
     overwrite=args.overwrite,
+    options=options,
   )
-  print(f"documents: {dict(report.documents)}; skipped: {dict(report.skipped) or 'none'}")
-  for problem in report.problems:
-    print(f"  skipped {problem}")
+  print(convert.summary(stats))
+  shown = 0
+  for reason, examples in stats["skipped_examples"].items():
+    for where in examples[:2]:
+      if shown < 8:
+        print(f"  skipped ({reason}): {where}")
+        shown += 1
 
 
 def cache_args(parser):

@@ -1,143 +1,213 @@
-"""`jaxformer data convert`: JSONL, JSONL.gz or Parquet files (local or gs://) -> TFRecord shards.
+"""`jaxformer data convert`: JSONL, JSONL.gz or Parquet files (local or gs://) -> TFRecord shards,
+as an Apache Beam pipeline (DirectRunner here, Dataflow or any Beam runner for large corpora).
 
 Why a conversion step: training resumes from a saved tf.data iterator, and only native TF
 readers (TFRecord) can be checkpointed; Python generators over JSON or Parquet cannot. Real
-corpora (The Stack, The Pile) are converted once, in parallel per input file, and then read
-like the local corpus.
+corpora (The Stack, The Pile) are converted once: filtered (jaxformer/data/filters.py), exactly
+deduplicated across all inputs, split by content hash and sharded by it, so the output does not
+depend on how many workers ran. The pipeline itself is jaxformer/data/convert_beam.py.
+
+Layout (shards: SSSSS-of-NNNNN; validation gets max(1, num_shards // 4) of them):
+  without a language field  DIR/text/{train,validation}-SSSSS-of-NNNNN.tfrecord
+  with --language_field     DIR/<language_dir(language)>/{train,validation}-SSSSS-of-NNNNN.tfrecord
+  DIR/stats.json            counts (see convert_files)
 """
 
-import collections
 import dataclasses
-import gzip
-import hashlib
-import io
 import json
 import os
-
-import tensorflow as tf
+import re
+import time
 
 from jaxformer import fs
-from jaxformer.data.corpus import _example, shard_paths, split_of
+from jaxformer.data.filters import Filters
+from jaxformer.data.records import SUFFIXES
 
-SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet")
-
-
-@dataclasses.dataclass
-class ConvertReport:
-  documents: collections.Counter = dataclasses.field(default_factory=collections.Counter)
-  skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
-  problems: list = dataclasses.field(default_factory=list)  # "file:line: reason", first 20
-
-  def skip(self, reason: str, where: str):
-    self.skipped[reason] += 1
-    if len(self.problems) < 20:
-      self.problems.append(f"{where}: {reason}")
-
-
-def _records(path: str, text_field: str, report: ConvertReport):
-  """(text, where) of each usable record of one input file; bad records are skipped and counted."""
-  with tf.io.gfile.GFile(path, "rb") as f:
-    raw = f.read()
-  if path.endswith(".parquet"):
-    import pyarrow.parquet as pq
-
-    try:
-      table = pq.read_table(io.BytesIO(raw))
-    except Exception as e:  # pyarrow raises ArrowInvalid / OSError for truncated or foreign files
-      report.skip("unreadable Parquet", f"{path} ({type(e).__name__}: {str(e)[:200]})")
-      return
-    if text_field not in table.column_names:
-      report.skip(f"no column {text_field!r} (columns: {table.column_names})", path)
-      return
-    for row, text in enumerate(table.column(text_field).to_pylist()):
-      if isinstance(text, str) and text.strip():
-        if _encodable(text, f"{path}:row {row}", report):
-          yield text, f"{path}:row {row}"
-      else:
-        report.skip("empty or not a string", f"{path}:row {row}")
-    return
-  if path.endswith(".gz"):
-    raw = gzip.decompress(raw)
-  for number, line in enumerate(raw.split(b"\n"), start=1):
-    if not line.strip():
-      continue
-    where = f"{path}:{number}"
-    try:
-      record = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-      report.skip("not JSON", where)
-      continue
-    text = record.get(text_field) if isinstance(record, dict) else None
-    if not isinstance(text, str) or not text.strip():
-      report.skip(f"no text in field {text_field!r}", where)
-      continue
-    if _encodable(text, where, report):
-      yield text, where
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RUNNERS = {
+  "direct": "DirectRunner",
+  "dataflow": "DataflowRunner",
+  "flink": "FlinkRunner",
+  "spark": "SparkRunner",
+  "portable": "PortableRunner",
+  "prism": "PrismRunner",
+}
+TIMING_KEYS = ("seconds", "documents_per_second")
+COUNTS_FILE = ".convert-counts.json"
 
 
-def _encodable(text: str, where: str, report: ConvertReport) -> bool:
-  """JSON may hold lone surrogates (\\ud800) that no UTF-8 file can: skip such a record, named."""
-  try:
-    text.encode("utf-8")
-  except UnicodeEncodeError as e:
-    report.skip("not valid Unicode (a lone surrogate)", f"{where} (character {e.start})")
-    return False
-  return True
+def language_dir(name: str) -> str:
+  """The folder (and seqio task-name part) of a language: lowercase [a-z0-9_] only, stable.
+
+  'C++' -> 'cpp', 'C#' -> 'csharp', 'F#' -> 'fsharp', 'Objective-C++' -> 'objective_cpp',
+  'Jupyter Notebook' -> 'jupyter_notebook'; a name with no letter or digit -> 'unknown'.
+  """
+  name = str(name).strip().lower().replace("++", "pp").replace("#", "sharp")
+  return re.sub(r"[^a-z0-9]+", "_", name).strip("_") or "unknown"
+
+
+def pipeline_options(
+  runner: str = "direct",
+  num_workers: int = 1,
+  project=None,
+  region=None,
+  temp_location=None,
+  beam_options=(),
+  quiet: bool = False,
+):
+  """Beam PipelineOptions from the CLI's runner flags; beam_options are 'KEY=VALUE' strings; quiet:
+  the direct runner's worker processes log errors only (Dataflow's logs go to Cloud Logging as set)."""
+  from apache_beam.options.pipeline_options import PipelineOptions
+
+  name = RUNNERS.get(runner.lower(), runner)
+  flags = [f"--runner={name}"]
+  if name == "DirectRunner":
+    if num_workers < 1:
+      raise ValueError(f"--num_workers={num_workers} must be positive")
+    if num_workers > 1:
+      flags += ["--direct_running_mode=multi_processing", f"--direct_num_workers={num_workers}"]
+  elif name == "DataflowRunner" and num_workers > 1:
+    flags.append(f"--num_workers={num_workers}")  # Dataflow's initial worker count
+  for key, value in (("project", project), ("region", region), ("temp_location", temp_location)):
+    if value:
+      flags.append(f"--{key}={value}")
+  for option in beam_options:
+    key, sep, value = option.partition("=")
+    if not sep or not key:
+      raise ValueError(f"--beam_option={option}: write KEY=VALUE, e.g. --beam_option=max_num_workers=32")
+    flags.append(f"--{key.lstrip('-')}={value}")
+  if (
+    quiet
+    and name == "DirectRunner"
+    and not any(o.lstrip("-").startswith("default_sdk_harness_log_level=") for o in beam_options)
+  ):
+    flags.append("--default_sdk_harness_log_level=ERROR")
+  if name == "DataflowRunner" and not any(o.lstrip("-").startswith("setup_file=") for o in beam_options):
+    if os.path.exists(os.path.join(REPO, "setup.py")):  # so workers install jaxformer
+      flags.append(f"--setup_file={os.path.join(REPO, 'setup.py')}")
+  return PipelineOptions(flags)
+
+
+def _input_paths(file_pattern: str) -> list[str]:
+  import tensorflow as tf
+
+  pattern = fs.resolve(file_pattern)
+  paths = sorted(tf.io.gfile.glob(pattern))
+  if not paths:
+    raise FileNotFoundError(f"--input={file_pattern} matches no files")
+  bad = [p for p in paths if not p.endswith(SUFFIXES)]
+  if bad:
+    raise ValueError(f"--input={file_pattern}: {bad[:3]} are not .jsonl, .jsonl.gz, .json(.gz) or .parquet")
+  return paths
 
 
 def convert_files(
   file_pattern: str,
   output_dir: str,
   text_field: str = "text",
+  language_field: str | None = None,
   validation_percent: int = 1,
   num_shards: int = 8,
+  filters: Filters | None = None,
   overwrite: bool = False,
-) -> ConvertReport:
-  """Converts every file matching file_pattern; writes DIR/text/{train,validation}-*.tfrecord and stats.json.
+  options=None,
+) -> dict:
+  """Converts every file matching file_pattern with a Beam pipeline; returns the stats it wrote.
 
-  Inputs are checked before anything is written; the output is built beside output_dir and moved into
-  place only when complete (an existing output is replaced only with overwrite=True, and none of its
-  old shards remain). Raises ValueError when no document converts.
+  options: Beam PipelineOptions (default: pipeline_options(), the in-process DirectRunner).
+  Inputs and flags are checked before anything runs; the output is built in a temporary folder
+  beside output_dir (fs.replaced_on_success) and moved into place only when complete: an existing
+  output is replaced only with overwrite=True, and none of its old shards remain. A pipeline that
+  fails, or converts no document, raises ValueError and leaves output_dir as it was.
+
+  stats.json: written {train, validation}, duplicates, skipped {reason: n}, skipped_examples
+  {reason: [where, ... up to 5, smallest first]}, languages {language: documents}, language_bytes
+  {language: UTF-8 bytes}, language_dirs {language: folder} (all three empty without a language
+  field), documents_read (written + duplicates + skipped), input, text_field, language_field, the
+  filter settings, num_shards, validation_shards, validation_percent, seconds, documents_per_second.
   """
-  paths = sorted(tf.io.gfile.glob(file_pattern))
-  if not paths:
-    raise FileNotFoundError(f"--input={file_pattern} matches no files")
-  bad = [p for p in paths if not p.endswith(SUFFIXES)]
-  if bad:
-    raise ValueError(f"--input={file_pattern}: {bad[:3]} are not .jsonl, .jsonl.gz or .parquet")
-  fs.check_replaceable(output_dir, overwrite)
-  report = ConvertReport()
+  import apache_beam as beam
+
+  from jaxformer.data import convert_beam
+
+  start = time.time()
+  if num_shards < 1:
+    raise ValueError(f"--num_shards={num_shards} must be positive")
+  if not 0 <= validation_percent <= 100:
+    raise ValueError(f"--validation_percent={validation_percent} must be within 0..100")
+  filters = filters or Filters()
+  filters.check()
+  paths = _input_paths(file_pattern)
+  options = options if options is not None else pipeline_options()
+  output_dir = fs.check_replaceable(output_dir, overwrite)
   with fs.replaced_on_success(output_dir, overwrite) as partial:
-    tf.io.gfile.makedirs(os.path.join(partial, "text"))
-    writers = {
-      split: [tf.io.TFRecordWriter(p) for p in shard_paths(partial, "text", split, n)]
-      for split, n in (("train", num_shards), ("validation", max(1, num_shards // 4)))
-    }
-    for path in paths:
-      try:
-        for text, where in _records(path, text_field, report):
-          digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-          split = split_of(digest, validation_percent)
-          shard = writers[split][int(digest[8:16], 16) % len(writers[split])]
-          shard.write(_example(text, where, "text"))
-          report.documents[split] += 1
-      except (OSError, EOFError, gzip.BadGzipFile) as e:
-        report.skip(f"unreadable ({e.__class__.__name__}: {e})", path)
-    for shards in writers.values():
-      for writer in shards:
-        writer.close()
-    if not sum(report.documents.values()):
+    counts_path = os.path.join(partial, COUNTS_FILE)
+    try:
+      with beam.Pipeline(options=options) as pipeline:
+        convert_beam.build(
+          pipeline,
+          paths,
+          partial,
+          counts_path,
+          text_field=text_field,
+          language_field=language_field,
+          filters=filters,
+          validation_percent=validation_percent,
+          num_shards=num_shards,
+        )
+    except Exception as e:
+      first = str(e).strip().splitlines()[-1:] or [""]
       raise ValueError(
-        f"--input={file_pattern}: no document converted (skipped: {dict(report.skipped) or 'none'}); "
+        f"--input={file_pattern}: the conversion pipeline failed ({type(e).__name__}: {first[0][:300]}); "
+        f"{output_dir} is unchanged"
+      ) from e
+    with fs.open(counts_path) as f:
+      collected = json.load(f)
+    fs.remove(counts_path)
+    stats = _stats(collected, file_pattern, text_field, language_field, filters, num_shards, validation_percent)
+    if not sum(stats["written"].values()):
+      raise ValueError(
+        f"--input={file_pattern}: no document converted (skipped: {stats['skipped'] or 'none'}); "
         f"{output_dir} is unchanged"
       )
-    stats = {
-      "input": file_pattern,
-      "text_field": text_field,
-      "documents": dict(report.documents),
-      "skipped": dict(report.skipped),
-      "problems": report.problems,
-    }
-    with tf.io.gfile.GFile(os.path.join(partial, "stats.json"), "w") as f:
-      f.write(json.dumps(stats, indent=1))
-  return report
+    stats["seconds"] = round(time.time() - start, 3)
+    stats["documents_per_second"] = round(stats["documents_read"] / max(stats["seconds"], 1e-9), 1)
+    fs.write(os.path.join(partial, "stats.json"), json.dumps(stats, indent=1))
+  return stats
+
+
+def _stats(collected, file_pattern, text_field, language_field, filters, num_shards, validation_percent) -> dict:
+  counts = collected["counts"]
+  written = {split: counts.get("written", {}).get(split, 0) for split in ("train", "validation")}
+  duplicates = counts.get("duplicates", {}).get("", 0)
+  skipped = dict(sorted(counts.get("skipped", {}).items()))
+  languages = dict(sorted(counts.get("languages", {}).items()))
+  return {
+    "input": file_pattern,
+    "text_field": text_field,
+    "language_field": language_field,
+    **dataclasses.asdict(filters),
+    "num_shards": num_shards,
+    "validation_shards": max(1, num_shards // 4),
+    "validation_percent": validation_percent,
+    "written": written,
+    "duplicates": duplicates,
+    "skipped": skipped,
+    "skipped_examples": dict(sorted(collected["examples"].items())),
+    "languages": languages,
+    "language_bytes": dict(sorted(counts.get("language_bytes", {}).items())),
+    "language_dirs": {language: language_dir(language) for language in languages},
+    "documents_read": sum(written.values()) + duplicates + sum(skipped.values()),
+  }
+
+
+def summary(stats: dict) -> str:
+  """The one line `data convert` prints."""
+  listed = lambda counts: ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
+  top = dict(sorted(stats["languages"].items(), key=lambda kv: -kv[1])[:8])
+  more = len(stats["languages"]) - len(top)
+  return (
+    f"written: {listed(stats['written'])}; duplicates: {stats['duplicates']}; skipped: {listed(stats['skipped'])}; "
+    f"languages: {listed(top)}{f' (+{more} more)' if more > 0 else ''}; "
+    f"{stats['seconds']:.1f} s, {stats['documents_per_second']:,.0f} documents/s"
+  )

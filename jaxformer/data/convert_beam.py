@@ -1,0 +1,209 @@
+"""The Beam pipeline of `data convert`: read files -> filter -> exact dedup -> sharded TFRecords.
+
+Every step that decides what is written sorts or keys by content, never by arrival order, so the
+output bytes and the counts are the same on one worker or a hundred:
+
+  file paths -> Reshuffle -> read + filter (per file, streaming) -> key by sha256(text)
+    -> combine per digest (keep the smallest `where`, count the copies dropped)
+    -> key by (folder, split, shard of the digest) -> group -> write one shard, sorted by digest
+
+Counts (written, duplicates, skipped, languages, language_bytes) and the first skipped examples
+per reason are combined in the pipeline and written as one JSON file for the driver to merge.
+"""
+
+import hashlib
+import json
+import os
+import re
+import sys
+import typing
+
+import apache_beam as beam
+
+from jaxformer.data import records
+from jaxformer.data.convert import language_dir
+from jaxformer.data.corpus import shard_paths, split_of
+
+SKIPPED_EXAMPLES = 5
+# Every element is a (key, value) pair; Beam cannot infer it through TaggedOutput.
+Pair = typing.Tuple[typing.Any, typing.Any]  # noqa: UP006 (Beam's type hints want typing.Tuple)
+
+
+def natural_key(where: str):
+  """'f:row 9' before 'f:row 10': digit runs compare as numbers (the pieces alternate str, int)."""
+  return [int(piece) if i % 2 else piece for i, piece in enumerate(re.split(r"(\d+)", where))]
+
+
+def _tensorflow():
+  """TensorFlow, imported in a worker process with fd 2 silenced: there its start-up prints CUDA and
+  absl lines that no log level hides (the CLI does the same in the main process)."""
+  if "tensorflow" not in sys.modules:
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+      os.dup2(devnull, 2)
+      import tensorflow  # noqa: F401
+    finally:
+      os.dup2(saved, 2)
+      os.close(devnull)
+      os.close(saved)
+  import tensorflow as tf
+
+  return tf
+
+
+def example(text: str, where: str, language: str) -> bytes:
+  """A tf.train.Example (text, path, lang) serialized deterministically: protobuf otherwise writes
+  map entries in an order that differs between processes, and shards would differ by worker count."""
+  tf = _tensorflow()
+  # surrogateescape: a local file name that is not UTF-8 (text and language are valid by now)
+  feature = lambda s: tf.train.Feature(bytes_list=tf.train.BytesList(value=[s.encode("utf-8", "surrogateescape")]))
+  features = {"text": feature(text), "path": feature(where), "lang": feature(language)}
+  return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
+
+
+def validation_shards(num_shards: int) -> int:
+  return max(1, num_shards // 4)
+
+
+class ReadFile(beam.DoFn):
+  """One input file -> (digest, (where, text, language)) per kept document, and (reason, where)
+  tagged 'skipped' for each record dropped by the reader or a filter."""
+
+  def __init__(self, text_field, language_field, filters):
+    self.text_field, self.language_field, self.filters = text_field, language_field, filters
+
+  def process(self, path):
+    for item in records.read_records(path, self.text_field, self.language_field):
+      if isinstance(item, records.Skip):
+        yield beam.pvalue.TaggedOutput("skipped", tuple(item))
+        continue
+      reason = self.filters.reason(item.text)
+      if reason:
+        yield beam.pvalue.TaggedOutput("skipped", (reason, item.where))
+        continue
+      digest = hashlib.sha256(item.text.encode("utf-8")).hexdigest()
+      yield digest, (item.where, item.text, item.language)
+
+
+class KeepFirstCopy(beam.CombineFn):
+  """Per digest: (copies seen, the copy with the smallest `where`), whatever order copies arrive in."""
+
+  def create_accumulator(self):
+    return 0, None
+
+  def add_input(self, accumulator, copy):
+    return self.merge_accumulators([accumulator, (1, copy)])
+
+  def merge_accumulators(self, accumulators):
+    count, best = 0, None
+    for n, copy in accumulators:
+      count += n
+      if copy is not None and (best is None or natural_key(copy[0]) < natural_key(best[0])):
+        best = copy
+    return count, best
+
+  def extract_output(self, accumulator):
+    return accumulator
+
+
+class WriteShard(beam.DoFn):
+  """((folder, split, shard), documents) -> one TFRecord file, documents sorted by digest; a shard
+  with no document is written empty, so every folder has all its shard files."""
+
+  def __init__(self, output_dir, num_shards):
+    self.output_dir, self.num_shards = output_dir, num_shards
+
+  def process(self, keyed):
+    tf = _tensorflow()
+    (folder, split, shard), documents = keyed
+    count = self.num_shards if split == "train" else validation_shards(self.num_shards)
+    path = shard_paths(self.output_dir, folder, split, count)[shard]
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    temporary = f"{path}.tmp"  # a retried bundle rewrites it; the shard appears whole or not at all
+    with tf.io.TFRecordWriter(temporary) as writer:
+      for _, where, text, language in sorted(d for d in documents if d is not None):
+        writer.write(example(text, where, language))
+    tf.io.gfile.rename(temporary, path, overwrite=True)
+    yield path
+
+
+def _place(item, by_language, validation_percent, num_shards):
+  """(digest, (copies, (where, text, language))) -> ((folder, split, shard), document) and counts."""
+  digest, (copies, (where, text, language)) = item
+  split = split_of(digest, validation_percent)
+  count = num_shards if split == "train" else validation_shards(num_shards)
+  shard = int(digest[8:16], 16) % count
+  yield beam.pvalue.TaggedOutput("counts", (("written", split), 1))
+  if copies > 1:
+    yield beam.pvalue.TaggedOutput("counts", (("duplicates", ""), copies - 1))
+  if language is not None:
+    yield beam.pvalue.TaggedOutput("counts", (("languages", language), 1))
+    yield beam.pvalue.TaggedOutput("counts", (("language_bytes", language), len(text.encode("utf-8"))))
+  folder = language_dir(language) if by_language else "text"
+  yield (folder, split, shard), (digest, where, text, language or "text")
+
+
+def _every_shard(folder, num_shards):
+  for split, count in (("train", num_shards), ("validation", validation_shards(num_shards))):
+    for shard in range(count):
+      yield (folder, split, shard), None
+
+
+def _write_counts(rows, path):
+  counts, examples = {}, {}
+  for key, value in rows:
+    if key[0] == "examples":
+      examples[key[1]] = value
+    else:
+      counts.setdefault(key[0], {})[key[1]] = value
+  with _tensorflow().io.gfile.GFile(path, "w") as f:
+    f.write(json.dumps({"counts": counts, "examples": examples}, sort_keys=True))
+  return path
+
+
+def build(
+  pipeline, paths, output_dir, counts_path, *, text_field, language_field, filters, validation_percent, num_shards
+):
+  """Adds the conversion of `paths` into output_dir (and its counts into counts_path) to pipeline."""
+  read = (
+    pipeline
+    | "Files" >> beam.Create(paths)
+    | "SpreadFiles" >> beam.Reshuffle()
+    | "ReadAndFilter"
+    >> beam.ParDo(ReadFile(text_field, language_field, filters))
+    .with_output_types(Pair)
+    .with_outputs("skipped", main="kept")
+  )
+  placed = (
+    read.kept
+    | "Dedup" >> beam.CombinePerKey(KeepFirstCopy())
+    | "Place"
+    >> beam.FlatMap(_place, language_field is not None, validation_percent, num_shards)
+    .with_output_types(Pair)
+    .with_outputs("counts", main="docs")
+  )
+  empty_shards = (
+    placed.docs
+    | "Folders" >> beam.Map(lambda keyed: keyed[0][0])
+    | "DistinctFolders" >> beam.Distinct()
+    | "EveryShard" >> beam.FlatMap(_every_shard, num_shards)
+  )
+  (
+    (placed.docs, empty_shards)
+    | "WithEmptyShards" >> beam.Flatten()
+    | "GroupShards" >> beam.GroupByKey()
+    | "WriteShards" >> beam.ParDo(WriteShard(output_dir, num_shards))
+  )
+  skip_counts = read.skipped | "CountSkips" >> beam.Map(lambda skip: (("skipped", skip[0]), 1))
+  examples = (
+    read.skipped
+    | "SkipExamples" >> beam.combiners.Top.SmallestPerKey(SKIPPED_EXAMPLES, key=natural_key)
+    | "KeyExamples" >> beam.Map(lambda kv: (("examples", kv[0]), sorted(kv[1], key=natural_key)))
+  )
+  totals = (placed.counts, skip_counts) | "AllCounts" >> beam.Flatten() | "SumCounts" >> beam.CombinePerKey(sum)
+  (
+    (totals, examples)
+    | "CountsAndExamples" >> beam.Flatten()
+    | "OneList" >> beam.combiners.ToList()
+    | "WriteCounts" >> beam.Map(_write_counts, counts_path)
+  )

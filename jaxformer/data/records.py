@@ -1,0 +1,101 @@
+"""The records of one input file (.jsonl, .jsonl.gz, .json, .json.gz or .parquet; local or gs://),
+read as a stream: Parquet by record batches, JSONL line by line (through gzip for .gz), so a
+multi-GB file never sits in memory whole.
+
+`read_records` yields Record(text, language, where) for usable records and Skip(reason, where)
+for the others; `where` is "FILE:row N" (Parquet, 0-based row) or "FILE:LINE" (JSONL, 1-based).
+"""
+
+import gzip
+import json
+import typing
+
+from jaxformer import fs
+
+SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet")
+UNKNOWN_LANGUAGE = "unknown"
+PARQUET_BATCH_ROWS = 1024
+
+
+class Record(typing.NamedTuple):
+  text: str
+  language: str | None  # None without a language field; "unknown" where the record has none
+  where: str
+
+
+class Skip(typing.NamedTuple):
+  reason: str
+  where: str
+
+
+def read_records(path: str, text_field: str, language_field: str | None = None):
+  """Record or Skip for every record of one file; a file that cannot be read (or stops being
+  readable half way) yields one Skip after the records read before the error."""
+  reader = _parquet if path.endswith(".parquet") else _jsonl
+  yield from reader(path, text_field, language_field)
+
+
+def _language(value, language_field):
+  if language_field is None:
+    return None
+  if value is None or (isinstance(value, str) and not value.strip()):
+    return UNKNOWN_LANGUAGE
+  value = value.strip() if isinstance(value, str) else str(value)
+  return value.encode("utf-8", "replace").decode("utf-8")  # a lone surrogate (JSON allows it) -> '?'
+
+
+def _checked(text, language, where):
+  """JSON may hold lone surrogates (\\ud800) that no UTF-8 file can: such a record is skipped."""
+  try:
+    text.encode("utf-8")
+  except UnicodeEncodeError:
+    return Skip("not valid Unicode (a lone surrogate)", where)
+  return Record(text, language, where)
+
+
+def _parquet(path, text_field, language_field):
+  import pyarrow.parquet as pq
+
+  row = 0
+  try:
+    with fs.open(path, "rb") as f:
+      parquet = pq.ParquetFile(f)
+      names = parquet.schema_arrow.names
+      if text_field not in names:
+        yield Skip(f"no column {text_field!r} (columns: {names})", path)
+        return
+      columns = [text_field] + ([language_field] if language_field in names else [])
+      for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
+        texts = batch.column(text_field).to_pylist()
+        languages = batch.column(language_field).to_pylist() if language_field in names else [None] * len(texts)
+        for text, language in zip(texts, languages):
+          where = f"{path}:row {row}"
+          row += 1
+          if isinstance(text, str):
+            yield _checked(text, _language(language, language_field), where)
+          else:
+            yield Skip(f"no text in field {text_field!r}", where)
+  except Exception as e:  # pyarrow raises ArrowInvalid / OSError for truncated or foreign files
+    yield Skip("unreadable Parquet", f"{path}:row {row} ({type(e).__name__}: {str(e)[:200]})")
+
+
+def _jsonl(path, text_field, language_field):
+  number = 0
+  try:
+    with fs.open(path, "rb") as raw:
+      lines = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
+      for number, line in enumerate(lines, start=1):
+        if not line.strip():
+          continue
+        where = f"{path}:{number}"
+        try:
+          record = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+          yield Skip("not JSON", where)
+          continue
+        if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
+          yield Skip(f"no text in field {text_field!r}", where)
+          continue
+        yield _checked(record[text_field], _language(record.get(language_field), language_field), where)
+  except (OSError, EOFError, gzip.BadGzipFile) as e:
+    yield Skip(f"unreadable ({e.__class__.__name__}: {e})", f"{path}:{number + 1}")
