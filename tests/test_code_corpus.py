@@ -33,7 +33,7 @@ def converted(tmp_path_factory):
     pq.write_table(
       pa.table({"content": [r[0] for r in rows], "lang": [r[1] for r in rows]}), raw / f"stack-{shard}.parquet"
     )
-  (raw / "nl.jsonl").write_text("\n".join(json.dumps({"text": NL.format(i=i) * 3}) for i in range(200)))
+  (raw / "nl.jsonl").write_text("\n".join(json.dumps({"text": NL.format(i=i)}) for i in range(200)))
   common = ["--num_shards=2"]
   args = ["data", "convert", f"--input={raw}/stack-*.parquet", "--text_field=content", "--language_field=lang"]
   assert cli.main([*args, f"--output_dir={root}/stack", *common]) == 0
@@ -104,3 +104,6 @@ def test_cached_tasks_mix_by_their_token_counts(converted, local_corpus, tmp_pat
   tasks.ensure_registered("code_corpus")
   rates = _rates()
   assert rates["code_c"] == pytest.approx(0.8 * tokens["code_c"] / (tokens["code_c"] + tokens["code_python"]))
+  with open(os.path.join(converted, "stack", "stats.json")) as f:
+    size = json.load(f)["language_bytes"]
+  assert rates["code_c"] != pytest.approx(0.8 * size["C"] / (size["C"] + size["Python"]), rel=1e-3)  # not bytes

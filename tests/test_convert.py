@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from jaxformer import cli
-from jaxformer.data import convert
+from jaxformer.data import beam_options, convert
 from jaxformer.data.filters import Filters
 
 TIMING = set(convert.TIMING_KEYS)
@@ -203,13 +203,13 @@ def test_alphanumeric_count_is_the_same_for_ascii_and_unicode_text():
 
 
 def test_runner_flags_become_beam_options():
-  direct = convert.pipeline_options("direct", 2).get_all_options(drop_default=True)
+  direct = beam_options.pipeline_options("direct", 2).get_all_options(drop_default=True)
   assert direct["direct_running_mode"] == "multi_processing" and direct["direct_num_workers"] == 2
-  dataflow = convert.pipeline_options(
+  dataflow = beam_options.pipeline_options(
     "dataflow", 4, project="p", region="r", temp_location="gs://b/tmp", beam_options=["max_num_workers=9"]
   ).get_all_options(drop_default=True)
   assert dataflow["runner"] == "DataflowRunner" and dataflow["num_workers"] == 4 and dataflow["max_num_workers"] == 9
   assert (dataflow["project"], dataflow["region"], dataflow["temp_location"]) == ("p", "r", "gs://b/tmp")
-  assert dataflow["setup_file"] == os.path.join(convert.REPO, "setup.py")  # workers install jaxformer
+  assert dataflow["setup_file"] == os.path.join(beam_options.REPO, "setup.py")  # workers install jaxformer
   with pytest.raises(ValueError, match="KEY=VALUE"):
-    convert.pipeline_options("direct", 1, beam_options=["no_value"])
+    beam_options.pipeline_options("direct", 1, beam_options=["no_value"])

@@ -56,6 +56,7 @@ def tokenizer_run(args, bindings):
 
 
 def convert_args(parser):
+  from jaxformer.data import beam_options
   from jaxformer.data.filters import Filters
 
   defaults = Filters()
@@ -82,49 +83,17 @@ def convert_args(parser):
   filters.add_argument(
     "--min_alnum_fraction", type=float, default=defaults.min_alnum_fraction, help="letters and digits (default 0.25)"
   )
-  beam = parser.add_argument_group("Apache Beam")
-  beam.add_argument("--runner", default="direct", help="direct (default), dataflow, or any Beam runner name")
-  beam.add_argument(
-    "--num_workers",
-    type=int,
-    default=1,
-    help="processes of the direct runner (default 1); Dataflow: its initial workers",
-  )
-  beam.add_argument("--project", default=None, help="Google Cloud project (Dataflow)")
-  beam.add_argument("--region", default=None, help="Dataflow region")
-  beam.add_argument("--temp_location", default=None, help="gs:// folder for Dataflow's temporary files")
-  beam.add_argument(
-    "--beam_option", action="append", default=[], help="KEY=VALUE for any other Beam option (repeatable)"
-  )
+  beam_options.add_flags(parser)
   parser.add_argument("--overwrite", action="store_true", help="replace an earlier output (default: refuse)")
 
 
 def convert_run(args, bindings):
-  import logging
-
   common.parse_gin(args, bindings)
-  from jaxformer.data import convert
+  from jaxformer.data import beam_options, convert
   from jaxformer.data.filters import Filters
 
-  if not args.verbose:  # Beam logs every worker's start and stop at INFO and harmless WARNINGs
-    logging.getLogger("apache_beam").setLevel(logging.ERROR)
-    root, level = logging.getLogger(), logging.getLogger().level
-    root.setLevel(logging.ERROR)  # importing Beam warns on the root logger that GCP's clients are missing
-    try:
-      import apache_beam  # noqa: F401
-    finally:
-      root.setLevel(level)
+  options = common.user_errors(beam_options.from_args, args)
   filters = Filters(args.max_file_bytes, args.max_line_chars, args.max_mean_line_chars, args.min_alnum_fraction)
-  options = common.user_errors(
-    convert.pipeline_options,
-    args.runner,
-    args.num_workers,
-    project=args.project,
-    region=args.region,
-    temp_location=args.temp_location,
-    beam_options=args.beam_option,
-    quiet=not args.verbose,
-  )
   stats = common.user_errors(
     convert.convert_files,
     args.input,
@@ -170,7 +139,7 @@ def cache_run(args, bindings):
     names = [t.name for name in names for t in cache.leaf_tasks(name)]
   else:
     names = [t.name for t in cache.leaf_tasks(config.mixture_or_task_name)]
-  options = common.user_errors(beam_options.pipeline_options, args)
+  options = common.user_errors(beam_options.from_args, args)
   report = common.user_errors(cache.cache_tasks, names, args.output_dir, gin.config_str(), options, args.overwrite)
   for name in names:
     for split, stats in report[name].items():

@@ -20,18 +20,10 @@ import re
 import time
 
 from jaxformer import fs
+from jaxformer.data.beam_options import pipeline_options
 from jaxformer.data.filters import Filters
 from jaxformer.data.records import SUFFIXES
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-RUNNERS = {
-  "direct": "DirectRunner",
-  "dataflow": "DataflowRunner",
-  "flink": "FlinkRunner",
-  "spark": "SparkRunner",
-  "portable": "PortableRunner",
-  "prism": "PrismRunner",
-}
 TIMING_KEYS = ("seconds", "documents_per_second")
 COUNTS_FILE = ".convert-counts.json"
 
@@ -44,48 +36,6 @@ def language_dir(name: str) -> str:
   """
   name = str(name).strip().lower().replace("++", "pp").replace("#", "sharp")
   return re.sub(r"[^a-z0-9]+", "_", name).strip("_") or "unknown"
-
-
-def pipeline_options(
-  runner: str = "direct",
-  num_workers: int = 1,
-  project=None,
-  region=None,
-  temp_location=None,
-  beam_options=(),
-  quiet: bool = False,
-):
-  """Beam PipelineOptions from the CLI's runner flags; beam_options are 'KEY=VALUE' strings; quiet:
-  the direct runner's worker processes log errors only (Dataflow's logs go to Cloud Logging as set)."""
-  from apache_beam.options.pipeline_options import PipelineOptions
-
-  name = RUNNERS.get(runner.lower(), runner)
-  flags = [f"--runner={name}"]
-  if name == "DirectRunner":
-    if num_workers < 1:
-      raise ValueError(f"--num_workers={num_workers} must be positive")
-    if num_workers > 1:
-      flags += ["--direct_running_mode=multi_processing", f"--direct_num_workers={num_workers}"]
-  elif name == "DataflowRunner" and num_workers > 1:
-    flags.append(f"--num_workers={num_workers}")  # Dataflow's initial worker count
-  for key, value in (("project", project), ("region", region), ("temp_location", temp_location)):
-    if value:
-      flags.append(f"--{key}={value}")
-  for option in beam_options:
-    key, sep, value = option.partition("=")
-    if not sep or not key:
-      raise ValueError(f"--beam_option={option}: write KEY=VALUE, e.g. --beam_option=max_num_workers=32")
-    flags.append(f"--{key.lstrip('-')}={value}")
-  if (
-    quiet
-    and name == "DirectRunner"
-    and not any(o.lstrip("-").startswith("default_sdk_harness_log_level=") for o in beam_options)
-  ):
-    flags.append("--default_sdk_harness_log_level=ERROR")
-  if name == "DataflowRunner" and not any(o.lstrip("-").startswith("setup_file=") for o in beam_options):
-    if os.path.exists(os.path.join(REPO, "setup.py")):  # so workers install jaxformer
-      flags.append(f"--setup_file={os.path.join(REPO, 'setup.py')}")
-  return PipelineOptions(flags)
 
 
 def _input_paths(file_pattern: str) -> list[str]:
