@@ -5,11 +5,12 @@ language plus natural-language tasks, mixed by size with a temperature (gin/data
              and PL_DIR/stats.json ({language: bytes} in language_bytes, folder names in language_dirs)
     NL_DIRS  {task name: `jaxformer data convert` folder} (PL_DIR/text/ layout), e.g. {'nl_pile': ...}
 
-Tasks are named code_<language folder> (code_python, code_cpp, ...). Rates: each task's size n_i is
-its token count from seqio's cache (`jaxformer data cache`) when every task is cached, else its UTF-8
-bytes from the converter's stats.json; weights n_i ** (1 / temperature) are normalised within PL to
-pl_share and within NL to 1 - pl_share. temperature 1 samples in proportion to size; larger values
-flatten towards uniform (multilingual practice: mT5 used 1/0.3).
+Tasks are named code_<language folder> (code_python, code_cpp, ...). Rates: each task's size n_i
+is its token count from seqio's cache (`jaxformer data cache`) when every task is cached, else
+its UTF-8 bytes from the converter's stats.json (an NL folder: the bytes of its train shards);
+weights n_i ** (1 / temperature) are normalised within PL to pl_share and within NL to
+1 - pl_share. temperature 1 samples in proportion to size; larger values flatten towards
+uniform (multilingual practice: mT5 used 1/0.3).
 """
 
 import json
@@ -38,18 +39,23 @@ def _stats(folder: str) -> dict:
     return json.load(f)
 
 
-def _source(folder: str, subdir: str) -> seqio.TFExampleDataSource | None:
-  """The splits of folder/subdir that hold documents (an empty TFRecord file is 0 bytes)."""
-  patterns = {}
+def _source(folder: str, subdir: str) -> tuple[seqio.TFExampleDataSource | None, int]:
+  """The splits of folder/subdir that hold documents (an empty TFRecord file is 0 bytes), and the
+  bytes of its train shards."""
+  patterns, train_bytes = {}, 0
   for split in SPLITS:
     pattern = os.path.join(folder, subdir, f"{split}-*.tfrecord")
-    if any(tf.io.gfile.stat(p).length > 0 for p in tf.io.gfile.glob(pattern)):
+    sizes = [tf.io.gfile.stat(p).length for p in tf.io.gfile.glob(pattern)]
+    if any(sizes):
       patterns[split] = pattern
+    if split == "train":
+      train_bytes = sum(sizes)
   if "train" not in patterns:
-    return None
-  return seqio.TFExampleDataSource(
+    return None, 0
+  source = seqio.TFExampleDataSource(
     split_to_filepattern=patterns, feature_description={"text": tf.io.FixedLenFeature([], tf.string)}
   )
+  return source, train_bytes
 
 
 def mixture_rates(sizes: dict, groups: dict, temperature: float, pl_share: float) -> dict:
@@ -122,7 +128,7 @@ def register_code_corpus(
     )
   sizes, groups, empty = {}, {}, []
   for lang in chosen:
-    source = _source(pl_dir, dirs[lang])
+    source, _ = _source(pl_dir, dirs[lang])
     if source is None:
       empty.append(lang)
       continue
@@ -132,11 +138,12 @@ def register_code_corpus(
   if empty:
     log.warning("no training documents for %s in %s: left out of %s", empty, pl_dir, mixture_name)
   for name, folder in (nl_dirs or {}).items():
-    source = _source(folder, "text")
+    _stats(folder)  # a converted folder
+    source, train_bytes = _source(folder, "text")
     if source is None:
       raise ValueError(f"tasks.register_code_corpus.nl_dirs[{name!r}]: {folder}/text holds no training documents")
     text_task(name, source, vocabulary)
-    sizes[name], groups[name] = sum(_stats(folder).get("language_bytes", {}).values()) or 1, "nl"
+    sizes[name], groups[name] = train_bytes, "nl"  # its shards' bytes: converted without languages
   if not sizes:
     raise ValueError(f"{pl_dir}: none of {chosen} has training documents")
   sizes, unit = _sizes(list(sizes), sizes, cache_dir)
