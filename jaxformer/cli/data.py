@@ -130,6 +130,7 @@ def cache_run(args, bindings):
   import seqio
 
   import tasks
+  from jaxformer import fs
   from jaxformer.data import beam_options, cache
 
   if args.tasks:
@@ -141,14 +142,16 @@ def cache_run(args, bindings):
     names = [t.name for t in cache.leaf_tasks(config.mixture_or_task_name)]
   options = common.user_errors(beam_options.from_args, args)
   report = common.user_errors(cache.cache_tasks, names, args.output_dir, gin.config_str(), options, args.overwrite)
+  width = max(len(n) for n in names)
   for name in names:
     for split, stats in report[name].items():
       print(
-        f"{name} {split:10s} {stats['examples']:8,d} documents {stats.get('targets_tokens', 0):12,d} tokens "
+        f"{name:{width}s} {split:10s} {stats['examples']:8,d} documents {stats.get('targets_tokens', 0):12,d} tokens "
         f"(longest {stats.get('targets_max_tokens', 0):,d})"
       )
   print(f"cached {len(names)} task(s) in {report['seconds']:.1f} s into {args.output_dir} (seqio {seqio.__version__})")
-  print(f"read it in training with --gin.CACHE_DIR=\"'{args.output_dir}'\"")
+  where = args.output_dir if fs.is_remote(args.output_dir) else os.path.abspath(args.output_dir)
+  print(f"read it in training with --gin.CACHE_DIR=\"'{where}'\"")
 
 
 def data_config(args, bindings):
