@@ -2,6 +2,7 @@
 that trains, each run file gets its model size and data, and every sweep variant its bindings."""
 
 import glob
+import json
 import os
 
 import gin
@@ -99,3 +100,13 @@ def test_each_sweep_variant_binds_what_it_names():
       for name, value in run.bindings:
         key = f"%{name}" if name.isupper() else name
         assert _query(key) == value, (run.name, name)
+
+
+def test_plan_reads_a_pod_run_config_with_no_data_or_model_dir_bound(capsys):
+  from jaxformer import cli
+
+  # the TPU compile is test_tpu_plan's; here only that plan needs no data, MODEL_DIR or vocabulary
+  args = ["plan", "--gin_file=runs/codegen2_1b_v4_32.gin", "--gin.plan.tpu_plan.topology=None", "--json"]
+  assert cli.main(args) == 0
+  report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert report["params"] == 1_015_306_240 and "tpu" not in report
