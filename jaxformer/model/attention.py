@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxformer.model.flash import backend_for as flash_backend_for
 from jaxformer.model.flash import flash_attention
 
 
@@ -68,12 +69,9 @@ def sharded_flash_attention(query, key, value, mask):
   mesh = jax.sharding.get_abstract_mesh()
   device = None if mesh.empty else mesh.abstract_device
   # Mosaic when the program is for TPU (also when compiled ahead of time for a TPU topology on a
-  # CPU host, as `plan` does), interpret mode otherwise.
+  # CPU host, as `plan` does), Triton on GPUs, interpret mode otherwise.
   platform = device.platform if device is not None else jax.default_backend()
-  if platform in ("gpu", "cuda", "rocm"):
-    # Interpret mode would run, but far slower than cuDNN: say so rather than crawl.
-    raise ValueError("ModelConfig.attention='flash' is built for TPU (Mosaic); on GPUs use 'cudnn'")
-  attend = functools.partial(flash_attention, interpret=platform != "tpu")
+  attend = functools.partial(flash_attention, backend=flash_backend_for(platform))
   if mesh.empty or mesh.size == 1:
     return attend(query, key, value, segment_ids, prefix_mask)
   spec = nn.logical_to_mesh_axes(("batch", "length", "heads", "kv"))
@@ -100,7 +98,7 @@ IMPLEMENTATIONS = {
   # cuDNN fused attention on NVIDIA GPUs (bf16/fp16 inputs only).
   "cudnn": _dot_product_attention("cudnn"),
   # Pallas blockwise attention, mask built per tile from segment ids and prefix flags (model/flash.py):
-  # Mosaic on TPU, interpret mode elsewhere.
+  # Mosaic on TPU, Triton on NVIDIA GPUs, interpret mode elsewhere.
   "flash": sharded_flash_attention,
 }
 MASK_FROM_IDS = frozenset({"flash"})

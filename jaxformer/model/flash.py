@@ -16,7 +16,8 @@ The savings above hold for the usual layout, each document's tokens contiguous w
 length (seqio's packer): an id that reappears later in the row spans from its first to its last
 position, and ids above the length share one range, so such rows visit more tiles, never fewer.
 
-One kernel body runs under Mosaic on TPU and in Pallas interpret mode elsewhere (tests, CPU runs).
+One kernel body runs under Mosaic on TPU, Triton on NVIDIA GPUs and in Pallas interpret mode
+elsewhere (tests, CPU runs).
 Forward and backward (dq, then dk/dv) are Pallas kernels joined by a custom VJP; the forward saves
 only the output and the per-row log-sum-exp.
 """
@@ -28,9 +29,16 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
+from jax.experimental.pallas import triton as pltriton
 
 LANES = 128  # per-query codes are broadcast over one TPU vector lane tile: a [block_q, 1] column in the kernel
 MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+BACKENDS = ("tpu", "triton", "interpret")
+
+
+def backend_for(platform: str) -> str:
+  """The Pallas backend for a jax platform: Mosaic on TPU, Triton on GPUs, interpret mode elsewhere."""
+  return {"tpu": "tpu", "gpu": "triton", "cuda": "triton", "rocm": "triton"}.get(platform, "interpret")
 
 
 def _dot(a, b, transpose_b=False):
@@ -178,7 +186,7 @@ def _row_specs(length, block, blocked):
   return pl.BlockSpec((None, None, length, 1), lambda b, h, i: (b, h, 0, 0))
 
 
-def _call(kernel, grid, in_specs, out_specs, out_shape, interpret, matmuls, q):
+def _call(kernel, grid, in_specs, out_specs, out_shape, backend, matmuls, q):
   """pallas_call with the cost XLA should count for it: `matmuls` [tile x head_dim] products per
   visited tile, over the causal half of the tiles (the tiles visited depend on the data; causal is
   the common case, and what the 6N + causal attention accounting counts)."""
@@ -189,62 +197,67 @@ def _call(kernel, grid, in_specs, out_specs, out_shape, interpret, matmuls, q):
     transcendentals=pairs,
     bytes_accessed=4 * q.size * q.dtype.itemsize,
   )
-  params = {} if interpret else {"compiler_params": pltpu.CompilerParams(dimension_semantics=("parallel",) * 3)}
+  if backend == "tpu":
+    params = {"compiler_params": pltpu.CompilerParams(dimension_semantics=("parallel",) * 3)}
+  elif backend == "triton":
+    params = {"compiler_params": pltriton.CompilerParams(num_warps=4, num_stages=2)}
+  else:
+    params = {}
   return pl.pallas_call(
     kernel,
     grid=grid,
     in_specs=in_specs,
     out_specs=out_specs,
     out_shape=out_shape,
-    interpret=interpret,
+    interpret=backend == "interpret",
     cost_estimate=cost,
     **params,
   )
 
 
-def _forward(q, k, v, codes, block_q, block_k, interpret):
+def _forward(q, k, v, codes, block_q, block_k, backend):
   """q, k, v [batch, heads, length, head_dim]; codes (per-query [b, L, LANES], per-key [b, 1, L], bounds)."""
   batch, heads, length, head_dim = q.shape
   q_codes, k_codes, (k_bounds, _) = codes
   scale = head_dim**-0.5
-  in_specs, tile, _ = _specs(length, head_dim, block_q, "q", not interpret)
+  in_specs, tile, _ = _specs(length, head_dim, block_q, "q", backend == "tpu")
   out, lse = _call(
     functools.partial(_forward_kernel, scale=scale, block_k=block_k),
     (batch, heads, length // block_q),
     in_specs,
     [tile, _row_specs(length, block_q, True)],
     [jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((batch, heads, length, 1), jnp.float32)],
-    interpret,
+    backend,
     matmuls=2,
     q=q,
   )(*k_bounds, q, k, v, q_codes, k_codes)
   return out, lse
 
 
-def _backward(q, k, v, codes, out, lse, d_out, block_q, block_k, interpret):
+def _backward(q, k, v, codes, out, lse, d_out, block_q, block_k, backend):
   batch, heads, length, head_dim = q.shape
   q_codes, k_codes, (k_bounds, q_bounds) = codes
   scale = head_dim**-0.5
   delta = jnp.sum(out.astype(jnp.float32) * d_out.astype(jnp.float32), axis=-1, keepdims=True)
-  in_specs, tile, whole = _specs(length, head_dim, block_q, "q", not interpret)
+  in_specs, tile, whole = _specs(length, head_dim, block_q, "q", backend == "tpu")
   dq = _call(
     functools.partial(_dq_kernel, scale=scale, block_k=block_k),
     (batch, heads, length // block_q),
     in_specs + [tile, _row_specs(length, block_q, True), _row_specs(length, block_q, True)],
     tile,
     jax.ShapeDtypeStruct(q.shape, q.dtype),
-    interpret,
+    backend,
     matmuls=3,
     q=q,
   )(*k_bounds, q, k, v, q_codes, k_codes, d_out, lse, delta)
-  in_specs, tile, whole = _specs(length, head_dim, block_k, "k", not interpret)
+  in_specs, tile, whole = _specs(length, head_dim, block_k, "k", backend == "tpu")
   dk, dv = _call(
     functools.partial(_dkv_kernel, scale=scale, block_q=block_q),
     (batch, heads, length // block_k),
     in_specs + [whole, _row_specs(length, block_k, False), _row_specs(length, block_k, False)],
     [tile, tile],
     [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
-    interpret,
+    backend,
     matmuls=4,
     q=q,
   )(*q_bounds, q, k, v, q_codes, k_codes, d_out, lse, delta)
@@ -252,25 +265,25 @@ def _backward(q, k, v, codes, out, lse, d_out, block_q, block_k, interpret):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def _attention(q, k, v, codes, block_q, block_k, interpret):
-  return _forward(q, k, v, codes, block_q, block_k, interpret)[0]
+def _attention(q, k, v, codes, block_q, block_k, backend):
+  return _forward(q, k, v, codes, block_q, block_k, backend)[0]
 
 
-def _attention_fwd(q, k, v, codes, block_q, block_k, interpret):
-  out, lse = _forward(q, k, v, codes, block_q, block_k, interpret)
+def _attention_fwd(q, k, v, codes, block_q, block_k, backend):
+  out, lse = _forward(q, k, v, codes, block_q, block_k, backend)
   return out, (q, k, v, codes, out, lse)
 
 
-def _attention_bwd(block_q, block_k, interpret, residuals, d_out):
+def _attention_bwd(block_q, block_k, backend, residuals, d_out):
   q, k, v, codes, out, lse = residuals
-  dq, dk, dv = _backward(q, k, v, codes, out, lse, d_out, block_q, block_k, interpret)
+  dq, dk, dv = _backward(q, k, v, codes, out, lse, d_out, block_q, block_k, backend)
   return dq, dk, dv, jax.tree.map(lambda _: None, codes)
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
-def flash_attention(query, key, value, segment_ids, prefix_mask, block_q=128, block_k=128, interpret=None):
+def flash_attention(query, key, value, segment_ids, prefix_mask, block_q=128, block_k=128, backend=None):
   """Attention of `attention.xla_attention` under `attention.attention_mask(segment_ids, prefix_mask)`.
 
   Args:
@@ -280,17 +293,21 @@ def flash_attention(query, key, value, segment_ids, prefix_mask, block_q=128, bl
       to multiples of 128). Compile-checked for TPU at length 2048: each program holds the other
       side's whole sequence (K and V, or Q, dO and per-row statistics) in VMEM, which grows with
       the length.
-    interpret: run in Pallas interpret mode (default: unless the backend is TPU).
+    backend: 'tpu' (Mosaic), 'triton' (NVIDIA GPUs) or 'interpret' (default: backend_for the
+      default jax platform).
   Returns:
     [batch, length, heads, head_dim] in value's dtype.
   """
-  if interpret is None:
-    interpret = jax.default_backend() != "tpu"
+  backend = backend or backend_for(jax.default_backend())
+  if backend not in BACKENDS:
+    raise ValueError(f"flash_attention backend={backend!r} is not one of {BACKENDS}")
   batch, length, heads, head_dim = query.shape
-  if interpret:  # a short sequence is one small tile
+  if backend == "interpret":  # a short sequence is one small tile
     block_q, block_k = min(block_q, _round_up(length, 8)), min(block_k, _round_up(length, 8))
-  else:  # Mosaic slices key codes along lanes: tiles stay multiples of 128, short sequences are padded
+  elif backend == "tpu":  # Mosaic slices key codes along lanes: tiles stay multiples of 128, short sequences are padded
     block_q, block_k = _round_up(block_q, LANES), _round_up(block_k, LANES)
+  else:  # Triton: power-of-two tiles, at least 16 (its smallest dot)
+    block_q, block_k = _pow2_at_least(block_q, 16), _pow2_at_least(block_k, 16)
   padded = _round_up(length, math.lcm(block_q, block_k))
   pad = padded - length
   to_heads = lambda x: jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0))).transpose(0, 2, 1, 3)
@@ -301,10 +318,14 @@ def flash_attention(query, key, value, segment_ids, prefix_mask, block_q=128, bl
   q_codes = jnp.broadcast_to(codes[:, :, None], (batch, padded, LANES))
   bounds = block_bounds(segment_ids, prefix_mask, block_q, block_k)
   out = _attention(
-    to_heads(query), to_heads(key), to_heads(value), (q_codes, codes[:, None, :], bounds), block_q, block_k, interpret
+    to_heads(query), to_heads(key), to_heads(value), (q_codes, codes[:, None, :], bounds), block_q, block_k, backend
   )
   return out.transpose(0, 2, 1, 3)[:, :length].astype(value.dtype)
 
 
 def _round_up(n: int, multiple: int) -> int:
   return -(-n // multiple) * multiple
+
+
+def _pow2_at_least(n: int, smallest: int) -> int:
+  return max(smallest, 1 << (max(n, 1) - 1).bit_length())
