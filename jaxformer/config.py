@@ -52,7 +52,7 @@ def default_search_paths() -> list[str]:
   return paths
 
 
-def _import_configurables():
+def import_configurables():
   # Registers every gin configurable so files can name them without `import` lines.
   for module in CONFIGURABLE_MODULES:
     __import__(module)
@@ -128,7 +128,7 @@ def parse_gin(
   Raises:
     GinConfigError naming the file and line, or the binding, that failed.
   """
-  _import_configurables()
+  import_configurables()
   _tolerate_namespace_packages()
   gin.config._set_config_is_locked(False)  # a second parse in one process
   gin.clear_config(clear_constants=True)

@@ -6,6 +6,8 @@ Cloud Storage. orbax and tf.data's iterator checkpoints handle gs:// themselves.
 
 import builtins
 import contextlib
+import glob as globlib
+import logging
 import os
 import shutil
 
@@ -28,6 +30,14 @@ def _gfile():
 
 def exists(path) -> bool:
   return _gfile().exists(path) if is_remote(path) else os.path.exists(path)
+
+
+def isdir(path) -> bool:
+  return _gfile().isdir(path) if is_remote(path) else os.path.isdir(path)
+
+
+def glob(pattern) -> list[str]:
+  return _gfile().glob(pattern) if is_remote(pattern) else globlib.glob(pattern)
 
 
 def makedirs(path) -> None:
@@ -86,6 +96,8 @@ def rmtree(path) -> None:
 def check_replaceable(output_dir: str, overwrite: bool, flag: str = "--output_dir") -> str:
   """output_dir, resolved; FileExistsError when it holds files and overwrite is False."""
   output_dir = resolve(output_dir).rstrip("/")
+  if exists(output_dir) and not isdir(output_dir):
+    raise FileExistsError(f"{flag}={output_dir} is a file, not a folder; choose another path")
   if exists(output_dir) and listdir(output_dir) and not overwrite:
     raise FileExistsError(f"{flag}={output_dir} already holds files; pass --overwrite to replace them")
   return output_dir
@@ -102,6 +114,14 @@ def replaced_on_success(output_dir: str, overwrite: bool, flag: str = "--output_
   """
   output_dir = check_replaceable(output_dir, overwrite, flag)
   partial = f"{output_dir}.partial-{os.getpid()}"
+  stale = [p for p in glob(f"{output_dir}.partial-*") if p.rstrip("/") != partial]
+  if stale:  # a build that was killed (or one still running): never read, never removed unasked
+    logging.getLogger("jaxformer").warning(
+      "%s: unfinished build folder(s) %s from a run that stopped or is still running; remove them when no "
+      "such run is left",
+      flag,
+      stale,
+    )
   if exists(partial):
     rmtree(partial)
   makedirs(partial)

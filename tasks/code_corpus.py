@@ -7,7 +7,7 @@ language plus natural-language tasks, mixed by size with a temperature (gin/data
 
 Tasks are named code_<language folder> (code_python, code_cpp, ...). Rates: each task's size n_i
 is its token count from seqio's cache (`jaxformer data cache`) when every task is cached, else
-its UTF-8 bytes from the converter's stats.json (an NL folder: the bytes of its train shards);
+its UTF-8 bytes from the converter's stats.json (language_bytes, or bytes for an NL folder);
 weights n_i ** (1 / temperature) are normalised within PL to pl_share and within NL to
 1 - pl_share. temperature 1 samples in proportion to size; larger values flatten towards
 uniform (multilingual practice: mT5 used 1/0.3).
@@ -87,7 +87,11 @@ def _sizes(task_names, byte_sizes: dict, cache_dir: str | None) -> tuple[dict, s
       path = cache.cached_path(task, cache_dir)
       if path is None:
         break
-      cache.check_fingerprint(task, path)
+      try:
+        cache.check_fingerprint(task, path)
+      except ValueError as e:  # reading it is refused later (or use_cached=False, or `data cache --overwrite`)
+        log.warning("mixing %s by bytes: %s", task.name, str(e).split(";")[0])
+        break
       with tf.io.gfile.GFile(seqio.get_cached_stats_path(path, "train")) as f:
         counts[name] = json.load(f)["targets_tokens"]
     else:
@@ -127,23 +131,29 @@ def register_code_corpus(
       f"tasks.register_code_corpus.languages: {unknown} are not in {pl_dir}/stats.json (it has {sorted(dirs)})"
     )
   sizes, groups, empty = {}, {}, []
+  folders = {}  # names that differ only in case or punctuation ('C++', 'cpp') share one folder and task
   for lang in chosen:
-    source, _ = _source(pl_dir, dirs[lang])
+    folders.setdefault(dirs[lang], []).append(lang)
+  for folder, names in sorted(folders.items()):
+    source, _ = _source(pl_dir, folder)
     if source is None:
-      empty.append(lang)
+      empty.extend(names)
       continue
-    name = f"code_{dirs[lang]}"
+    name = f"code_{folder}"
     text_task(name, source, vocabulary)
-    sizes[name], groups[name] = stats["language_bytes"][lang], "pl"
+    sizes[name], groups[name] = sum(stats["language_bytes"][lang] for lang in names), "pl"
+    if len(names) > 1:
+      log.warning("languages %s share the folder %s/: one task, %s", names, folder, name)
   if empty:
     log.warning("no training documents for %s in %s: left out of %s", empty, pl_dir, mixture_name)
   for name, folder in (nl_dirs or {}).items():
-    _stats(folder)  # a converted folder
+    nl_stats = _stats(folder)
     source, train_bytes = _source(folder, "text")
     if source is None:
       raise ValueError(f"tasks.register_code_corpus.nl_dirs[{name!r}]: {folder}/text holds no training documents")
     text_task(name, source, vocabulary)
-    sizes[name], groups[name] = train_bytes, "nl"  # its shards' bytes: converted without languages
+    # its documents' UTF-8 bytes; a folder converted before stats.json kept them: its shards' bytes
+    sizes[name], groups[name] = sum((nl_stats.get("bytes") or {"train": train_bytes}).values()), "nl"
   if not sizes:
     raise ValueError(f"{pl_dir}: none of {chosen} has training documents")
   sizes, unit = _sizes(list(sizes), sizes, cache_dir)

@@ -3,6 +3,7 @@ reads it and resumes exactly, and a cache that no longer matches its task is ref
 
 import collections
 import json
+import logging
 import os
 import signal
 
@@ -50,7 +51,7 @@ def test_the_cache_holds_exactly_what_online_tokenisation_gives(local_corpus, lo
   assert cached == _sources("local_pl", "validation") and sum(cached.values()) > 5
 
 
-def test_a_cache_built_with_another_vocabulary_or_missing_is_refused(local_corpus, local_cache, tmp_path):
+def test_a_cache_built_with_another_vocabulary_or_missing_is_refused(local_corpus, local_cache, tmp_path, caplog):
   _register(local_corpus)
   config = pipeline.DataConfig(mixture_or_task_name="local_pl_nl", cache_dir=local_cache, use_cached=True)
   stale = tmp_path / "stale"
@@ -67,12 +68,19 @@ def test_a_cache_built_with_another_vocabulary_or_missing_is_refused(local_corpu
         pipeline.DataConfig(mixture_or_task_name="local_pl_nl", cache_dir=str(stale), use_cached=use_cached),
         shard_info=seqio.ShardInfo(0, 1),
       )
-  with pytest.raises(FileNotFoundError, match=r"\['local_nl', 'local_pl'\] have no cache.*jaxformer data cache"):
+  with pytest.raises(ValueError, match=r"\['local_nl', 'local_pl'\] have no cache.*jaxformer data cache"):
     pipeline.get_dataset(
       pipeline.DataConfig(mixture_or_task_name="local_pl_nl", cache_dir=str(tmp_path / "none"), use_cached=True),
       shard_info=seqio.ShardInfo(0, 1),
     )
   assert pipeline.get_dataset(config, shard_info=seqio.ShardInfo(0, 1)) is not None
+  # a CACHE_DIR that holds none of the tasks (a typo) reads online, and says so
+  logging.getLogger("jaxformer").addHandler(caplog.handler)
+  try:
+    assert cache.resolve("local_pl_nl", str(tmp_path / "typo"), None) is False
+  finally:
+    logging.getLogger("jaxformer").removeHandler(caplog.handler)
+  assert "holds no cache of ['local_nl', 'local_pl']: tokenising online" in caplog.text
   # an existing cache is not replaced unasked, and the refused run leaves it as it was
   before = sorted(os.listdir(os.path.join(local_cache, "local_pl")))
   args = ["data", "cache", "--gin_file=data/local.gin", f"--gin.CORPUS_DIR='{local_corpus}'"]

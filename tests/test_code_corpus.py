@@ -13,7 +13,7 @@ import seqio
 import tasks
 from jaxformer import cli
 from jaxformer import config as config_lib
-from jaxformer.data import pipeline
+from jaxformer.data import cache, pipeline
 
 PYTHON = "def f{i}(x):\n    return x + {i}\n\n\nclass K{i}:\n    value = {i}\n"
 C = "int g{i}(int y) {{ return y * {i}; }}\n"
@@ -87,23 +87,47 @@ def test_languages_become_tasks_mixed_by_bytes_then_flattened_by_temperature(con
     tasks.ensure_registered("code_corpus")
 
 
-def test_cached_tasks_mix_by_their_token_counts(converted, local_corpus, tmp_path):
+def _write_stack(raw, offset=0):
+  raw.mkdir(exist_ok=True)
+  rows = [(PYTHON.format(i=i + offset), "Python") for i in range(120)] + [(C.format(i=i), "C") for i in range(80)]
+  pq.write_table(pa.table({"content": [r[0] for r in rows], "lang": [r[1] for r in rows]}), raw / "stack.parquet")
+  return ["data", "convert", f"--input={raw}/stack.parquet", "--text_field=content", "--language_field=lang"]
+
+
+def test_a_cache_built_on_two_workers_mixes_by_tokens_and_is_refused_after_a_reconversion(
+  converted, local_corpus, tmp_path, caplog
+):
+  convert = _write_stack(tmp_path / "raw")
+  assert cli.main([*convert, f"--output_dir={tmp_path}/stack", "--num_shards=2"]) == 0
   gin_flags = [
     "--gin_file=objectives/causal_lm.gin",
     "--gin_file=data/code_corpus.gin",
-    f"--gin.PL_DIR='{converted}/stack'",
+    f"--gin.PL_DIR='{tmp_path}/stack'",
     f"--gin.NL_DIRS={{'nl_docs': '{converted}/nl'}}",
     f"--gin.VOCABULARY='{os.path.join(local_corpus, 'spm.model')}'",
   ]
-  assert cli.main(["data", "cache", *gin_flags, f"--output_dir={tmp_path}/cache"]) == 0
+  # worker processes register the recipe's tasks from the gin config the command parsed
+  assert cli.main(["data", "cache", *gin_flags, f"--output_dir={tmp_path}/cache", "--num_workers=2"]) == 0
+  assert cli.main(["data", "cache", *gin_flags, f"--output_dir={tmp_path}/cache1", "--tasks=nl_docs"]) == 0
+  for name in sorted(os.listdir(tmp_path / "cache1" / "nl_docs")):  # the same bytes on 1 and 2 workers
+    assert (tmp_path / "cache1" / "nl_docs" / name).read_bytes() == (tmp_path / "cache" / "nl_docs" / name).read_bytes()
   tokens = {}
-  for task in ("code_c", "code_python", "nl_docs"):
+  for task in ("code_c", "code_python"):
     with open(os.path.join(tmp_path, "cache", task, "stats.train.json")) as f:
       tokens[task] = json.load(f)["targets_tokens"]
-  _parse(converted, local_corpus, f"CACHE_DIR = '{tmp_path}/cache'")
+  _parse(converted, local_corpus, f"PL_DIR = '{tmp_path}/stack'", f"CACHE_DIR = '{tmp_path}/cache'")
   tasks.ensure_registered("code_corpus")
   rates = _rates()
   assert rates["code_c"] == pytest.approx(0.8 * tokens["code_c"] / (tokens["code_c"] + tokens["code_python"]))
-  with open(os.path.join(converted, "stack", "stats.json")) as f:
+  with open(os.path.join(tmp_path, "stack", "stats.json")) as f:
     size = json.load(f)["language_bytes"]
-  assert rates["code_c"] != pytest.approx(0.8 * size["C"] / (size["C"] + size["Python"]), rel=1e-3)  # not bytes
+  bytes_rate = 0.8 * size["C"] / (size["C"] + size["Python"])
+  assert rates["code_c"] != pytest.approx(bytes_rate, rel=1e-3)  # tokens, not bytes
+
+  # other Python documents, the same shard counts: the cache no longer matches and is never read
+  assert cli.main([*_write_stack(tmp_path / "raw", offset=1000), f"--output_dir={tmp_path}/stack", "--overwrite"]) == 0
+  with pytest.raises(ValueError, match="code_python.*another source_stats_sha256.*--overwrite"):
+    cache.resolve("code_corpus", str(tmp_path / "cache"), None)
+  _parse(converted, local_corpus, f"PL_DIR = '{tmp_path}/stack'", f"CACHE_DIR = '{tmp_path}/cache'")
+  tasks.ensure_registered("code_corpus")  # registering still works (rates by bytes), so it can be recached
+  assert "mixing code_c by bytes" in caplog.text or "mixing code_python by bytes" in caplog.text

@@ -148,6 +148,11 @@ def test_failed_convert_leaves_the_existing_output_untouched(parquet_shards, tmp
   assert cli.main(["data", "convert", f"--input={raw}/*.parquet", f"--output_dir={out}", "--text_field=content"]) == 2
   assert "--overwrite" in capsys.readouterr().err
   assert _tree(out) == before
+  # An output path that is a file is named as such, even with --overwrite, and the file is kept.
+  (tmp_path / "a_file").write_text("keep me")
+  args = ["data", "convert", f"--input={raw}/*.parquet", f"--output_dir={tmp_path}/a_file", "--overwrite"]
+  assert cli.main(args) == 2 and "is a file, not a folder" in capsys.readouterr().err
+  assert (tmp_path / "a_file").read_text() == "keep me"
 
 
 def test_jsonl_gz_reader_and_filter_skips_name_file_and_line(tmp_path):
@@ -191,6 +196,10 @@ def test_language_dir_names_are_folder_and_task_safe():
     "Emacs Lisp": "emacs_lisp",
   }
   assert {n: convert.language_dir(n) for n in names} == names
+  # names with no ASCII letter or digit get a folder of their own, not 'unknown' (nor each other's)
+  other = {n: convert.language_dir(n) for n in ("日本語", "Ελληνικά", "?")}
+  assert len(set(other.values())) == 3 and all(f.startswith("lang_") and len(f) == 13 for f in other.values())
+  assert convert.shared_folders({"C++": "cpp", "cpp": "cpp", "C": "c"}) == {"cpp": ["C++", "cpp"]}
 
 
 def test_alphanumeric_count_is_the_same_for_ascii_and_unicode_text():

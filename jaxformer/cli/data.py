@@ -107,6 +107,8 @@ def convert_run(args, bindings):
     options=options,
   )
   print(convert.summary(stats))
+  for folder, languages in convert.shared_folders(stats["language_dirs"]).items():
+    print(f"  note: languages {languages} share the folder {folder}/ (one task in the corpus recipe)")
   shown = 0
   for reason, examples in stats["skipped_examples"].items():
     for where in examples[:2]:

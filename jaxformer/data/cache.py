@@ -5,11 +5,13 @@ after it, so a cached task stores token ids and still draws fresh spans every ep
 
     jaxformer data cache --gin_file=... --output_dir=CACHE [--tasks=a,b] [--runner=direct --num_workers=N]
 
-writes CACHE/<task>/ in seqio's own layout (train.tfrecord-*, info.*.json, stats.*.json, COMPLETED,
-written by `seqio.beam_utils`) plus jaxformer_cache.json, the task's fingerprint (its vocabulary's
-and its source files' names), which training checks before it reads the cache: a cache built with
-another tokenizer is an error, never silently used. Each task folder is built beside its final place
-and moved there only when the pipeline succeeds.
+writes CACHE/<task>/ in seqio's own layout (train.tfrecord-*, info.*.json, stats.*.json, COMPLETED;
+`seqio.beam_utils` preprocesses and counts) plus jaxformer_cache.json, the task's fingerprint (its
+vocabulary's sha256, its source's shard counts and stats.json, its pre-cache steps), which training
+checks before it reads the cache: a cache built with another tokenizer or from other documents is an
+error, never silently used. Cache shard i holds source shard i's examples in their source order, so
+the same corpus always gives the same cache bytes and the same training batches. Each task folder is
+built beside its final place and moved there only when the pipeline succeeds.
 """
 
 import functools
@@ -23,6 +25,7 @@ import seqio
 import tensorflow as tf
 
 from jaxformer import fs
+from jaxformer.errors import UserError
 
 log = logging.getLogger("jaxformer")
 FINGERPRINT = "jaxformer_cache.json"
@@ -37,22 +40,47 @@ def vocabulary_digest(vocabulary) -> str:
   return hashlib.sha256(data).hexdigest()
 
 
+TIMING_KEYS = ("seconds", "documents_per_second")  # what changes in stats.json when nothing else does
+
+
+def source_stats_digest(task: seqio.Task) -> str | None:
+  """What the stats.json beside the task's shards says of its documents: `data convert`'s digest of
+  the folder's documents, else (`build-local`) a sha256 of the whole file, timing fields left out;
+  None when there is none."""
+  patterns = getattr(task.source, "_split_to_filepattern", None) or {}
+  folders = sorted({os.path.dirname(p) for p in patterns.values()})
+  digests = []
+  for folder in folders:
+    path = os.path.join(os.path.dirname(folder), "stats.json")
+    if tf.io.gfile.exists(path):
+      with tf.io.gfile.GFile(path) as f:
+        stats = {k: v for k, v in json.load(f).items() if k not in TIMING_KEYS}
+      content = (stats.get("content_digest") or {}).get(os.path.basename(folder))
+      digests.append(content or hashlib.sha256(json.dumps(stats, sort_keys=True).encode()).hexdigest())
+  return hashlib.sha256(",".join(digests).encode()).hexdigest() if digests else None
+
+
 def fingerprint(task: seqio.Task) -> dict:
-  """What a cache of `task` depends on: the vocabulary, the source's files, the pre-cache steps."""
+  """What a cache of `task` depends on: the vocabulary, the source's files and documents, the
+  pre-cache steps with their settings."""
   shards = {split: len(task.source.list_shards(split)) for split in task.splits}
   steps = [_step_name(p) for p in task.preprocessors]
+  end = steps.index("CacheDatasetPlaceholder") if "CacheDatasetPlaceholder" in steps else len(steps)
   return {
     "task": task.name,
     "vocabulary_sha256": vocabulary_digest(task.output_features["targets"].vocabulary),
     "source_shards": shards,
-    "preprocessors": steps[: steps.index("CacheDatasetPlaceholder")] if "CacheDatasetPlaceholder" in steps else steps,
+    "source_stats_sha256": source_stats_digest(task),
+    "preprocessors": steps[:end],
   }
 
 
 def _step_name(step) -> str:
   if isinstance(step, seqio.CacheDatasetPlaceholder):
     return "CacheDatasetPlaceholder"
-  return getattr(getattr(step, "func", step), "__name__", type(step).__name__)
+  name = getattr(getattr(step, "func", step), "__name__", type(step).__name__)
+  keywords = getattr(step, "keywords", None)  # functools.partial settings: count=64, text_key=...
+  return f"{name}({', '.join(f'{k}={v!r}' for k, v in sorted(keywords.items()))})" if keywords else name
 
 
 def leaf_tasks(name: str) -> list[seqio.Task]:
@@ -69,13 +97,14 @@ def check_fingerprint(task: seqio.Task, path: str) -> None:
   """Raises ValueError when the cache at `path` was built for another vocabulary or source."""
   stored_path = os.path.join(path, FINGERPRINT)
   if not tf.io.gfile.exists(stored_path):
-    raise ValueError(f"{path} is a seqio cache without {FINGERPRINT}; rebuild it with `jaxformer data cache`")
+    raise UserError(f"{path} is a seqio cache without {FINGERPRINT}; rebuild it with `jaxformer data cache`")
   with tf.io.gfile.GFile(stored_path) as f:
     stored = json.load(f)
   now = fingerprint(task)
-  changed = [k for k in ("vocabulary_sha256", "source_shards", "preprocessors") if stored.get(k) != now[k]]
+  keys = ("vocabulary_sha256", "source_shards", "source_stats_sha256", "preprocessors")
+  changed = [k for k in keys if stored.get(k) != now[k]]
   if changed:
-    raise ValueError(
+    raise UserError(
       f"the cache of task {task.name!r} at {path} was built with another {', '.join(changed)} "
       f"({[stored.get(k) for k in changed]} vs now {[now[k] for k in changed]}); rebuild it with "
       f"`jaxformer data cache ... --tasks={task.name} --overwrite` or set DataConfig.use_cached = False"
@@ -98,12 +127,14 @@ def resolve(name: str, cache_dir: str | None, use_cached: bool | None) -> bool:
   if missing:
     command = f"`jaxformer data cache ... --output_dir={cache_dir or 'CACHE_DIR'} --tasks={','.join(missing)}`"
     if use_cached:
-      raise FileNotFoundError(
+      raise UserError(
         f"DataConfig.use_cached = True but {missing} have no cache in DataConfig.cache_dir={cache_dir!r}; "
         f"build it with {command}"
       )
-    if len(missing) < len(tasks):
+    if cache_dir and len(missing) < len(tasks):
       log.warning("reading %s uncached: %s have no cache in %s (%s)", name, missing, cache_dir, command)
+    elif cache_dir:  # a CACHE_DIR that holds none of them: a typo, or a cache not built yet
+      log.warning("CACHE_DIR=%s holds no cache of %s: tokenising online (%s)", cache_dir, missing, command)
     return False
   for task in tasks:
     check_fingerprint(task, paths[task.name])
@@ -119,11 +150,11 @@ def _register_in_worker(gin_config: str, names: tuple[str, ...]):
   import gin
 
   import tasks
-  import tasks.corpora
-  from jaxformer.data import pipeline  # noqa: F401
+  from jaxformer import config as config_lib
 
+  config_lib.import_configurables()  # every configurable the driver's config may bind
   with gin.unlock_config():
-    gin.parse_config(gin_config, skip_unknown=True)
+    gin.parse_config(gin_config)
   for name in names:
     tasks.ensure_registered(name)
 
@@ -165,11 +196,15 @@ def cache_tasks(
         out = partials[task.name]
         for split in task.splits:
           label = f"{task.name}_{split}"
-          preprocess = beam_utils.PreprocessTask(task, split, setup_fn=setup_fn)
-          examples = p | f"{label}_preprocess" >> preprocess | f"{label}_shuffle" >> beam.Reshuffle()
+          preprocess = beam_utils.PreprocessTask(task, split, setup_fn=setup_fn, add_provenance=True)
+          examples = p | f"{label}_preprocess" >> preprocess
           num_shards = len(preprocess.shards)
-          _ = examples | f"{label}_write" >> beam_utils.WriteExampleTfRecord(
-            seqio.get_cached_tfrecord_prefix(out, split), num_shards=num_shards
+          every_shard = p | f"{label}_every_shard" >> beam.Create([(i, None) for i in range(num_shards)])
+          _ = (
+            (examples | f"{label}_key" >> beam.Map(_keyed), every_shard)
+            | f"{label}_with_empty" >> beam.Flatten()
+            | f"{label}_group" >> beam.GroupByKey()
+            | f"{label}_write" >> beam.Map(_write_shard, seqio.get_cached_tfrecord_prefix(out, split), num_shards)
           )
           _ = (
             examples
@@ -199,3 +234,23 @@ def cache_tasks(
         f.write("")
   report["seconds"] = time.time() - start
   return report
+
+
+def _keyed(example: dict):
+  """(source shard, (index within it, serialized Example without provenance)) for the writer."""
+  from seqio import beam_utils
+
+  shard = int(example[beam_utils.SOURCE_SHARD_ID_PROVENANCE_KEY])
+  index = int(example[beam_utils.ID_WITHIN_SHARD_PROVENANCE_KEY])
+  features = {k: v for k, v in example.items() if not k.startswith(beam_utils.PROVENANCE_PREFIX)}
+  return shard, (index, seqio.dict_to_tfexample(features).SerializeToString(deterministic=True))
+
+
+def _write_shard(keyed, prefix: str, num_shards: int) -> str:
+  """One cache shard: source shard i's examples in source order (an empty shard is an empty file)."""
+  shard, examples = keyed
+  path = f"{prefix}-{shard:05d}-of-{num_shards:05d}"
+  with tf.io.TFRecordWriter(path) as writer:
+    for _, record in sorted(e for e in examples if e is not None):
+      writer.write(record)
+  return path

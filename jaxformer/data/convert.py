@@ -14,6 +14,7 @@ Layout (shards: SSSSS-of-NNNNN; validation gets max(1, num_shards // 4) of them)
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -32,10 +33,22 @@ def language_dir(name: str) -> str:
   """The folder (and seqio task-name part) of a language: lowercase [a-z0-9_] only, stable.
 
   'C++' -> 'cpp', 'C#' -> 'csharp', 'F#' -> 'fsharp', 'Objective-C++' -> 'objective_cpp',
-  'Jupyter Notebook' -> 'jupyter_notebook'; a name with no letter or digit -> 'unknown'.
+  'Jupyter Notebook' -> 'jupyter_notebook'; an empty name -> 'unknown'; a name with no ASCII letter
+  or digit ('日本語') -> 'lang_' and 8 hex digits of its sha1, so such names never share a folder.
   """
-  name = str(name).strip().lower().replace("++", "pp").replace("#", "sharp")
-  return re.sub(r"[^a-z0-9]+", "_", name).strip("_") or "unknown"
+  raw = str(name).strip()
+  folder = re.sub(r"[^a-z0-9]+", "_", raw.lower().replace("++", "pp").replace("#", "sharp")).strip("_")
+  if folder or not raw:
+    return folder or "unknown"
+  return "lang_" + hashlib.sha1(raw.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+def shared_folders(language_dirs: dict) -> dict:
+  """{folder: [languages]} for folders that several language names map to ('C++' and 'cpp')."""
+  by_folder = {}
+  for language, folder in language_dirs.items():
+    by_folder.setdefault(folder, []).append(language)
+  return {folder: sorted(names) for folder, names in by_folder.items() if len(names) > 1}
 
 
 def _input_paths(file_pattern: str) -> list[str]:
@@ -147,6 +160,8 @@ def _stats(collected, file_pattern, text_field, language_field, filters, num_sha
     "languages": languages,
     "language_bytes": dict(sorted(counts.get("language_bytes", {}).items())),
     "language_dirs": {language: language_dir(language) for language in languages},
+    "bytes": {split: counts.get("bytes", {}).get(split, 0) for split in ("train", "validation")},
+    "content_digest": {folder: f"{total % 2**256:064x}" for folder, total in sorted(counts.get("content", {}).items())},
     "documents_read": sum(written.values()) + duplicates + sum(skipped.values()),
   }
 

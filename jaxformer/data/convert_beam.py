@@ -134,12 +134,15 @@ def _place(item, by_language, validation_percent, num_shards):
   count = num_shards if split == "train" else validation_shards(num_shards)
   shard = int(digest[8:16], 16) % count
   yield beam.pvalue.TaggedOutput("counts", (("written", split), 1))
+  yield beam.pvalue.TaggedOutput("counts", (("bytes", split), len(text.encode("utf-8"))))
   if copies > 1:
     yield beam.pvalue.TaggedOutput("counts", (("duplicates", ""), copies - 1))
   if language is not None:
     yield beam.pvalue.TaggedOutput("counts", (("languages", language), 1))
     yield beam.pvalue.TaggedOutput("counts", (("language_bytes", language), len(text.encode("utf-8"))))
   folder = language_dir(language) if by_language else "text"
+  # the sum of a folder's (distinct) document digests: changes whenever its documents do
+  yield beam.pvalue.TaggedOutput("counts", (("content", folder), int(digest, 16)))
   yield (folder, split, shard), (digest, where, text, language or "text")
 
 
