@@ -159,8 +159,21 @@ def parse_gin(
     try:
       gin.finalize()
     except ValueError as e:  # a %gin.REQUIRED macro (runs/pretrain.gin: MODEL_DIR, TRAIN_STEPS) left unbound
-      missing = str(e).split("/")[0].split()[-1]
-      raise GinConfigError(f"{missing} is required (%gin.REQUIRED): bind it, e.g. --gin.{missing}=...") from e
+      first = str(e).split("/")[0].split()[-1]
+      missing = [first] + [m for m in unbound_required_macros() if m != first]
+      raise GinConfigError(
+        f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required (%gin.REQUIRED): bind "
+        f"{'it' if len(missing) == 1 else 'each'}, e.g. --gin.{first}=..."
+      ) from e
+
+
+def unbound_required_macros() -> list[str]:
+  """Macros still bound to %gin.REQUIRED (all of them, where gin's own error names the first)."""
+  return sorted(
+    name
+    for (name, selector), params in gin.config._CONFIG.items()
+    if selector == "gin.macro" and str(params.get("value")) == "%gin.REQUIRED"
+  )
 
 
 def _references(value, found: set) -> set:

@@ -37,8 +37,9 @@ def test_the_objective_file_included_is_the_objective_that_trains(objective):
 @pytest.mark.parametrize("run", sorted(RUN_SIZES))
 def test_each_run_file_trains_its_size_on_its_data_with_the_codegen2_mix(run):
   # training needs the run folder and the data; each is %gin.REQUIRED until bound
-  with pytest.raises(config_lib.GinConfigError, match="is required"):
+  with pytest.raises(config_lib.GinConfigError, match="are required") as unbound:
     config_lib.parse_gin([f"runs/{run}.gin"])
+  assert all(name in str(unbound.value) for name in ("MODEL_DIR", "PL_DIR", "NL_DIRS", "VOCABULARY"))
   config_lib.parse_gin([f"runs/{run}.gin"], finalize=False)  # what `plan` parses: shapes only
   assert str(_query("%PL_DIR")) == str(_query("%MODEL_DIR")) == "%gin.REQUIRED"
   data = ["PL_DIR = 'gs://b/stack'", "NL_DIRS = {}", "VOCABULARY = 'gs://b/tokenizer.json'"]
