@@ -115,22 +115,7 @@ def test_checkpoint_saved_on_8_devices_restores_on_4(tmp_path):
 
 def test_sigkill_then_restart_reproduces_the_uninterrupted_losses(local_corpus, tmp_path):
   flags = train_util.small_run_flags(local_corpus, steps=12, checkpoint_period=4)
-  reference = str(tmp_path / "reference")
-  assert train_util.run(reference, flags) == 0, train_util.log_text(reference)
-  expected = train_util.train_losses(reference)
-  assert sorted(expected) == list(range(1, 13))
-
-  interrupted = str(tmp_path / "interrupted")
-  process = train_util.start(interrupted, flags)
-  train_util.wait_for_step(interrupted, 8, process)
-  train_util.kill(process, signal.SIGKILL)
-  restored_from = max(train_util.committed_steps(interrupted))
-  assert restored_from >= 8
-  assert train_util.run(interrupted, flags) == 0, train_util.log_text(interrupted)
-  assert f"restored step {restored_from}" in train_util.log_text(interrupted)
-  resumed = train_util.train_losses(interrupted)
-  for step in range(restored_from + 1, 13):
-    assert resumed[step] == expected[step], (step, resumed[step], expected[step])  # bit-identical
+  train_util.assert_sigkill_then_restart_matches(tmp_path, flags, steps=12, kill_after=8)
 
 
 def test_sigterm_saves_and_exits_cleanly_then_resumes(local_corpus, tmp_path):

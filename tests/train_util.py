@@ -87,3 +87,24 @@ def train_losses(model_dir: str) -> dict[int, float]:
       if record.get("split") == "train":
         losses[record["step"]] = record["loss"]
   return losses
+
+
+def assert_sigkill_then_restart_matches(tmp_path, flags: list[str], steps: int, kill_after: int) -> str:
+  """Trains `steps` steps uninterrupted, then again killed (SIGKILL) after checkpoint `kill_after` and
+  restarted; asserts the resumed steps' losses are bit-identical. Returns the reference's log."""
+  reference = str(tmp_path / "reference")
+  assert run(reference, flags) == 0, log_text(reference)
+  expected = train_losses(reference)
+  assert sorted(expected) == list(range(1, steps + 1))
+  interrupted = str(tmp_path / "interrupted")
+  process = start(interrupted, flags)
+  wait_for_step(interrupted, kill_after, process)
+  kill(process, signal.SIGKILL)
+  restored_from = max(committed_steps(interrupted))
+  assert kill_after <= restored_from < steps
+  assert run(interrupted, flags) == 0, log_text(interrupted)
+  assert f"restored step {restored_from}" in log_text(interrupted)
+  resumed = train_losses(interrupted)
+  for step in range(restored_from + 1, steps + 1):
+    assert resumed[step] == expected[step], (step, resumed[step], expected[step])  # bit-identical
+  return log_text(reference)
