@@ -184,6 +184,17 @@ def test_jsonl_gz_reader_and_filter_skips_name_file_and_line(tmp_path):
   assert sorted(_documents(tmp_path / "out")) == [(_python(1), "unknown", "unknown"), (_python(3), "Python?", "python")]
 
 
+def test_a_json_file_holding_one_array_reads_its_records(tmp_path):
+  records = [{"content": _python(i), "lang": "Python"} for i in range(3)] + [{"other": 1}, "not a record"]
+  with gzip.open(tmp_path / "a.json.gz", "wt") as f:
+    f.write("\ufeff\n  " + json.dumps(records, indent=1))  # a BOM and an indented array
+  stats = convert.convert_files(str(tmp_path / "a.json.gz"), str(tmp_path / "out"), text_field="content")
+  assert sum(stats["written"].values()) == 3
+  assert stats["skipped"] == {"no text in field 'content'": 2}
+  assert stats["skipped_examples"]["no text in field 'content'"] == [f"{tmp_path}/a.json.gz:item {i}" for i in (3, 4)]
+  assert sorted(t for t, _, _ in _documents(tmp_path / "out")) == sorted(_python(i) for i in range(3))
+
+
 def test_language_dir_names_are_folder_and_task_safe():
   names = {
     "C++": "cpp",

@@ -31,8 +31,45 @@ class Skip(typing.NamedTuple):
 def read_records(path: str, text_field: str, language_field: str | None = None):
   """Record or Skip for every record of one file; a file that cannot be read (or stops being
   readable half way) yields one Skip after the records read before the error."""
-  reader = _parquet if path.endswith(".parquet") else _jsonl
+  if path.endswith(".parquet"):
+    reader = _parquet
+  elif path.endswith((".json", ".json.gz")) and _starts_an_array(path):
+    reader = _json_array
+  else:
+    reader = _jsonl
   yield from reader(path, text_field, language_field)
+
+
+def _open_text(path):
+  raw = fs.open(path, "rb")
+  return gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
+
+
+def _starts_an_array(path) -> bool:
+  """A .json file that holds one JSON array of records (not one record a line)."""
+  try:
+    with _open_text(path) as f:
+      return f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
+  except (OSError, EOFError, gzip.BadGzipFile):
+    return False  # _jsonl names the problem
+
+
+def _record(record, text_field, language_field, where):
+  if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
+    return Skip(f"no text in field {text_field!r}", where)
+  return _checked(record[text_field], _language(record.get(language_field), language_field), where)
+
+
+def _json_array(path, text_field, language_field):
+  """A .json array is parsed whole (such files are small; large corpora come as JSONL or Parquet)."""
+  try:
+    with _open_text(path) as f:
+      records = json.load(f)
+  except (OSError, EOFError, gzip.BadGzipFile, json.JSONDecodeError, UnicodeDecodeError) as e:
+    yield Skip(f"unreadable ({e.__class__.__name__}: {str(e)[:200]})", path)
+    return
+  for index, record in enumerate(records):
+    yield _record(record, text_field, language_field, f"{path}:item {index}")
 
 
 def _language(value, language_field):
@@ -93,9 +130,6 @@ def _jsonl(path, text_field, language_field):
         except (json.JSONDecodeError, UnicodeDecodeError):
           yield Skip("not JSON", where)
           continue
-        if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-          yield Skip(f"no text in field {text_field!r}", where)
-          continue
-        yield _checked(record[text_field], _language(record.get(language_field), language_field), where)
+        yield _record(record, text_field, language_field, where)
   except (OSError, EOFError, gzip.BadGzipFile) as e:
     yield Skip(f"unreadable ({e.__class__.__name__}: {e})", f"{path}:{number + 1}")
