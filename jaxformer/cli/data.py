@@ -1,5 +1,6 @@
 """`jaxformer data ...`: build, tokenize, convert, inspect, measure and time the data."""
 
+import functools
 import json
 import os
 
@@ -143,7 +144,8 @@ def cache_run(args, bindings):
   else:
     names = [t.name for t in cache.leaf_tasks(config.mixture_or_task_name)]
   options = common.user_errors(beam_options.from_args, args)
-  report = common.user_errors(cache.cache_tasks, names, args.output_dir, gin.config_str(), options, args.overwrite)
+  setup_fn = functools.partial(register_in_worker, gin.config_str(), tuple(names))
+  report = common.user_errors(cache.cache_tasks, names, args.output_dir, setup_fn, options, args.overwrite)
   width = max(len(n) for n in names)
   for name in names:
     for split, stats in report[name].items():
@@ -154,6 +156,23 @@ def cache_run(args, bindings):
   print(f"cached {len(names)} task(s) in {report['seconds']:.1f} s into {args.output_dir} (seqio {seqio.__version__})")
   where = args.output_dir if fs.is_remote(args.output_dir) else os.path.abspath(args.output_dir)
   print(f"read it in training with --gin.CACHE_DIR=\"'{where}'\"")
+
+
+def register_in_worker(gin_config: str, names: tuple[str, ...]):
+  """Beam's setup_fn for `data cache`: a worker process (multi-process DirectRunner, Dataflow)
+  registers the tasks from the driver's gin config before seqio.beam_utils looks them up."""
+  import gin
+  import seqio
+
+  import tasks
+
+  if all(n in seqio.TaskRegistry.names() for n in names):
+    return
+  config_lib.import_configurables()  # every configurable the driver's config may bind
+  with gin.unlock_config():
+    gin.parse_config(gin_config)
+  for name in names:
+    tasks.ensure_registered(name)
 
 
 def data_config(args, bindings):

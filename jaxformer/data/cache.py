@@ -14,7 +14,6 @@ the same corpus always gives the same cache bytes and the same training batches.
 built beside its final place and moved there only when the pipeline succeeds.
 """
 
-import functools
 import hashlib
 import json
 import logging
@@ -142,33 +141,16 @@ def resolve(name: str, cache_dir: str | None, use_cached: bool | None) -> bool:
   return True
 
 
-def _register_in_worker(gin_config: str, names: tuple[str, ...]):
-  """Beam's setup_fn: a worker process (multi-process DirectRunner, Dataflow) registers the tasks
-  from the driver's gin config before seqio.beam_utils looks them up."""
-  if all(n in seqio.TaskRegistry.names() for n in names):
-    return
-  import gin
-
-  import tasks
-  from jaxformer import config as config_lib
-
-  config_lib.import_configurables()  # every configurable the driver's config may bind
-  with gin.unlock_config():
-    gin.parse_config(gin_config)
-  for name in names:
-    tasks.ensure_registered(name)
-
-
 def cache_tasks(
   names: list[str],
   output_dir: str,
-  gin_config: str,
+  setup_fn,
   pipeline_options,
   overwrite: bool = False,
 ) -> dict:
   """Runs seqio's Beam caching for `names` into output_dir/<task>/; returns {task: {split: stats}}.
 
-  gin_config: the operative gin config that registers the tasks (worker processes parse it).
+  setup_fn: called in each Beam worker before it looks the tasks up (it registers them there).
   pipeline_options: beam PipelineOptions (runner, workers, Dataflow settings).
   """
   import contextlib
@@ -180,7 +162,6 @@ def cache_tasks(
   for task in tasks:
     if not task.supports_caching:
       raise ValueError(f"task {task.name!r} has no seqio.CacheDatasetPlaceholder; it cannot be cached")
-  setup_fn = functools.partial(_register_in_worker, gin_config, tuple(names))
   start = time.time()
   with contextlib.ExitStack() as stack:
     partials = {
