@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from jaxformer.data import cache
 from jaxformer.data.vocabulary import load_vocabulary
-from tasks.local import add_mixture, text_task
+from tasks.local import add_mixture, text_source, text_task
 
 log = logging.getLogger("jaxformer")
 SPLITS = ("train", "validation")
@@ -52,10 +52,7 @@ def _source(folder: str, subdir: str) -> tuple[seqio.TFExampleDataSource | None,
       train_bytes = sum(sizes)
   if "train" not in patterns:
     return None, 0
-  source = seqio.TFExampleDataSource(
-    split_to_filepattern=patterns, feature_description={"text": tf.io.FixedLenFeature([], tf.string)}
-  )
-  return source, train_bytes
+  return text_source(patterns), train_bytes
 
 
 def mixture_rates(sizes: dict, groups: dict, temperature: float, pl_share: float) -> dict:

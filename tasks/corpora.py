@@ -16,7 +16,7 @@ import seqio
 import tensorflow as tf
 
 from jaxformer.data.vocabulary import load_vocabulary
-from tasks.local import add_mixture, text_task
+from tasks.local import add_mixture, text_source, text_task
 
 
 def converted_source(folder: str) -> seqio.DataSource:
@@ -26,9 +26,7 @@ def converted_source(folder: str) -> seqio.DataSource:
       f"{folder} holds no converted shards ({patterns['train']}); write them with "
       f"`jaxformer data convert --input='FILES*.jsonl.gz' --output_dir={folder}`"
     )
-  return seqio.TFExampleDataSource(
-    split_to_filepattern=patterns, feature_description={"text": tf.io.FixedLenFeature([], tf.string)}
-  )
+  return text_source(patterns)
 
 
 def tfds_source(tfds_name: str, data_dir: str | None = None) -> seqio.DataSource:

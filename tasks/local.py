@@ -66,6 +66,13 @@ def text_task(
   )
 
 
+def text_source(split_to_filepattern: dict) -> seqio.TFExampleDataSource:
+  """A seqio source over TFRecords of tf.train.Examples with a `text` feature (build-local, convert)."""
+  return seqio.TFExampleDataSource(
+    split_to_filepattern=split_to_filepattern, feature_description={"text": tf.io.FixedLenFeature([], tf.string)}
+  )
+
+
 def _take(dataset, count: int):
   return dataset.take(count)
 
@@ -134,18 +141,12 @@ def register_local_tasks(
         f"task local_{kind}: split(s) {empty} of {corpus_dir} hold no documents "
         f"({os.path.join(corpus_dir, 'stats.json')}); rebuild with a larger --max_bytes"
       )
-    source = seqio.TFExampleDataSource(
-      split_to_filepattern={
-        split: os.path.join(corpus_dir, kind, f"{split}-*.tfrecord") for split in ("train", "validation")
-      },
-      feature_description={"text": tf.io.FixedLenFeature([], tf.string)},
+    source = text_source(
+      {split: os.path.join(corpus_dir, kind, f"{split}-*.tfrecord") for split in ("train", "validation")}
     )
     text_task(f"local_{kind}", source, vocabulary)
   pl_train = sorted(tf.io.gfile.glob(os.path.join(corpus_dir, "pl", "train-*.tfrecord")))
-  small = seqio.TFExampleDataSource(
-    split_to_filepattern={"train": pl_train[0], "validation": os.path.join(corpus_dir, "pl", "validation-*.tfrecord")},
-    feature_description={"text": tf.io.FixedLenFeature([], tf.string)},
-  )
+  small = text_source({"train": pl_train[0], "validation": os.path.join(corpus_dir, "pl", "validation-*.tfrecord")})
   text_task("local_pl_small", small, vocabulary, max_documents=small_pl_documents)
   add_mixture("local_pl_only", [("local_pl", 1.0)])
   add_mixture("local_pl_nl", [("local_pl", pl_rate), ("local_nl", nl_rate)])

@@ -14,6 +14,7 @@ the same corpus always gives the same cache bytes and the same training batches.
 built beside its final place and moved there only when the pipeline succeeds.
 """
 
+import functools
 import hashlib
 import json
 import logging
@@ -33,10 +34,14 @@ FINGERPRINT = "jaxformer_cache.json"
 def vocabulary_digest(vocabulary) -> str:
   """sha256 of the vocabulary's model (SentencePiece proto or tokenizer.json bytes)."""
   data = getattr(vocabulary, "sp_model", None)
-  if data is None:
-    with tf.io.gfile.GFile(vocabulary.path, "rb") as f:
-      data = f.read()
-  return hashlib.sha256(data).hexdigest()
+  return hashlib.sha256(data).hexdigest() if data is not None else _file_digest(vocabulary.path)
+
+
+@functools.lru_cache(maxsize=16)
+def _file_digest(path: str) -> str:
+  """A tokenizer.json's sha256, read once per path (every task of a mixture shares it)."""
+  with tf.io.gfile.GFile(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
 
 
 TIMING_KEYS = ("seconds", "documents_per_second")  # what changes in stats.json when nothing else does

@@ -75,7 +75,8 @@ def bench(config: pipeline.DataConfig, num_batches: int = 50, warmup: int = 5) -
   from jaxformer.data import cache
 
   cached = cache.resolve(config.mixture_or_task_name, config.cache_dir, config.use_cached)
-  iterator = iter(pipeline.get_dataset(config, shard_info=pipeline.seqio.ShardInfo(0, 1)).as_numpy_iterator())
+  dataset = pipeline.get_dataset(config, shard_info=pipeline.seqio.ShardInfo(0, 1), cached=cached)
+  iterator = iter(dataset.as_numpy_iterator())
   for _ in range(warmup):
     next(iterator)
   tokens = real_tokens = 0

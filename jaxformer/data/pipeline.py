@@ -86,6 +86,7 @@ def get_dataset(
   num_epochs: int | None = -1,
   shard_info: seqio.ShardInfo | None = None,
   drop_remainder: bool = True,
+  cached: bool | None = None,
 ) -> tf.data.Dataset:
   """This host's batches of the model features (data/features.py).
 
@@ -94,6 +95,7 @@ def get_dataset(
     num_epochs: -1 takes config.num_epochs; None repeats forever; k passes over the data k times.
     shard_info: which part of the data this host reads (default: jax process index and count);
       each of shard_info.num_shards hosts gets batch_size / num_shards rows.
+    cached: whether to read the seqio cache, when the caller already asked cache.resolve (None: ask it).
   Returns:
     a tf.data.Dataset of dicts of int32 [per_host_batch, length] arrays.
   """
@@ -109,7 +111,9 @@ def get_dataset(
     num_epochs=config.num_epochs if num_epochs == -1 else num_epochs,
     seed=config.seed,
     shard_info=shard_info,
-    use_cached=cache.resolve(config.mixture_or_task_name, config.cache_dir, config.use_cached),
+    use_cached=cache.resolve(config.mixture_or_task_name, config.cache_dir, config.use_cached)
+    if cached is None
+    else cached,
     feature_converter=PrefixLMObjectiveConverter(
       pack=config.pack, bos_id=getattr(vocabulary, "bos_id", 0), packing=config.packing, bins=config.pack_bins
     ),
