@@ -185,10 +185,40 @@ def test_foreground_launch_waits_and_passes_output_and_exit_code(cloud):
   result = cloud.script(
     "launch.sh", "--foreground", "--", "jaxformer", "eval", "loss", "--model_dir=gs://b/r", "--json"
   )
-  assert result.stdout.count("fake jaxformer ran: eval loss --model_dir=gs://b/r --json") == 2
+  assert result.stdout.count("fake jaxformer ran: eval loss --model_dir=gs://b/r --json") == 2, result.stderr
+  for i in range(2):
+    # the pre-flight (live-job check, TPU holders) ran before this job wrote its pid file, not beside it
+    assert "pid file during pre-flight" not in (cloud.worker(i) / "sudo-calls.log").read_text()
+    assert not (cloud.worker(i) / "jaxformer-logs" / "run1.pid").exists()
   (cloud.worker(1) / "jaxformer-exit-code").write_text("3")
   failed = cloud.script("launch.sh", "--foreground", "--", "jaxformer", "eval", "loss", check=False)
   assert failed.returncode == 3
+
+
+def test_a_foreground_job_is_registered_after_its_preflight_and_stop_finds_it(cloud):
+  # The sweep launcher runs jobs with --foreground; stop.sh must find such a job while it runs.
+  # (The fake gcloud runs workers one after another, so worker 0's job is the one kept running.)
+  cloud.script("create.sh")
+  cloud.script("setup.sh")
+  home = cloud.worker(0)
+  (home / "jaxformer-keep-running").touch()
+  launch = subprocess.Popen(
+    ["bash", os.path.join(REPO, "tpu", "launch.sh"), "--foreground", "--", "jaxformer", "eval", "loss"],
+    env=cloud.env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
+  _wait_for(home / "jaxformer-running.pid")
+  pid = int((home / "jaxformer-logs" / "run1.pid").read_text())
+  assert _alive(pid)
+  assert "pid file during pre-flight" not in (home / "sudo-calls.log").read_text()
+  assert cloud.script("stop.sh").stdout.count("stopped run1 (pid") == 1
+  out, _ = launch.communicate(timeout=60)
+  assert launch.returncode == 0, out
+  assert (home / "jaxformer-signals").read_text() == "SIGTERM: checkpoint saved\n"
+  assert "No such file" not in out and out.count("fake jaxformer ran: eval loss") == 2, out
+  assert not (home / "jaxformer-logs" / "run1.pid").exists()
 
 
 def test_queued_create_and_delete(cloud):

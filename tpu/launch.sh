@@ -37,7 +37,9 @@ pidfile="$LOG_DIR/$RUN.pid"
 preflight="$(live_jobs_check) && holders=\$(sudo lsof -t /dev/accel* /dev/vfio/* 2>/dev/null || true) && \
 { [ -z \"\$holders\" ] || sudo kill -9 \$holders; } && sudo rm -f /tmp/libtpu_lockfile"
 if [[ "$foreground" == 1 ]]; then
-  remote="mkdir -p $LOG_DIR && cd $SRC && $preflight && rm -f $status && \
+  # The pre-flight runs to the end first: a trailing `&` would background the whole && list, so
+  # the pid file could be written before its folder exists, or be taken for a live job of its own.
+  remote="{ mkdir -p $LOG_DIR && cd $SRC && $preflight && rm -f $status; } || exit \$?; \
 ($VENV/bin/jaxformer $quoted 2>&1 | tee $log; exit \${PIPESTATUS[0]}) & job=\$!; echo \$job > $pidfile; \
 wait \$job; code=\$?; echo \$code > $status; rm -f $pidfile; exit \$code"
 else
