@@ -53,10 +53,12 @@ class PrefixLMObjectiveConverter(seqio.FeatureConverter):
 
   def _convert_features(self, ds, task_feature_lengths):
     # (Other task features, e.g. `objective` for `data show`, are dropped here.)
-    ds = ds.map(lambda ex: {k: ex[k] + 1 for k in TASK_FEATURE_NAMES}, num_parallel_calls=tf.data.AUTOTUNE)
+    shift = tf.autograph.experimental.do_not_convert(lambda ex: {k: ex[k] + 1 for k in TASK_FEATURE_NAMES})
+    ds = ds.map(shift, num_parallel_calls=tf.data.AUTOTUNE)
     ds = self._pack_or_pad(ds, task_feature_lengths)
     pack, has_bos, bos_id = self.pack, self.has_bos, self.bos_id
 
+    @tf.autograph.experimental.do_not_convert  # Python `if`s here are on Python values only
     def convert(example):
       real = tf.cast(example["targets"] > 0, tf.int32)  # 0 only on padding
       targets, loss, prefix = (tf.maximum(example[k] - 1, 0) for k in TASK_FEATURE_NAMES)

@@ -12,6 +12,9 @@ The open rows are the state of a `tf.data.Dataset.scan`, which tf.data saves and
 iterator, so exact resume holds. A finite input (eval, `num_epochs`) ends with `bins` flush markers
 that emit the rows still open; an endless one never reaches them. Inputs must already be shifted so
 that 0 means padding (PrefixLMObjectiveConverter carries every feature as value + 1).
+
+The map functions are plain tf ops with no Python control flow on tensors, so they skip AutoGraph
+(`do_not_convert`): converting them cost seconds at every pipeline start and changed nothing.
 """
 
 import tensorflow as tf
@@ -35,6 +38,7 @@ def best_fit_pack(ds: tf.data.Dataset, keys: tuple, length: int, bins: int = 16)
   num = len(keys)
   first = keys[0]
 
+  @tf.autograph.experimental.do_not_convert
   def as_element(example):
     data = tf.stack([tf.cast(example[k][:length], tf.int32) for k in keys])
     return data, tf.constant(False)
@@ -50,6 +54,7 @@ def best_fit_pack(ds: tf.data.Dataset, keys: tuple, length: int, bins: int = 16)
     tf.zeros([bins], tf.int32),  # segments per row
   )
 
+  @tf.autograph.experimental.do_not_convert
   def step(state, element):
     features, segments, positions, used, count = state
     data, is_flush = element
@@ -80,6 +85,7 @@ def best_fit_pack(ds: tf.data.Dataset, keys: tuple, length: int, bins: int = 16)
     used, count = used + one_hot * n, count + one_hot
     return (features, segments, positions, used, count), (emit, row)
 
+  @tf.autograph.experimental.do_not_convert
   def as_row(emit, row):
     features, segments, positions = row
     out = {k: features[i] for i, k in enumerate(keys)}
@@ -87,5 +93,5 @@ def best_fit_pack(ds: tf.data.Dataset, keys: tuple, length: int, bins: int = 16)
     out[f"{first}_positions"] = positions
     return out
 
-  packed = elements.scan(state, step).filter(lambda emit, row: emit)
+  packed = elements.scan(state, step).filter(tf.autograph.experimental.do_not_convert(lambda emit, row: emit))
   return packed.map(as_row, num_parallel_calls=tf.data.AUTOTUNE)

@@ -1,4 +1,10 @@
-"""seqio preprocessors: document text -> tokens -> chunks -> one objective per chunk."""
+"""seqio preprocessors: document text -> tokens -> chunks -> one objective per chunk.
+
+Every function here that tf.data traces is plain tf ops, branching only on Python values (settings),
+so it is marked `do_not_convert`: AutoGraph's conversion cost seconds at each pipeline start (every
+train, eval and bench process) and changed nothing. A function that needs tensor-dependent control
+flow must use tf.cond / tf.while_loop, or drop the mark.
+"""
 
 import gin
 import seqio
@@ -9,6 +15,7 @@ from jaxformer.data.vocabulary import escape_sentinels
 
 
 @seqio.map_over_dataset
+@tf.autograph.experimental.do_not_convert
 def text_to_targets(example, text_key: str = "text"):
   """Keeps the document text (sentinel strings escaped) as the feature seqio tokenizes."""
   return {"targets": escape_sentinels(example[text_key])}
@@ -17,6 +24,7 @@ def text_to_targets(example, text_key: str = "text"):
 def split_tokens(dataset, max_tokens: int):
   """Cuts each example's `targets` into pieces of at most max_tokens (seqio 0.0.20 has no split_tokens)."""
 
+  @tf.autograph.experimental.do_not_convert
   def split(example):
     tokens = example["targets"]
     n = tf.size(tokens)
@@ -55,13 +63,15 @@ def objective_mixture(
   ids = objectives.SpecialIds.from_vocabulary(vocabulary)
   context = objectives.Context(ids, span_corruption, objectives.check_loss_placement(loss_placement))
 
-  dataset = dataset.filter(lambda ex: tf.size(ex["targets"]) > 0)
+  plain = tf.autograph.experimental.do_not_convert
+  dataset = dataset.filter(plain(lambda ex: tf.size(ex["targets"]) > 0))
   dataset = dataset.map(
-    lambda ex: {"targets": tf.concat([ex["targets"], [context.ids.eos]], 0)}, num_parallel_calls=tf.data.AUTOTUNE
+    plain(lambda ex: {"targets": tf.concat([ex["targets"], [context.ids.eos]], 0)}), num_parallel_calls=tf.data.AUTOTUNE
   )
   dataset = split_tokens(dataset, chunk)
 
   @seqio.map_over_dataset(num_seeds=1)
+  @plain
   def apply(example, seed):
     out = objectives.choose_objective(example["targets"], seed, normalized, context)
     out["source"] = example["targets"]
