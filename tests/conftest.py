@@ -7,11 +7,17 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v4-8")
-# jax's persistent compilation cache, shared by the xdist workers and every `jaxformer` subprocess the
-# tests start (they inherit this environment): the same tiny train step is compiled by dozens of runs,
-# and a cached executable is the same program, so losses stay bit-identical. Only compiles of >= 1 s
-# are stored (jax's default).
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "jaxformer-tests-jax-cache"))
+# jax's persistent compilation cache, shared by the xdist workers of one test run and every `jaxformer`
+# subprocess they start (they inherit this environment): the same tiny train step is compiled by dozens
+# of runs, and a cached executable is the same program, so losses stay bit-identical. Only compiles of
+# >= 1 s are stored (jax's default). One folder per run (xdist's run id, else this process), so no two
+# runs or checkouts share entries; a test about what the compiler does itself drops the variable.
+os.environ.setdefault(
+  "JAX_COMPILATION_CACHE_DIR",
+  os.path.join(
+    tempfile.gettempdir(), f"jaxformer-tests-jax-cache-{os.environ.get('PYTEST_XDIST_TESTRUNUID') or os.getpid()}"
+  ),
+)
 
 import gin
 import pytest

@@ -81,8 +81,10 @@ class State:
         self.data = json.load(f)
 
   def save(self):
-    with open(self.path, "w") as f:
+    # Another fake gcloud (supervise.sh polling beside stop.sh) may be reading it: replace it whole.
+    with open(self.path + f".{os.getpid()}", "w") as f:
       json.dump(self.data, f)
+    os.replace(self.path + f".{os.getpid()}", self.path)
 
   def worker_homes(self, name, worker):
     workers = range(WORKERS) if worker == "all" else [int(worker)]

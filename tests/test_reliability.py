@@ -16,7 +16,9 @@ from jaxformer.errors import UserError
 
 def test_second_trainer_stops_at_once_and_ctrl_c_saves_and_exits_130(local_corpus, tmp_path):
   model_dir = str(tmp_path / "run")
-  flags = train_util.small_run_flags(local_corpus, steps=400, checkpoint_period=200)
+  # Far more steps than the test lasts: the first run must still be training when the second one
+  # has started up and been refused, however slow a loaded machine makes that start-up.
+  flags = train_util.small_run_flags(local_corpus, steps=100_000, checkpoint_period=200)
   first = train_util.start(model_dir, flags)
   deadline = time.time() + 240
   while not os.path.exists(os.path.join(model_dir, "metrics.jsonl")):  # the first run is training

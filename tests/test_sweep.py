@@ -127,7 +127,7 @@ def test_micro_sweep_is_interrupted_restarted_and_collected(local_corpus, tmp_pa
   causal_metrics = (out / "causal" / "metrics.jsonl").read_text()
 
   process = _start_sweep(sweep_file, out, log_path)
-  assert process.wait(timeout=400) == 0, log_path.read_text()[-3000:]
+  assert process.wait(timeout=900) == 0, log_path.read_text()[-3000:]  # as generous as the first part
   second = log_path.read_text()[len(first) :]
   assert "[1/2] causal: finished before, skipped" in second and "[2/2] mixture: done" in second
   assert (out / "causal" / "metrics.jsonl").read_text() == causal_metrics  # not run again

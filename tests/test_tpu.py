@@ -68,13 +68,18 @@ class Cloud:
     return self.dir / "slices" / name / f"worker{i}"
 
 
-def _wait_for(path, timeout=20):
+def _wait_for(path, timeout=20, gone=False):
+  """Waits until `path` holds a whole line (the workers write these files with `echo`), or is gone."""
   deadline = time.time() + timeout
-  while not path.exists():
+  while path.exists() if gone else not (path.exists() and path.read_text().endswith("\n")):
     if time.time() > deadline:
-      raise AssertionError(f"{path} never appeared")
-    time.sleep(0.1)
-  time.sleep(0.1)  # let the writer finish the line
+      raise AssertionError(f"{path} never {'went' if gone else 'appeared'}")
+    time.sleep(0.05)
+
+
+def _read_pid(path) -> int:
+  _wait_for(path)
+  return int(path.read_text())
 
 
 def _jaxformer_calls(home):
@@ -83,7 +88,10 @@ def _jaxformer_calls(home):
 
 @pytest.fixture
 def cloud(tmp_path):
-  return Cloud(tmp_path)
+  yield Cloud(tmp_path)
+  # A test that failed before stop.sh leaves its fake jobs looping: let them end.
+  for flag in tmp_path.glob("gcloud/slices/*/worker*/jaxformer-keep-running"):
+    flag.unlink()
 
 
 def test_create_setup_launch_stop_delete(cloud):
@@ -105,9 +113,9 @@ def test_create_setup_launch_stop_delete(cloud):
     assert (home / "jaxformer-logs" / "run1.exit").read_text().strip() == "0"
     assert "fake jaxformer ran: train" in (home / "jaxformer-logs" / "run1.log").read_text()
 
-    # the pre-flight cleared libtpu's lock file; the job's pid record left with the job
+    # the pre-flight cleared libtpu's lock file; the job's pid record leaves with the job
     assert "rm -f /tmp/libtpu_lockfile" in (home / "sudo-calls.log").read_text()
-    assert not (home / "jaxformer-logs" / "run1.pid").exists()
+    _wait_for(home / "jaxformer-logs" / "run1.pid", gone=True)
 
   logs = cloud.script("logs.sh", "--worker=all")
   assert logs.stdout.count("fake jaxformer ran: train") == 2 and logs.stdout.count("run1 exited 0") == 2
@@ -133,7 +141,7 @@ def test_stop_stops_the_running_job_and_supervise_never_starts_a_second(cloud):
   cloud.script("launch.sh", "--", *TRAIN)
   for home in homes:
     _wait_for(home / "jaxformer-running.pid")
-  jobs = [int((home / "jaxformer-running.pid").read_text()) for home in homes]
+  jobs = [_read_pid(home / "jaxformer-running.pid") for home in homes]
   assert all(_alive(pid) for pid in jobs)
   assert cloud.script("logs.sh", "--worker=all").stdout.count("run1 running (pid") == 2
 
@@ -210,7 +218,7 @@ def test_a_foreground_job_is_registered_after_its_preflight_and_stop_finds_it(cl
     text=True,
   )
   _wait_for(home / "jaxformer-running.pid")
-  pid = int((home / "jaxformer-logs" / "run1.pid").read_text())
+  pid = _read_pid(home / "jaxformer-logs" / "run1.pid")
   assert _alive(pid)
   assert "pid file during pre-flight" not in (home / "sudo-calls.log").read_text()
   assert cloud.script("stop.sh").stdout.count("stopped run1 (pid") == 1
