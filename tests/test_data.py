@@ -90,13 +90,21 @@ def test_objective_rates_are_honoured(local_tasks):
 
 def test_prefix_lm_examples_have_a_bidirectional_prefix_without_loss(local_tasks):
   _bind_rates({"prefix_lm": 1.0})
+  eos = objectives.SpecialIds.from_vocabulary(local_tasks).eos
+  prefix_lm = list(objectives.OBJECTIVES).index("prefix_lm")
+  seen = 0
   for example in pipeline.examples_dataset("local_pl", {"targets": 128}).take(30).as_numpy_iterator():
-    prefix, loss = example["targets_prefix"], example["targets_loss"]
-    if example["targets"].size < 2:
+    prefix, loss, targets = example["targets_prefix"], example["targets_loss"], example["targets"]
+    if example["objective"] != prefix_lm:
+      # only a chunk with under 2 tokens besides its document's <|endoftext|> stays causal LM
+      body = targets[:-1] if targets.size and targets[-1] == eos else targets
+      assert body.size < 2 and not prefix.any(), example
       continue
+    seen += 1
     p = int(prefix.sum())
     assert 1 <= p < prefix.size and prefix[:p].all() and not prefix[p:].any()
     np.testing.assert_array_equal(loss, 1 - prefix)
+  assert seen >= 20
 
 
 @pytest.fixture
