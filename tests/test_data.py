@@ -53,14 +53,15 @@ def test_span_corruption_inverts_exactly_to_its_source(local_tasks):
   ids = objectives.SpecialIds.from_vocabulary(vocab)
   _bind_rates({"span_corruption": 1.0})
   examples = list(pipeline.examples_dataset("local_pl", {"targets": 256}).take(40).as_numpy_iterator())
-  assert examples and all(
-    objectives.objective_name(int(e["objective"])) == "span_corruption" for e in examples if e["source"].size > 2
-  )
-  spans_seen = 0
+  spans_seen = span_examples = 0
   for example in examples:
     source = list(example["source"])
     if source[-1] == ids.eos:
       source = source[:-1]
+    if objectives.objective_name(int(example["objective"])) != "span_corruption":
+      assert len(source) < 2  # only a chunk of one token plus its <|endoftext|> stays causal LM
+      continue
+    span_examples += 1
     assert len(example["targets"]) <= 256
     assert objectives.invert_span_corruption(example["targets"], ids) == source
     text = vocab.decode_with_specials(example["targets"])
@@ -74,7 +75,7 @@ def test_span_corruption_inverts_exactly_to_its_source(local_tasks):
     sep_at = list(example["targets"]).index(ids.sep)
     assert example["targets_loss"][: sep_at + 1].sum() == 0 and example["targets_loss"][sep_at + 1 :].all()
     assert example["targets_prefix"].sum() == 0
-  assert spans_seen > len(examples)  # several spans per example
+  assert span_examples >= 30 and spans_seen > span_examples  # several spans per example
 
 
 def test_objective_rates_are_honoured(local_tasks):

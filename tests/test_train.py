@@ -151,17 +151,27 @@ def test_nan_stop_mode_names_the_step_and_leaves_no_bad_checkpoint(local_corpus,
 
 
 def test_finite_data_that_runs_out_names_the_step_and_keeps_the_checkpoint(local_corpus, tmp_path):
+  from jaxformer.data.convert import convert_files
+
+  # 30 documents of about 130 tokens: each fills a 128-token row with its first chunk, whatever the
+  # tokenizer, so one epoch is 3 to 7 batches of 8 (a corpus sample of unknown size could be 1 batch).
+  raw = tmp_path / "docs.jsonl"
+  raw.write_text("\n".join(json.dumps({"text": f"def f{i}(x):\n    return x * {i}\n" * 12}) for i in range(30)))
+  convert_files(str(raw), str(tmp_path / "docs"))
   model_dir = str(tmp_path / "dry")
   flags = train_util.small_run_flags(local_corpus, steps=500, checkpoint_period=2) + [
-    "--gin.MIXTURE_OR_TASK_NAME='local_pl_small'",
-    "--gin.tasks.register_local_tasks.small_pl_documents=2",
+    "--gin_file=data/my_corpus.gin",
+    f"--gin.MY_CORPUS_DIR='{tmp_path / 'docs'}'",
+    f"--gin.VOCABULARY='{os.path.join(local_corpus, 'spm.model')}'",
     "--gin.DataConfig.num_epochs=1",
   ]
   assert train_util.run(model_dir, flags) == 2
   text = train_util.log_text(model_dir)
-  assert "the train split of local_pl_small ran out after" in text and "DataConfig.num_epochs=1" in text
+  assert "the train split of my_code ran out after" in text and "DataConfig.num_epochs=1" in text
   assert "Traceback" not in text
-  assert train_util.committed_steps(model_dir)  # the checkpoints before it are intact
+  steps = train_util.train_losses(model_dir)
+  assert 3 <= len(steps) <= 7, steps
+  assert 2 in train_util.committed_steps(model_dir)  # the checkpoints before it are intact
 
 
 def test_nan_skip_mode_keeps_training_and_checkpoints_finite_state(local_corpus, tmp_path):
