@@ -92,3 +92,17 @@ def test_training_on_a_cached_task_is_killed_and_resumes_with_the_same_losses(lo
   flags += [f"--gin.CACHE_DIR='{local_cache}'", "--gin.DataConfig.use_cached=True"]
   log = train_util.assert_sigkill_then_restart_matches(tmp_path, flags, steps=10, kill_after=4)
   assert "reading local_pl_nl from the seqio cache" in log
+
+
+def test_data_bench_reports_throughput_fill_and_start_up_online_and_from_the_cache(local_corpus, local_cache, capsys):
+  args = ["data", "bench", "--gin_file=data/local.gin", "--gin_file=objectives/codegen2.gin"]
+  args += [f"--gin.CORPUS_DIR='{local_corpus}'", "--gin.TASK_FEATURE_LENGTHS={'targets': 256}", "--batches=5", "--json"]
+  for extra, cached in (([], False), ([f"--gin.CACHE_DIR='{local_cache}'"], True)):
+    assert cli.main(args + extra) == 0
+    line, report = capsys.readouterr().out.splitlines()[-2:]
+    report = json.loads(report)
+    assert report["cached"] is cached and ("from the seqio cache" if cached else "tokenised online") in line
+    tokens = report["batches"] * report["batch_size"] * report["length"]
+    assert report["length"] == 256 and report["tokens_per_second"] * report["seconds"] == pytest.approx(tokens)
+    assert 0.5 < report["packing_fill"] <= 1
+    assert report["startup_seconds"] > 0 and f"first batch {report['startup_seconds']:.2f} s after" in line

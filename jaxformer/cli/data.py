@@ -228,7 +228,8 @@ def bench_run(args, bindings):
     f"{report['batches']} batches of {report['batch_size']} x {report['length']} in {report['seconds']:.2f} s: "
     f"{report['tokens_per_second']:,.0f} tokens/s ({report['nonpad_tokens_per_second']:,.0f} non-padding, "
     f"packing fill {report['packing_fill']:.1%}), "
-    f"{'from the seqio cache' if report['cached'] else 'tokenised online'}"
+    f"{'from the seqio cache' if report['cached'] else 'tokenised online'}; "
+    f"first batch {report['startup_seconds']:.2f} s after building the pipeline"
   )
   if args.json:
     print(json.dumps(report))
