@@ -255,3 +255,39 @@ def test_train_tokenizer_refuses_to_replace_a_model_unasked(tmp_path, local_corp
   assert cli.main(argv) == 2
   assert "pass --overwrite" in _error(capsys)
   assert model.read_bytes() == b"an earlier model"
+
+
+def test_train_tokenizer_survives_a_document_without_spaces_longer_than_sentencepiece_allows(tmp_path):
+  # A data file of short lines with no space is one 70,000-character "word" to SentencePiece, whose BPE
+  # trainer ends the whole process (exit 255) on a word of over 65,535 symbols: README's main command
+  # died that way on a machine whose files included one. It runs in a subprocess so a regression fails
+  # this test instead of killing the test worker.
+  from jaxformer.data import corpus
+
+  root = tmp_path / "root"
+  root.mkdir()
+  (root / "ids.txt").write_text("".join(f"/m/0{i:05x}\n" for i in range(7000)))
+  for i in range(40):
+    (root / f"mod{i}.py").write_text(f"def f{i}(x):\n    return x + {i}\n" * 20)
+  corpus.build_local_corpus(
+    str(tmp_path / "corpus"), roots=[str(root)], options=corpus.CorpusOptions(validation_percent=0)
+  )
+  model = tmp_path / "spm.model"
+  argv = [f"--corpus_dir={tmp_path / 'corpus'}", f"--output={model}", "--vocab_size=600"]
+  result = subprocess.run(
+    [train_util.JAXFORMER, "data", "train-tokenizer", *argv],
+    capture_output=True,
+    text=True,
+    env=train_util.env(),
+    timeout=300,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  import sentencepiece as spm
+
+  text = (root / "ids.txt").read_text()
+  assert (
+    spm.SentencePieceProcessor(model_file=str(model)).decode(
+      spm.SentencePieceProcessor(model_file=str(model)).encode(text)
+    )
+    == text
+  )

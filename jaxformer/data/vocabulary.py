@@ -89,9 +89,28 @@ def train_tokenizer(
   return final + ".model"
 
 
+# SentencePiece's BPE trainer ends the whole process (a CHECK in bpe_model_trainer.h, exit 255) on a
+# "word", text between spaces, of over 65,535 symbols: a data file of short space-free lines is one.
+MAX_RUN_CHARS = 4096
+
+
+def bounded_runs(text: str, limit: int = MAX_RUN_CHARS):
+  """The text as one training sentence or, where a run without spaces is longer than `limit`
+  characters, cut there into sentences whose runs are at most `limit` long."""
+  start = 0
+  for match in re.finditer(f"[^ ]{{{limit + 1},}}", text):
+    if match.start() > start:
+      yield text[start : match.start()]
+    run = match.group()
+    yield from (run[i : i + limit] for i in range(0, len(run), limit))
+    start = match.end()
+  if start == 0 or start < len(text):
+    yield text[start:]
+
+
 def _train_bpe(spm, documents, prefix, vocab_size, symbols, max_documents, max_sentence_length) -> None:
   spm.SentencePieceTrainer.train(
-    sentence_iterator=(d for i, d in zip(range(max_documents), documents)),
+    sentence_iterator=(s for _, d in zip(range(max_documents), documents) for s in bounded_runs(d)),
     model_prefix=prefix,
     vocab_size=vocab_size,
     model_type="bpe",
