@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -136,3 +137,29 @@ def test_the_bench_path_imports_no_tensorflow():
   code = "import sys, jaxformer.train.bench; print(sorted(m for m in ('tensorflow', 'seqio') if m in sys.modules))"
   result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
   assert result.stdout.strip() == "[]", result.stdout
+
+
+QUIET_THEN_ABORT = """
+import os
+from jaxformer.cli import quiet
+quiet.quiet_stderr()
+for i in range(3000):
+    os.write(2, b"line %d\\n" % i)
+os.write(2, b"normalizer.cc(51) LOG(INFO) chatter\\n")
+os.write(2, b"F0000 check failed: the reason it stopped\\n")
+os.abort()
+"""
+
+
+def test_stderr_filter_keeps_every_line_when_the_process_is_ended_at_once(tmp_path):
+  # A C++ CHECK or LOG(FATAL) ends the process without Python's shutdown; its last lines say why.
+  log = tmp_path / "stderr.log"
+  with open(log, "wb") as f:
+    process = subprocess.run([sys.executable, "-c", QUIET_THEN_ABORT], stderr=f, timeout=60)
+  assert process.returncode < 0  # SIGABRT
+  deadline = time.time() + 10
+  while b"the reason it stopped" not in log.read_bytes() and time.time() < deadline:
+    time.sleep(0.05)  # the forwarding process writes what the pipe still held
+  lines = log.read_bytes().splitlines()
+  assert lines[:3000] == [b"line %d" % i for i in range(3000)]
+  assert lines[3000:] == [b"F0000 check failed: the reason it stopped"]  # the chatter dropped
