@@ -48,6 +48,17 @@ def test_sentinels_are_single_ids_and_literal_ones_are_escaped(local_tasks):
   assert vocabulary.unescape_sentinels(vocab.decode(ids)) == "a = '<sep>' + '<mask_3>'"
 
 
+def _uses(example, objective: str, eos: int) -> bool:
+  """Whether the example got `objective`; otherwise asserts it is the one chunk that stays causal LM
+  by design (choose_objective): under 2 tokens besides its document's <|endoftext|>."""
+  if objectives.objective_name(int(example["objective"])) == objective:
+    return True
+  source = example["source"]
+  body = source[:-1] if source.size and source[-1] == eos else source
+  assert body.size < 2 and not example["targets_prefix"].any(), example
+  return False
+
+
 def test_span_corruption_inverts_exactly_to_its_source(local_tasks):
   vocab = local_tasks
   ids = objectives.SpecialIds.from_vocabulary(vocab)
@@ -55,13 +66,12 @@ def test_span_corruption_inverts_exactly_to_its_source(local_tasks):
   examples = list(pipeline.examples_dataset("local_pl", {"targets": 256}).take(40).as_numpy_iterator())
   spans_seen = span_examples = 0
   for example in examples:
+    if not _uses(example, "span_corruption", ids.eos):
+      continue
+    span_examples += 1
     source = list(example["source"])
     if source[-1] == ids.eos:
       source = source[:-1]
-    if objectives.objective_name(int(example["objective"])) != "span_corruption":
-      assert len(source) < 2  # only a chunk of one token plus its <|endoftext|> stays causal LM
-      continue
-    span_examples += 1
     assert len(example["targets"]) <= 256
     assert objectives.invert_span_corruption(example["targets"], ids) == source
     text = vocab.decode_with_specials(example["targets"])
@@ -92,16 +102,12 @@ def test_objective_rates_are_honoured(local_tasks):
 def test_prefix_lm_examples_have_a_bidirectional_prefix_without_loss(local_tasks):
   _bind_rates({"prefix_lm": 1.0})
   eos = objectives.SpecialIds.from_vocabulary(local_tasks).eos
-  prefix_lm = list(objectives.OBJECTIVES).index("prefix_lm")
   seen = 0
   for example in pipeline.examples_dataset("local_pl", {"targets": 128}).take(30).as_numpy_iterator():
-    prefix, loss, targets = example["targets_prefix"], example["targets_loss"], example["targets"]
-    if example["objective"] != prefix_lm:
-      # only a chunk with under 2 tokens besides its document's <|endoftext|> stays causal LM
-      body = targets[:-1] if targets.size and targets[-1] == eos else targets
-      assert body.size < 2 and not prefix.any(), example
+    if not _uses(example, "prefix_lm", eos):
       continue
     seen += 1
+    prefix, loss = example["targets_prefix"], example["targets_loss"]
     p = int(prefix.sum())
     assert 1 <= p < prefix.size and prefix[:p].all() and not prefix[p:].any()
     np.testing.assert_array_equal(loss, 1 - prefix)

@@ -285,9 +285,5 @@ def test_train_tokenizer_survives_a_document_without_spaces_longer_than_sentence
   import sentencepiece as spm
 
   text = (root / "ids.txt").read_text()
-  assert (
-    spm.SentencePieceProcessor(model_file=str(model)).decode(
-      spm.SentencePieceProcessor(model_file=str(model)).encode(text)
-    )
-    == text
-  )
+  tokenizer = spm.SentencePieceProcessor(model_file=str(model))
+  assert tokenizer.decode(tokenizer.encode(text)) == text
