@@ -231,11 +231,12 @@ def test_the_time_limit_counts_the_programs_run_time_alone():
     return result, time.monotonic() - start
 
   # The sandbox's own start-up and teardown (two interpreters, mounts): about 0.12 s here, and CI's
-  # machine was once faster than a fixed 0.15 s margin. Half the fastest of three gives a tight limit
-  # that a clock counting start-up would miss, with room for the program's own sleep to end late.
-  startup = min(run(0, 3)[1] for _ in range(3))
-  tight_limit = 2 + startup / 2
+  # machine was once faster than a fixed 0.15 s margin. Half the fastest of three, measured three at a
+  # time as below, gives a tight limit that a clock counting start-up would miss, with room for the
+  # program's own sleep to end late.
   with ThreadPoolExecutor(3) as pool:
+    startup = min(took for _, took in pool.map(run, (0, 0, 0), (3, 3, 3)))
+    tight_limit = 2 + startup / 2
     (two, _), (five, five_took), (tight, tight_took) = pool.map(run, (2, 5, 2), (3, 3, tight_limit))
   assert two.passed and five.status == "timeout"
   assert five_took < 5  # killed at 3 s of run time, not left to sleep its 5 s (plus start-up)
