@@ -43,13 +43,13 @@ def _logs(model_dir, tag):
 
 
 def test_two_process_run_trains_checkpoints_is_killed_and_resumes_exactly(local_corpus, tmp_path):
-  flags = train_util.small_run_flags(local_corpus, steps=16, checkpoint_period=4)
+  flags = train_util.small_run_flags(local_corpus, steps=12, checkpoint_period=4)
   reference = str(tmp_path / "reference")
   for p in _start_pair(reference, flags, "a"):
     assert p.wait(timeout=300) == 0, _logs(reference, "a")
   expected = train_util.train_losses(reference)
-  assert sorted(expected) == list(range(1, 17))
-  data_files = sorted(os.listdir(os.path.join(reference, "checkpoints", "16", "data")))
+  assert sorted(expected) == list(range(1, 13))
+  data_files = sorted(os.listdir(os.path.join(reference, "checkpoints", "12", "data")))
   assert any(f.startswith("process_0.") for f in data_files) and any(f.startswith("process_1.") for f in data_files)
 
   run = str(tmp_path / "run")
@@ -58,10 +58,10 @@ def test_two_process_run_trains_checkpoints_is_killed_and_resumes_exactly(local_
   for p in pair:
     train_util.kill(p, signal.SIGKILL)
   restored_from = max(train_util.committed_steps(run))
-  assert 4 <= restored_from < 16  # killed mid-run: some steps are left to resume
+  assert 4 <= restored_from < 12  # killed mid-run: some steps are left to resume
   for p in _start_pair(run, flags, "b"):
     assert p.wait(timeout=300) == 0, _logs(run, "b")
   assert all(f"restored step {restored_from}" in text for text in _logs(run, "b"))
   resumed = train_util.train_losses(run)
-  for step in range(restored_from + 1, 17):
+  for step in range(restored_from + 1, 13):
     assert resumed[step] == expected[step], (step, resumed[step], expected[step])

@@ -114,9 +114,9 @@ def test_checkpoint_saved_on_8_devices_restores_on_4(tmp_path):
 
 
 def test_sigkill_then_restart_reproduces_the_uninterrupted_losses(local_corpus, tmp_path):
-  flags = train_util.small_run_flags(local_corpus, steps=24, checkpoint_period=4)
-  # killed after checkpoint 4: five more saves and 20 steps before the last checkpoint, even on a fast machine
-  train_util.assert_sigkill_then_restart_matches(tmp_path, flags, steps=24, kill_after=4)
+  flags = train_util.small_run_flags(local_corpus, steps=16, checkpoint_period=4)
+  # killed after checkpoint 4: 12 more steps and three saves before the last checkpoint, even on a fast machine
+  train_util.assert_sigkill_then_restart_matches(tmp_path, flags, steps=16, kill_after=4)
 
 
 def test_sigterm_saves_and_exits_cleanly_then_resumes(local_corpus, tmp_path):
