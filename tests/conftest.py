@@ -1,6 +1,7 @@
 """Test setup: 8 simulated CPU devices, set before jax is imported anywhere."""
 
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -10,19 +11,23 @@ os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v4-8")
 # jax's persistent compilation cache, shared by the xdist workers of one test run and every `jaxformer`
 # subprocess they start (they inherit this environment): the same tiny train step is compiled by dozens
 # of runs, and a cached executable is the same program, so losses stay bit-identical. Only compiles of
-# >= 1 s are stored (jax's default). One folder per run (xdist's run id, else this process), so no two
-# runs or checkouts share entries; a test about what the compiler does itself drops the variable.
+# >= 1 s are stored (jax's default). The process that starts the run (xdist's controller, which the
+# workers inherit it from) names one folder for it, so no two runs or checkouts share entries, and
+# deletes it when the run ends. A test about what the compiler does itself drops the variable.
 os.environ.setdefault(
-  "JAX_COMPILATION_CACHE_DIR",
-  os.path.join(
-    tempfile.gettempdir(), f"jaxformer-tests-jax-cache-{os.environ.get('PYTEST_XDIST_TESTRUNUID') or os.getpid()}"
-  ),
+  "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"jaxformer-tests-jax-cache-{os.getpid()}")
 )
 
 import gin
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_sessionfinish(session):
+  cache = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+  if cache == os.path.join(tempfile.gettempdir(), f"jaxformer-tests-jax-cache-{os.getpid()}"):  # named here
+    shutil.rmtree(cache, ignore_errors=True)  # the controller, after its workers (theirs is the controller's)
 
 
 def _reset_gin():
