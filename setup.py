@@ -51,7 +51,9 @@ setuptools.setup(
   version="0.1.0",
   description="JAX/Flax pretraining for code language models: the CodeGen2 recipe on TPU pods and GPUs",
   python_requires=">=3.11",
-  packages=setuptools.find_packages(include=["jaxformer", "jaxformer.*", "tasks", "tasks.*"]),
+  packages=setuptools.find_packages(include=["jaxformer", "jaxformer.*"]),
+  # gin files, the TPU pod scripts and the sweep files ship inside the package: a wheel install finds them.
+  package_data={"jaxformer": ["gin/*/*.gin", "tpu/*.sh", "tpu/README.md", "tpu/.shellcheckrc"]},
   install_requires=INSTALL_REQUIRES,
   extras_require={"torch": TORCH, "tpu": TPU, "cuda": CUDA, "wandb": WANDB, "dataflow": DATAFLOW, "test": TEST},
   entry_points={"console_scripts": ["jaxformer=jaxformer.cli:main"]},

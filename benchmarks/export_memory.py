@@ -39,7 +39,7 @@ def make_checkpoint(work_dir: str, model_gin: str):
   checkpoint.save(manager, 0, {"params": params}, force=True)
   manager.wait_until_finished()
   manager.close()
-  shutil.copy(os.path.join(config_lib.REPO_GIN_DIR, model_gin), os.path.join(run, "config.gin"))
+  shutil.copy(os.path.join(config_lib.GIN_DIR, model_gin), os.path.join(run, "config.gin"))
 
 
 def main():

@@ -19,8 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from jaxformer import config as config_lib
-from jaxformer import fs
+from jaxformer import errors, fs
 
 log = logging.getLogger("jaxformer")
 
@@ -70,9 +69,9 @@ def make_manager(
       preemption step are saved too.
     keep: how many recent checkpoints stay; keep_period: also keep every step divisible by it.
   """
-  config_lib.require_int("checkpoint.make_manager.checkpoint_period (CHECKPOINT_PERIOD)", checkpoint_period, 1)
-  config_lib.require_int("checkpoint.make_manager.keep", keep, 1)
-  config_lib.require_int("checkpoint.make_manager.keep_period", keep_period, 1, allow_none=True)
+  errors.require_int("checkpoint.make_manager.checkpoint_period (CHECKPOINT_PERIOD)", checkpoint_period, 1)
+  errors.require_int("checkpoint.make_manager.keep", keep, 1)
+  errors.require_int("checkpoint.make_manager.keep_period", keep_period, 1, allow_none=True)
   policies = ocp.checkpoint_managers
   options = ocp.CheckpointManagerOptions(
     # Exactly every period (orbax's default also saves the first step it sees) and at preemption.

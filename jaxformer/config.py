@@ -14,9 +14,10 @@ from collections.abc import Iterable, Sequence
 
 import gin
 
-from jaxformer.errors import UserError
+from jaxformer.errors import GinConfigError, UserError, call_configurable, require_int  # noqa: F401 (the CLI's names)
 
-REPO_GIN_DIR = pathlib.Path(__file__).resolve().parents[1] / "gin"
+# The gin files that ship inside the package (models/, objectives/, data/, runs/, sweeps/).
+GIN_DIR = pathlib.Path(__file__).resolve().parent / "gin"
 
 
 # Modules whose gin configurables files may name without `import` lines.
@@ -24,13 +25,13 @@ CONFIGURABLE_MODULES = (
   "jaxformer.model",
   "jaxformer.plan",
   "jaxformer.sharding",
-  "jaxformer.data.objectives",
-  "jaxformer.data.preprocessors",
-  "jaxformer.data.pipeline",
-  "jaxformer.data.vocabulary",
-  "tasks.local",
-  "tasks.corpora",
-  "tasks.code_corpus",
+  "jaxformer.objectives",
+  "jaxformer.objectives.mixture",
+  "jaxformer.data.pipeline.dataset",
+  "jaxformer.data.ingest.tokenizer",
+  "jaxformer.tasks.local",
+  "jaxformer.tasks.corpora",
+  "jaxformer.tasks.code_corpus",
   "jaxformer.checkpoint",
   "jaxformer.train.optimizer",
   "jaxformer.train.step",
@@ -40,15 +41,11 @@ CONFIGURABLE_MODULES = (
 )
 
 
-class GinConfigError(UserError):
-  """A gin file or binding that cannot be used; the message says where."""
-
-
 def default_search_paths() -> list[str]:
-  """'' (the working directory, or absolute paths), then $JAXFORMER_GIN_PATH, then the repo's gin/."""
+  """'' (the working directory, or absolute paths), then $JAXFORMER_GIN_PATH, then the package's gin/."""
   paths = [""]
   paths += [p for p in os.environ.get("JAXFORMER_GIN_PATH", "").split(os.pathsep) if p]
-  paths.append(str(REPO_GIN_DIR))
+  paths.append(str(GIN_DIR))
   return paths
 
 
@@ -203,30 +200,3 @@ def _check_flag_macros_are_read(bindings: Iterable[str]) -> None:
       close = difflib.get_close_matches(name, read_macros, n=1)
       hint = f"; did you mean {close[0]}?" if close else f" (macros read: {', '.join(read_macros) or 'none'})"
       raise GinConfigError(f"--gin.{name}: no binding reads the macro {name}{hint}")
-
-
-def require_int(binding: str, value, minimum: int = 0, allow_none: bool = False) -> None:
-  """A bound value that must be an integer >= minimum (a quoted string or 0 period stops here, named)."""
-  if value is None and allow_none:
-    return
-  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-    raise GinConfigError(f"{binding}={value!r} must be an integer >= {minimum}")
-
-
-def call_configurable(fn, *args, **kwargs):
-  """Calls a gin-configured function, turning a bad bound value into GinConfigError."""
-  try:
-    return fn(*args, **kwargs)
-  except (ValueError, TypeError) as e:
-    if isinstance(e, GinConfigError):
-      raise
-    raise GinConfigError(f"{getattr(fn, '__name__', fn)}: {e}") from e
-
-
-def write_operative_config(model_dir: str | os.PathLike, name: str = "config.gin") -> str:
-  """Writes gin's operative config (values actually used) to MODEL_DIR/config.gin."""
-  from jaxformer import fs
-
-  path = os.path.join(str(model_dir), name)
-  fs.write(path, gin.operative_config_str())
-  return path

@@ -36,7 +36,7 @@ from jaxformer.train.metrics import read_metrics
 RESULT_FILE = "sweep_result.json"
 # The console script next to this interpreter (`python -m jaxformer.cli` breaks gin's relative includes).
 JAXFORMER = [os.path.join(os.path.dirname(sys.executable), "jaxformer")]
-TPU_LAUNCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tpu", "launch.sh")
+TPU_LAUNCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tpu", "launch.sh")  # package data
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,17 +45,17 @@ def _clear_gin():
 @pytest.fixture(scope="session")
 def local_corpus(tmp_path_factory):
   """A small real local corpus (this machine's files) with its tokenizer, built once per session."""
-  from jaxformer.data import corpus, vocabulary
+  from jaxformer.data.ingest import corpus, tokenizer
 
   out = tmp_path_factory.mktemp("corpus")
   corpus.build_local_corpus(str(out), options=corpus.CorpusOptions(max_bytes=3 << 20, validation_percent=5))
-  vocabulary.train_tokenizer(str(out), str(out / "spm.model"), vocab_size=1024, max_documents=3000)
+  tokenizer.train_tokenizer(str(out), str(out / "spm.model"), vocab_size=1024, max_documents=3000)
   return str(out)
 
 
 @pytest.fixture
 def local_tasks(local_corpus):
   """Registers the local tasks over the session corpus; returns the vocabulary."""
-  from tasks import local
+  from jaxformer.tasks import local
 
   return local.register_local_tasks(corpus_dir=local_corpus)

@@ -11,7 +11,8 @@ import seqio
 import train_util
 
 from jaxformer import cli
-from jaxformer.data import cache, pipeline
+from jaxformer.data import pipeline
+from jaxformer.data.pipeline import cache
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def local_cache(local_corpus, tmp_path_factory):
 
 
 def _register(local_corpus):
-  from tasks import local
+  from jaxformer.tasks import local
 
   return local.register_local_tasks(corpus_dir=local_corpus)
 

@@ -27,7 +27,7 @@ def _last_json(capsys, text=None):
 
 @pytest.mark.parametrize("name", sorted(SIZES))
 def test_plan_counts_codegen2_sizes_exactly(name, capsys):
-  assert cli.main(["plan", f"--gin_file=gin/models/{name}.gin", "--json"]) == 0
+  assert cli.main(["plan", f"--gin_file=models/{name}.gin", "--json"]) == 0
   report = _last_json(capsys)
   assert report["params"] == SIZES[name]
   assert report["adam_state_bytes"] == 8 * SIZES[name]

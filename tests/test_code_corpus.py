@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 import seqio
 
-import tasks
-from jaxformer import cli
+from jaxformer import cli, tasks
 from jaxformer import config as config_lib
-from jaxformer.data import cache, pipeline
+from jaxformer.data import pipeline
+from jaxformer.data.pipeline import cache
 
 PYTHON = "def f{i}(x):\n    return x + {i}\n\n\nclass K{i}:\n    value = {i}\n"
 C = "int g{i}(int y) {{ return y * {i}; }}\n"

@@ -15,8 +15,9 @@ import train_util
 from model_util import jitted_apply
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from jaxformer import checkpoint, cli, sharding
-from jaxformer.data import objectives, pipeline, vocabulary
+from jaxformer import checkpoint, cli, objectives, sharding
+from jaxformer.data import pipeline
+from jaxformer.data.pipeline import vocabulary
 from jaxformer.export import from_hf
 from jaxformer.infer.sample import infill_ids, prompt_ids
 from jaxformer.model import Transformer
@@ -93,7 +94,7 @@ def test_a_vocabulary_without_what_an_objective_needs_fails_naming_both(codegen2
 
 
 def test_batches_read_the_tokens_alone_and_id_0_is_a_real_token(codegen2, local_corpus, tmp_path):
-  from tasks import local
+  from jaxformer.tasks import local
 
   tokenizer_dir, _, _ = codegen2
   vocab = local.register_local_tasks(corpus_dir=local_corpus, vocabulary_path=f"{tokenizer_dir}/tokenizer.json")

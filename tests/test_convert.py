@@ -11,10 +11,11 @@ import pytest
 import tensorflow as tf
 
 from jaxformer import cli
-from jaxformer.data import beam_options, convert
-from jaxformer.data.filters import Filters
+from jaxformer.data.ingest import beam_options, convert, languages
+from jaxformer.data.ingest.filters import Filters
+from jaxformer.data.pipeline import cache
 
-TIMING = set(convert.TIMING_KEYS)
+TIMING = set(cache.TIMING_KEYS)  # the stats.json fields that change when nothing else does
 
 
 def _python(i):
@@ -206,15 +207,15 @@ def test_language_dir_names_are_folder_and_task_safe():
     " ": "unknown",
     "Emacs Lisp": "emacs_lisp",
   }
-  assert {n: convert.language_dir(n) for n in names} == names
+  assert {n: languages.language_dir(n) for n in names} == names
   # names with no ASCII letter or digit get a folder of their own, not 'unknown' (nor each other's)
-  other = {n: convert.language_dir(n) for n in ("日本語", "Ελληνικά", "?")}
+  other = {n: languages.language_dir(n) for n in ("日本語", "Ελληνικά", "?")}
   assert len(set(other.values())) == 3 and all(f.startswith("lang_") and len(f) == 13 for f in other.values())
-  assert convert.shared_folders({"C++": "cpp", "cpp": "cpp", "C": "c"}) == {"cpp": ["C++", "cpp"]}
+  assert languages.shared_folders({"C++": "cpp", "cpp": "cpp", "C": "c"}) == {"cpp": ["C++", "cpp"]}
 
 
 def test_alphanumeric_count_is_the_same_for_ascii_and_unicode_text():
-  from jaxformer.data.filters import _NOT_ALPHANUMERIC, Filters, alphanumeric_count
+  from jaxformer.data.ingest.filters import _NOT_ALPHANUMERIC, Filters, alphanumeric_count
 
   for text in ("def f_1(x):\n  return x  # ok\n", "@@@@ #### $$$$ 1\n", "naïve = 'größe' + 'ñ_2'\n", "\t \n"):
     assert alphanumeric_count(text) == len(_NOT_ALPHANUMERIC.sub("", text)), text

@@ -11,8 +11,10 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from jaxformer import cli
-from jaxformer.data import convert, corpus, objectives, pipeline, vocabulary
+from jaxformer import cli, objectives
+from jaxformer.data import pipeline
+from jaxformer.data.ingest import convert, corpus
+from jaxformer.data.pipeline import vocabulary
 from jaxformer.model.attention import attention_mask
 
 CODE = (
@@ -117,13 +119,13 @@ def test_prefix_lm_examples_have_a_bidirectional_prefix_without_loss(local_tasks
 @pytest.fixture
 def short_docs_task(local_corpus, tmp_path):
   """A file task of short documents (so rows pack several), via `data convert`."""
-  from tasks import corpora
+  from jaxformer.tasks import corpora
 
   raw = tmp_path / "short.jsonl"
   raw.write_text(
     "\n".join(json.dumps({"text": f"def f{i}(x):\n    return x * {i}\n" * (1 + i % 5)}) for i in range(400))
   )
-  from jaxformer.data.convert import convert_files
+  from jaxformer.data.ingest.convert import convert_files
 
   convert_files(str(raw), str(tmp_path / "short"))
   corpora.register_configured(
@@ -175,7 +177,7 @@ def test_host_shards_are_disjoint_and_cover_the_data(local_tasks):
 
 
 def test_same_seed_same_batches_and_restored_iterator_continues(local_corpus, tmp_path):
-  from tasks import local
+  from jaxformer.tasks import local
 
   gin.parse_config("tasks.shuffle_buffer_size.size = 64")
   local.register_local_tasks(corpus_dir=local_corpus)
@@ -251,7 +253,7 @@ def test_feature_length_too_short_for_span_format_fails_clearly(local_tasks):
 
 
 def test_empty_task_fails_clearly(tmp_path, local_corpus):
-  from tasks import local
+  from jaxformer.tasks import local
 
   (tmp_path / "nothing").mkdir()
   with pytest.raises(ValueError, match="found no documents"):  # an empty corpus is never written
@@ -289,7 +291,7 @@ def test_convert_jsonl_and_parquet_into_file_tasks_with_mixture_rates(local_corp
   import pyarrow as pa
   import pyarrow.parquet as pq
 
-  from tasks import corpora
+  from jaxformer.tasks import corpora
 
   raw = tmp_path / "raw"
   raw.mkdir()
@@ -347,7 +349,7 @@ def test_tokenizers_json_vocabulary_encodes_in_tf_and_python(tmp_path):
 def test_tfds_dataset_by_name_is_a_task(local_corpus, tmp_path):
   import tensorflow_datasets as tfds
 
-  from tasks import corpora
+  from jaxformer.tasks import corpora
 
   class JaxformerTinyText(tfds.core.GeneratorBasedBuilder):
     """A real TFDS dataset, prepared offline in the test."""
@@ -381,7 +383,7 @@ def test_tfds_dataset_by_name_is_a_task(local_corpus, tmp_path):
 
 
 def test_small_pl_task_repeats_the_same_documents_every_epoch(local_corpus):
-  from tasks import local
+  from jaxformer.tasks import local
 
   gin.bind_parameter("objectives.objective_mixture.rates", {"causal_lm": 1.0})
   local.register_local_tasks(corpus_dir=local_corpus, small_pl_documents=5)

@@ -12,7 +12,7 @@ from model_util import init, jitted_apply, random_tokens, tiny
 from transformers import AutoModelForCausalLM, AutoTokenizer, CodeGenConfig, CodeGenForCausalLM
 
 from jaxformer import checkpoint, cli
-from jaxformer.data import vocabulary
+from jaxformer.data.pipeline import vocabulary
 from jaxformer.export import codegen_layout, from_hf, to_hf
 from jaxformer.infer.sample import generate
 

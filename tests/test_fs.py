@@ -7,6 +7,7 @@ import tensorflow as tf
 from jaxformer import config as config_lib
 from jaxformer import fs, sweep
 from jaxformer.train import metrics
+from jaxformer.train.loop import write_operative_config
 
 
 def test_remote_paths_are_not_made_absolute():
@@ -29,7 +30,7 @@ def test_metrics_config_and_plot_are_written_to_a_remote_model_dir():
   with tf.io.gfile.GFile(f"{model_dir}/loss.png", "rb") as f:
     assert f.read(4) == b"\x89PNG"
   config_lib.parse_gin([], ["ModelConfig.num_layers = 3"])
-  path = config_lib.write_operative_config(model_dir)
+  path = write_operative_config(model_dir)
   assert fs.exists(path)
   fs.write(f"{model_dir}/{sweep.RESULT_FILE}", json.dumps({"name": "x"}))
   assert sweep._read_json(f"{model_dir}/{sweep.RESULT_FILE}") == {"name": "x"}

@@ -61,7 +61,7 @@ def test_each_run_file_trains_its_size_on_its_data_with_the_codegen2_mix(run):
 def _bound_keys(path):
   """The selectors and macros a gin file binds itself (its includes not followed)."""
   keys = []
-  for line in open(os.path.join(REPO, "gin", path)):
+  for line in open(os.path.join(REPO, "jaxformer", "gin", path)):
     line = line.split("#", 1)[0].strip()
     if "=" in line and not line.startswith(("include", "import")):
       keys.append(line.split("=", 1)[0].strip())
@@ -73,12 +73,15 @@ def _bound_keys(path):
   [("models/codegen2_*.gin", "models/codegen2_base.gin"), ("runs/codegen2_*_v4_*.gin", "runs/codegen2_pod.gin")],
 )
 def test_the_codegen2_files_share_a_base_and_repeat_none_of_it(pattern, base):
-  files = [os.path.relpath(f, os.path.join(REPO, "gin")) for f in glob.glob(os.path.join(REPO, "gin", pattern))]
+  files = [
+    os.path.relpath(f, os.path.join(REPO, "jaxformer", "gin"))
+    for f in glob.glob(os.path.join(REPO, "jaxformer", "gin", pattern))
+  ]
   files = [f for f in files if f != base]
   assert len(files) == 4
   shared = set(_bound_keys(base))
   for f in files:
-    assert f"include '{base}'" in open(os.path.join(REPO, "gin", f)).read(), f
+    assert f"include '{base}'" in open(os.path.join(REPO, "jaxformer", "gin", f)).read(), f
     assert not shared & set(_bound_keys(f)), (f, shared & set(_bound_keys(f)))
 
 
@@ -89,7 +92,7 @@ def test_pretrain_requires_model_dir_and_train_steps():
 
 
 def test_each_sweep_variant_binds_what_it_names():
-  for sweep_file in glob.glob(os.path.join(REPO, "gin", "sweeps", "*.gin")):
+  for sweep_file in glob.glob(os.path.join(REPO, "jaxformer", "gin", "sweeps", "*.gin")):
     config_lib.parse_gin([sweep_file])
     definition = sweep.define()
     for run in sweep.expand(definition):

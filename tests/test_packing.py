@@ -6,7 +6,7 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from jaxformer.data import packing
+from jaxformer.data.pipeline import packing
 
 KEYS = ("targets", "targets_loss")
 

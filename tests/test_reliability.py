@@ -262,7 +262,7 @@ def test_train_tokenizer_survives_a_document_without_spaces_longer_than_sentence
   # trainer ends the whole process (exit 255) on a word of over 65,535 symbols: README's main command
   # died that way on a machine whose files included one. It runs in a subprocess so a regression fails
   # this test instead of killing the test worker.
-  from jaxformer.data import corpus
+  from jaxformer.data.ingest import corpus
 
   root = tmp_path / "root"
   root.mkdir()

@@ -8,8 +8,9 @@ import gin
 import numpy as np
 import pytest
 
-from jaxformer import cli
-from jaxformer.data import objectives, pipeline, stats
+from jaxformer import cli, objectives
+from jaxformer.data import pipeline
+from jaxformer.data.reports import stats
 
 SPAN_ONLY = {"span_corruption": 1.0}
 OLD_RULE = {"num_spans_law": "noise_density", "span_length_law": "noise_density"}
@@ -19,7 +20,7 @@ OLD_RULE = {"num_spans_law": "noise_density", "span_length_law": "noise_density"
 def tasks_64(local_corpus):
   """The local tasks over the session corpus with a 64-example shuffle buffer (a 1000 one reads the
   whole small corpus before the first 2048-token example); returns the vocabulary."""
-  from tasks import local
+  from jaxformer.tasks import local
 
   gin.parse_config("tasks.shuffle_buffer_size.size = 64")
   return local.register_local_tasks(corpus_dir=local_corpus)

@@ -164,5 +164,7 @@ def test_tpu_launcher_dry_run_goes_through_tpu_launch(local_corpus, tmp_path):
   )
   assert "[1/2] causal" in result.stdout and "[2/2] mixture" in result.stdout
   assert "  TRAIN_STEPS = 40" in result.stdout and "  OBJECTIVE_RATES = {'causal_lm': 1.0}" in result.stdout
-  assert result.stdout.count("tpu/launch.sh --foreground --run_name=mixture --name=my-v4 -- jaxformer train") == 1
+  assert (
+    result.stdout.count("jaxformer/tpu/launch.sh --foreground --run_name=mixture --name=my-v4 -- jaxformer train") == 1
+  )
   assert "gs://b/sweep/mixture" in result.stdout and "eval loss --model_dir=gs://b/sweep/causal" in result.stdout

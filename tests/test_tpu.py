@@ -46,7 +46,7 @@ class Cloud:
 
   def script(self, name, *args, check=True, **env):
     result = subprocess.run(
-      ["bash", os.path.join(REPO, "tpu", name), *args],
+      ["bash", os.path.join(REPO, "jaxformer", "tpu", name), *args],
       env={**self.env, **env},
       capture_output=True,
       text=True,
@@ -104,7 +104,9 @@ def test_create_setup_launch_stop_delete(cloud):
   for i in range(2):
     home = cloud.worker(i)
     # setup shipped the committed tree and installed it with the tpu extra
-    assert (home / "jaxformer" / "setup.py").exists() and (home / "jaxformer" / "tpu" / "launch.sh").exists()
+    assert (home / "jaxformer" / "setup.py").exists() and (
+      home / "jaxformer" / "jaxformer" / "tpu" / "launch.sh"
+    ).exists()
     pip = [json.loads(line) for line in (home / "pip-calls.jsonl").read_text().splitlines()]
     assert any(f"{home}/jaxformer[tpu]" in call for call in pip)
     # every worker ran exactly the command given, quotes and all, detached, with its own log and exit code
@@ -147,7 +149,7 @@ def test_stop_stops_the_running_job_and_supervise_never_starts_a_second(cloud):
   again = cloud.script("launch.sh", "--", *TRAIN, check=False)
   assert again.returncode != 0 and "job run1 is running" in again.stdout + again.stderr
   supervise = subprocess.Popen(
-    ["bash", os.path.join(REPO, "tpu", "supervise.sh"), "--poll_seconds=0.2", "--", *TRAIN],
+    ["bash", os.path.join(REPO, "jaxformer", "tpu", "supervise.sh"), "--poll_seconds=0.2", "--", *TRAIN],
     env=cloud.env,
     stdout=subprocess.PIPE,
     stderr=subprocess.STDOUT,
@@ -209,7 +211,7 @@ def test_a_foreground_job_is_registered_after_its_preflight_and_stop_finds_it(cl
   home = cloud.worker(0)
   (home / "jaxformer-keep-running").touch()
   launch = subprocess.Popen(
-    ["bash", os.path.join(REPO, "tpu", "launch.sh"), "--foreground", "--", "jaxformer", "eval", "loss"],
+    ["bash", os.path.join(REPO, "jaxformer", "tpu", "launch.sh"), "--foreground", "--", "jaxformer", "eval", "loss"],
     env=cloud.env,
     stdout=subprocess.PIPE,
     stderr=subprocess.STDOUT,
@@ -300,7 +302,7 @@ def test_missing_setting_is_named(cloud):
 
 def test_shellcheck_passes():
   shellcheck = os.path.join(os.path.dirname(sys.executable), "shellcheck")
-  scripts = sorted(glob.glob(os.path.join(REPO, "tpu", "*.sh")))
+  scripts = sorted(glob.glob(os.path.join(REPO, "jaxformer", "tpu", "*.sh")))
   assert len(scripts) >= 7
   result = subprocess.run([shellcheck, *scripts], capture_output=True, text=True, check=False, cwd=REPO)
   assert result.returncode == 0, result.stdout

@@ -152,7 +152,7 @@ def test_nan_stop_mode_names_the_step_and_leaves_no_bad_checkpoint(local_corpus,
 
 
 def test_finite_data_that_runs_out_names_the_step_and_keeps_the_checkpoint(local_corpus, tmp_path):
-  from jaxformer.data.convert import convert_files
+  from jaxformer.data.ingest.convert import convert_files
 
   # 30 documents of about 130 tokens: each fills a 128-token row with its first chunk, whatever the
   # tokenizer, so one epoch is 3 to 7 batches of 8 (a corpus sample of unknown size could be 1 batch).

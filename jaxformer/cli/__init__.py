@@ -10,7 +10,7 @@ import glob
 import os
 import sys
 
-from jaxformer.cli import common, data, evals, hf, infer, plan, quiet, sweep, train
+from jaxformer.cli import common, data, evals, hf, infer, plan, quiet, sweep, tpu, train
 from jaxformer.errors import UserError, one_line
 
 # name: (help, add_arguments, run) or name: (help, {sub-verb: ...}).
@@ -29,6 +29,7 @@ VERBS = {
       "loss": ("held-out loss per task (the trainer's eval)", evals.loss_args, evals.loss_run),
     },
   ),
+  "tpu": ("the gcloud scripts for TPU pod slices (jaxformer tpu --help)", None, None),
   "sweep": ("run a gin sweep (grid or named variants) and tabulate its eval losses", sweep.sweep_args, sweep.sweep_run),
   "data": (
     "build, tokenize, inspect, measure and time the data",
@@ -75,6 +76,8 @@ def _add_verbs(sub, verbs, dest_prefix=""):
   for name, spec in verbs.items():
     help_text = spec[0]
     verb_parser = sub.add_parser(name, help=help_text, description=help_text)
+    if spec[1] is None:  # handled before argparse (main)
+      continue
     if isinstance(spec[1], dict):
       inner = verb_parser.add_subparsers(dest=f"{dest_prefix}{name}_verb", required=True, metavar="VERB")
       _add_verbs(inner, spec[1], dest_prefix=f"{dest_prefix}{name}_")
@@ -94,12 +97,14 @@ def main(argv=None) -> int:
   """The console script (argv None: sys.argv) or an in-process call with explicit argv."""
   console = argv is None
   argv = list(sys.argv[1:] if argv is None else argv)
+  if argv and argv[0] == "tpu":  # the pod scripts take their arguments as they are (no gin flags here)
+    return tpu.main(argv[1:])
   _choose_platform()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  _import_tensorflow_quietly()
   try:
     rest, bindings = common.split_gin_bindings(argv)
-    args = build_parser().parse_args(rest)
+    args = build_parser().parse_args(rest)  # --help ends here, before jax or TensorFlow is imported
+    _import_tensorflow_quietly()
     common.setup_logging(args.verbose)
     if console and not args.verbose:
       quiet.quiet_stderr()

@@ -22,7 +22,7 @@ def add_gin_flags(parser: argparse.ArgumentParser) -> None:
   parser.add_argument(
     "--gin_search_paths",
     default=None,
-    help="comma-separated folders searched for gin files (default: ., $JAXFORMER_GIN_PATH, the repo's gin/)",
+    help="comma-separated folders searched for gin files (default: ., $JAXFORMER_GIN_PATH, jaxformer's own gin/)",
   )
   parser.add_argument("--verbose", action="store_true", help="show third-party INFO logs (absl, orbax, TF, ...)")
 
@@ -62,7 +62,7 @@ def parse_gin(args, bindings: list[str], extra_bindings=(), finalize: bool = Tru
   finalize=False leaves %gin.REQUIRED macros unbound (plan: shapes need no data or MODEL_DIR)."""
   search_paths = None
   if args.gin_search_paths:
-    search_paths = [p for p in args.gin_search_paths.split(",") if p] + [str(config_lib.REPO_GIN_DIR)]
+    search_paths = [p for p in args.gin_search_paths.split(",") if p] + [str(config_lib.GIN_DIR)]
   config_lib.parse_gin(args.gin_file, list(extra_bindings) + bindings, search_paths, finalize=finalize)
 
 
@@ -130,7 +130,7 @@ def load_run(args, bindings):
 
 def trained_as_prefix_lm() -> bool:
   """Whether the parsed run config trained bidirectional prefixes."""
-  from jaxformer.data import objectives
+  from jaxformer import objectives
 
   return objectives.trained_as_prefix_lm(
     bound("%OBJECTIVE_RATES"), bound("objectives.SpanCorruption.bidirectional_prefix")

@@ -17,7 +17,7 @@ def build_local_args(parser):
 
 def build_local_run(args, bindings):
   common.parse_gin(args, bindings)
-  from jaxformer.data import corpus
+  from jaxformer.data.ingest import corpus
 
   options = corpus.CorpusOptions()
   if args.max_bytes:
@@ -44,11 +44,12 @@ def tokenizer_args(parser):
 
 def tokenizer_run(args, bindings):
   common.parse_gin(args, bindings)
-  from jaxformer.data import vocabulary
+  from jaxformer.data.ingest import tokenizer
+  from jaxformer.data.pipeline import vocabulary
 
   kwargs = {k: v for k, v in (("vocab_size", args.vocab_size), ("num_masks", args.num_masks)) if v}
   output = args.output or os.path.join(args.corpus_dir, "spm.model")
-  path = common.user_errors(vocabulary.train_tokenizer, args.corpus_dir, output, overwrite=args.overwrite, **kwargs)
+  path = common.user_errors(tokenizer.train_tokenizer, args.corpus_dir, output, overwrite=args.overwrite, **kwargs)
   vocab = vocabulary.CodeGenVocabulary(path)
   print(
     f"wrote {path}: {vocab.vocab_size} pieces, {vocab.num_masks} masks, <sep>={vocab.sep_id} "
@@ -57,8 +58,8 @@ def tokenizer_run(args, bindings):
 
 
 def convert_args(parser):
-  from jaxformer.data import beam_options
-  from jaxformer.data.filters import Filters
+  from jaxformer.data.ingest import beam_options
+  from jaxformer.data.ingest.filters import Filters
 
   defaults = Filters()
   parser.add_argument("--input", required=True, help="file pattern of .jsonl, .jsonl.gz or .parquet (local or gs://)")
@@ -90,8 +91,8 @@ def convert_args(parser):
 
 def convert_run(args, bindings):
   common.parse_gin(args, bindings)
-  from jaxformer.data import beam_options, convert
-  from jaxformer.data.filters import Filters
+  from jaxformer.data.ingest import beam_options, convert, languages
+  from jaxformer.data.ingest.filters import Filters
 
   options = common.user_errors(beam_options.from_args, args)
   filters = Filters(args.max_file_bytes, args.max_line_chars, args.max_mean_line_chars, args.min_alnum_fraction)
@@ -108,8 +109,8 @@ def convert_run(args, bindings):
     options=options,
   )
   print(convert.summary(stats))
-  for folder, languages in convert.shared_folders(stats["language_dirs"]).items():
-    print(f"  note: languages {languages} share the folder {folder}/ (one task in the corpus recipe)")
+  for folder, names in languages.shared_folders(stats["language_dirs"]).items():
+    print(f"  note: languages {names} share the folder {folder}/ (one task in the corpus recipe)")
   shown = 0
   for reason, examples in stats["skipped_examples"].items():
     for where in examples[:2]:
@@ -119,7 +120,7 @@ def convert_run(args, bindings):
 
 
 def cache_args(parser):
-  from jaxformer.data import beam_options
+  from jaxformer.data.ingest import beam_options
 
   parser.add_argument("--output_dir", required=True, help="the cache folder (bind it as CACHE_DIR to read it)")
   parser.add_argument("--tasks", default=None, help="comma-separated tasks (default: those of MIXTURE_OR_TASK_NAME)")
@@ -132,17 +133,17 @@ def cache_run(args, bindings):
   import gin
   import seqio
 
-  import tasks
-  from jaxformer import fs
-  from jaxformer.data import beam_options, cache
+  from jaxformer import fs, tasks
+  from jaxformer.data.ingest import beam_options, cache
+  from jaxformer.data.pipeline.cache import leaf_tasks
 
   if args.tasks:
     names = [n for n in args.tasks.split(",") if n]
     for name in names:
       common.user_errors(tasks.ensure_registered, name)
-    names = [t.name for name in names for t in cache.leaf_tasks(name)]
+    names = [t.name for name in names for t in leaf_tasks(name)]
   else:
-    names = [t.name for t in cache.leaf_tasks(config.mixture_or_task_name)]
+    names = [t.name for t in leaf_tasks(config.mixture_or_task_name)]
   options = common.user_errors(beam_options.from_args, args)
   setup_fn = functools.partial(register_in_worker, gin.config_str(), tuple(names))
   report = common.user_errors(cache.cache_tasks, names, args.output_dir, setup_fn, options, args.overwrite)
@@ -164,7 +165,7 @@ def register_in_worker(gin_config: str, names: tuple[str, ...]):
   import gin
   import seqio
 
-  import tasks
+  from jaxformer import tasks
 
   if all(n in seqio.TaskRegistry.names() for n in names):
     return
@@ -177,7 +178,7 @@ def register_in_worker(gin_config: str, names: tuple[str, ...]):
 
 def data_config(args, bindings):
   common.parse_gin(args, bindings, finalize=False)  # a run gin's MODEL_DIR may stay unbound here
-  import tasks
+  from jaxformer import tasks
   from jaxformer.data import pipeline
 
   config = config_lib.call_configurable(pipeline.DataConfig)
@@ -193,9 +194,9 @@ def show_args(parser):
 
 def show_run(args, bindings):
   config, vocabulary = data_config(args, bindings)
-  from jaxformer.data import inspect
+  from jaxformer.data.reports import show
 
-  rows = common.user_errors(inspect.show_examples, config, vocabulary, args.num_examples, args.split)
+  rows = common.user_errors(show.show_examples, config, vocabulary, args.num_examples, args.split)
   for i, row in enumerate(rows):
     if args.json:
       print(json.dumps(row, ensure_ascii=False))
@@ -221,9 +222,9 @@ def bench_args(parser):
 
 def bench_run(args, bindings):
   config, _ = data_config(args, bindings)
-  from jaxformer.data import inspect
+  from jaxformer.data.reports import bench
 
-  report = inspect.bench(config, args.batches)
+  report = bench.bench(config, args.batches)
   print(
     f"{report['batches']} batches of {report['batch_size']} x {report['length']} in {report['seconds']:.2f} s: "
     f"{report['tokens_per_second']:,.0f} tokens/s ({report['nonpad_tokens_per_second']:,.0f} non-padding, "
@@ -247,7 +248,7 @@ def stats_run(args, bindings):
   common.check_positive("--num_examples", args.num_examples)
   common.check_positive("--num_batches", args.num_batches)
   config, vocabulary = data_config(args, bindings)
-  from jaxformer.data import stats
+  from jaxformer.data.reports import stats
 
   report = common.user_errors(
     stats.data_stats, config, vocabulary, args.num_examples, args.num_batches, split=args.split

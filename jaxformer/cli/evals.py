@@ -128,8 +128,7 @@ def loss_args(parser):
 
 def loss_run(args, bindings):
   run = common.load_run(args, bindings)
-  import tasks
-  from jaxformer import sharding
+  from jaxformer import sharding, tasks
   from jaxformer.data import pipeline
   from jaxformer.train.evaluate import evaluate
 

@@ -1,1 +1,3 @@
-"""Data: the local corpus, the vocabulary, objectives and batches. Knows no model."""
+"""Data, by job: pipeline/ (what runs during training: vocabularies, preprocessors, packing, batches),
+ingest/ (offline Beam conversion, the local corpus, tokenizer training, the cache writer) and reports/
+(what `data stats`, `data show` and `data bench` print). Knows no model."""

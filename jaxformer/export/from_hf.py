@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from jaxformer import checkpoint, runlock
-from jaxformer.data.vocabulary import HF_TOKENIZER_FILES
+from jaxformer.data.pipeline.vocabulary import HF_TOKENIZER_FILES
 from jaxformer.export import codegen_layout as layout
 from jaxformer.model import ModelConfig, param_shapes
 

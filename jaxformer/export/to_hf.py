@@ -175,7 +175,7 @@ def _special_ids(vocabulary_path: str | None) -> tuple[int, int]:
   tokenizer.json's are looked up by string (no BOS of its own: HF starts an empty prompt at EOS)."""
   if not vocabulary_path or not vocabulary_path.endswith(".json"):
     return 0, 1
-  from jaxformer.data.vocabulary import TokenizersVocabulary
+  from jaxformer.data.pipeline.vocabulary import TokenizersVocabulary
 
   vocabulary = TokenizersVocabulary(vocabulary_path)
   return (vocabulary.eos_id if vocabulary.bos_id is None else vocabulary.bos_id), vocabulary.eos_id
@@ -184,7 +184,7 @@ def _special_ids(vocabulary_path: str | None) -> tuple[int, int]:
 def _save_tokenizers_json(path: str, output_dir: str, max_length: int) -> None:
   """tokenizer.json with the HF files that came with it (an import's), or a tokenizer_config.json
   written for it, so AutoTokenizer loads it and encodes as training did (no BOS added)."""
-  from jaxformer.data.vocabulary import EOS, HF_TOKENIZER_FILES
+  from jaxformer.data.pipeline.vocabulary import EOS, HF_TOKENIZER_FILES
 
   source = os.path.dirname(path)
   shutil.copy(path, os.path.join(output_dir, "tokenizer.json"))

@@ -3,7 +3,7 @@
 import dataclasses
 
 from jaxformer import checkpoint, fs, sharding
-from jaxformer.data.vocabulary import load_vocabulary
+from jaxformer.data.pipeline.vocabulary import load_vocabulary
 from jaxformer.model import ModelConfig, Transformer
 
 

@@ -216,7 +216,7 @@ INFILL_TOKENS = ("<sep>", "<eom>", "<mask_1>")
 
 def infill_ids(vocabulary, prefix: str, suffix: str) -> list[int]:
   """CodeGen2's infill prompt (its model card's): prefix <mask_1> suffix <|endoftext|> <sep> <mask_1>."""
-  from jaxformer.data.vocabulary import escape_sentinels_text
+  from jaxformer.data.pipeline.vocabulary import escape_sentinels_text
 
   if not hasattr(vocabulary, "missing"):
     raise ValueError(f"infill needs {', '.join(INFILL_TOKENS)}; this vocabulary has no special tokens")
@@ -235,7 +235,7 @@ def prompt_ids(vocabulary, prompt: str, suffix: str | None = None) -> tuple[list
   prompt and suffix (stop at <eom> or EOS). Literal sentinel strings in the text are escaped."""
   if suffix is not None:
     return infill_ids(vocabulary, prompt, suffix), (vocabulary.eom_id, vocabulary.eos_id)
-  from jaxformer.data.vocabulary import escape_sentinels_text
+  from jaxformer.data.pipeline.vocabulary import escape_sentinels_text
 
   return vocabulary.encode(escape_sentinels_text(prompt)), (vocabulary.eos_id,)
 

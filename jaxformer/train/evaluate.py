@@ -9,7 +9,7 @@ import seqio
 
 from jaxformer import sharding
 from jaxformer.data import pipeline
-from jaxformer.data.features import MODEL_FEATURE_NAMES
+from jaxformer.data.pipeline.features import MODEL_FEATURE_NAMES
 from jaxformer.train.step import StepConfig, make_eval_step
 
 

@@ -13,9 +13,7 @@ import gin
 import jax
 import jax.numpy as jnp
 
-import tasks
-from jaxformer import checkpoint, fs, runlock, sharding
-from jaxformer import config as config_lib
+from jaxformer import checkpoint, errors, fs, runlock, sharding, tasks
 from jaxformer.data import pipeline
 from jaxformer.errors import UserError
 from jaxformer.model import ModelConfig
@@ -69,7 +67,7 @@ class _Preemption:
 def _keep_vocabulary(vocabulary, model_dir: str):
   """Copies the vocabulary file into MODEL_DIR/vocabulary/ (as spm.model or tokenizer.json), so
   sample, eval and export need no corpus; HF tokenizer files beside a tokenizer.json go with it."""
-  from jaxformer.data.vocabulary import HF_TOKENIZER_FILES, vocabulary_file_name
+  from jaxformer.data.pipeline.vocabulary import HF_TOKENIZER_FILES, vocabulary_file_name
 
   source = getattr(vocabulary, "model_path", None) or getattr(vocabulary, "path", None)
   if not source:
@@ -88,7 +86,7 @@ def _keep_vocabulary(vocabulary, model_dir: str):
 
 def _check_vocabulary(model_config: ModelConfig, vocabulary):
   if vocabulary.vocab_size > model_config.vocab_size:
-    raise config_lib.GinConfigError(
+    raise errors.GinConfigError(
       f"ModelConfig.vocab_size={model_config.vocab_size} is smaller than the task's vocabulary "
       f"({vocabulary.vocab_size} ids); bind ModelConfig.vocab_size (or MODEL_VOCAB_SIZE) to at least that"
     )
@@ -153,8 +151,8 @@ def train(
     ("log_period", log_period, 1),
     ("seed", seed, 0),
   ):
-    config_lib.require_int(f"train.train.{name}", value, minimum)
-  config_lib.require_int("train.train.stop_after_steps", stop_after_steps, 1, allow_none=True)
+    errors.require_int(f"train.train.{name}", value, minimum)
+  errors.require_int("train.train.stop_after_steps", stop_after_steps, 1, allow_none=True)
   model_dir = fs.resolve(model_dir)  # local or gs://
   # One writer per run folder (process 0 holds it for every host of the run).
   lock = runlock.RunLock(model_dir, "train") if jax.process_index() == 0 else contextlib.nullcontext()
@@ -206,7 +204,7 @@ def _train(
   train_iterator = pipeline.BatchIterator(pipeline.get_dataset(data_config, split="train"))
   state, start = _initial_state(setup, manager, model_dir, train_iterator, seed)
   if jax.process_index() == 0:
-    config_lib.write_operative_config(model_dir)
+    write_operative_config(model_dir)
     _keep_vocabulary(vocabulary, model_dir)
 
   flops = model_config.flops_per_token(data_config.length)
@@ -326,7 +324,7 @@ def _train(
     if not result["preempted"] and step == train_steps and last_eval_step != step:
       result["eval"] = run_evals(step, final=True)
     if jax.process_index() == 0:
-      config_lib.write_operative_config(model_dir)  # now with everything the run called
+      write_operative_config(model_dir)  # now with everything the run called
     if not result["preempted"] and sample_prompt is not None:
       result["sample"] = _sample(
         setup.model, state.params, vocabulary, sample_prompt, sample_tokens, sample_temperature, seed
@@ -340,6 +338,13 @@ def _train(
     metrics_log.close()
     metrics_lib.plot_losses(model_dir)
   return result
+
+
+def write_operative_config(model_dir: str, name: str = "config.gin") -> str:
+  """Writes gin's operative config (the values the run actually used) to MODEL_DIR/config.gin."""
+  path = os.path.join(model_dir, name)
+  fs.write(path, gin.operative_config_str())
+  return path
 
 
 def _sample(model, params, vocabulary, prompt: str, max_new_tokens: int, temperature: float, seed: int) -> str:

@@ -4,7 +4,7 @@ import logging
 
 import jax
 
-from jaxformer import config as config_lib
+from jaxformer import errors
 
 log = logging.getLogger("jaxformer")
 
@@ -22,9 +22,9 @@ class StepProfiler:
     self.log_dir, self.active, self.done = log_dir, False, steps is None
     if steps is not None:
       if not isinstance(steps, (tuple, list)) or len(steps) != 2:
-        raise config_lib.GinConfigError(f"{name}={steps!r}: give (start, stop), e.g. (10, 12) for steps 10 and 11")
-      config_lib.require_int(f"{name}[0]", steps[0], 1)
-      config_lib.require_int(f"{name}[1]", steps[1], steps[0] + 1)
+        raise errors.GinConfigError(f"{name}={steps!r}: give (start, stop), e.g. (10, 12) for steps 10 and 11")
+      errors.require_int(f"{name}[0]", steps[0], 1)
+      errors.require_int(f"{name}[1]", steps[1], steps[0] + 1)
     self.start, self.stop = steps or (0, 0)
 
   def before(self, step: int) -> None:

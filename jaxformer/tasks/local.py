@@ -13,9 +13,10 @@ import gin
 import seqio
 import tensorflow as tf
 
-from jaxformer.data import preprocessors
-from jaxformer.data.corpus import check_corpus
-from jaxformer.data.vocabulary import load_vocabulary
+from jaxformer.data.ingest.corpus import check_corpus
+from jaxformer.data.pipeline import preprocessors
+from jaxformer.data.pipeline.vocabulary import load_vocabulary
+from jaxformer.objectives.mixture import objective_mixture
 
 DEFAULT_CORPUS_DIR = os.path.join("~", ".cache", "jaxformer", "local_corpus")
 TASKS = ("local_pl", "local_nl", "local_pl_small")
@@ -47,7 +48,7 @@ def text_task(
   max_documents keeps only the first documents the source yields (a small set for epoch studies)."""
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)
-  # Tokens are what `jaxformer data cache` stores (data/cache.py); the objectives come after the
+  # Tokens are what `jaxformer data cache` stores (data/ingest/cache.py); the objectives come after the
   # placeholder so every epoch draws fresh spans, cached or not. seqio repeats epochs after the
   # placeholder, so a subset (max_documents) is taken before it and not from the repeated stream.
   first = [functools.partial(_take, count=max_documents)] if max_documents else []
@@ -60,7 +61,7 @@ def text_task(
       functools.partial(preprocessors.text_to_targets, text_key=text_key),
       functools.partial(seqio.preprocessors.tokenize, copy_pretokenized=False),  # the cache keeps ids only
       seqio.CacheDatasetPlaceholder(),
-      preprocessors.objective_mixture,
+      objective_mixture,
     ],
     shuffle_buffer_size=shuffle_buffer_size(),
   )
@@ -96,7 +97,7 @@ def corpus_vocabulary(corpus_dir: str, vocabulary_path: str | None):
 
 
 def _build_missing(corpus_dir: str, vocabulary_path: str | None):
-  from jaxformer.data import corpus, vocabulary
+  from jaxformer.data.ingest import corpus, tokenizer
 
   if not os.path.exists(os.path.join(corpus_dir, "stats.json")):
     print(f"building the local corpus in {corpus_dir} (jaxformer data build-local)", flush=True)
@@ -104,7 +105,7 @@ def _build_missing(corpus_dir: str, vocabulary_path: str | None):
   path = vocabulary_path or os.path.join(corpus_dir, "spm.model")
   if not os.path.exists(path) and not path.endswith(".json"):  # a tokenizer.json is never trained here
     print(f"training the tokenizer {path} (jaxformer data train-tokenizer)", flush=True)
-    vocabulary.train_tokenizer(corpus_dir, path)
+    tokenizer.train_tokenizer(corpus_dir, path)
 
 
 @gin.configurable(module="tasks")

@@ -28,7 +28,8 @@
 set -euo pipefail
 
 TPU_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO_DIR="$(dirname "$TPU_DIR")"
+# The checkout these scripts belong to (jaxformer/tpu/ inside it); setup.sh ships it to the workers.
+REPO_DIR="$(dirname "$(dirname "$TPU_DIR")")"
 DRY_RUN=0
 ARGS=()          # what a script's own parser gets: flags common.sh does not know, and "--" onwards
 

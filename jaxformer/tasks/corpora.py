@@ -15,8 +15,8 @@ import gin
 import seqio
 import tensorflow as tf
 
-from jaxformer.data.vocabulary import load_vocabulary
-from tasks.local import add_mixture, text_source, text_task
+from jaxformer.data.pipeline.vocabulary import load_vocabulary
+from jaxformer.tasks.local import add_mixture, text_source, text_task
 
 
 def converted_source(folder: str) -> seqio.DataSource:

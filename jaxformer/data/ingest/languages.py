@@ -1,6 +1,9 @@
-"""Which files are programming language (PL) or natural language (NL), by name."""
+"""Languages: which files are programming language (PL) or natural language (NL), by name, and the folder
+(and seqio task-name part) each language name gets."""
 
+import hashlib
 import pathlib
+import re
 
 PL_EXTENSIONS = {
   ".py": "python",
@@ -83,3 +86,25 @@ def classify(path: pathlib.Path) -> tuple[str, str] | None:
   if name.startswith(NL_PREFIXES):
     return "nl", "text"
   return None
+
+
+def language_dir(name: str) -> str:
+  """The folder (and seqio task-name part) of a language: lowercase [a-z0-9_] only, stable.
+
+  'C++' -> 'cpp', 'C#' -> 'csharp', 'F#' -> 'fsharp', 'Objective-C++' -> 'objective_cpp',
+  'Jupyter Notebook' -> 'jupyter_notebook'; an empty name -> 'unknown'; a name with no ASCII letter
+  or digit ('日本語') -> 'lang_' and 8 hex digits of its sha1, so such names never share a folder.
+  """
+  raw = str(name).strip()
+  folder = re.sub(r"[^a-z0-9]+", "_", raw.lower().replace("++", "pp").replace("#", "sharp")).strip("_")
+  if folder or not raw:
+    return folder or "unknown"
+  return "lang_" + hashlib.sha1(raw.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+def shared_folders(language_dirs: dict) -> dict:
+  """{folder: [languages]} for folders that several language names map to ('C++' and 'cpp')."""
+  by_folder = {}
+  for language, folder in language_dirs.items():
+    by_folder.setdefault(folder, []).append(language)
+  return {folder: sorted(names) for folder, names in by_folder.items() if len(names) > 1}

@@ -20,7 +20,7 @@ import sys
 import sysconfig
 
 from jaxformer import fs
-from jaxformer.data.languages import classify
+from jaxformer.data.ingest.languages import classify
 
 SPLITS = ("train", "validation")
 CLASSES = ("pl", "nl")

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from jaxformer.data.span_laws import (  # noqa: F401 (objectives.SpanCorruption etc. are the public names)
+from jaxformer.objectives.span_laws import (  # noqa: F401 (objectives.SpanCorruption etc. are the public names)
   NUM_SPANS_LAWS,
   SPAN_LENGTH_LAWS,
   SpanCorruption,

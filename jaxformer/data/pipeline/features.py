@@ -21,8 +21,8 @@ their non-zero entries, and id 0 is a real token in GPT-2-style vocabularies ('!
 import seqio
 import tensorflow as tf
 
-from jaxformer.data import packing
 from jaxformer.data.feature_names import MODEL_FEATURE_NAMES
+from jaxformer.data.pipeline import packing
 
 TASK_FEATURE_NAMES = ("targets", "targets_loss", "targets_prefix")
 

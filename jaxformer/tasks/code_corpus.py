@@ -21,9 +21,9 @@ import gin
 import seqio
 import tensorflow as tf
 
-from jaxformer.data import cache
-from jaxformer.data.vocabulary import load_vocabulary
-from tasks.local import add_mixture, text_source, text_task
+from jaxformer.data.pipeline import cache
+from jaxformer.data.pipeline.vocabulary import load_vocabulary
+from jaxformer.tasks.local import add_mixture, text_source, text_task
 
 log = logging.getLogger("jaxformer")
 SPLITS = ("train", "validation")

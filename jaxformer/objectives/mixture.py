@@ -1,38 +1,15 @@
-"""seqio preprocessors: document text -> tokens -> chunks -> one objective per chunk.
+"""The objective mixture as a seqio preprocessor: each document gets its EOS, is cut into chunks that every
+objective's output fits, and each chunk gets one objective drawn by OBJECTIVE_RATES.
 
-Every function here that tf.data traces is plain tf ops, branching only on Python values (settings),
-so it is marked `do_not_convert`: AutoGraph's conversion cost seconds at each pipeline start (every
-train, eval and bench process) and changed nothing. A function that needs tensor-dependent control
-flow must use tf.cond / tf.while_loop, or drop the mark.
+Every function here that tf.data traces is plain tf ops (see data/pipeline/preprocessors.py).
 """
 
 import gin
 import seqio
 import tensorflow as tf
 
-from jaxformer.data import objectives
-from jaxformer.data.vocabulary import escape_sentinels
-
-
-@seqio.map_over_dataset
-@tf.autograph.experimental.do_not_convert
-def text_to_targets(example, text_key: str = "text"):
-  """Keeps the document text (sentinel strings escaped) as the feature seqio tokenizes."""
-  return {"targets": escape_sentinels(example[text_key])}
-
-
-def split_tokens(dataset, max_tokens: int):
-  """Cuts each example's `targets` into pieces of at most max_tokens (seqio 0.0.20 has no split_tokens)."""
-
-  @tf.autograph.experimental.do_not_convert
-  def split(example):
-    tokens = example["targets"]
-    n = tf.size(tokens)
-    pieces = tf.maximum(1, (n + max_tokens - 1) // max_tokens)
-    lengths = tf.concat([tf.fill([pieces - 1], max_tokens), [n - (pieces - 1) * max_tokens]], 0)
-    return tf.data.Dataset.from_tensor_slices({"targets": tf.RaggedTensor.from_row_lengths(tokens, lengths)})
-
-  return dataset.flat_map(split)
+from jaxformer import objectives
+from jaxformer.data.pipeline.preprocessors import split_tokens
 
 
 @gin.configurable(module="objectives")

@@ -20,9 +20,9 @@ import typing
 
 import apache_beam as beam
 
-from jaxformer.data import records
-from jaxformer.data.convert import language_dir
-from jaxformer.data.corpus import shard_paths, split_of
+from jaxformer.data.ingest import records
+from jaxformer.data.ingest.corpus import shard_paths, split_of
+from jaxformer.data.ingest.languages import language_dir
 
 SKIPPED_EXAMPLES = 5
 # Every element is a (key, value) pair; Beam cannot infer it through TaggedOutput.

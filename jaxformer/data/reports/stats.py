@@ -15,7 +15,8 @@ import gin
 import numpy as np
 import seqio
 
-from jaxformer.data import objectives, pipeline
+from jaxformer import objectives
+from jaxformer.data import pipeline
 
 SPAN = "span_corruption"
 

@@ -9,7 +9,8 @@ machine_type, staging_location, ...).
 import logging
 import os
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The checkout this file is in (jaxformer/data/ingest/ inside it): its setup.py installs jaxformer on Dataflow workers.
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 RUNNERS = {
   "direct": "DirectRunner",
   "dataflow": "DataflowRunner",

@@ -5,7 +5,7 @@ Registration needs files (a corpus, a tokenizer), so it happens on demand: `ensu
 
 import seqio
 
-from tasks import local
+from jaxformer.tasks import local
 
 
 def ensure_registered(name: str):
@@ -14,7 +14,7 @@ def ensure_registered(name: str):
   if name in local.TASKS + local.MIXTURES:
     local.register_local_tasks()
   else:
-    from tasks import code_corpus, corpora
+    from jaxformer.tasks import code_corpus, corpora
 
     corpora.register_configured()
     code_corpus.register_code_corpus()

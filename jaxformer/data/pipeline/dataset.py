@@ -8,10 +8,11 @@ import gin
 import seqio
 import tensorflow as tf
 
-from jaxformer.data import cache
-from jaxformer.data.features import PrefixLMObjectiveConverter, expand_lengths
-from jaxformer.data.packing import PACKINGS
-from jaxformer.data.vocabulary import TokenizersVocabulary
+from jaxformer.data.pipeline import cache
+from jaxformer.data.pipeline.features import PrefixLMObjectiveConverter, expand_lengths
+from jaxformer.data.pipeline.packing import PACKINGS
+from jaxformer.data.pipeline.vocabulary import TokenizersVocabulary
+from jaxformer.errors import require_int
 
 
 @gin.configurable(module="data")
@@ -39,8 +40,6 @@ class DataConfig:
   use_cached: bool | None = None
 
   def __post_init__(self):
-    from jaxformer.config import require_int
-
     require_int("DataConfig.batch_size (BATCH_SIZE)", self.batch_size, 1)
     if not isinstance(self.task_feature_lengths, dict) or "targets" not in self.task_feature_lengths:
       raise ValueError(f"TASK_FEATURE_LENGTHS={self.task_feature_lengths!r} must be a dict with a 'targets' length")

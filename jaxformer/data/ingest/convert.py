@@ -3,9 +3,9 @@ as an Apache Beam pipeline (DirectRunner here, Dataflow or any Beam runner for l
 
 Why a conversion step: training resumes from a saved tf.data iterator, and only native TF
 readers (TFRecord) can be checkpointed; Python generators over JSON or Parquet cannot. Real
-corpora (The Stack, The Pile) are converted once: filtered (jaxformer/data/filters.py), exactly
+corpora (The Stack, The Pile) are converted once: filtered (jaxformer/data/ingest/filters.py), exactly
 deduplicated across all inputs, split by content hash and sharded by it, so the output does not
-depend on how many workers ran. The pipeline itself is jaxformer/data/convert_beam.py.
+depend on how many workers ran. The pipeline itself is jaxformer/data/ingest/convert_beam.py.
 
 Layout (shards: SSSSS-of-NNNNN; validation gets max(1, num_shards // 4) of them):
   without a language field  DIR/text/{train,validation}-SSSSS-of-NNNNN.tfrecord
@@ -14,41 +14,17 @@ Layout (shards: SSSSS-of-NNNNN; validation gets max(1, num_shards // 4) of them)
 """
 
 import dataclasses
-import hashlib
 import json
 import os
-import re
 import time
 
 from jaxformer import fs
-from jaxformer.data.beam_options import pipeline_options
-from jaxformer.data.filters import Filters
-from jaxformer.data.records import SUFFIXES
+from jaxformer.data.ingest.beam_options import pipeline_options
+from jaxformer.data.ingest.filters import Filters
+from jaxformer.data.ingest.languages import language_dir
+from jaxformer.data.ingest.records import SUFFIXES
 
-TIMING_KEYS = ("seconds", "documents_per_second")
 COUNTS_FILE = ".convert-counts.json"
-
-
-def language_dir(name: str) -> str:
-  """The folder (and seqio task-name part) of a language: lowercase [a-z0-9_] only, stable.
-
-  'C++' -> 'cpp', 'C#' -> 'csharp', 'F#' -> 'fsharp', 'Objective-C++' -> 'objective_cpp',
-  'Jupyter Notebook' -> 'jupyter_notebook'; an empty name -> 'unknown'; a name with no ASCII letter
-  or digit ('日本語') -> 'lang_' and 8 hex digits of its sha1, so such names never share a folder.
-  """
-  raw = str(name).strip()
-  folder = re.sub(r"[^a-z0-9]+", "_", raw.lower().replace("++", "pp").replace("#", "sharp")).strip("_")
-  if folder or not raw:
-    return folder or "unknown"
-  return "lang_" + hashlib.sha1(raw.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-
-
-def shared_folders(language_dirs: dict) -> dict:
-  """{folder: [languages]} for folders that several language names map to ('C++' and 'cpp')."""
-  by_folder = {}
-  for language, folder in language_dirs.items():
-    by_folder.setdefault(folder, []).append(language)
-  return {folder: sorted(names) for folder, names in by_folder.items() if len(names) > 1}
 
 
 def _input_paths(file_pattern: str) -> list[str]:
@@ -91,7 +67,7 @@ def convert_files(
   """
   import apache_beam as beam
 
-  from jaxformer.data import convert_beam
+  from jaxformer.data.ingest import convert_beam
 
   start = time.time()
   if num_shards < 1:

@@ -1,0 +1,1 @@
+"""What the data verbs print about the pipeline: `data stats`, `data show` and `data bench`."""
