@@ -58,7 +58,7 @@ def main():
   )
   exe = os.path.join(os.path.dirname(sys.executable), "jaxformer")
   start = time.perf_counter()
-  child = subprocess.Popen([exe, "export", f"--model_dir={args.work_dir}/run", f"--output={args.work_dir}/hf"])
+  child = subprocess.Popen([exe, "export", f"--model_dir={args.work_dir}/run", f"--output_dir={args.work_dir}/hf"])
   _, status, usage = os.wait4(child.pid, 0)
   child.returncode = os.waitstatus_to_exitcode(status)
   if child.returncode:

@@ -1,12 +1,14 @@
 """gin plumbing in the t5x manner: --gin_file (repeatable), --gin.NAME=VALUE, --gin_search_paths.
 
-Every error in a gin file or binding is raised as GinConfigError naming the file (or the
---gin. flag), the line and the binding, so the CLI can print it and exit.
+Files are found on the search paths ('' (the working directory, or absolute paths), $JAXFORMER_GIN_PATH,
+then the gin files that ship inside the package), read with their places (config_files.py), checked for
+settings bound twice, and handed to gin piece by piece. Every error in a gin file or binding is raised as
+GinConfigError naming the file (or the --gin. flag), the line and the binding, so the CLI can print it
+and exit.
 """
 
-import contextlib
 import difflib
-import logging
+import functools
 import os
 import pathlib
 import tokenize
@@ -14,31 +16,14 @@ from collections.abc import Iterable, Sequence
 
 import gin
 
+from jaxformer import config_files
 from jaxformer.errors import GinConfigError, UserError, call_configurable, require_int  # noqa: F401 (the CLI's names)
 
+PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
 # The gin files that ship inside the package (models/, objectives/, data/, runs/, sweeps/).
-GIN_DIR = pathlib.Path(__file__).resolve().parent / "gin"
-
-
-# Modules whose gin configurables files may name without `import` lines.
-CONFIGURABLE_MODULES = (
-  "jaxformer.model",
-  "jaxformer.plan",
-  "jaxformer.sharding",
-  "jaxformer.objectives",
-  "jaxformer.objectives.mixture",
-  "jaxformer.data.pipeline.dataset",
-  "jaxformer.data.ingest.tokenizer",
-  "jaxformer.tasks.local",
-  "jaxformer.tasks.corpora",
-  "jaxformer.tasks.code_corpus",
-  "jaxformer.checkpoint",
-  "jaxformer.train.optimizer",
-  "jaxformer.train.step",
-  "jaxformer.train.loop",
-  "jaxformer.sweep",
-  "jaxformer.evals.during_training",
-)
+GIN_DIR = PACKAGE_DIR / "gin"
+# Folders of the package that hold no Python (package data).
+_DATA_DIRS = ("gin", "tpu")
 
 
 def default_search_paths() -> list[str]:
@@ -49,64 +34,35 @@ def default_search_paths() -> list[str]:
   return paths
 
 
+@functools.cache
+def configurable_modules() -> tuple[str, ...]:
+  """Every jaxformer module that registers a gin configurable, found by reading the package's sources
+  (so a new configurable needs no list kept by hand)."""
+  found = []
+  for path in sorted(PACKAGE_DIR.rglob("*.py")):
+    relative = path.relative_to(PACKAGE_DIR)
+    if relative.parts[0] in _DATA_DIRS:
+      continue
+    if "gin.configurable" in path.read_text(encoding="utf-8"):
+      parts = ("jaxformer", *relative.with_suffix("").parts)
+      found.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+  return tuple(found)
+
+
 def import_configurables():
-  # Registers every gin configurable so files can name them without `import` lines.
-  for module in CONFIGURABLE_MODULES:
+  """Registers every gin configurable, so files can name them without `import` lines."""
+  for module in configurable_modules():
     __import__(module)
 
 
-def _describe(error: Exception, where: str, text: str | None = None) -> str:
+def _describe(error: Exception, where: str) -> str:
   message = str(error)
   if isinstance(error, tokenize.TokenError):
     line = error.args[1][0] if len(error.args) > 1 else "?"
     return f"{where}, near line {line}: gin syntax error ({error.args[0]})"
   if isinstance(error, SyntaxError) and error.lineno:
     message = f"{error.msg} (line {error.lineno}: {error.text!r})"
-  if where not in message:
-    message = f"{where}: {message}"
-  if text is not None and text not in message:
-    message += f"\n  binding: {text}"
-  return message
-
-
-class _DropGinPathNoise(logging.Filter):
-  """gin logs 'Path not found' for every search path it tries; we report the real failure."""
-
-  def filter(self, record):
-    return not str(record.msg).startswith("Path not found")
-
-
-@contextlib.contextmanager
-def _quiet_gin_search():
-  root = logging.getLogger()
-  noise = _DropGinPathNoise()
-  root.addFilter(noise)
-  try:
-    yield
-  finally:
-    root.removeFilter(noise)
-
-
-def _tolerate_namespace_packages():
-  """gin also looks for 'runs/x.gin' as package 'runs' on sys.path; a plain folder named runs/ in
-  the working directory (a namespace package, no origin) makes that lookup raise TypeError instead
-  of answering 'not here'. Make it answer 'not here'."""
-
-  def safe(check):
-    if getattr(check, "tolerant", False):
-      return check
-
-    def exists(path):
-      try:
-        return check(path)
-      except TypeError:
-        return False
-
-    exists.tolerant = True
-    return exists
-
-  readers = gin.config._FILE_READERS
-  readers[:] = [(reader, safe(check)) for reader, check in readers]
+  return message if where in message else f"{where}: {message}"
 
 
 def binding_from_flag(name: str, value: str) -> str:
@@ -114,89 +70,69 @@ def binding_from_flag(name: str, value: str) -> str:
   return f"{name} = {value}"
 
 
+def clear() -> None:
+  """Clears every gin binding and unlocks the config (also after a finalized parse in the same process)."""
+  gin.clear_config(clear_constants=True)
+
+
 def parse_gin(
   gin_files: Sequence[str] = (),
   bindings: Iterable[str] = (),
   search_paths: Sequence[str] | None = None,
   finalize: bool = True,
-) -> None:
-  """Clears gin, then parses files in order and bindings in order (later wins).
+  base_files: Sequence[str] = (),
+) -> config_files.Program:
+  """Clears gin, then parses base_files, gin_files and bindings in order (config_files.py's rule decides
+  which of two bindings of one setting may win).
 
+  Args:
+    gin_files: names found on the search paths (absolute or gs:// paths as they are).
+    bindings: 'NAME = VALUE' strings (the --gin. flags).
+    search_paths: folders searched for gin files and includes (default: default_search_paths()).
+    finalize: gin.finalize() at the end, which requires every %gin.REQUIRED macro to be bound.
+    base_files: paths of a run's own config.gin, parsed first; anything after may override them.
+  Returns:
+    the parsed Program (every binding with its place).
   Raises:
     GinConfigError naming the file and line, or the binding, that failed.
   """
   import_configurables()
-  _tolerate_namespace_packages()
-  gin.config._set_config_is_locked(False)  # a second parse in one process
-  gin.clear_config(clear_constants=True)
-  gin.config._LOCATION_PREFIXES[:] = [""]
-  for path in default_search_paths() if search_paths is None else [""] + list(search_paths):
-    if path:
-      gin.add_config_file_search_path(path)
-  for gin_file in gin_files:
+  clear()
+  paths = default_search_paths() if search_paths is None else [""] + list(search_paths)
+  bindings = list(bindings)
+  program = config_files.read_program(gin_files, bindings, paths, base_files)
+  config_files.check_bound_once(program)
+  for piece in program.pieces:
+    where = f"In gin file {piece.file!r}" if piece.file else f"In binding --gin.{piece.text.replace(' = ', '=', 1)}"
     try:
-      with _quiet_gin_search():
-        gin.parse_config_file(gin_file)
-    except OSError as e:
-      raise GinConfigError(
-        f"--gin_file={gin_file}: not found in the gin search paths {gin.config._LOCATION_PREFIXES}"
-      ) from e
+      gin.parse_config(piece.text)
     except Exception as e:  # gin raises ValueError, SyntaxError, TokenError, ...
-      raise GinConfigError(_describe(e, f"In gin file {gin_file!r}")) from e
-  for binding in bindings:
-    try:
-      gin.parse_config(binding)
-    except Exception as e:
       hint = ""
-      if isinstance(e, (SyntaxError, tokenize.TokenError)):
+      if piece.file is None and isinstance(e, (SyntaxError, tokenize.TokenError)):
         hint = " (gin values are expressions: quote strings, e.g. --gin.MODEL_DIR=\"'/tmp/run'\")"
-      raise GinConfigError(_describe(e, f"In binding --gin.{binding.replace(' = ', '=', 1)}") + hint) from e
-  _check_flag_macros_are_read(bindings)
+      raise GinConfigError(_describe(e, where) + hint) from e
+  _check_flag_macros_are_read(program)
   if finalize:
-    try:
-      gin.finalize()
-    except ValueError as e:  # a %gin.REQUIRED macro (runs/pretrain.gin: MODEL_DIR, TRAIN_STEPS) left unbound
-      first = str(e).split("/")[0].split()[-1]
-      missing = [first] + [m for m in unbound_required_macros() if m != first]
+    missing = program.unbound_required()
+    if missing:
       raise GinConfigError(
         f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required (%gin.REQUIRED): bind "
-        f"{'it' if len(missing) == 1 else 'each'}, e.g. --gin.{first}=..."
-      ) from e
+        f"{'it' if len(missing) == 1 else 'each'}, e.g. --gin.{missing[0]}=..."
+      )
+    try:
+      gin.finalize()
+    except ValueError as e:
+      raise GinConfigError(f"gin: {e}") from e
+  return program
 
 
-def unbound_required_macros() -> list[str]:
-  """Macros still bound to %gin.REQUIRED (all of them, where gin's own error names the first)."""
-  return sorted(
-    name
-    for (name, selector), params in gin.config._CONFIG.items()
-    if selector == "gin.macro" and str(params.get("value")) == "%gin.REQUIRED"
-  )
-
-
-def _references(value, found: set) -> set:
-  if isinstance(value, gin.config.ConfigurableReference):
-    found.add(value.scoped_selector)
-  elif isinstance(value, (list, tuple, set)):
-    for item in value:
-      _references(item, found)
-  elif isinstance(value, dict):
-    for item in value.values():
-      _references(item, found)
-  return found
-
-
-def _check_flag_macros_are_read(bindings: Iterable[str]) -> None:
+def _check_flag_macros_are_read(program: config_files.Program) -> None:
   """A --gin.MACRO=V flag that no binding reads (a typo such as TRIAN_STEPS) would silently train
   the default: stop and name it, with the closest macro that is read."""
-  config = gin.config._CONFIG
-  read = set()
-  for params in config.values():
-    for value in params.values():
-      _references(value, read)
-  read_macros = sorted(s.split("/")[0] for s in read if s.endswith("/gin.macro"))
-  for binding in bindings:
-    name = binding.split("=", 1)[0].strip()
-    if (name, "gin.macro") in config and f"{name}/gin.macro" not in read:
-      close = difflib.get_close_matches(name, read_macros, n=1)
-      hint = f"; did you mean {close[0]}?" if close else f" (macros read: {', '.join(read_macros) or 'none'})"
-      raise GinConfigError(f"--gin.{name}: no binding reads the macro {name}{hint}")
+  read = program.macros_read()
+  bound_in_files = {b.key for b in program.bindings if b.file is not None}
+  for binding in program.bindings:
+    if binding.file is None and binding.is_macro and binding.key not in read:
+      close = difflib.get_close_matches(binding.key, sorted(read | bound_in_files), n=1)
+      hint = f"; did you mean {close[0]}?" if close else f" (macros read: {', '.join(sorted(read)) or 'none'})"
+      raise GinConfigError(f"--gin.{binding.key}: no binding reads the macro {binding.key}{hint}")

@@ -168,16 +168,3 @@ def sharded_param_shapes(config, mesh: Mesh, rules):
   shardings = tree_shardings(boxed, mesh, rules)
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(boxed), shardings)
   return abstract, shardings
-
-
-def init_params(model, mesh: Mesh, rules, rng):
-  """Initialises parameters directly sharded (never whole on one device).
-
-  Returns:
-    (params, shardings): a tree of jax.Arrays laid out as the rules say, and their shardings.
-  """
-  _, shardings = sharded_param_shapes(model.config, mesh, rules)
-  init = lambda key: nn.unbox(model.init(key, jax.numpy.zeros((1, 8), np.int32))["params"])
-  with activation_sharding(mesh, rules):
-    params = jax.jit(init, out_shardings=shardings)(rng)
-  return params, shardings

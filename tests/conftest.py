@@ -31,8 +31,7 @@ def pytest_sessionfinish(session):
 
 
 def _reset_gin():
-  gin.config._set_config_is_locked(False)
-  gin.clear_config(clear_constants=True)
+  gin.clear_config(clear_constants=True)  # also unlocks a finalized config
 
 
 @pytest.fixture(autouse=True)

@@ -97,7 +97,12 @@ def test_training_on_a_cached_task_is_killed_and_resumes_with_the_same_losses(lo
 
 def test_data_bench_reports_throughput_fill_and_start_up_online_and_from_the_cache(local_corpus, local_cache, capsys):
   args = ["data", "bench", "--gin_file=data/local.gin", "--gin_file=objectives/codegen2.gin"]
-  args += [f"--gin.CORPUS_DIR='{local_corpus}'", "--gin.TASK_FEATURE_LENGTHS={'targets': 256}", "--batches=5", "--json"]
+  args += [
+    f"--gin.CORPUS_DIR='{local_corpus}'",
+    "--gin.TASK_FEATURE_LENGTHS={'targets': 256}",
+    "--num_batches=5",
+    "--json",
+  ]
   for extra, cached in (([], False), ([f"--gin.CACHE_DIR='{local_cache}'"], True)):
     assert cli.main(args + extra) == 0
     line, report = capsys.readouterr().out.splitlines()[-2:]

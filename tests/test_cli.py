@@ -120,7 +120,7 @@ def test_decode_bench_reports_both_implementations(capsys):
         "--gin_file=models/tiny.gin",
         "--decode_batch_sizes=1,2",
         "--prompt_length=8",
-        "--new_tokens=8",
+        "--max_new_tokens=8",
         "--gin.ModelConfig.num_layers=1",
         "--json",
       ]

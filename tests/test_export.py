@@ -130,9 +130,9 @@ def test_cli_export_loads_in_transformers_and_round_trips_through_import(local_c
   run = str(tmp_path / "run")
   assert train_util.run(run, train_util.small_run_flags(local_corpus, steps=2, checkpoint_period=2)) == 0
   hf_dir = str(tmp_path / "hf")
-  assert cli.main(["export", f"--model_dir={run}", f"--output={hf_dir}", "--step=7"]) == 2  # no such step
+  assert cli.main(["export", f"--model_dir={run}", f"--output_dir={hf_dir}", "--step=7"]) == 2  # no such step
   assert "--step=7" in capsys.readouterr().err and not os.path.exists(hf_dir)
-  assert cli.main(["export", f"--model_dir={run}", f"--output={hf_dir}"]) == 0
+  assert cli.main(["export", f"--model_dir={run}", f"--output_dir={hf_dir}"]) == 0
   assert "exported step 2" in capsys.readouterr().out
   hf_model = AutoModelForCausalLM.from_pretrained(hf_dir).eval()
   tokenizer = AutoTokenizer.from_pretrained(hf_dir)
@@ -190,7 +190,7 @@ def test_bad_inputs_fail_clearly_and_leave_nothing_behind(tmp_path, capsys):
   assert "transformer.wte.weight gives shape" in capsys.readouterr().err
   assert not (tmp_path / "run").exists() and not list(tmp_path.glob("run.partial*"))
 
-  assert cli.main(["export", f"--model_dir={tmp_path}/nowhere", f"--output={tmp_path}/o"]) == 2
+  assert cli.main(["export", f"--model_dir={tmp_path}/nowhere", f"--output_dir={tmp_path}/o"]) == 2
   assert "config.gin is missing" in capsys.readouterr().err
 
 

@@ -7,7 +7,7 @@ import tensorflow as tf
 from jaxformer import config as config_lib
 from jaxformer import fs, sweep
 from jaxformer.train import metrics
-from jaxformer.train.loop import write_operative_config
+from jaxformer.train.trainer import write_operative_config
 
 
 def test_remote_paths_are_not_made_absolute():

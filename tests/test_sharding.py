@@ -7,7 +7,8 @@ import pytest
 from model_util import init, jitted_apply, random_tokens, tiny
 
 from jaxformer import sharding
-from jaxformer.model import Transformer
+from jaxformer.train import setup as setup_lib
+from jaxformer.train.step import StepConfig
 
 
 def test_mesh_shape_fills_minus_one_and_checks_product():
@@ -37,7 +38,8 @@ def test_rules_naming_an_unknown_mesh_axis_fail_clearly():
 def test_parameters_are_created_sharded_on_a_2x2x2_mesh():
   config = tiny(d_model=64, mlp_ratio=4)
   mesh = sharding.make_mesh((2, 2, 2))
-  params, _ = sharding.init_params(Transformer(config), mesh, sharding.logical_axis_rules(), jax.random.key(0))
+  setup = setup_lib.build(config, StepConfig(), total_steps=10, mesh=mesh)
+  params = setup.init_state(jax.random.key(0)).params  # created sharded, never whole on one device
   fc_in = params["layers"]["mlp"]["fc_in"]["kernel"]  # [layers, embed, mlp] -> (None, fsdp, tensor)
   assert fc_in.sharding.spec == jax.P(None, "fsdp", "tensor")
   shard_shapes = {s.data.shape for s in fc_in.addressable_shards}
@@ -57,7 +59,7 @@ def test_sharded_forward_equals_single_device():
 
   mesh = sharding.make_mesh((2, 2, 2))
   rules = sharding.logical_axis_rules()
-  _, shardings = sharding.init_params(model, mesh, rules, jax.random.key(0))
+  _, shardings = sharding.sharded_param_shapes(config, mesh, rules)
   sharded_params = jax.device_put(params, shardings)
   batch_sharding = sharding.logical_to_sharding(("batch", "length"), mesh, rules)
   with sharding.activation_sharding(mesh, rules):
@@ -77,7 +79,7 @@ config = tiny(d_model=64, vocab_size=384)
 model, params = init(config)
 mesh = sharding.make_mesh((2, 2, 2))
 rules = sharding.logical_axis_rules()
-_, shardings = sharding.init_params(model, mesh, rules, jax.random.key(0))
+_, shardings = sharding.sharded_param_shapes(config, mesh, rules)
 params = jax.device_put(params, shardings)
 tokens = jax.device_put(np.arange(64).reshape(4, 16), sharding.logical_to_sharding(("batch", "length"), mesh, rules))
 with sharding.activation_sharding(mesh, rules):

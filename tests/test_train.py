@@ -160,8 +160,7 @@ def test_finite_data_that_runs_out_names_the_step_and_keeps_the_checkpoint(local
   raw.write_text("\n".join(json.dumps({"text": f"def f{i}(x):\n    return x * {i}\n" * 12}) for i in range(30)))
   convert_files(str(raw), str(tmp_path / "docs"))
   model_dir = str(tmp_path / "dry")
-  flags = train_util.small_run_flags(local_corpus, steps=500, checkpoint_period=2) + [
-    "--gin_file=data/my_corpus.gin",
+  flags = train_util.small_run_flags(None, steps=500, checkpoint_period=2, data_gin="data/my_corpus.gin") + [
     f"--gin.MY_CORPUS_DIR='{tmp_path / 'docs'}'",
     f"--gin.VOCABULARY='{os.path.join(local_corpus, 'spm.model')}'",
     "--gin.DataConfig.num_epochs=1",

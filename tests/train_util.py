@@ -10,10 +10,18 @@ import time
 JAXFORMER = os.path.join(os.path.dirname(sys.executable), "jaxformer")
 
 
-def small_run_flags(corpus_dir: str, steps: int = 12, checkpoint_period: int = 4) -> list[str]:
+def small_run_flags(
+  corpus_dir: str | None, steps: int = 12, checkpoint_period: int = 4, model_gin="models/tiny.gin", data_gin=None
+) -> list:
+  """The local run (runs/local.gin) of model_gin on the corpus in corpus_dir, short: `steps` steps of 8 x 128
+  tokens. With data_gin, that data instead (and runs/pretrain.gin with CodeGen2's objectives, no local corpus)."""
+  if data_gin is None:
+    run = ["--gin_file=runs/local.gin", f"--gin.CORPUS_DIR='{corpus_dir}'"]
+  else:
+    run = ["--gin_file=objectives/codegen2.gin", f"--gin_file={data_gin}", "--gin_file=runs/pretrain.gin"]
   return [
-    "--gin_file=runs/local_tiny.gin",
-    f"--gin.CORPUS_DIR='{corpus_dir}'",
+    f"--gin_file={model_gin}",
+    *run,
     f"--gin.TRAIN_STEPS={steps}",
     "--gin.BATCH_SIZE=8",
     "--gin.TASK_FEATURE_LENGTHS={'targets': 128}",

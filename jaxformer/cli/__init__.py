@@ -12,6 +12,7 @@ import sys
 
 from jaxformer.cli import common, data, evals, hf, infer, plan, quiet, sweep, tpu, train
 from jaxformer.errors import UserError, one_line
+from jaxformer.tensorflow_import import import_tensorflow
 
 # name: (help, add_arguments, run) or name: (help, {sub-verb: ...}).
 VERBS = {
@@ -56,22 +57,6 @@ def _choose_platform():
     os.environ["JAX_PLATFORMS"] = "cpu"
 
 
-def _import_tensorflow_quietly():
-  """TF prints start-up lines to stderr that no log level hides; drop them, and keep TF off GPUs
-  (JAX owns the accelerator; TF only reads data)."""
-  saved = os.dup(2)
-  devnull = os.open(os.devnull, os.O_WRONLY)
-  try:
-    os.dup2(devnull, 2)
-    import tensorflow as tf
-
-    tf.config.set_visible_devices([], "GPU")
-  finally:
-    os.dup2(saved, 2)
-    os.close(devnull)
-    os.close(saved)
-
-
 def _add_verbs(sub, verbs, dest_prefix=""):
   for name, spec in verbs.items():
     help_text = spec[0]
@@ -104,7 +89,7 @@ def main(argv=None) -> int:
   try:
     rest, bindings = common.split_gin_bindings(argv)
     args = build_parser().parse_args(rest)  # --help ends here, before jax or TensorFlow is imported
-    _import_tensorflow_quietly()
+    import_tensorflow()
     common.setup_logging(args.verbose)
     if console and not args.verbose:
       quiet.quiet_stderr()

@@ -4,7 +4,6 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
 
 import gin
 
@@ -25,6 +24,32 @@ def add_gin_flags(parser: argparse.ArgumentParser) -> None:
     help="comma-separated folders searched for gin files (default: ., $JAXFORMER_GIN_PATH, jaxformer's own gin/)",
   )
   parser.add_argument("--verbose", action="store_true", help="show third-party INFO logs (absl, orbax, TF, ...)")
+
+
+class _Renamed(argparse.Action):
+  """An old spelling of a flag: sets the new one's value and says so on stderr (kept for one release)."""
+
+  def __init__(self, option_strings, dest, new: str = "", **kwargs):
+    super().__init__(option_strings, dest, **kwargs)
+    self.new = new
+
+  def __call__(self, parser, namespace, values, option_string=None):
+    print(
+      f"jaxformer: warning: {option_string} is now {self.new}; the old spelling goes in the next release",
+      file=sys.stderr,
+    )
+    setattr(namespace, self.dest, values)
+
+
+def add_renamed(parser: argparse.ArgumentParser, old: str, new: str, **kwargs) -> None:
+  """Accepts `old` as a deprecated spelling of the flag `new` (already added to parser), hidden from --help."""
+  parser.add_argument(old, dest=new.lstrip("-"), action=_Renamed, new=new, help=argparse.SUPPRESS, **kwargs)
+
+
+def require_flag(args, name: str) -> None:
+  """A flag required under either spelling (argparse cannot require one of two)."""
+  if getattr(args, name.lstrip("-")) is None:
+    raise UserError(f"{name} is required")
 
 
 def add_distributed_flags(parser: argparse.ArgumentParser) -> None:
@@ -57,13 +82,14 @@ def split_gin_bindings(argv: list[str]) -> tuple[list[str], list[str]]:
   return rest, bindings
 
 
-def parse_gin(args, bindings: list[str], extra_bindings=(), finalize: bool = True) -> None:
+def parse_gin(args, bindings: list[str], extra_bindings=(), finalize: bool = True, base_files=()) -> None:
   """Parses --gin_file and --gin. flags (extra_bindings first, so the user's flags win).
-  finalize=False leaves %gin.REQUIRED macros unbound (plan: shapes need no data or MODEL_DIR)."""
+  finalize=False leaves %gin.REQUIRED macros unbound (plan: shapes need no data or MODEL_DIR).
+  base_files: a run's own config.gin, which the files and flags may override."""
   search_paths = None
   if args.gin_search_paths:
     search_paths = [p for p in args.gin_search_paths.split(",") if p] + [str(config_lib.GIN_DIR)]
-  config_lib.parse_gin(args.gin_file, list(extra_bindings) + bindings, search_paths, finalize=finalize)
+  config_lib.parse_gin(args.gin_file, list(extra_bindings) + bindings, search_paths, finalize, base_files)
 
 
 def parse_run_gin(model_dir: str, args, bindings: list[str]) -> None:
@@ -76,12 +102,7 @@ def parse_run_gin(model_dir: str, args, bindings: list[str]) -> None:
       f"--model_dir={model_dir}: {path} is missing; is this a jaxformer run "
       "(`jaxformer train`) or an import (`jaxformer import`)?"
     )
-  if fs.is_remote(path):  # gin reads local files only
-    with fs.open(path) as f, tempfile.NamedTemporaryFile("w", suffix=".gin", delete=False) as local:
-      local.write(f.read())
-    path = local.name
-  args.gin_file = [path] + args.gin_file
-  parse_gin(args, bindings)
+  parse_gin(args, bindings, base_files=[path])
 
 
 def bound(name: str):

@@ -216,7 +216,8 @@ def show_run(args, bindings):
 
 
 def bench_args(parser):
-  parser.add_argument("--batches", type=int, default=50)
+  parser.add_argument("--num_batches", type=int, default=50, help="batches timed (default 50)")
+  common.add_renamed(parser, "--batches", "--num_batches", type=int)
   parser.add_argument("--json", action="store_true")
 
 
@@ -224,7 +225,8 @@ def bench_run(args, bindings):
   config, _ = data_config(args, bindings)
   from jaxformer.data.reports import bench
 
-  report = bench.bench(config, args.batches)
+  common.check_positive("--num_batches", args.num_batches)
+  report = bench.bench(config, args.num_batches)
   print(
     f"{report['batches']} batches of {report['batch_size']} x {report['length']} in {report['seconds']:.2f} s: "
     f"{report['tokens_per_second']:,.0f} tokens/s ({report['nonpad_tokens_per_second']:,.0f} non-padding, "

@@ -9,7 +9,10 @@ from jaxformer.cli import common
 
 def export_args(parser):
   parser.add_argument("--model_dir", required=True)
-  parser.add_argument("--output", required=True, help="the HuggingFace directory to write (must not exist)")
+  parser.add_argument(
+    "--output_dir", default=None, help="the HuggingFace directory to write (required; must not exist)"
+  )
+  common.add_renamed(parser, "--output", "--output_dir")
   parser.add_argument("--step", type=int, default=None)
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
   parser.add_argument("--qkv_groups", type=int, default=4, help="4 for upstream transformers")
@@ -17,6 +20,7 @@ def export_args(parser):
 
 
 def export_run(args, bindings):
+  common.require_flag(args, "--output_dir")
   common.parse_run_gin(args.model_dir, args, bindings)
 
   from jaxformer import checkpoint, fs
@@ -31,7 +35,7 @@ def export_run(args, bindings):
       to_hf.export_checkpoint,
       fs.resolve(args.model_dir),
       config,
-      args.output,
+      args.output_dir,
       vocabulary,
       step=args.step,
       dtype=args.dtype,

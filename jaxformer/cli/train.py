@@ -75,7 +75,8 @@ def bench_args(parser):
   parser.add_argument("--compare_hf", action="store_true", help="with --decode: also HF generate on the same weights")
   parser.add_argument("--decode_batch_sizes", default="1,8,32")
   parser.add_argument("--prompt_length", type=int, default=64)
-  parser.add_argument("--new_tokens", type=int, default=128)
+  parser.add_argument("--max_new_tokens", type=int, default=128, help="with --decode: tokens generated per prompt")
+  common.add_renamed(parser, "--new_tokens", "--max_new_tokens", type=int)
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--batch_size", type=int, default=8)
   parser.add_argument("--length", type=int, default=512)
@@ -89,7 +90,9 @@ def bench_run(args, bindings):
     from jaxformer.infer import bench as decode
 
     sizes = [int(b) for b in args.decode_batch_sizes.split(",") if b]
-    r = config_lib.call_configurable(decode.decode_bench, sizes, args.prompt_length, args.new_tokens, args.compare_hf)
+    r = config_lib.call_configurable(
+      decode.decode_bench, sizes, args.prompt_length, args.max_new_tokens, args.compare_hf
+    )
     print(
       f"greedy decoding on {r['device_kind']}, prompt {r['prompt_length']} tokens, {r['new_tokens']} new "
       "tokens, float32, generated tokens/s:"

@@ -5,58 +5,10 @@ The train loop calls `code_eval` every train.CodeEvalConfig.period steps and log
 infill tasks, the same at every step, so the numbers are comparable along a run.
 """
 
-import dataclasses
 import functools
 
-import gin
-
 from jaxformer.evals import generation, humaneval, sandbox
-
-
-@gin.configurable(module="train")
-@dataclasses.dataclass(frozen=True)
-class CodeEvalConfig:
-  """What the code eval during training runs (gin: train.CodeEvalConfig.*).
-
-  Attributes:
-    period: run it every this many steps; 0 never.
-    humaneval_problems: the first N HumanEval problems, one greedy completion each (pass@1).
-    infill_tasks: the first N single-line infill tasks (exact match and pass@1); skipped when the
-      vocabulary has no <mask_k> tokens.
-    max_new_tokens: tokens generated per completion at most.
-    batch_size: prompts per generate call.
-    timeout: wall seconds each program may run in the sandbox.
-  """
-
-  period: int = 0
-  humaneval_problems: int = 8
-  infill_tasks: int = 16
-  max_new_tokens: int = 128
-  batch_size: int = 8
-  timeout: float = 3.0
-
-  def __post_init__(self):
-    for name, lowest in (("period", 0), ("humaneval_problems", 0), ("infill_tasks", 0)):
-      _check_int(name, getattr(self, name), lowest)
-    for name in ("max_new_tokens", "batch_size"):
-      _check_int(name, getattr(self, name), 1)
-    if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or not self.timeout > 0:
-      raise ValueError(f"train.CodeEvalConfig.timeout={self.timeout!r} must be a positive number of seconds")
-
-  def due(self, step: int) -> bool:
-    """Whether the eval runs at this step.
-
-    Args:
-      step: the training step just completed.
-    Returns:
-      True when period > 0 and step is a positive multiple of it.
-    """
-    return self.period > 0 and step > 0 and step % self.period == 0
-
-
-def _check_int(name: str, value, lowest: int) -> None:
-  if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-    raise ValueError(f"train.CodeEvalConfig.{name}={value!r} must be an integer >= {lowest}")
+from jaxformer.train.code_eval import CodeEvalConfig
 
 
 @functools.lru_cache(maxsize=1)

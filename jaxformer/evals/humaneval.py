@@ -17,11 +17,6 @@ def read_problems() -> dict:
   return read()
 
 
-def truncate(completion: str, stops=STOP_SEQUENCES) -> str:
-  cut = min([completion.find(s) for s in stops if s in completion] or [len(completion)])
-  return completion[:cut]
-
-
 def program(problem: dict, completion: str) -> str:
   return problem["prompt"] + completion + "\n\n" + problem["test"] + "\n\n" + f"check({problem['entry_point']})\n"
 

@@ -58,9 +58,19 @@ import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
-from jaxformer.evals import cgroups, sandbox_scripts
+from jaxformer.evals import cgroups
 
 NOBODY = 65534
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@functools.cache
+def _source(name: str) -> str:
+  """The text of sandbox_runner.py or sandbox_launch.py, which run inside the sandbox as `python -c`."""
+  with open(os.path.join(_HERE, f"{name}.py"), encoding="utf-8") as f:
+    return f.read()
+
+
 # Seconds the outer backstop allows, beyond the program's own time, for the sandbox to start.
 STARTUP_SECONDS = 15.0
 # Processes allowed without a pids cgroup: bounds the sandbox's memory to this many RLIMIT_AS.
@@ -160,7 +170,7 @@ def run_program(program: str, limits: Limits = Limits()) -> Result:
         source.write(program.encode("utf-8", errors="replace"))
         source.seek(0)
         command = ["unshare", *_NAMESPACES, "--fork", "--kill-child", "--"]
-        command += [sys.executable, "-I", "-S", "-c", sandbox_scripts.LAUNCHER]
+        command += [sys.executable, "-I", "-S", "-c", _source("sandbox_launch"), "namespaces"]
         version = f"python{sys.version_info.major}.{sys.version_info.minor}"
         env["SANDBOX_PYTHON_PREFIX"] = sys.base_prefix
         env["SANDBOX_PYTHON"] = os.path.join(sys.base_prefix, "bin", version)
@@ -170,11 +180,12 @@ def run_program(program: str, limits: Limits = Limits()) -> Result:
         workdir = tempfile.mkdtemp(prefix="jaxformer-sandbox-")
         with open(os.path.join(workdir, "program.py"), "w", encoding="utf-8", errors="replace") as f:
           f.write(program)
-        command = [sys.executable, "-I", "-c", sandbox_scripts.FALLBACK]
+        command = [sys.executable, "-I", "-c", _source("sandbox_launch"), "fallback"]
         env.update(HOME=workdir, TMPDIR=workdir, PATH="/usr/bin:/bin", LANG="C.UTF-8")
         if mechanism == "rlimit":
           env["SANDBOX_NPROC"] = str(max(fallback_processes, _user_processes(os.geteuid()) + fallback_processes))
       env["SANDBOX_CGROUPS"] = ":".join(groups)
+      env["SANDBOX_RUNNER"] = _source("sandbox_runner")
       env["SANDBOX_FD"] = str(read_fd)
       process = subprocess.Popen(
         command,

@@ -124,7 +124,9 @@ def read_hf(hf_dir: str, qkv_groups: int | None = None) -> tuple[ModelConfig, di
   return config, params, groups
 
 
-def config_gin(config: ModelConfig, vocabulary: str | None) -> str:
+def config_gin(config: ModelConfig) -> str:
+  """The run's config.gin: the model as HuggingFace described it, and nothing else, so it goes beside any
+  run gin without the two binding a setting twice (the data's VOCABULARY is bound apart: README)."""
   lines = ["# Written by `jaxformer import`: the model as HuggingFace described it."]
   for field in (
     "vocab_size",
@@ -138,10 +140,6 @@ def config_gin(config: ModelConfig, vocabulary: str | None) -> str:
     "dtype",  # HF computes in float32: sample and eval on the import match it (bfloat16 drifts by ~0.04)
   ):
     lines.append(f"ModelConfig.{field} = {getattr(config, field)!r}")
-  lines.append(f"MODEL_VOCAB_SIZE = {config.vocab_size}")
-  if vocabulary:
-    lines.append("# The vocabulary the tasks read when this file is included after a data gin (continued pretraining).")
-    lines.append(f"VOCABULARY = {vocabulary!r}")
   return "\n".join(lines) + "\n"
 
 
@@ -197,7 +195,7 @@ def _write_run(hf_dir: str, model_dir: str, config, params, groups: int) -> dict
     vocabulary = _copy_vocabulary(hf_dir, os.path.join(partial, "vocabulary"))
     vocabulary = vocabulary and os.path.join(model_dir, "vocabulary", vocabulary)
     with open(os.path.join(partial, "config.gin"), "w") as f:
-      f.write(config_gin(config, vocabulary))
+      f.write(config_gin(config))
     manager = checkpoint.make_manager(partial, checkpoint_period=1, async_save=False)
     checkpoint.save(manager, 0, {"params": jax.tree.map(np.asarray, params)}, force=True)
     manager.wait_until_finished()

@@ -131,7 +131,7 @@ def export_params(
     raise ValueError(f"--dtype={dtype}: choose one of {TORCH_DTYPES}")
   output = os.path.abspath(output)
   if os.path.exists(output):
-    raise ValueError(f"--output={output} exists; choose a new directory")
+    raise ValueError(f"--output_dir={output} exists; choose a new directory")
   if config.num_heads % qkv_groups:
     raise ValueError(f"{config.num_heads} heads cannot be written as {qkv_groups} QKV groups")
   if prefix_lm:

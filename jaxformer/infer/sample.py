@@ -192,10 +192,7 @@ def generate_full_forward(
       position = jnp.clip(lengths - 1 + i, 0, total - 1)
       last = jnp.take_along_axis(logits, position[:, None, None], axis=1)[:, 0]
       key, sub = jax.random.split(key)
-      if temperature > 0:
-        choice = jax.random.categorical(sub, last / temperature, axis=-1).astype(jnp.int32)
-      else:
-        choice = jnp.argmax(last, axis=-1).astype(jnp.int32)
+      choice = sample_logits(last, sub, temperature)
       write = jnp.clip(position + 1, 0, total - 1)
       current = jnp.take_along_axis(tokens, write[:, None], axis=1)[:, 0]
       value = jnp.where(done, current, choice)

@@ -7,7 +7,7 @@ corpora (The Stack, The Pile) are converted once: filtered (jaxformer/data/inges
 deduplicated across all inputs, split by content hash and sharded by it, so the output does not
 depend on how many workers ran. The pipeline itself is jaxformer/data/ingest/convert_beam.py.
 
-Layout (shards: SSSSS-of-NNNNN; validation gets max(1, num_shards // 4) of them):
+Layout (shards: SSSSS-of-NNNNN; validation gets corpus.validation_shards, a quarter):
   without a language field  DIR/text/{train,validation}-SSSSS-of-NNNNN.tfrecord
   with --language_field     DIR/<language_dir(language)>/{train,validation}-SSSSS-of-NNNNN.tfrecord
   DIR/stats.json            counts (see convert_files)
@@ -20,6 +20,7 @@ import time
 
 from jaxformer import fs
 from jaxformer.data.ingest.beam_options import pipeline_options
+from jaxformer.data.ingest.corpus import validation_shards
 from jaxformer.data.ingest.filters import Filters
 from jaxformer.data.ingest.languages import language_dir
 from jaxformer.data.ingest.records import SUFFIXES
@@ -127,7 +128,7 @@ def _stats(collected, file_pattern, text_field, language_field, filters, num_sha
     "language_field": language_field,
     **dataclasses.asdict(filters),
     "num_shards": num_shards,
-    "validation_shards": max(1, num_shards // 4),
+    "validation_shards": validation_shards(num_shards),
     "validation_percent": validation_percent,
     "written": written,
     "duplicates": duplicates,

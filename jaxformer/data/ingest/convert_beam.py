@@ -15,14 +15,14 @@ import hashlib
 import json
 import os
 import re
-import sys
 import typing
 
 import apache_beam as beam
 
 from jaxformer.data.ingest import records
-from jaxformer.data.ingest.corpus import shard_paths, split_of
+from jaxformer.data.ingest.corpus import shard_paths, split_of, validation_shards
 from jaxformer.data.ingest.languages import language_dir
+from jaxformer.tensorflow_import import import_tensorflow
 
 SKIPPED_EXAMPLES = 5
 # Every element is a (key, value) pair; Beam cannot infer it through TaggedOutput.
@@ -34,35 +34,14 @@ def natural_key(where: str):
   return [int(piece) if i % 2 else piece for i, piece in enumerate(re.split(r"(\d+)", where))]
 
 
-def _tensorflow():
-  """TensorFlow, imported in a worker process with fd 2 silenced: there its start-up prints CUDA and
-  absl lines that no log level hides (the CLI does the same in the main process)."""
-  if "tensorflow" not in sys.modules:
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-      os.dup2(devnull, 2)
-      import tensorflow  # noqa: F401
-    finally:
-      os.dup2(saved, 2)
-      os.close(devnull)
-      os.close(saved)
-  import tensorflow as tf
-
-  return tf
-
-
 def example(text: str, where: str, language: str) -> bytes:
   """A tf.train.Example (text, path, lang) serialized deterministically: protobuf otherwise writes
   map entries in an order that differs between processes, and shards would differ by worker count."""
-  tf = _tensorflow()
+  tf = import_tensorflow()
   # surrogateescape: a local file name that is not UTF-8 (text and language are valid by now)
   feature = lambda s: tf.train.Feature(bytes_list=tf.train.BytesList(value=[s.encode("utf-8", "surrogateescape")]))
   features = {"text": feature(text), "path": feature(where), "lang": feature(language)}
   return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
-
-
-def validation_shards(num_shards: int) -> int:
-  return max(1, num_shards // 4)
 
 
 class ReadFile(beam.DoFn):
@@ -114,7 +93,7 @@ class WriteShard(beam.DoFn):
     self.output_dir, self.num_shards = output_dir, num_shards
 
   def process(self, keyed):
-    tf = _tensorflow()
+    tf = import_tensorflow()
     (folder, split, shard), documents = keyed
     count = self.num_shards if split == "train" else validation_shards(self.num_shards)
     path = shard_paths(self.output_dir, folder, split, count)[shard]
@@ -159,7 +138,7 @@ def _write_counts(rows, path):
       examples[key[1]] = value
     else:
       counts.setdefault(key[0], {})[key[1]] = value
-  with _tensorflow().io.gfile.GFile(path, "w") as f:
+  with import_tensorflow().io.gfile.GFile(path, "w") as f:
     f.write(json.dumps({"counts": counts, "examples": examples}, sort_keys=True))
   return path
 

@@ -126,6 +126,11 @@ def split_of(digest: str, validation_percent: int) -> str:
   return "validation" if int(digest[:8], 16) % 100 < validation_percent else "train"
 
 
+def validation_shards(num_shards: int) -> int:
+  """Validation shards of a converted folder with num_shards train shards: a quarter, at least one."""
+  return max(1, num_shards // 4)
+
+
 def shard_paths(output_dir, kind: str, split: str, num_shards: int) -> list[str]:
   return [os.path.join(output_dir, kind, f"{split}-{i:05d}-of-{num_shards:05d}.tfrecord") for i in range(num_shards)]
 
