@@ -10,8 +10,10 @@ A sweep file is gin that binds `sweep.define` (see gin/sweeps/codegen2_lessons.g
   sweep.define.evals = {'l2r': {'OBJECTIVE_RATES': {'causal_lm': 1.0}}}  # `eval loss` after training
   sweep.define.comparisons = [{'lesson': ..., 'metric': 'l2r/local_pl', 'lower': 'causal', 'than': 'prefix_lm'}]
 
-Runs are the product of variants and grid axes, named `variant,axis=choice,...`. A binding value is
-a Python literal, passed to the run as `--gin.NAME=repr(value)`; the key 'gin_file' adds gin files.
+Runs are the product of variants and grid axes, named `variant.axis-choice...` (a name is letters, digits,
+'.', '_' and '-', as a folder and a pod run name must be: variant and choice names outside that are
+refused). Before anything runs, every run's gin is parsed (check_runs). A binding value is a Python
+literal, passed to the run as `--gin.NAME=repr(value)`; the key 'gin_file' adds gin files.
 Each run lives in OUTPUT_DIR/NAME: `jaxformer train` (which resumes from its own checkpoints), then
 each eval; OUTPUT_DIR/NAME/sweep_result.json marks it finished, so a restarted sweep skips it.
 """
@@ -22,6 +24,7 @@ import io
 import itertools
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -34,6 +37,7 @@ from jaxformer import fs
 from jaxformer.train.metrics import read_metrics
 
 RESULT_FILE = "sweep_result.json"
+RUN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 # The console script next to this interpreter (`python -m jaxformer.cli` breaks gin's relative includes).
 JAXFORMER = [os.path.join(os.path.dirname(sys.executable), "jaxformer")]
 TPU_LAUNCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tpu", "launch.sh")  # package data
@@ -85,9 +89,9 @@ def _short(value) -> str:
 
 def _axis_choices(axis: str, choices) -> list[tuple[str, dict]]:
   if isinstance(choices, dict):
-    return [(f"{axis}={name}", dict(spec)) for name, spec in choices.items()]
+    return [(f"{axis}-{name}", dict(spec)) for name, spec in choices.items()]
   label = axis.rsplit(".", 1)[-1]
-  return [(f"{label}={_short(value)}", {axis: value}) for value in choices]
+  return [(f"{label}-{_short(value)}", {axis: value}) for value in choices]
 
 
 def expand(sweep: Sweep) -> list[Run]:
@@ -101,7 +105,12 @@ def expand(sweep: Sweep) -> list[Run]:
     for label, axis_spec in combo:
       parts.append(label)
       specs.append(axis_spec)
-    name = ",".join(parts)
+    name = ".".join(parts)
+    if not RUN_NAME.match(name):
+      raise ValueError(
+        f"sweep: run name {name!r} (from its variant and grid choices) must be letters, digits, '.', '_' and '-', "
+        "not starting with '.' or '-': it names the run's folder and its pod logs"
+      )
     if name in seen:
       raise ValueError(f"sweep: two runs are both named {name!r}")
     seen.add(name)
@@ -128,6 +137,43 @@ def train_argv(run: Run, output_dir: str) -> list[str]:
 
 def eval_argv(run: Run, output_dir: str, eval_bindings: dict) -> list[str]:
   return ["eval", "loss", f"--model_dir={_join(output_dir, run.name)}", *gin_flags((), eval_bindings.items()), "--json"]
+
+
+def check_runs(sweep: Sweep, output_dir: str, parse, query) -> None:
+  """Before anything runs (also for --dry_run): each run's gin files and bindings parse as `train` will
+  parse them (a misspelled binding stops here, named), TRAIN_STEPS is a positive integer, each eval's
+  bindings parse on top of the run's, and every comparison names runs and evals the sweep has.
+
+  parse(gin_files, bindings) parses gin (config.parse_gin); query(name) reads a bound value.
+  Raises ValueError naming the run, eval or comparison.
+  """
+  from jaxformer.errors import require_int
+
+  runs = expand(sweep)
+  for run in runs:
+    flags = [f"{k} = {v!r}" for k, v in run.bindings] + [f"MODEL_DIR = {_join(output_dir, run.name)!r}"]
+    for eval_name, eval_bindings in [(None, {}), *sweep.evals.items()]:
+      where = f"sweep run {run.name!r}" + (f", eval {eval_name!r}" if eval_name else "")
+      try:
+        parse(run.gin_files, flags + [f"{k} = {v!r}" for k, v in eval_bindings.items()])
+        if eval_name is None:
+          require_int("TRAIN_STEPS", query("%TRAIN_STEPS"), 1)
+      except ValueError as e:
+        raise ValueError(f"{where}: {e}") from e
+  names = {run.name for run in runs}
+  for spec in sweep.comparisons:
+    for key in ("lesson", "metric", "lower", "than"):
+      if key not in spec:
+        raise ValueError(f"sweep.define.comparisons: {spec!r} lacks {key!r}")
+    unknown = [spec[k] for k in ("lower", "than") if spec[k] not in names]
+    if unknown:
+      raise ValueError(f"sweep.define.comparisons {spec['lesson']!r}: no run named {unknown} (runs: {sorted(names)})")
+    source = spec["metric"].split("/", 1)[0]
+    if source not in {"final", *sweep.evals}:
+      raise ValueError(
+        f"sweep.define.comparisons {spec['lesson']!r}: metric {spec['metric']!r} names no eval "
+        f"(final/TASK or one of {sorted(sweep.evals)}/TASK)"
+      )
 
 
 # --- files (local or gs://) -----------------------------------------------------------------

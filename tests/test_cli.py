@@ -163,3 +163,15 @@ def test_stderr_filter_keeps_every_line_when_the_process_is_ended_at_once(tmp_pa
   lines = log.read_bytes().splitlines()
   assert lines[:3000] == [b"line %d" % i for i in range(3000)]
   assert lines[3000:] == [b"F0000 check failed: the reason it stopped"]  # the chatter dropped
+
+
+def test_old_flag_spellings_still_work_with_a_warning(capsys):
+  from jaxformer.cli import build_parser
+
+  args = build_parser().parse_args(["bench", "--decode", "--new_tokens=7"])
+  assert args.max_new_tokens == 7 and "--new_tokens is now --max_new_tokens" in capsys.readouterr().err
+  args = build_parser().parse_args(["data", "bench", "--batches=3"])
+  assert args.num_batches == 3 and "--batches is now --num_batches" in capsys.readouterr().err
+  args = build_parser().parse_args(["export", "--model_dir=x", "--output=y"])
+  assert args.output_dir == "y" and "--output is now --output_dir" in capsys.readouterr().err
+  assert cli.main(["export", "--model_dir=x"]) == 2 and "--output_dir is required" in capsys.readouterr().err

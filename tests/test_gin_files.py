@@ -114,3 +114,72 @@ def test_plan_reads_a_pod_run_config_with_no_data_or_model_dir_bound(capsys):
   assert cli.main(args) == 0
   report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert report["params"] == 1_015_306_240 and "tpu" not in report
+
+
+def _write(folder, name: str, text: str) -> str:
+  path = folder / name
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(text)
+  return str(path)
+
+
+def test_a_setting_two_sibling_files_bind_differently_is_an_error_naming_both(tmp_path):
+  a = _write(tmp_path, "a.gin", "# a\nTRAIN_STEPS = 10\ntrain.train.train_steps = %TRAIN_STEPS\n")
+  b = _write(tmp_path, "b.gin", "\n\nTRAIN_STEPS = 20\nModelConfig.num_layers = 2\n")
+  with pytest.raises(config_lib.GinConfigError) as error:
+    config_lib.parse_gin([a, b], finalize=False)
+  assert f"{a}:2" in str(error.value) and f"{b}:3" in str(error.value) and "TRAIN_STEPS" in str(error.value)
+  # the same value twice is no conflict; the command line always wins; a file may override what it includes
+  same = _write(tmp_path, "same.gin", "TRAIN_STEPS = 10\n")
+  config_lib.parse_gin([a, same], finalize=False)
+  config_lib.parse_gin([a, b], ["TRAIN_STEPS = 30"], finalize=False)
+  assert _query("%TRAIN_STEPS") == 30
+  child = _write(tmp_path, "child.gin", f"include '{a}'\nTRAIN_STEPS = 40\n")
+  config_lib.parse_gin([child], finalize=False)
+  assert _query("%TRAIN_STEPS") == 40
+  # ... and a file that includes two conflicting siblings settles them by binding the setting itself
+  both = _write(tmp_path, "both.gin", f"include '{a}'\ninclude '{b}'\n")
+  with pytest.raises(config_lib.GinConfigError, match="TRAIN_STEPS"):
+    config_lib.parse_gin([both], finalize=False)
+  settled = _write(tmp_path, "settled.gin", f"include '{a}'\ninclude '{b}'\nTRAIN_STEPS = 50\n")
+  config_lib.parse_gin([settled], finalize=False)
+  assert _query("%TRAIN_STEPS") == 50 and _query("ModelConfig.num_layers") == 2
+
+
+def test_a_base_included_after_a_binding_would_win_silently_and_is_refused(tmp_path):
+  base = _write(tmp_path, "base.gin", "ModelConfig.d_model = 64\n")
+  late = _write(tmp_path, "late.gin", f"ModelConfig.d_model = 128\ninclude '{base}'\n")
+  with pytest.raises(config_lib.GinConfigError, match=f"ModelConfig.d_model is bound in {late}:1"):
+    config_lib.parse_gin([late], finalize=False)
+
+
+def test_a_runs_own_config_is_a_base_that_files_and_flags_override(tmp_path):
+  run_config = _write(tmp_path, "run/config.gin", "TRAIN_STEPS = 10\nModelConfig.num_layers = 3\n")
+  override = _write(tmp_path, "override.gin", "TRAIN_STEPS = 20\n")
+  config_lib.parse_gin([override], base_files=[run_config], finalize=False)
+  assert _query("%TRAIN_STEPS") == 20 and _query("ModelConfig.num_layers") == 3
+
+
+def test_gin_errors_name_the_file_and_line(tmp_path):
+  broken = _write(tmp_path, "broken.gin", "TRAIN_STEPS = 10\nModelConfig.no_such_field = 3\n")
+  with pytest.raises(config_lib.GinConfigError, match=r"broken.gin.*no_such_field"):
+    config_lib.parse_gin([broken], finalize=False)
+  missing = _write(tmp_path, "missing.gin", "include 'models/no_such_model.gin'\n")
+  with pytest.raises(
+    config_lib.GinConfigError, match=r"include 'models/no_such_model.gin' in .*missing.gin:1: not found"
+  ):
+    config_lib.parse_gin([missing], finalize=False)
+  loop = _write(tmp_path, "loop.gin", f"include '{tmp_path}/loop.gin'\n")
+  with pytest.raises(config_lib.GinConfigError, match="includes it back"):
+    config_lib.parse_gin([loop], finalize=False)
+
+
+def test_every_configurable_is_registered_without_a_list(tmp_path):
+  config_lib.import_configurables()
+  modules = config_lib.configurable_modules()
+  for expected in ("jaxformer.objectives.span_laws", "jaxformer.train.code_eval", "jaxformer.tasks.local"):
+    assert expected in modules
+  for path in glob.glob(os.path.join(REPO, "jaxformer", "**", "*.py"), recursive=True):
+    text = open(path).read()
+    module = os.path.relpath(path, REPO)[: -len(".py")].replace(os.sep, ".").removesuffix(".__init__")
+    assert ("gin.configurable" in text) == (module in modules), module

@@ -45,7 +45,7 @@ def test_second_trainer_stops_at_once_and_ctrl_c_saves_and_exits_130(local_corpu
   assert train_util.kill(first, signal.SIGINT) == 130
   text = train_util.log_text(model_dir)
   stopped_at = max(train_util.committed_steps(model_dir))
-  assert f"interrupted (SIGINT) at step {stopped_at}: checkpoint saved" in text and "Traceback" not in text
+  assert f"stopped (SIGINT) at step {stopped_at}: checkpoint saved" in text and "Traceback" not in text
   assert not os.path.exists(os.path.join(model_dir, runlock.LOCK_NAME))  # released
 
 

@@ -1,6 +1,7 @@
 """`jaxformer sweep`: expansion and naming, and a real 2-run sweep that is interrupted and restarted."""
 
 import csv
+import re
 import signal
 import subprocess
 import time
@@ -27,14 +28,14 @@ def test_expansion_names_runs_and_later_bindings_win():
   )
   runs = sweep.expand(definition)
   assert [r.name for r in runs] == [
-    "causal,lr=low,weight_decay=0.0",
-    "causal,lr=low,weight_decay=0.1",
-    "causal,lr=high,weight_decay=0.0",
-    "causal,lr=high,weight_decay=0.1",
-    "short,lr=low,weight_decay=0.0",
-    "short,lr=low,weight_decay=0.1",
-    "short,lr=high,weight_decay=0.0",
-    "short,lr=high,weight_decay=0.1",
+    "causal.lr-low.weight_decay-0.0",
+    "causal.lr-low.weight_decay-0.1",
+    "causal.lr-high.weight_decay-0.0",
+    "causal.lr-high.weight_decay-0.1",
+    "short.lr-low.weight_decay-0.0",
+    "short.lr-low.weight_decay-0.1",
+    "short.lr-high.weight_decay-0.0",
+    "short.lr-high.weight_decay-0.1",
   ]
   short = dict(runs[-1].bindings)
   assert short["TRAIN_STEPS"] == 10 and short["SEED"] == 0
@@ -42,7 +43,7 @@ def test_expansion_names_runs_and_later_bindings_win():
   assert short["optimizer.make_optimizer.weight_decay"] == 0.1
   assert runs[-1].gin_files == ("runs/local_tiny.gin", "extra.gin")
   assert "--gin.OBJECTIVE_RATES={'causal_lm': 1.0}" in sweep.train_argv(runs[0], "/out")
-  assert sweep.train_argv(runs[0], "gs://b/s")[-1] == "--gin.MODEL_DIR='gs://b/s/causal,lr=low,weight_decay=0.0'"
+  assert sweep.train_argv(runs[0], "gs://b/s")[-1] == "--gin.MODEL_DIR='gs://b/s/causal.lr-low.weight_decay-0.0'"
 
 
 def test_bad_sweep_definitions_are_named():
@@ -50,8 +51,50 @@ def test_bad_sweep_definitions_are_named():
     sweep.define(base_gin_files=["x.gin"])
   with pytest.raises(ValueError, match=r"variants\['a'\] must be a dict"):
     sweep.define(variants={"a": 3})
-  with pytest.raises(ValueError, match="both named 'x=a_b'"):
+  with pytest.raises(ValueError, match="both named 'x-a_b'"):
     sweep.expand(sweep.define(grid={"x": ["a b", "a_b"]}))
+
+
+@pytest.mark.parametrize(
+  "variants, grid, match",
+  [
+    ({"../../x": {}}, {}, "run name '../../x'"),
+    ({"": {}}, {}, "run name ''"),
+    ({"a b": {}}, {}, "run name 'a b'"),
+    ({"a": {}}, {"x": {"y;z": {}}}, "run name 'a.x-y;z'"),
+  ],
+)
+def test_run_names_that_are_not_plain_folder_names_are_refused(variants, grid, match):
+  with pytest.raises(ValueError, match=match):
+    sweep.expand(sweep.define(variants=variants, grid=grid))
+
+
+def test_a_dry_run_parses_every_run_and_names_what_cannot_work(tmp_path, capsys):
+  from jaxformer import cli
+
+  def sweep_file(variants: str, comparisons: str = "[]") -> str:
+    path = tmp_path / "s.gin"
+    path.write_text(
+      "sweep.define.base_gin_files = ['runs/local_tiny.gin']\n"
+      f"sweep.define.variants = {variants}\n"
+      "sweep.define.evals = {'l2r': {'OBJECTIVE_RATES': {'causal_lm': 1.0}}}\n"
+      f"sweep.define.comparisons = {comparisons}\n"
+    )
+    return f"--sweep_file={path}"
+
+  out = f"--output_dir={tmp_path / 'out'}"
+  cases = [
+    ("{'a': {'optimizer.make_optimizer.weight_dacay': 0.1}}", "[]", "sweep run 'a': .*weight_dacay"),
+    ("{'a': {'TRAIN_STEPS': -5}}", "[]", r"sweep run 'a': TRAIN_STEPS=-5 must be an integer >= 1"),
+    ("{'a': {'TRAIN_STEPS': '10'}}", "[]", r"sweep run 'a': TRAIN_STEPS='10' must be an integer"),
+    ("{'a': {}}", "[{'lesson': 'x', 'metric': 'l2r/local_pl', 'lower': 'a', 'than': 'b'}]", r"no run named \['b'\]"),
+    ("{'a': {}, 'b': {}}", "[{'lesson': 'x', 'metric': 'nope/local_pl', 'lower': 'a', 'than': 'b'}]", "names no eval"),
+  ]
+  for variants, comparisons, match in cases:
+    assert cli.main(["sweep", sweep_file(variants, comparisons), out, "--dry_run"]) == 2, variants
+    assert re.search(match, capsys.readouterr().err), (variants, match)
+  assert not (tmp_path / "out").exists()  # nothing ran, nothing was written
+  assert cli.main(["sweep", sweep_file("{'a': {'TRAIN_STEPS': 5}}"), out, "--dry_run"]) == 0
 
 
 def test_the_lessons_sweep_file_expands_to_its_ablations():

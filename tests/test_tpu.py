@@ -161,16 +161,17 @@ def test_stop_stops_the_running_job_and_supervise_never_starts_a_second(cloud):
   assert supervise.poll() is None
   assert all(len(_jaxformer_calls(home)) == 1 for home in homes)  # still the one job per worker
 
-  # stop.sh finds the job by its pid record and sends SIGTERM: the job saves and exits 0.
+  # stop.sh finds the job by its pid record, marks it stopped and sends SIGTERM: the job saves and exits 143.
   stopped = cloud.script("stop.sh")
   assert stopped.stdout.count("stopped run1 (pid") == 2
   for home, pid in zip(homes, jobs):
     _wait_for(home / "jaxformer-logs" / "run1.exit")
     assert (home / "jaxformer-signals").read_text() == "SIGTERM: checkpoint saved\n"
-    assert (home / "jaxformer-logs" / "run1.exit").read_text().strip() == "0" and not _alive(pid)
-  # Worker 0's exit file says 0: supervise reports the run finished, without relaunching it.
+    assert (home / "jaxformer-logs" / "run1.exit").read_text().strip() == "143" and not _alive(pid)
+    assert (home / "jaxformer-logs" / "run1.stopped").exists()
+  # A stopped run is neither finished nor preempted: supervise says so and relaunches nothing.
   out, _ = supervise.communicate(timeout=60)
-  assert supervise.returncode == 0 and "run run1 finished" in out
+  assert supervise.returncode == 0 and "run run1 was stopped (stop.sh)" in out and "finished" not in out
   assert all(len(_jaxformer_calls(home)) == 1 for home in homes)
 
 
@@ -223,7 +224,7 @@ def test_a_foreground_job_is_registered_after_its_preflight_and_stop_finds_it(cl
   assert "pid file during pre-flight" not in (home / "sudo-calls.log").read_text()
   assert cloud.script("stop.sh").stdout.count("stopped run1 (pid") == 1
   out, _ = launch.communicate(timeout=60)
-  assert launch.returncode == 0, out
+  assert launch.returncode == 143, out  # stopped on SIGTERM after saving, as jaxformer exits
   assert (home / "jaxformer-signals").read_text() == "SIGTERM: checkpoint saved\n"
   assert "No such file" not in out and out.count("fake jaxformer ran: eval loss") == 2, out
   assert not (home / "jaxformer-logs" / "run1.pid").exists()
@@ -349,3 +350,56 @@ def test_supervise_recreates_a_multi_slice_job_when_one_slice_is_preempted(cloud
     "tpu-vm ssh",
   ]
   assert _jaxformer_calls(cloud.worker(1, "test-v4-1")) == [EXPECTED_ARGS]
+
+
+@pytest.mark.parametrize(
+  "args",
+  [
+    ["launch.sh", "--run_name=r1; touch {marker}", "--", "jaxformer", "train"],
+    ["launch.sh", "--run_name=a b", "--", "jaxformer", "train"],
+    ["launch.sh", "--run_name=../../x", "--", "jaxformer", "train"],
+    ["create.sh", "--name=x;touch {marker}"],
+    ["setup.sh", "--python=python3; touch {marker}"],
+    ["launch.sh", "--bucket=gs://b/$(touch {marker})", "--", "jaxformer", "train"],
+    ["supervise.sh", "--max_restarts=-1", "--", "jaxformer", "train"],
+    ["supervise.sh", "--poll_seconds=soon", "--", "jaxformer", "train"],
+  ],
+)
+def test_hostile_settings_are_refused_before_any_command_is_built(cloud, tmp_path, args):
+  cloud.script("create.sh")
+  cloud.script("setup.sh")
+  before = len(cloud.calls())
+  marker = tmp_path / "injected"
+  script, *flags = args
+  result = cloud.script(script, *[f.format(marker=marker) for f in flags], check=False)
+  assert result.returncode == 2 and result.stderr.startswith("tpu: "), result.stderr
+  assert len(cloud.calls()) == before and not marker.exists()  # nothing ran here or on a worker
+  assert not any(os.path.exists(p) for p in glob.glob(f"{cloud.dir}/**/injected", recursive=True))
+
+
+def test_the_same_names_from_the_environment_are_refused_too(cloud, tmp_path):
+  marker = tmp_path / "injected"
+  result = cloud.script("launch.sh", "--", "jaxformer", "train", check=False, JAXFORMER_TPU_RUN=f"r1;touch {marker}")
+  assert result.returncode == 2 and "--run_name=" in result.stderr and not marker.exists()
+
+
+def test_logs_before_any_launch_says_so_instead_of_waiting(cloud):
+  cloud.script("create.sh")
+  cloud.script("setup.sh")
+  result = cloud.script("logs.sh", check=False)  # would follow a missing file forever; the timeout is 120 s
+  assert result.returncode == 3 and "no log of run run1" in result.stdout + result.stderr  # gcloud merges them
+
+
+def test_supervise_launches_over_a_stale_exit_file_and_relaunches_a_preempted_run(cloud):
+  cloud.script("create.sh")
+  cloud.script("setup.sh")
+  home = cloud.worker(0)
+  (home / "jaxformer-logs").mkdir(exist_ok=True)
+  (home / "jaxformer-logs" / "run1.exit").write_text("0\n")  # an earlier, shorter run that finished
+  result = cloud.script("supervise.sh", "--poll_seconds=0", "--", *TRAIN)
+  assert "finished" in result.stdout and _jaxformer_calls(home) == [EXPECTED_ARGS]  # it launched the new one
+  # A job that saved and stopped on SIGTERM with nobody asking (no stop.sh mark) is relaunched.
+  (home / "jaxformer-exit-code").write_text("143")
+  result = cloud.script("supervise.sh", "--poll_seconds=0", "--max_restarts=1", "--", *TRAIN, check=False)
+  assert result.returncode == 2 and "relaunching it (restart 1)" in result.stdout
+  assert "--max_restarts=1 are spent" in result.stderr and len(_jaxformer_calls(home)) == 3

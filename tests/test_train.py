@@ -129,7 +129,7 @@ def test_sigterm_saves_and_exits_cleanly_then_resumes(local_corpus, tmp_path):
     assert process.poll() is None, train_util.log_text(model_dir)
     assert time.time() < deadline
     time.sleep(0.1)
-  assert train_util.kill(process, signal.SIGTERM) == 0, train_util.log_text(model_dir)
+  assert train_util.kill(process, signal.SIGTERM) == 143, train_util.log_text(model_dir)  # saved, not finished
   assert "preempted at step" in train_util.log_text(model_dir)
   saved = train_util.committed_steps(model_dir)
   assert saved and 3 <= saved[-1] < 1000  # saved at the preemption step, not the period
@@ -237,3 +237,31 @@ def test_mfu_uses_the_peak_table_and_is_na_on_cpu():
   assert mfu.hbm_bandwidth("cpu") is None
   # 1000 tokens/s x 6e9 FLOPs/token on 2 v4 chips = 6e12 / 5.5e14
   assert np.isclose(mfu.mfu(1000, 6e9, 2, "TPU v4"), 6e12 / 5.5e14)
+
+
+def test_a_hook_a_user_adds_runs_every_n_steps_and_after_the_last_on_the_trained_state(local_corpus, tmp_path):
+  from jaxformer import config as config_lib
+  from jaxformer.train import loop
+  from jaxformer.train.trainer import FunctionHook
+
+  bindings = [
+    f"CORPUS_DIR = '{local_corpus}'",
+    f"MODEL_DIR = '{tmp_path / 'run'}'",
+    "TRAIN_STEPS = 5",
+    "TASK_FEATURE_LENGTHS = {'targets': 128}",
+    "EVAL_PERIOD = 0",
+    "CHECKPOINT_PERIOD = 2",
+    "train.evaluate.eval_batches = 1",
+    "train.train.sample_prompt = None",
+    "train.train.progress = False",
+    "optimizer.learning_rate_schedule.warmup_steps = 1",
+  ]
+  config_lib.parse_gin(["models/tiny.gin", "runs/local.gin"], bindings)
+  seen = []
+  record = lambda info: seen.append((info.step, int(info.state.step), info.metrics["loss"], info.final))
+  result = loop.train(hooks=[FunctionHook(record, every=2)])
+  assert [step for step, *_ in seen] == [2, 4, 5]  # every 2 steps, and after the last
+  assert all(step == state_step for step, state_step, _, _ in seen)  # the state after that very step
+  assert [final for *_, final in seen] == [False, False, True] and seen[-1][2] == result["train_loss"]
+  assert set(result["eval"]) == {"local_pl", "local_nl"}  # the standard hooks still ran (the final eval)
+  assert train_util.committed_steps(str(tmp_path / "run")) == [2, 4, 5]

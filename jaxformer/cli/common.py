@@ -86,10 +86,14 @@ def parse_gin(args, bindings: list[str], extra_bindings=(), finalize: bool = Tru
   """Parses --gin_file and --gin. flags (extra_bindings first, so the user's flags win).
   finalize=False leaves %gin.REQUIRED macros unbound (plan: shapes need no data or MODEL_DIR).
   base_files: a run's own config.gin, which the files and flags may override."""
-  search_paths = None
-  if args.gin_search_paths:
-    search_paths = [p for p in args.gin_search_paths.split(",") if p] + [str(config_lib.GIN_DIR)]
-  config_lib.parse_gin(args.gin_file, list(extra_bindings) + bindings, search_paths, finalize, base_files)
+  config_lib.parse_gin(args.gin_file, list(extra_bindings) + bindings, search_paths(args), finalize, base_files)
+
+
+def search_paths(args) -> list[str] | None:
+  """--gin_search_paths, then the package's gin/ (None: the default search paths)."""
+  if not args.gin_search_paths:
+    return None
+  return [p for p in args.gin_search_paths.split(",") if p] + [str(config_lib.GIN_DIR)]
 
 
 def parse_run_gin(model_dir: str, args, bindings: list[str]) -> None:

@@ -33,8 +33,11 @@ def sweep_run(args, bindings):
 
   definition = config_lib.call_configurable(sweep.define)
   runs = common.user_errors(sweep.expand, definition)
-  launcher = sweep.TpuLauncher(args.tpu_flag) if args.launcher == "tpu" else sweep.LocalLauncher()
   output_dir = args.output_dir if "://" in args.output_dir else os.path.abspath(os.path.expanduser(args.output_dir))
+  paths = common.search_paths(args)
+  parse = lambda gin_files, run_bindings: config_lib.parse_gin(gin_files, run_bindings, paths, finalize=False)
+  common.user_errors(sweep.check_runs, definition, output_dir, parse, common.bound)
+  launcher = sweep.TpuLauncher(args.tpu_flag) if args.launcher == "tpu" else sweep.LocalLauncher()
   print(f"sweep {args.sweep_file}: {len(runs)} runs into {output_dir}", flush=True)
   summary = {"interrupted": False, "failed": []}
   if not args.collect_only:

@@ -50,10 +50,19 @@ def train_run(args, bindings):
     )
     if args.json:
       print(json.dumps({k: v for k, v in result.items()}))
-  if result.get("signal") == "SIGINT":
-    print(f"jaxformer: interrupted (SIGINT) at step {result['step']}: checkpoint saved", file=sys.stderr)
-    return 130
+  if result["preempted"]:  # saved and stopped before the end: never "finished" (exit 0) to a supervisor
+    signal_name = result.get("signal", "SIGTERM")
+    print(
+      f"jaxformer: stopped ({signal_name}) at step {result['step']}: checkpoint saved; the same command resumes",
+      file=sys.stderr,
+    )
+    return EXIT_CODES.get(signal_name, EXIT_CODES["SIGTERM"])
   return 0
+
+
+# Exit codes of a run that saved and stopped before TRAIN_STEPS: 128 + the signal, as shells report it
+# (tpu/supervise.sh relaunches on 143 unless stop.sh marked the run stopped).
+EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 
 
 def _code_eval() -> list:

@@ -95,6 +95,7 @@ parse_common() {
     shift
   done
   [[ -n "$RUNTIME" ]] || RUNTIME="$(default_runtime "$TYPE")"
+  check_settings
   case "$CAPACITY" in
     spot|reserved|on_demand) ;;
     *) die "capacity '$CAPACITY' (JAXFORMER_TPU_CAPACITY): use spot, reserved or on_demand" ;;
@@ -103,6 +104,28 @@ parse_common() {
   if (( SLICES > 1 )) && [[ "$QUEUED" != 1 ]]; then
     die "--num_slices=$SLICES: several slices are created through queued resources; add --queued"
   fi
+}
+
+# What each setting may hold. Every value reaches a gcloud argument or a command run on every worker, so
+# anything else is refused before a command is built (a run name with `;` or a space would run on them).
+NAME_PATTERN='^[A-Za-z0-9_][A-Za-z0-9._-]*$'
+
+check_name() {
+  # check_name FLAG VALUE: slice and run names: letters, digits, '.', '_', '-' (not first: '.' or '-').
+  [[ -z "$2" || "$2" =~ $NAME_PATTERN ]] ||
+    die "$1=$(quote "$2"): use letters, digits, '.', '_' and '-' only (not starting with '.' or '-')"
+}
+
+check_settings() {
+  check_name --name "$NAME"
+  check_name --run_name "$RUN"
+  check_name --runtime_version "$RUNTIME"
+  [[ -z "$ZONE" || "$ZONE" =~ ^[a-z0-9-]+$ ]] || die "--zone=$(quote "$ZONE"): a zone such as us-central2-b"
+  [[ -z "$TYPE" || "$TYPE" =~ ^[a-z0-9-]+$ ]] || die "--accelerator_type=$(quote "$TYPE"): a type such as v4-32"
+  [[ -z "$PROJECT" || "$PROJECT" =~ ^[a-z0-9][a-z0-9.:-]*$ ]] || die "--project=$(quote "$PROJECT"): a GCP project id"
+  [[ -z "$BUCKET" || "$BUCKET" =~ ^gs://[a-z0-9][a-z0-9._-]*(/[A-Za-z0-9._/-]*)?$ ]] ||
+    die "--bucket=$(quote "$BUCKET"): gs://BUCKET or gs://BUCKET/folder (letters, digits, '.', '_', '-', '/')"
+  [[ "$PYTHON" =~ ^[A-Za-z0-9_/][A-Za-z0-9._/-]*$ ]] || die "--python=$(quote "$PYTHON"): an interpreter such as python3.11"
 }
 
 nodes() {

@@ -31,6 +31,7 @@ quoted="$(quote "${args[@]}")"
 log="$LOG_DIR/$RUN.log"
 status="$LOG_DIR/$RUN.exit"
 pidfile="$LOG_DIR/$RUN.pid"
+stopped="$LOG_DIR/$RUN.stopped"  # stop.sh's mark: a relaunch clears it with the old exit code
 # Each job's wrapper pid goes to RUN.pid (stop.sh, supervise.sh and logs.sh find the job by it) and
 # leaves with the job. Before starting: refuse beside a live job of ours; clear stale processes
 # holding the TPU and libtpu's lock file (a killed job leaves them and the next one cannot start).
@@ -39,12 +40,12 @@ preflight="$(live_jobs_check) && holders=\$(sudo lsof -t /dev/accel* /dev/vfio/*
 if [[ "$foreground" == 1 ]]; then
   # The pre-flight runs to the end first: a trailing `&` would background the whole && list, so
   # the pid file could be written before its folder exists, or be taken for a live job of its own.
-  remote="{ mkdir -p $LOG_DIR && cd $SRC && $preflight && rm -f $status; } || exit \$?; \
+  remote="{ mkdir -p $LOG_DIR && cd $SRC && $preflight && rm -f $status $stopped; } || exit \$?; \
 ($VENV/bin/jaxformer $quoted 2>&1 | tee $log; exit \${PIPESTATUS[0]}) & job=\$!; echo \$job > $pidfile; \
 wait \$job; code=\$?; echo \$code > $status; rm -f $pidfile; exit \$code"
 else
   inner="$VENV/bin/jaxformer $quoted > $log 2>&1; echo \$? > $status; rm -f $pidfile"
-  remote="mkdir -p $LOG_DIR && cd $SRC && $preflight && rm -f $status && \
+  remote="mkdir -p $LOG_DIR && cd $SRC && $preflight && rm -f $status $stopped && \
 { nohup bash -c $(quote "$inner") > /dev/null 2>&1 < /dev/null & echo \$! > $pidfile; }"
 fi
 ssh_workers all "$remote"

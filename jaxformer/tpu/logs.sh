@@ -16,7 +16,10 @@ state="if [ -f $LOG_DIR/$RUN.pid ] && kill -0 \$(cat $LOG_DIR/$RUN.pid) 2>/dev/n
 echo \"running (pid \$(cat $LOG_DIR/$RUN.pid))\"; elif [ -f $LOG_DIR/$RUN.exit ]; then \
 echo \"exited \$(cat $LOG_DIR/$RUN.exit)\"; else echo 'not launched here'; fi"
 if [[ "$worker" == all ]]; then
-  ssh_workers all "echo \"== worker \$(hostname): $RUN \$($state)\"; tail -n 20 $LOG_DIR/$RUN.log"
+  ssh_workers all "echo \"== worker \$(hostname): $RUN \$($state)\"; tail -n 20 $LOG_DIR/$RUN.log 2>/dev/null"
 else
-  ssh_workers "$worker" "tail -n 100 -F $LOG_DIR/$RUN.log"
+  [[ "$worker" =~ ^[0-9]+$ ]] || die "logs.sh: --worker=$(quote "$worker"): a worker number or all"
+  # Before any launch there is no log to follow: say so instead of waiting for one.
+  ssh_workers "$worker" "if [ ! -f $LOG_DIR/$RUN.log ]; then echo \"tpu: no log of run $RUN on \$(hostname): \
+launch it first (jaxformer tpu launch)\" >&2; exit 3; fi; tail -n 100 -F $LOG_DIR/$RUN.log"
 fi

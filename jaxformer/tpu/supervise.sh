@@ -2,8 +2,11 @@
 # Keeps a run going on a spot or preemptible slice: every --poll_seconds it asks gcloud for the
 # slice's state; when the slice is gone, PREEMPTED or TERMINATED it deletes what is left, creates
 # it again, sets it up and relaunches the run, which resumes from its latest checkpoint in
-# BUCKET/RUN_NAME. It stops when the run's exit file on worker 0 says 0 (finished), or with an
-# error when the run failed on a healthy slice or --max_restarts is spent.
+# BUCKET/RUN_NAME. It launches the run itself first (an exit file left by an earlier launch says
+# nothing of this one), then reads worker 0's exit file: 0 is finished (it stops); 143 (jaxformer
+# saved and stopped on SIGTERM) is a preemption on a healthy slice, relaunched, unless stop.sh marked
+# the run stopped (RUN.stopped: it stops); anything else is a failure (an error). --max_restarts
+# bounds the recreations and relaunches together.
 #   tpu/supervise.sh --name=my-v4 --zone=us-central2-b --accelerator_type=v4-32 --spot \
 #     --bucket=gs://my-bucket --run_name=c2-1b -- jaxformer train --gin_file=runs/codegen2_1b_v4_32.gin
 # shellcheck source=common.sh
@@ -21,6 +24,8 @@ for ((i = 0; i < ${#ARGS[@]}; i++)); do
   esac
 done
 [[ ${#command[@]} -gt 1 ]] || die "supervise.sh: no command; put it after --, e.g. -- jaxformer train --gin_file=..."
+[[ "$poll" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "supervise.sh: --poll_seconds=$(quote "$poll") must be a number of seconds >= 0"
+[[ "$max_restarts" =~ ^[0-9]+$ ]] || die "supervise.sh: --max_restarts=$(quote "$max_restarts") must be an integer >= 0"
 require ZONE NAME TYPE RUN
 location_flags
 
@@ -48,9 +53,17 @@ slice_state() {
 }
 
 run_status() {
-  # The run's exit code on worker 0, "running", or "absent" (never launched on this slice).
+  # The run's exit code on worker 0 ("stopped" when stop.sh stopped it), "running", or "absent".
   # shellcheck disable=SC2016  # expands on the worker
-  gcloud compute tpus tpu-vm ssh "$(nodes | head -n 1)" --worker=0 "${LOCATION[@]}" --command="if [ -f $LOG_DIR/$RUN.exit ]; then cat $LOG_DIR/$RUN.exit; elif [ -f $LOG_DIR/$RUN.pid ] && kill -0 \$(cat $LOG_DIR/$RUN.pid) 2>/dev/null; then echo running; else echo absent; fi" 2>/dev/null || echo unreachable
+  gcloud compute tpus tpu-vm ssh "$(nodes | head -n 1)" --worker=0 "${LOCATION[@]}" --command="if [ -f $LOG_DIR/$RUN.pid ] && kill -0 \$(cat $LOG_DIR/$RUN.pid) 2>/dev/null; then echo running; elif [ -f $LOG_DIR/$RUN.exit ] && [ -f $LOG_DIR/$RUN.stopped ]; then echo stopped; elif [ -f $LOG_DIR/$RUN.exit ]; then cat $LOG_DIR/$RUN.exit; else echo absent; fi" 2>/dev/null || echo unreachable
+}
+
+restart() {
+  # restart WHY: one more restart, or an error when --max_restarts are spent.
+  if (( restarts >= max_restarts )); then
+    die "$1, and --max_restarts=$max_restarts are spent"
+  fi
+  restarts=$((restarts + 1))
 }
 
 recreate() {
@@ -76,26 +89,36 @@ if [[ "$DRY_RUN" == 1 ]]; then
 fi
 
 restarts=0
+launched=0  # whether this supervise launched the run yet: an exit file before that is an earlier launch's
 while true; do
   state="$(slice_state)"
   case "$state" in
     READY)
       status="$(run_status)"
+      if [[ "$launched" == 0 && "$status" != running && "$status" != unreachable ]]; then
+        echo "tpu: launching $RUN on $NAME"
+        bash "$TPU_DIR/launch.sh" "${settings[@]}" "${command[@]}"
+        launched=1
+        status=running
+      fi
+      launched=1
       case "$status" in
         0) echo "tpu: run $RUN finished on $NAME"; exit 0 ;;
+        stopped) echo "tpu: run $RUN was stopped (stop.sh) on $NAME; not relaunching it"; exit 0 ;;
         running|unreachable) ;;
+        143) restart "run $RUN stopped on SIGTERM on a READY slice (a preemption or maintenance)"
+             echo "tpu: run $RUN stopped on SIGTERM (a preemption or maintenance); relaunching it (restart $restarts)"
+             bash "$TPU_DIR/launch.sh" "${settings[@]}" "${command[@]}" ;;
         absent) echo "tpu: $NAME is READY without the run; launching $RUN"
                 bash "$TPU_DIR/launch.sh" "${settings[@]}" "${command[@]}" ;;
-        *) die "run $RUN exited with $status on a READY slice; see tpu/logs.sh --worker=all" ;;
+        *) die "run $RUN exited with $status on a READY slice; see jaxformer tpu logs --worker=all" ;;
       esac
       ;;
     MISSING|PREEMPTED|TERMINATED|STOPPED)
-      if (( restarts >= max_restarts )); then
-        die "$NAME is $state and --max_restarts=$max_restarts are spent"
-      fi
-      restarts=$((restarts + 1))
+      restart "$NAME is $state"
       echo "tpu: $NAME is $state; recreating it (restart $restarts) and relaunching $RUN"
       recreate "$state"
+      launched=1
       ;;
     *) echo "tpu: $NAME is $state; waiting" ;;
   esac
