@@ -4,7 +4,10 @@ importing train/.
 
 Layout (orbax):  MODEL_DIR/checkpoints/<step>/state/...            sharded arrays (OCDBT)
                  MODEL_DIR/checkpoints/<step>/data/process_<i>.*   tf.data iterator of host i
-An interrupted save leaves only `<step>.orbax-checkpoint-tmp*`, which restore ignores.
+                 MODEL_DIR/checkpoints/<step>/meta/                the run's settings (JSON)
+                 MODEL_DIR/checkpoints/<step>/checksums.json       every file's sha256 (checkpoint_checks.py)
+An interrupted save leaves only `<step>.orbax-checkpoint-tmp*`, which restore ignores. Restore walks back from
+the newest step to the newest one that verifies, reads and holds only finite numbers.
 """
 
 import dataclasses
@@ -15,11 +18,12 @@ from typing import Any
 
 import gin
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from jaxformer import errors, fs
+from jaxformer import checkpoint_checks, errors, fs
 
 log = logging.getLogger("jaxformer")
 
@@ -83,15 +87,42 @@ def make_manager(
     enable_async_checkpointing=async_save,
     create=True,
   )
-  return ocp.CheckpointManager(os.path.join(model_dir, "checkpoints"), options=options, item_names=("state", "data"))
+  return ocp.CheckpointManager(os.path.join(model_dir, "checkpoints"), options=options, item_names=ITEMS)
 
 
-def save(manager: ocp.CheckpointManager, step: int, state, iterator=None, force: bool = False) -> bool:
-  """Saves when the policy says so (period, preemption) or when forced; returns whether it did."""
+ITEMS = ("state", "data", "meta")
+
+
+def save(manager: ocp.CheckpointManager, step: int, state, iterator=None, force: bool = False, meta=None) -> bool:
+  """Saves when the policy says so (period, preemption) or when forced; returns whether it did.
+
+  meta: the run's settings (JSON-able), which a resuming run is checked against. The steps committed
+  before this one get their checksums first (an async save is committed when the next one starts).
+  """
+  if not (force or manager.should_save(step)):
+    return False
+  seal(manager)
   items = {"state": ocp.args.StandardSave(state)}
   if iterator is not None:
     items["data"] = DataIteratorSave(iterator)
+  if meta is not None:
+    items["meta"] = ocp.args.JsonSave(meta)
   return manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+
+def seal(manager: ocp.CheckpointManager) -> None:
+  """Waits for a save in flight, then writes the checksums of every committed step that lacks them
+  (process 0; the others wait for it, so no host resumes from a step not yet sealed)."""
+  manager.wait_until_finished()
+  if jax.process_index() == 0:
+    checkpoint_checks.seal(manager.directory, manager.all_steps())
+
+
+def read_meta(manager: ocp.CheckpointManager, step: int) -> dict | None:
+  """The settings a step was saved with, or None (an import, or a checkpoint older than them)."""
+  if not (epath.Path(manager.directory) / str(step) / "meta").exists():
+    return None
+  return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
 
 def restore(manager: ocp.CheckpointManager, step: int, abstract_state, iterator=None):
@@ -102,40 +133,77 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state, iterator=
   return manager.restore(step, args=ocp.args.Composite(**items)).state
 
 
-def restore_newest_readable(manager: ocp.CheckpointManager, abstract_state, iterator=None):
-  """Restores the newest step that reads; returns (state, step).
+def restore_newest_readable(manager: ocp.CheckpointManager, abstract_state, iterator=None, check_meta=None):
+  """Restores the newest step that verifies, reads and is finite; returns (state, step).
 
-  A newer step that fails to read (a truncated or missing file, a lost item) is logged with the reason
-  and moved aside to MODEL_DIR/checkpoints_unreadable/<step>-<time> (renamed, never deleted), so the
-  run resumes from the step before it. When no step reads, nothing is moved and the newest step's
-  error is raised (a changed model config fails every step alike: that is not damage).
+  A newer step that fails (a file whose checksum differs, a truncated or missing file, a lost item, NaN or
+  Inf in the state) is logged with the reason and moved aside to MODEL_DIR/checkpoints_unreadable/<step>-
+  <time> (renamed, never deleted), so the run resumes from the step before it and never saves over the
+  good ones with a bad state. When no step restores, nothing is moved and UserError names each step's
+  reason. check_meta(step, saved settings or None) may raise UserError for a setting that changed (a
+  changed model or batch fails every step alike: that is not damage).
   """
   failures = []
   for step in sorted(manager.all_steps(), reverse=True):
-    try:
-      state = restore(manager, step, abstract_state, iterator)
-    except Exception as e:  # orbax and TensorStore raise many types for damaged files
-      failures.append((step, e))
+    problem = _verified(manager, step)
+    if problem is None:
+      if check_meta is not None:
+        check_meta(step, _quiet_read_meta(manager, step))  # a changed setting is the user's to fix: raised
+      try:
+        state = restore(manager, step, abstract_state, iterator)
+      except Exception as e:  # orbax and TensorStore raise many types for damaged files
+        problem = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+      else:
+        if not _all_finite(state):
+          problem = "it holds NaN or Inf (a damaged file, or a state the run never had)"
+    if problem is not None:
+      failures.append((step, problem))
       continue
-    for bad, error in failures:
-      _move_aside(manager, bad, error)
+    for bad, reason in failures:
+      _move_aside(manager, bad, reason)
     if failures:
       manager.reload()
     return state, step
-  raise failures[0][1]
+  raise errors.UserError(
+    f"no checkpoint step in {manager.directory} can be restored: "
+    + "; ".join(f"step {step}: {reason}" for step, reason in failures)
+    + ". Nothing was moved; remove them (or the whole MODEL_DIR) to start over"
+  )
 
 
-def _move_aside(manager: ocp.CheckpointManager, step: int, error: Exception) -> None:
+def _verified(manager, step: int) -> str | None:
+  """checkpoint_checks.verify on process 0, its answer shared with every process."""
+  problem = checkpoint_checks.verify(manager.directory, step) if jax.process_index() == 0 else None
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    bad = multihost_utils.broadcast_one_to_all(np.int32(problem is not None))
+    if bad and problem is None:
+      problem = "its checksums do not match (seen by process 0)"
+  return problem
+
+
+def _quiet_read_meta(manager, step: int) -> dict | None:
+  try:
+    return read_meta(manager, step)
+  except Exception:  # a damaged meta item: restore then fails on it and names it
+    return None
+
+
+def _all_finite(state) -> bool:
+  leaves = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  finite = jax.jit(lambda xs: jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in xs])))(leaves)
+  return bool(jax.device_get(finite))
+
+
+def _move_aside(manager: ocp.CheckpointManager, step: int, reason: str) -> None:
   checkpoints = str(manager.directory)
   aside = os.path.join(os.path.dirname(checkpoints.rstrip("/")), "checkpoints_unreadable")
   target = os.path.join(aside, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
-  reason = " ".join(str(error).split())[:300]
   if jax.process_index() == 0:
     fs.makedirs(aside)
     fs.rename(os.path.join(checkpoints, str(step)), target)
-  log.warning(
-    "checkpoint step %d does not read (%s: %s); moved aside to %s", step, type(error).__name__, reason, target
-  )
+  log.warning("checkpoint step %d does not read (%s); moved aside to %s", step, reason, target)
 
 
 def holds_only_params(manager: ocp.CheckpointManager, step: int) -> bool:
@@ -153,20 +221,26 @@ def find_vocabulary(model_dir: str) -> str | None:
   return None
 
 
-def restore_params(model_dir: str, abstract_params, step: int | None = None, as_numpy: bool = False):
+def restore_params(
+  model_dir: str, abstract_params, step: int | None = None, as_numpy: bool = False, verify: bool = True
+):
   """Only the parameters of a run's checkpoint (for sampling, eval and export); as_numpy gives
-  host numpy arrays without an intermediate device copy.
+  host numpy arrays without an intermediate device copy. verify: check the step's checksums first.
 
-  Raises FileNotFoundError naming the directory, or ValueError naming a missing step.
+  Raises FileNotFoundError naming the directory, or ValueError naming a missing or damaged step.
   """
   directory = os.path.join(model_dir, "checkpoints")
-  manager = ocp.CheckpointManager(directory, item_names=("state", "data"))
+  manager = ocp.CheckpointManager(directory, item_names=ITEMS)
   steps = manager.all_steps()
   if not steps:
     raise FileNotFoundError(f"no checkpoint in {directory}; train with `jaxformer train` first")
   step = steps[-1] if step is None else step
   if step not in steps:
     raise ValueError(f"--step={step}: {directory} has steps {sorted(steps)}")
+  problem = checkpoint_checks.verify(directory, step) if verify else None
+  if problem:
+    others = sorted(s for s in steps if s != step)
+    raise ValueError(f"checkpoint step {step} of {directory} is damaged: {problem}; choose another --step ({others})")
   restored = manager.restore(
     step,
     args=ocp.args.Composite(

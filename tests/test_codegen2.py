@@ -10,6 +10,7 @@ import os
 import codegen2_artifacts as artifacts
 import numpy as np
 import pytest
+import seqio
 import torch
 import train_util
 from model_util import jitted_apply
@@ -99,7 +100,7 @@ def test_batches_read_the_tokens_alone_and_id_0_is_a_real_token(codegen2, local_
   tokenizer_dir, _, _ = codegen2
   vocab = local.register_local_tasks(corpus_dir=local_corpus, vocabulary_path=f"{tokenizer_dir}/tokenizer.json")
   config = pipeline.DataConfig("local_pl", {"targets": 256}, batch_size=4)
-  iterator = pipeline.BatchIterator(pipeline.get_dataset(config, shard_info=pipeline.seqio.ShardInfo(0, 1)))
+  iterator = pipeline.BatchIterator(pipeline.get_dataset(config, shard_info=seqio.ShardInfo(0, 1)))
   batch = next(iterator)
   # '!' (id 0, as in '!=') survives packing as a token the model reads, and is never taken for padding.
   # Where the first '!' falls depends on this machine's files: read on until one shows up.
@@ -119,7 +120,7 @@ def test_batches_read_the_tokens_alone_and_id_0_is_a_real_token(codegen2, local_
   # The iterator over a tokenizers vocabulary is checkpointed and continues exactly.
   path = iterator.save(str(tmp_path / "data" / "position"))
   expected = next(iterator)
-  restored = pipeline.BatchIterator(pipeline.get_dataset(config, shard_info=pipeline.seqio.ShardInfo(0, 1)))
+  restored = pipeline.BatchIterator(pipeline.get_dataset(config, shard_info=seqio.ShardInfo(0, 1)))
   restored.restore(path)
   again = next(restored)
   assert all((again[k] == v).all() for k, v in expected.items())

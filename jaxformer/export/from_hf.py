@@ -198,7 +198,7 @@ def _write_run(hf_dir: str, model_dir: str, config, params, groups: int) -> dict
       f.write(config_gin(config))
     manager = checkpoint.make_manager(partial, checkpoint_period=1, async_save=False)
     checkpoint.save(manager, 0, {"params": jax.tree.map(np.asarray, params)}, force=True)
-    manager.wait_until_finished()
+    checkpoint.seal(manager)
     manager.close()
     if os.path.exists(model_dir):
       for entry in os.listdir(partial):

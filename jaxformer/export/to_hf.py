@@ -209,7 +209,8 @@ def export_checkpoint(
 
   def read_leaf(leaf):
     abstract = _abstract_leaf(layout.get_path(shapes, leaf.path), leaf.path)
-    params, restored_step = checkpoint.restore_params(model_dir, abstract, step, as_numpy=True)
+    verify = not steps_seen  # the checksums once, before the first leaf
+    params, restored_step = checkpoint.restore_params(model_dir, abstract, step, as_numpy=True, verify=verify)
     steps_seen.append(restored_step)
     return layout.get_path(params, leaf.path)
 

@@ -33,9 +33,10 @@ class CheckpointHook(Hook):
 
   def __call__(self, info: StepInfo) -> None:
     trainer = self.trainer
-    checkpoint.save(trainer.manager, info.step, info.state, trainer.iterator, force=info.stop or info.preempted)
+    force = info.stop or info.preempted
+    checkpoint.save(trainer.manager, info.step, info.state, trainer.iterator, force=force, meta=trainer.meta)
     if info.preempted:
-      trainer.manager.wait_until_finished()
+      checkpoint.seal(trainer.manager)
 
 
 class TrainMetricsHook(Hook):

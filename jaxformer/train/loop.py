@@ -39,6 +39,7 @@ def train(
   progress: bool = True,
   stop_after_steps: int | None = None,
   profile_steps: tuple[int, int] | None = None,
+  switch_vocabulary: bool = False,
 ) -> dict:
   """Trains model_config on data_config with step_config (the fields are RunArgs', train/trainer.py).
 
@@ -63,6 +64,7 @@ def train(
     progress,
     stop_after_steps,
     profile_steps,
+    switch_vocabulary,
   )
   # One writer per run folder (process 0 holds it for every host of the run).
   lock = runlock.RunLock(args.model_dir, "train") if jax.process_index() == 0 else contextlib.nullcontext()

@@ -18,7 +18,8 @@ import gin
 import jax
 import jax.numpy as jnp
 
-from jaxformer import checkpoint, errors, fs, sharding, tasks
+import jaxformer
+from jaxformer import checkpoint, checkpoint_checks, errors, fs, sharding, tasks
 from jaxformer.data import pipeline
 from jaxformer.errors import UserError
 from jaxformer.model import ModelConfig
@@ -44,6 +45,8 @@ class RunArgs:
   progress: a bar on a terminal, else one line per log period; False shows neither.
   stop_after_steps: stop (with a checkpoint) after this many steps of this process, even before train_steps.
   profile_steps: (start, stop): a jax.profiler trace of steps start..stop-1 into MODEL_DIR/profile.
+  switch_vocabulary: train on with a VOCABULARY other than the run's own copy (MODEL_DIR/vocabulary/),
+    which it then replaces; by default another tokenizer is refused, naming both digests.
   """
 
   model_dir: str
@@ -61,6 +64,7 @@ class RunArgs:
   progress: bool = True
   stop_after_steps: int | None = None
   profile_steps: tuple[int, int] | None = None
+  switch_vocabulary: bool = False
 
   def __post_init__(self):
     for name, minimum in (("train_steps", 1), ("eval_period", 0), ("log_period", 1), ("seed", 0)):
@@ -160,12 +164,15 @@ class Trainer:
     self.model_dir = fs.resolve(args.model_dir)
     self.vocabulary = tasks.ensure_registered(args.data_config.mixture_or_task_name)
     _check_vocabulary(args.model_config, self.vocabulary)
+    _check_run_vocabulary(self.model_dir, self.vocabulary, args.switch_vocabulary)
+    _check_lengths(args)
     self.setup = setup_lib.build(args.model_config, args.step_config, total_steps=args.train_steps)
     self.mesh, self.rules = self.setup.mesh, self.setup.rules
     log.info("mesh %s over %d devices of %d process(es)", dict(self.mesh.shape), self.mesh.size, jax.process_count())
     self.manager = checkpoint.make_manager(self.model_dir)
     self.iterator = pipeline.BatchIterator(pipeline.get_dataset(args.data_config, split="train"))
-    self.state, self.start = _initial_state(self.setup, self.manager, self.model_dir, self.iterator, args.seed)
+    self.meta = run_meta(args, self.vocabulary)
+    self.state, self.start = _initial_state(self, args.seed)
     self.step = self.start
     self.end = (
       args.train_steps if args.stop_after_steps is None else min(args.train_steps, self.start + args.stop_after_steps)
@@ -249,7 +256,7 @@ class Trainer:
           log.warning("preempted at step %d: checkpoint saved, exiting", self.step)
           self.result.update(preempted=True, signal=preemption.requested or "SIGTERM")
           break
-      self.manager.wait_until_finished()
+      checkpoint.seal(self.manager)
       self.result["step"] = self.step
       if jax.process_index() == 0:
         write_operative_config(self.model_dir)  # now with everything the run called
@@ -257,7 +264,7 @@ class Trainer:
       preemption.restore()
       for hook in reversed(self.hooks):
         hook.close()
-      self.manager.wait_until_finished()
+      checkpoint.seal(self.manager)  # a save still in flight gets its checksums too
       self.manager.close()
     return self.result
 
@@ -274,7 +281,7 @@ def _keep_vocabulary(vocabulary, model_dir: str):
   sample, eval and export need no corpus; HF tokenizer files beside a tokenizer.json go with it."""
   from jaxformer.data.pipeline.vocabulary import HF_TOKENIZER_FILES, vocabulary_file_name
 
-  source = getattr(vocabulary, "model_path", None) or getattr(vocabulary, "path", None)
+  source = _vocabulary_source(vocabulary)
   if not source:
     return
   target = os.path.join(model_dir, "vocabulary", vocabulary_file_name(source))
@@ -289,6 +296,40 @@ def _keep_vocabulary(vocabulary, model_dir: str):
     fs.copy(source, target)
 
 
+def _vocabulary_source(vocabulary) -> str | None:
+  return getattr(vocabulary, "model_path", None) or getattr(vocabulary, "path", None)
+
+
+def _file_sha256(path: str) -> str:
+  import hashlib
+
+  with fs.open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def _check_run_vocabulary(model_dir: str, vocabulary, switch: bool) -> None:
+  """A run's tokenizer is part of the run: resuming (or fine-tuning an import) with another is refused,
+  naming both digests, unless train.train.switch_vocabulary says it is meant."""
+  kept, source = checkpoint.find_vocabulary(model_dir), _vocabulary_source(vocabulary)
+  if kept is None or source is None or fs.resolve(source) == fs.resolve(kept) or switch:
+    return
+  ours, theirs = _file_sha256(kept), _file_sha256(source)
+  if ours != theirs:
+    raise UserError(
+      f"{kept} (sha256 {ours[:12]}) is the tokenizer this run was trained with, and VOCABULARY={source} "
+      f"(sha256 {theirs[:12]}) is another: bind VOCABULARY to the run's own, or set "
+      "--gin.train.train.switch_vocabulary=True to train on with the new one (it replaces the run's copy)"
+    )
+
+
+def _check_lengths(args: RunArgs) -> None:
+  if args.data_config.length > args.model_config.max_length:
+    raise errors.GinConfigError(
+      f"TASK_FEATURE_LENGTHS['targets']={args.data_config.length} is longer than the model's context "
+      f"ModelConfig.max_length={args.model_config.max_length}; shorten the sequences or lengthen the model"
+    )
+
+
 def _check_vocabulary(model_config: ModelConfig, vocabulary):
   if vocabulary.vocab_size > model_config.vocab_size:
     raise errors.GinConfigError(
@@ -297,8 +338,61 @@ def _check_vocabulary(model_config: ModelConfig, vocabulary):
     )
 
 
-def _initial_state(setup, manager, model_dir: str, iterator, seed: int):
+def run_meta(args: RunArgs, vocabulary) -> dict:
+  """The settings a checkpoint is saved with, which a resuming run must share (check_resumable)."""
+  from jaxformer.data.pipeline.cache import vocabulary_digest
+
+  data = args.data_config
+  return {
+    "model": dataclasses.asdict(args.model_config),
+    "batch_size": data.batch_size,
+    "task_feature_lengths": dict(data.task_feature_lengths),
+    "mixture_or_task_name": data.mixture_or_task_name,
+    "vocabulary_sha256": vocabulary_digest(vocabulary),
+    "jaxformer": jaxformer.__version__,
+  }
+
+
+def check_resumable(meta: dict, saved: dict | None, model_dir: str, step: int) -> None:
+  """Raises UserError, one line, when the checkpoint at `step` was saved with a model whose parameters have
+  other shapes, or with a batch the data position cannot continue."""
+  if not saved:
+    return
+  where = f"{model_dir} (step {step})"
+  data = checkpoint_checks.describe_changes(
+    saved,
+    meta,
+    {
+      "batch_size": "BATCH_SIZE",
+      "task_feature_lengths": "TASK_FEATURE_LENGTHS",
+      "mixture_or_task_name": "MIXTURE_OR_TASK_NAME",
+    },
+  )
+  if data:
+    raise UserError(
+      f"{where} was trained with {', '.join(data)}: its data position cannot continue with another batch; "
+      "bind the run's values, or train into a new MODEL_DIR"
+    )
+  if "model" in saved and saved["model"] != meta["model"]:
+    from jaxformer.model import param_shapes
+
+    try:
+      before = jax.tree.map(lambda x: (x.shape, str(x.dtype)), param_shapes(ModelConfig(**saved["model"])))
+    except (TypeError, ValueError):
+      before = None
+    now = jax.tree.map(lambda x: (x.shape, str(x.dtype)), param_shapes(ModelConfig(**meta["model"])))
+    if before != now:
+      fields = {k: f"ModelConfig.{k}" for k in saved["model"]}
+      changed = checkpoint_checks.describe_changes(saved["model"], meta["model"], fields)
+      raise UserError(
+        f"{where} was trained with {', '.join(changed)}, which gives parameters of other shapes; bind the "
+        "run's model (its config.gin), or train into a new MODEL_DIR"
+      )
+
+
+def _initial_state(trainer: "Trainer", seed: int):
   """(state, start step): restored, fine-tuned from an import, or fresh."""
+  setup, manager, model_dir, iterator = trainer.setup, trainer.manager, trainer.model_dir, trainer.iterator
   start = manager.latest_step()
   if start is None:
     return setup.init_state(jax.random.key(seed)), 0
@@ -307,6 +401,7 @@ def _initial_state(setup, manager, model_dir: str, iterator, seed: int):
     params, _ = checkpoint.restore_params(model_dir, setup.abstract_state.params, start)
     log.info("initialised parameters from the imported checkpoint at step %d in %s", start, model_dir)
     return state.replace(params=params, step=jnp.asarray(start, jnp.int32)), start
-  state, start = checkpoint.restore_newest_readable(manager, setup.abstract_state, iterator)
+  check = lambda step, saved: check_resumable(trainer.meta, saved, model_dir, step)
+  state, start = checkpoint.restore_newest_readable(manager, setup.abstract_state, iterator, check_meta=check)
   log.info("restored step %d from %s", start, model_dir)
   return state, start
