@@ -130,6 +130,9 @@ def replaced_on_success(output_dir: str, overwrite: bool, flag: str = "--output_
   except BaseException:
     rmtree(partial)
     raise
+  if exists(output_dir) and listdir(output_dir) and not overwrite:  # appeared while this one was building
+    rmtree(partial)
+    raise FileExistsError(f"{flag}={output_dir} was written by another process meanwhile; this build is dropped")
   if exists(output_dir):
     old = f"{output_dir}.old-{os.getpid()}"
     rename(output_dir, old)

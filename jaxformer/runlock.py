@@ -8,6 +8,7 @@ record is not there stops. A lock left by a dead process on this host is taken o
 a lock from another host is never taken over (remove the file if that run is gone).
 """
 
+import contextlib
 import datetime
 import json
 import logging
@@ -47,11 +48,12 @@ def _describe(holder: dict) -> str:
 
 
 class RunLock:
-  """with RunLock(model_dir, "train"): ... holds MODEL_DIR/run.lock; raises UserError naming the holder."""
+  """with RunLock(model_dir, "train"): ... holds MODEL_DIR/run.lock; raises UserError naming the holder.
+  path: another lock file (an output folder's, beside it: OutputLock)."""
 
-  def __init__(self, model_dir: str, what: str):
-    self.model_dir = model_dir
-    self.path = os.path.join(model_dir, LOCK_NAME)
+  def __init__(self, model_dir: str, what: str, path: str | None = None):
+    self.model_dir, self.what = model_dir, what
+    self.path = path or os.path.join(model_dir, LOCK_NAME)
     self.record = {
       "what": what,
       "host": socket.gethostname(),
@@ -71,7 +73,7 @@ class RunLock:
 
   def _refuse(self, holder: dict):
     raise UserError(
-      f"{self.model_dir} is in use by {_describe(holder)}; wait for it to finish, use another MODEL_DIR, or "
+      f"{self.model_dir} is in use by {_describe(holder)}; wait for it to finish, use another folder, or "
       f"remove {self.path} if that process is gone"
     )
 
@@ -82,10 +84,13 @@ class RunLock:
     try:
       return self._acquire()
     except OSError as e:  # MODEL_DIR is a file, read-only, or on a bucket we cannot write
-      raise UserError(f"MODEL_DIR={self.model_dir}: cannot write the run there ({e.strerror or e})") from e
+      where = f"MODEL_DIR={self.model_dir}" if self.path.endswith(LOCK_NAME) else self.model_dir
+      raise UserError(
+        f"{where}: cannot write the {'run' if self.what == 'train' else self.what} there ({e.strerror or e})"
+      ) from e
 
   def _acquire(self) -> "RunLock":
-    fs.makedirs(self.model_dir)
+    fs.makedirs(os.path.dirname(self.path))
     text = json.dumps(self.record)
     if fs.is_remote(self.path):
       holder = self._read()
@@ -124,3 +129,15 @@ class RunLock:
 
   def __exit__(self, *_):
     self.release()
+
+
+@contextlib.contextmanager
+def building(output_dir: str, overwrite: bool, what: str, flag: str = "--output_dir"):
+  """fs.replaced_on_success, holding OUTPUT_DIR.lock (beside it) for the whole build: a second build into
+  the same folder stops at once naming the first, instead of replacing its finished output when it ends."""
+  output_dir = fs.check_replaceable(output_dir, overwrite, flag)
+  with (
+    RunLock(output_dir, what, path=f"{output_dir}.lock"),
+    fs.replaced_on_success(output_dir, overwrite, flag) as partial,
+  ):
+    yield partial

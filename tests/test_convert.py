@@ -167,6 +167,7 @@ def test_jsonl_gz_reader_and_filter_skips_name_file_and_line(tmp_path):
     json.dumps({"content": _python(3), "lang": "Python\ud800"}),  # a lone surrogate in the language only
     "",
     json.dumps({"content": "x" * 90 + "\n" + "y" * 150 + "\n"}),  # mean line of 121 characters
+    json.dumps({"content": _python(4), "lang": "L" * 5000}),  # not a language: would be a 5,000-character folder
   ]
   with gzip.open(path, "wt") as f:
     f.write("\n".join(lines) + "\n")
@@ -178,11 +179,39 @@ def test_jsonl_gz_reader_and_filter_skips_name_file_and_line(tmp_path):
     "long line": where(4),
     "low alphanumeric": where(5),
     "long mean line": where(8),
+    "language name over 100 characters": where(9),
   }
   assert stats["skipped"] == {reason: 1 for reason in stats["skipped_examples"]}
   assert sum(stats["written"].values()) == 2 and stats["duplicates"] == 0
   assert stats["languages"] == {"Python?": 1, "unknown": 1}  # a record without the field is 'unknown'
   assert sorted(_documents(tmp_path / "out")) == [(_python(1), "unknown", "unknown"), (_python(3), "Python?", "python")]
+
+
+def test_a_second_build_into_the_same_folder_stops_at_once_and_a_blocked_path_is_named(tmp_path, capsys):
+  import socket
+  import subprocess
+  import sys
+
+  raw = tmp_path / "code.jsonl"
+  raw.write_text(json.dumps({"text": _python(1)}) + "\n")
+  out = str(tmp_path / "out")
+  # Another convert into `out` is running (a live jaxformer process holds its lock).
+  other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "jaxformer", "data", "convert"])
+  try:
+    record = {"what": "data convert", "host": socket.gethostname(), "pid": other.pid, "since": "now", "token": "t"}
+    (tmp_path / "out.lock").write_text(json.dumps(record))
+    assert cli.main(["data", "convert", f"--input={raw}", f"--output_dir={out}"]) == 2
+    assert f"is in use by data convert (pid {other.pid}" in capsys.readouterr().err
+    assert not os.path.exists(out) and (tmp_path / "out.lock").exists()  # nothing written, the lock kept
+  finally:
+    other.kill()
+    other.wait()
+  assert cli.main(["data", "convert", f"--input={raw}", f"--output_dir={out}"]) == 0  # free again
+  capsys.readouterr()
+  (tmp_path / "file").write_text("in the way")
+  assert cli.main(["data", "convert", f"--input={raw}", f"--output_dir={tmp_path}/file/out"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err[-1].startswith("jaxformer: error:") and f"{tmp_path}/file/out" in err[-1] and "Traceback" not in err
 
 
 def test_a_json_file_holding_one_array_reads_its_records(tmp_path):

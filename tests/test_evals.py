@@ -156,10 +156,16 @@ def test_eval_and_sample_verbs_on_a_trained_run(local_corpus, tmp_path, capsys):
   )
 
 
-def test_fallback_without_namespaces_still_limits_time_and_memory(monkeypatch):
+def test_root_without_namespaces_is_refused_and_the_fallback_still_limits_time_and_memory(monkeypatch, tmp_path):
   monkeypatch.setattr(sandbox, "namespaces_available", lambda: False)
-  limits = sandbox.Limits(wall_seconds=3, cpu_seconds=3)
-  assert sandbox.run_program("print('ok')", limits).passed
-  assert sandbox.run_program("while True:\n    pass\n", limits).status == "timeout"
-  memory = sandbox.run_program("x = bytearray(60 * 2**30)\n", limits)
+  marker = tmp_path / "ran"
+  if os.geteuid() == 0:  # untrusted code never runs as root with rlimits alone
+    with pytest.raises(sandbox.SandboxRefused, match="never runs untrusted code as root"):
+      sandbox.run_program(f"open({str(marker)!r}, 'w').write('x')\n")
+    assert not marker.exists() and "no namespaces" in sandbox.isolation()
+  # The fallback's limits (what an unprivileged user gets), run here as root for this test only.
+  run = lambda program: sandbox.run_program(program, sandbox.Limits(wall_seconds=3, cpu_seconds=3), True)
+  assert run("print('ok')").passed
+  assert run("while True:\n    pass\n").status == "timeout"
+  memory = run("x = bytearray(60 * 2**30)\n")
   assert not memory.passed and "MemoryError" in memory.output

@@ -165,7 +165,7 @@ def test_cli_export_loads_in_transformers_and_round_trips_through_import(local_c
   assert train_util.committed_steps(imported) == [0, 2]
 
 
-def test_bad_inputs_fail_clearly_and_leave_nothing_behind(tmp_path, capsys):
+def test_bad_inputs_fail_clearly_and_leave_nothing_behind(tmp_path, capsys, local_corpus):
   config = CONFIGS["4_heads_partial_rotary"]
   _, params = init(config)
   out = tmp_path / "hf"
@@ -192,6 +192,17 @@ def test_bad_inputs_fail_clearly_and_leave_nothing_behind(tmp_path, capsys):
 
   assert cli.main(["export", f"--model_dir={tmp_path}/nowhere", f"--output_dir={tmp_path}/o"]) == 2
   assert "config.gin is missing" in capsys.readouterr().err
+
+  # A tokenizer with more ids than the model's embedding (1,024 pieces, vocab_size 96) is refused.
+  big = to_hf.export_in_memory(params, config, str(tmp_path / "big"), os.path.join(local_corpus, "spm.model"))
+  assert cli.main(["import", f"--hf={big}", f"--model_dir={tmp_path}/big_run"]) == 2
+  assert "its tokenizer has 1024 ids but config.json's vocab_size is 96" in capsys.readouterr().err
+  assert not (tmp_path / "big_run").exists()
+  # A run whose tokenizer copy is gone is not exported without one.
+  bare = to_hf.export_in_memory(params, config, str(tmp_path / "bare"))  # no tokenizer at all
+  assert cli.main(["import", f"--hf={bare}", f"--model_dir={tmp_path}/bare_run"]) == 0
+  assert cli.main(["export", f"--model_dir={tmp_path}/bare_run", f"--output_dir={tmp_path}/bare_out"]) == 2
+  assert "holds no spm.model or tokenizer.json" in capsys.readouterr().err and not (tmp_path / "bare_out").exists()
 
 
 def test_prefix_lm_checkpoints_export_with_a_warning(tmp_path):

@@ -205,10 +205,37 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, local_corpus, capsys):
   hf.mkdir()
   (hf / "config.json").write_text(json.dumps({"model_type": "codegen", "n_embd": 64, "n_head": 4, "vocab_size": 99}))
   cases.append((["import", f"--hf={hf}", f"--model_dir={tmp_path}/imported"], "no integer n_layer"))
+  # Start-up checks (issue: each used to train silently, hang, or print an empty score).
+  local = ["--gin_file=runs/local_tiny.gin", corpus]
+  cases += [
+    (
+      ["train", f"--model_dir={tmp_path}/long", *local, "--gin.TASK_FEATURE_LENGTHS={'targets': 4096}"],
+      "TASK_FEATURE_LENGTHS['targets']=4096 is longer than the model's context ModelConfig.max_length=2048",
+    ),
+    (
+      ["train", f"--model_dir={tmp_path}/huge", *local, "--gin.TASK_FEATURE_LENGTHS={'targets': 10_000_000}"],
+      "is longer than the model's context",
+    ),
+    (["sample", f"--model_dir={tmp_path}", "--prompt=x", "--temperature=nan"], "--temperature=nan must be"),
+    (["eval", "humaneval", f"--model_dir={tmp_path}", "--limit=0"], "--limit=0 must be a positive"),
+    (["eval", "humaneval", f"--model_dir={tmp_path}", "--k=0,1"], "each k must be a positive integer"),
+    (["bench", "--gin_file=models/tiny.gin", "--steps=0"], "--steps=0 must be a positive"),
+    (["bench", "--gin_file=models/tiny.gin", "--length=4096"], "--length=4096 is longer than the model's context"),
+    (["data", "train-tokenizer", f"--corpus_dir={tmp_path / 'converted'}"], "is a `jaxformer data convert` folder"),
+  ]
+  (tmp_path / "converted").mkdir()
+  (tmp_path / "converted" / "stats.json").write_text(json.dumps({"written": {"train": 3}}))
+  samples = tmp_path / "23.jsonl"
+  samples.write_text("".join(json.dumps({"task_id": "HumanEval/0", "completion": "  pass"}) + "\n" for _ in range(23)))
+  cases.append((["eval", "humaneval", f"--completions={samples}", "--k=1,100"], "pass@100 needs at least 100 samples"))
+  unreachable = "gs://jaxformer-no-such-bucket-here/sweep"  # no network here: a one-line error, not a traceback
+  sweep = ["sweep", "--sweep_file=sweeps/codegen2_lessons.gin", f"--output_dir={unreachable}", "--collect_only"]
+  cases.append((sweep, unreachable))
   for argv, message in cases:
     assert cli.main(argv) == 2, argv
     line = _error(capsys)
     assert message in line and "In call to configurable" not in line, (argv, line)
+  assert not any((tmp_path / name / "run.lock").exists() for name in ("long", "huge"))  # no lock left behind
 
 
 def test_import_names_a_truncated_safetensors_file(tmp_path, capsys):

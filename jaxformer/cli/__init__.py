@@ -57,6 +57,12 @@ def _choose_platform():
     os.environ["JAX_PLATFORMS"] = "cpu"
 
 
+def _storage_error(error: Exception) -> bool:
+  """TensorFlow's file-system errors (gs:// unreachable, permission denied): the environment's, not a bug."""
+  tf = sys.modules.get("tensorflow")
+  return tf is not None and isinstance(error, tf.errors.OpError)
+
+
 def _add_verbs(sub, verbs, dest_prefix=""):
   for name, spec in verbs.items():
     help_text = spec[0]
@@ -96,6 +102,12 @@ def main(argv=None) -> int:
     return args.run(args, bindings) or 0
   except UserError as e:
     print(f"jaxformer: error: {one_line(e)}", file=sys.stderr)
+    return 2
+  except Exception as e:
+    if not _storage_error(e):
+      raise
+    # A bucket or file the environment does not give us (no network, no permission, no such bucket).
+    print(f"jaxformer: error: {type(e).__name__}: {one_line(str(e))[:500]}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:  # before training installed its own handler (which saves, then exits 130)
     print("jaxformer: interrupted (SIGINT)", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import math
 import os
 import sys
 
@@ -125,12 +126,22 @@ def user_errors(fn, *args, **kwargs):
     raise UserError(str(e).split("\n  In call to configurable")[0]) from e
 
 
+class _StderrHandler(logging.Handler):
+  """Writes to whatever sys.stderr is when a record comes (an in-process caller may have replaced it)."""
+
+  def emit(self, record):
+    try:
+      sys.stderr.write(self.format(record) + "\n")
+    except Exception:  # a closed or broken stream must not end the run
+      self.handleError(record)
+
+
 def setup_logging(verbose: bool) -> None:
   """jaxformer's own log lines (restores, preemption, skipped steps) go to stderr; third-party INFO
   chatter is hidden unless --verbose. absl owns the root logger, so 'jaxformer' gets its own handler."""
   logger = logging.getLogger("jaxformer")
-  if not logger.handlers:
-    handler = logging.StreamHandler(sys.stderr)
+  if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s jaxformer: %(message)s"))
     logger.addHandler(handler)
   logger.setLevel(logging.INFO)
@@ -163,6 +174,6 @@ def trained_as_prefix_lm() -> bool:
 
 
 def check_positive(name: str, value, allow_zero: bool = False) -> None:
-  """Rejects a negative (or zero) numeric flag with a message naming it."""
-  if value is not None and (value < 0 or (value == 0 and not allow_zero)):
-    raise UserError(f"{name}={value} must be {'non-negative' if allow_zero else 'positive'}")
+  """Rejects a negative (or zero), NaN or infinite numeric flag with a message naming it."""
+  if value is not None and (not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero)):
+    raise UserError(f"{name}={value} must be {'a non-negative' if allow_zero else 'a positive'} finite number")

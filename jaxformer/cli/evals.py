@@ -24,7 +24,9 @@ def humaneval_args(parser):
   eval_common(parser, needs_model=False)
   parser.add_argument("--completions", default=None, help="score these {task_id, completion} JSONL lines instead")
   parser.add_argument("--num_samples", type=int, default=1)
-  parser.add_argument("--k", default="1,10,100")
+  parser.add_argument(
+    "--k", default=None, help="comma-separated k of pass@k (default 1,10,100, each where the samples allow it)"
+  )
   parser.add_argument("--temperature", type=float, default=None, help="default 0 for one sample, else 0.8")
   parser.add_argument("--top_p", type=float, default=0.95)
   parser.add_argument("--max_new_tokens", type=int, default=256)
@@ -38,10 +40,12 @@ def humaneval_run(args, bindings):
   common.check_positive("--max_new_tokens", args.max_new_tokens)
   common.check_positive("--num_samples", args.num_samples)
   common.check_positive("--temperature", args.temperature, allow_zero=True)
+  common.check_positive("--top_p", args.top_p)
+  common.check_positive("--limit", args.limit)
   problems = humaneval.read_problems()
   if args.limit:
     problems = dict(list(problems.items())[: args.limit])
-  ks = [int(k) for k in args.k.split(",") if k]
+  ks = _pass_ks(args.k)
   if args.completions:
     common.parse_gin(args, bindings)
     samples = common.user_errors(humaneval.read_completions, args.completions)
@@ -66,6 +70,14 @@ def humaneval_run(args, bindings):
       run.mesh,
       run.rules,
     )
+  fewest = min(collections.Counter(s["task_id"] for s in samples).values())
+  if args.k is not None and max(ks) > fewest:
+    raise UserError(
+      f"--k={args.k}: pass@{max(ks)} needs at least {max(ks)} samples of every problem, and one has {fewest}; "
+      f"raise --num_samples or lower --k"
+    )
+  ks = [k for k in ks if k <= fewest]
+  common.check_positive("--timeout", args.timeout)
   limits = sandbox.Limits(wall_seconds=args.timeout, cpu_seconds=int(args.timeout) + 1)
   scored, scores = common.user_errors(humaneval.score, samples, problems, ks, limits)
   path = results_path(args, "humaneval_results.jsonl")
@@ -73,12 +85,12 @@ def humaneval_run(args, bindings):
   statuses = collections.Counter(s["status"] for s in scored)
   print(
     f"HumanEval: {len(scored)} samples over {len({s['task_id'] for s in scored})} problems "
-    f"({dict(statuses)}); sandbox namespaces: {sandbox.namespaces_available()}"
+    f"({dict(statuses)}); sandbox: {sandbox.isolation()}"
   )
   print("  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
   print(f"per-sample results: {path}")
   if args.json:
-    print(json.dumps({**scores, "samples": len(scored), "results": path}))
+    print(json.dumps({**scores, "samples": len(scored), "results": path, "sandbox": sandbox.isolation()}))
 
 
 def infill_args(parser):
@@ -87,10 +99,21 @@ def infill_args(parser):
   parser.add_argument("--batch_size", type=int, default=16)
 
 
+def _pass_ks(text: str | None) -> list[int]:
+  try:
+    ks = [int(k) for k in (text or "1,10,100").split(",") if k.strip()]
+  except ValueError:
+    raise UserError(f"--k={text}: give comma-separated integers, e.g. --k=1,10") from None
+  if not ks or min(ks) < 1:
+    raise UserError(f"--k={text}: each k must be a positive integer")
+  return ks
+
+
 def infill_run(args, bindings):
   from jaxformer.evals import generation, humaneval, sandbox
 
   common.check_positive("--max_new_tokens", args.max_new_tokens)
+  common.check_positive("--limit", args.limit)
   run = common.load_run(args, bindings)
   problems = humaneval.read_problems()
   if args.limit:
@@ -107,6 +130,7 @@ def infill_run(args, bindings):
     run.mesh,
     run.rules,
   )
+  common.check_positive("--timeout", args.timeout)
   limits = sandbox.Limits(wall_seconds=args.timeout, cpu_seconds=int(args.timeout) + 1)
   rows, scores = humaneval.score_infill(tasks, texts, problems, limits)
   path = results_path(args, "infill_results.jsonl")
@@ -115,9 +139,9 @@ def infill_run(args, bindings):
     f"single-line infill: {scores['tasks']} tasks from {len(problems)} problems: pass@1 {scores['pass@1']:.4f}, "
     f"exact match {scores['exact_match']:.4f}"
   )
-  print(f"per-task results: {path}")
+  print(f"per-task results: {path}; sandbox: {sandbox.isolation()}")
   if args.json:
-    print(json.dumps({**scores, "results": path}))
+    print(json.dumps({**scores, "results": path, "sandbox": sandbox.isolation()}))
 
 
 def loss_args(parser):

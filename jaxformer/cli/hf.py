@@ -5,6 +5,7 @@ import warnings
 
 from jaxformer import config as config_lib
 from jaxformer.cli import common
+from jaxformer.errors import UserError
 
 
 def export_args(parser):
@@ -29,6 +30,11 @@ def export_run(args, bindings):
 
   config = config_lib.call_configurable(ModelConfig)
   vocabulary = checkpoint.find_vocabulary(fs.resolve(args.model_dir))
+  if vocabulary is None:
+    raise UserError(
+      f"{fs.resolve(args.model_dir)}/vocabulary/ holds no spm.model or tokenizer.json (the run's tokenizer copy): "
+      "the HF directory would have no tokenizer; put the run's tokenizer back there first"
+    )
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always", to_hf.PrefixLMWarning)
     path, step = common.user_errors(

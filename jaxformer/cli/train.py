@@ -73,6 +73,9 @@ def _code_eval() -> list:
   config = config_lib.call_configurable(during_training.CodeEvalConfig)
   if not config.period:
     return []
+  from jaxformer.evals import sandbox
+
+  sandbox.check_usable()  # before training starts, not at the first eval
   run = lambda model, params, vocabulary, mesh, rules: during_training.code_eval(
     model, params, vocabulary, config, mesh, rules
   )
@@ -94,6 +97,8 @@ def bench_args(parser):
 
 
 def bench_run(args, bindings):
+  for name in ("steps", "batch_size", "length", "prompt_length", "max_new_tokens"):
+    common.check_positive(f"--{name}", getattr(args, name))
   common.parse_gin(args, bindings)
   if args.decode:
     from jaxformer.infer import bench as decode

@@ -58,6 +58,7 @@ import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
+from jaxformer.errors import UserError
 from jaxformer.evals import cgroups
 
 NOBODY = 65534
@@ -138,12 +139,38 @@ def _user_processes(uid: int) -> int:
     return 0
 
 
-def run_program(program: str, limits: Limits = Limits()) -> Result:
+class SandboxRefused(UserError):
+  """Untrusted code would run as root with nothing but rlimits around it."""
+
+
+def check_usable() -> None:
+  """Raises SandboxRefused where the sandbox would run programs as root without namespaces: root can
+  write anywhere, read every file and reach every socket, which the rlimits of the fallback do not stop."""
+  if not namespaces_available() and os.geteuid() == 0:
+    raise SandboxRefused(
+      "the sandbox cannot make namespaces here (unshare is missing or refused), and it never runs untrusted "
+      "code as root without them: run the eval as an unprivileged user (rlimits only; network and readable "
+      "files stay reachable), or where `unshare --net --mount --pid --ipc --uts --fork true` works as root"
+    )
+
+
+def isolation() -> str:
+  """One line for every report: what keeps a program from the host here."""
+  if namespaces_available():
+    return f"namespaces (no network, read-only root, uid nobody), limits {limits_mechanism()}"
+  return f"no namespaces (uid {os.geteuid()}): limits {limits_mechanism()} only; network and readable files reachable"
+
+
+def run_program(program: str, limits: Limits = Limits(), _root_fallback_for_tests: bool = False) -> Result:
   """Runs `program` (Python source) in the sandbox.
 
   Returns Result: passed if the program's code ran to its end within `limits.wall_seconds` of run
-  time (exit codes do not count), timeout if it ran out of time, else failed.
+  time (exit codes do not count), timeout if it ran out of time, else failed. Raises SandboxRefused
+  (check_usable) as root without namespaces; _root_fallback_for_tests runs the fallback anyway, for
+  this machine's tests of its limits only (its Python lives where an unprivileged user cannot run it).
   """
+  if not _root_fallback_for_tests:
+    check_usable()
   mechanism, bases = cgroups.bases()
   # Limits are set by the launcher itself (no preexec_fn: forking a multithreaded JAX process
   # and running Python before exec can deadlock).
@@ -235,6 +262,7 @@ def run_program(program: str, limits: Limits = Limits()) -> Result:
 
 def run_many(programs: list[str], limits: Limits = Limits(), workers: int | None = None) -> list[Result]:
   """run_program over many programs, in parallel over the cores; results in input order."""
+  check_usable()
   with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
     return list(pool.map(lambda p: run_program(p, limits), programs))
 

@@ -161,8 +161,26 @@ def import_hf(hf_dir: str, model_dir: str, qkv_groups: int | None = None, dtype:
     raise ValueError(f"--model_dir={model_dir} already holds {', '.join(existing)}; import into a new directory")
   config, params, groups = read_hf(hf_dir, qkv_groups)
   config = dataclasses.replace(config, dtype=dtype)
-  with runlock.RunLock(model_dir, "import"):
-    return _write_run(hf_dir, model_dir, config, params, groups)
+  created = not os.path.exists(model_dir)
+  try:
+    with runlock.RunLock(model_dir, "import"):
+      return _write_run(hf_dir, model_dir, config, params, groups)
+  except BaseException:
+    if created and os.path.isdir(model_dir) and not os.listdir(model_dir):
+      os.rmdir(model_dir)  # the folder the lock made: a refused import leaves nothing
+    raise
+
+
+def _check_vocabulary_fits(path: str, hf_dir: str, config) -> None:
+  """A tokenizer with more ids than the model's embedding would make sample feed out-of-range ids."""
+  from jaxformer.data.pipeline.vocabulary import load_vocabulary
+
+  size = load_vocabulary(path).vocab_size
+  if size > config.vocab_size:
+    raise ValueError(
+      f"{hf_dir}: its tokenizer has {size} ids but config.json's vocab_size is {config.vocab_size}: a token "
+      "past the embedding would be read out of range; import a matching model and tokenizer"
+    )
 
 
 def _copy_vocabulary(hf_dir: str, target: str) -> str | None:
@@ -193,6 +211,8 @@ def _write_run(hf_dir: str, model_dir: str, config, params, groups: int) -> dict
   os.makedirs(os.path.join(partial, "vocabulary"))
   try:
     vocabulary = _copy_vocabulary(hf_dir, os.path.join(partial, "vocabulary"))
+    if vocabulary:
+      _check_vocabulary_fits(os.path.join(partial, "vocabulary", vocabulary), hf_dir, config)
     vocabulary = vocabulary and os.path.join(model_dir, "vocabulary", vocabulary)
     with open(os.path.join(partial, "config.gin"), "w") as f:
       f.write(config_gin(config))

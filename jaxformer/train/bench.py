@@ -44,6 +44,8 @@ def bench(
   With profile_dir, `steps` more steps then run under a jax.profiler trace written there (the timed
   steps are not traced, so tracing costs no reported speed)."""
   config = ModelConfig()
+  if length > config.max_length:
+    raise ValueError(f"--length={length} is longer than the model's context ModelConfig.max_length={config.max_length}")
   setup = setup_lib.build(config, StepConfig(), total_steps=steps + warmup + 2, warmup_steps=1)
   state = setup.init_state(jax.random.key(seed))
   step, batch_sharding, mesh, rules = setup.train_step, setup.batch_sharding, setup.mesh, setup.rules

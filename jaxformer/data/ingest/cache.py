@@ -15,7 +15,7 @@ import time
 import seqio
 import tensorflow as tf
 
-from jaxformer import fs
+from jaxformer import runlock
 from jaxformer.data.pipeline.cache import FINGERPRINT, fingerprint
 
 
@@ -44,8 +44,8 @@ def cache_tasks(
   with contextlib.ExitStack() as stack:
     partials = {
       t.name: stack.enter_context(
-        fs.replaced_on_success(
-          os.path.join(output_dir, seqio.get_task_dir_from_name(t.name)), overwrite, "--output_dir"
+        runlock.building(
+          os.path.join(output_dir, seqio.get_task_dir_from_name(t.name)), overwrite, "data cache", "--output_dir"
         )
       )
       for t in tasks

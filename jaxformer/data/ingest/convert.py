@@ -18,7 +18,7 @@ import json
 import os
 import time
 
-from jaxformer import fs
+from jaxformer import fs, runlock
 from jaxformer.data.ingest.beam_options import pipeline_options
 from jaxformer.data.ingest.corpus import validation_shards
 from jaxformer.data.ingest.filters import Filters
@@ -80,7 +80,7 @@ def convert_files(
   paths = _input_paths(file_pattern)
   options = options if options is not None else pipeline_options()
   output_dir = fs.check_replaceable(output_dir, overwrite)
-  with fs.replaced_on_success(output_dir, overwrite) as partial:
+  with runlock.building(output_dir, overwrite, "data convert") as partial:
     counts_path = os.path.join(partial, COUNTS_FILE)
     try:
       with beam.Pipeline(options=options) as pipeline:

@@ -19,7 +19,7 @@ import pathlib
 import sys
 import sysconfig
 
-from jaxformer import fs
+from jaxformer import fs, runlock
 from jaxformer.data.ingest.languages import classify
 
 SPLITS = ("train", "validation")
@@ -202,7 +202,7 @@ def _build(output_dir: str, roots: list[str], options: CorpusOptions, progress, 
     "skipped": dict(sorted(skipped.items())),
     "classes": {},
   }
-  with fs.replaced_on_success(output_dir, overwrite) as partial:
+  with runlock.building(output_dir, overwrite, "data build-local") as partial:
     for (kind, split), docs in kept.items():
       num_shards = options.train_shards if split == "train" else options.validation_shards
       paths = shard_paths(partial, kind, split, num_shards)
@@ -235,4 +235,11 @@ def check_corpus(corpus_dir) -> dict:
       f"`jaxformer data build-local --output_dir={corpus_dir}`"
     )
   with open(stats_path) as f:
-    return json.load(f)
+    stats = json.load(f)
+  if "classes" not in stats:  # a `data convert` output: its stats.json counts written documents
+    raise ValueError(
+      f"{corpus_dir} is a `jaxformer data convert` folder, not a local corpus (pl/, nl/ from "
+      f"`jaxformer data build-local`); gather the raw files with `jaxformer data build-local "
+      f"--output_dir=DIR --roots=...` and train the tokenizer on DIR"
+    )
+  return stats

@@ -14,6 +14,8 @@ from jaxformer import fs
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet")
 UNKNOWN_LANGUAGE = "unknown"
+# A language name longer than this is not one (a misread column): the record is skipped and counted.
+MAX_LANGUAGE_CHARS = 100
 PARQUET_BATCH_ROWS = 1024
 
 
@@ -82,11 +84,14 @@ def _language(value, language_field):
 
 
 def _checked(text, language, where):
-  """JSON may hold lone surrogates (\\ud800) that no UTF-8 file can: such a record is skipped."""
+  """JSON may hold lone surrogates (\\ud800) that no UTF-8 file can: such a record is skipped, as is one
+  whose language name is too long to be a language (it would become a folder name)."""
   try:
     text.encode("utf-8")
   except UnicodeEncodeError:
     return Skip("not valid Unicode (a lone surrogate)", where)
+  if language is not None and len(language) > MAX_LANGUAGE_CHARS:
+    return Skip(f"language name over {MAX_LANGUAGE_CHARS} characters", where)
   return Record(text, language, where)
 
 
