@@ -1,6 +1,6 @@
 """`jaxformer sweep`: a grid and/or named variants of gin bindings, run one after another.
 
-A sweep file is gin that binds `sweep.define` (see gin/sweeps/codegen2_lessons.gin):
+A sweep file is gin that binds `sweep.define` (see jaxformer/gin/sweeps/codegen2_lessons.gin):
 
   sweep.define.base_gin_files = ['models/tiny.gin', ...]   # every run's gin files
   sweep.define.bindings = {'TRAIN_STEPS': 400}             # every run's bindings
@@ -228,8 +228,8 @@ class LocalLauncher:
 
 
 class TpuLauncher(LocalLauncher):
-  """Runs each command on every worker of the slice named by tpu/'s settings (TPU_NAME, ZONE, ...),
-  through `tpu/launch.sh --foreground`, which returns when the command ends on all workers."""
+  """Runs each command on every worker of the slice named by jaxformer/tpu/common.sh's settings (TPU_NAME, ZONE, ...),
+  through `jaxformer/tpu/launch.sh --foreground`, which returns when the command ends on all workers."""
 
   def __init__(self, extra_flags=()):
     super().__init__()

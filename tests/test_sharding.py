@@ -38,7 +38,7 @@ def test_rules_naming_an_unknown_mesh_axis_fail_clearly():
 def test_parameters_are_created_sharded_on_a_2x2x2_mesh():
   config = tiny(d_model=64, mlp_ratio=4)
   mesh = sharding.make_mesh((2, 2, 2))
-  setup = setup_lib.build(config, StepConfig(), total_steps=10, mesh=mesh)
+  setup = setup_lib.build(config, StepConfig(), total_steps=10_000, mesh=mesh)
   params = setup.init_state(jax.random.key(0)).params  # created sharded, never whole on one device
   fc_in = params["layers"]["mlp"]["fc_in"]["kernel"]  # [layers, embed, mlp] -> (None, fsdp, tensor)
   assert fc_in.sharding.spec == jax.P(None, "fsdp", "tensor")

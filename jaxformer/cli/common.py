@@ -158,7 +158,7 @@ def load_run(args, bindings):
   from jaxformer.infer.run import load_run as load
   from jaxformer.model import ModelConfig
 
-  distributed.initialize()  # every worker of a TPU slice runs the same eval (tpu/launch.sh); a no-op here
+  distributed.initialize()  # every worker of a TPU slice runs the same eval (jaxformer tpu launch); a no-op here
   parse_run_gin(args.model_dir, args, bindings)
   config = config_lib.call_configurable(ModelConfig)
   return user_errors(load, args.model_dir, config, args.step, trained_as_prefix_lm())

@@ -8,20 +8,20 @@ from jaxformer.errors import UserError
 
 
 def sweep_args(parser):
-  parser.add_argument("--sweep_file", required=True, help="a gin file binding sweep.define (gin/sweeps/*.gin)")
+  parser.add_argument("--sweep_file", required=True, help="a gin file binding sweep.define (e.g. sweeps/codegen2_lessons.gin, in jaxformer/gin/)")
   parser.add_argument("--output_dir", required=True, help="one folder per run, and results.{csv,md,png}")
   parser.add_argument("--dry_run", action="store_true", help="print each run's name, bindings and commands")
   parser.add_argument(
     "--launcher",
     choices=("local", "tpu"),
     default="local",
-    help="local: one after another here; tpu: on the slice tpu/'s settings name",
+    help="local: one after another here; tpu: on the slice jaxformer/tpu/common.sh's settings name",
   )
   parser.add_argument(
     "--tpu_flag",
     action="append",
     default=[],
-    help="with --launcher=tpu: a flag for tpu/launch.sh, e.g. --tpu_flag=--name=my-v4 (repeatable)",
+    help="with --launcher=tpu: a flag for jaxformer/tpu/launch.sh, e.g. --tpu_flag=--name=my-v4 (repeatable)",
   )
   parser.add_argument("--collect_only", action="store_true", help="only gather finished runs into results.*")
 

@@ -61,7 +61,7 @@ def train_run(args, bindings):
 
 
 # Exit codes of a run that saved and stopped before TRAIN_STEPS: 128 + the signal, as shells report it
-# (tpu/supervise.sh relaunches on 143 unless stop.sh marked the run stopped).
+# (jaxformer/tpu/supervise.sh relaunches on 143 unless stop.sh marked the run stopped).
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 
 

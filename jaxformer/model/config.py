@@ -1,4 +1,4 @@
-"""Model hyper-parameters: one frozen dataclass that gin fills in (see gin/models/*.gin)."""
+"""Model hyper-parameters: one frozen dataclass that gin fills in (see jaxformer/gin/models/*.gin)."""
 
 import dataclasses
 
@@ -20,7 +20,7 @@ INIT_SCHEMES = {
 class ModelConfig:
   """CodeGen-architecture sizes and numerics.
 
-  Defaults are the `tiny` model; gin/models/*.gin set the real sizes.
+  Defaults are the `tiny` model; jaxformer/gin/models/*.gin set the real sizes.
   """
 
   vocab_size: int = 512

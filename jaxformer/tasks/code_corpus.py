@@ -1,5 +1,5 @@
 """The corpus recipe for converted code corpora (The Stack style): one seqio task per programming
-language plus natural-language tasks, mixed by size with a temperature (gin/data/code_corpus.gin).
+language plus natural-language tasks, mixed by size with a temperature (jaxformer/gin/data/code_corpus.gin).
 
     PL_DIR   a `jaxformer data convert --language_field=lang` folder: PL_DIR/<language>/{split}-*.tfrecord
              and PL_DIR/stats.json ({language: bytes} in language_bytes, folder names in language_dirs)

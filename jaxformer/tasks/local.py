@@ -122,7 +122,7 @@ def register_local_tasks(
   Also registers local_pl_small: the first small_pl_documents documents of PL's first train shard
   (always the same ones, so a run over it sees them once per epoch), with local_pl's validation split.
 
-  With build_if_missing (gin/runs/local_tiny.gin) a missing corpus or tokenizer is built first
+  With build_if_missing (runs/local.gin) a missing corpus or tokenizer is built first
   (`jaxformer data build-local` and `data train-tokenizer` with their defaults). Otherwise
   raises FileNotFoundError naming the command that builds it, and ValueError for a class with
   no documents.

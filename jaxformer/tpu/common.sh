@@ -224,7 +224,7 @@ live_jobs_check() {
   # A worker command that fails (exit 3) naming every job still running there; stale pid files go.
   printf '%s' "for f in $LOG_DIR/*.pid; do [ -f \"\$f\" ] || continue; p=\$(cat \"\$f\"); \
 if kill -0 \"\$p\" 2>/dev/null; then echo \"tpu: job \$(basename \"\$f\" .pid) is running (pid \$p) on \$(hostname); \
-stop it first (tpu/stop.sh)\" >&2; exit 3; fi; rm -f \"\$f\"; done"
+stop it first (jaxformer tpu stop)\" >&2; exit 3; fi; rm -f \"\$f\"; done"
 }
 
 default_runtime() {

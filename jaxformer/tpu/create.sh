@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates the TPU slice: `gcloud compute tpus tpu-vm create`, or with --queued a queued resource
-# (waits until it is ACTIVE). Settings: tpu/common.sh.
-#   tpu/create.sh --name=my-v4 --zone=us-central2-b --accelerator_type=v4-32 [--spot|--reserved] [--queued]
+# (waits until it is ACTIVE). Settings: common.sh.
+#   jaxformer tpu create --name=my-v4 --zone=us-central2-b --accelerator_type=v4-32 [--spot|--reserved] [--queued]
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 parse_common "$@"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Deletes the slice (and its queued resource with --queued). Checkpoints in gs:// stay.
-#   tpu/delete.sh --name=my-v4 --zone=us-central2-b [--queued]
+#   jaxformer tpu delete --name=my-v4 --zone=us-central2-b [--queued]
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 parse_common "$@"

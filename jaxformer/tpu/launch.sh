@@ -4,7 +4,7 @@
 # --foreground it waits for the command on all workers and passes its output through (the sweep
 # launcher uses this). After `--` comes the jaxformer command; MODEL_DIR defaults to
 # BUCKET/RUN_NAME, so a relaunch of the same run resumes from its latest checkpoint there.
-#   tpu/launch.sh --name=my-v4 --zone=us-central2-b --bucket=gs://my-bucket --run_name=c2-1b \
+#   jaxformer tpu launch --name=my-v4 --zone=us-central2-b --bucket=gs://my-bucket --run_name=c2-1b \
 #     -- jaxformer train --gin_file=runs/codegen2_1b_v4_32.gin
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"

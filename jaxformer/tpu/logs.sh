@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Follows a run's log on one worker (default 0), or prints the last lines of every worker's log.
-#   tpu/logs.sh --name=my-v4 --zone=us-central2-b --run_name=c2-1b [--worker=3 | --worker=all]
+#   jaxformer tpu logs --name=my-v4 --zone=us-central2-b --run_name=c2-1b [--worker=3 | --worker=all]
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 parse_common "$@"

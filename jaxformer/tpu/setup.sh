@@ -2,7 +2,7 @@
 # Installs this checkout of jaxformer (with the pinned jax[tpu] and libtpu: the tpu extra) on every
 # worker of the slice, in $HOME/jaxformer-venv. Ships the committed tree (git archive HEAD), so
 # every worker runs the same code.
-#   tpu/setup.sh --name=my-v4 --zone=us-central2-b
+#   jaxformer tpu setup --name=my-v4 --zone=us-central2-b
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 parse_common "$@"
@@ -10,6 +10,9 @@ parse_common "$@"
 require ZONE NAME
 location_flags
 
+git -C "$REPO_DIR" rev-parse --git-dir > /dev/null 2>&1 ||
+  die "setup.sh: ships a git checkout of jaxformer (git archive HEAD) to the workers, and $REPO_DIR is not one \
+(an install from a wheel): clone the repository, pip install -e it, and run jaxformer tpu setup from there"
 tarball="${TMPDIR:-/tmp}/jaxformer-src-$NAME.tar.gz"
 run git -C "$REPO_DIR" archive --format=tar.gz --output="$tarball" HEAD
 for node in $(nodes); do

@@ -4,7 +4,7 @@
 # Each stopped run gets RUN.stopped beside its exit file, so supervise.sh tells a stop from a preemption.
 # The job is found by the pid launch.sh recorded ($HOME/jaxformer-logs/RUN.pid): --run_name stops that
 # run, without it every job launched there.
-#   tpu/stop.sh --name=my-v4 --zone=us-central2-b [--run_name=c2-1b]
+#   jaxformer tpu stop --name=my-v4 --zone=us-central2-b [--run_name=c2-1b]
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 parse_common "$@"

@@ -7,7 +7,7 @@
 # saved and stopped on SIGTERM) is a preemption on a healthy slice, relaunched, unless stop.sh marked
 # the run stopped (RUN.stopped: it stops); anything else is a failure (an error). --max_restarts
 # bounds the recreations and relaunches together.
-#   tpu/supervise.sh --name=my-v4 --zone=us-central2-b --accelerator_type=v4-32 --spot \
+#   jaxformer tpu supervise --name=my-v4 --zone=us-central2-b --accelerator_type=v4-32 --spot \
 #     --bucket=gs://my-bucket --run_name=c2-1b -- jaxformer train --gin_file=runs/codegen2_1b_v4_32.gin
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"

@@ -18,7 +18,7 @@ from jaxformer.errors import require_int
 @gin.configurable(module="data")
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-  """What a run reads; gin/runs bind these to the t5x macros.
+  """What a run reads; runs/*.gin bind these to the t5x macros.
 
   mixture_or_task_name: %MIXTURE_OR_TASK_NAME; task_feature_lengths: %TASK_FEATURE_LENGTHS;
   batch_size: %BATCH_SIZE (global, over all hosts); seed: %SEED; num_epochs: None = repeat forever.
