@@ -21,14 +21,14 @@ def make_checkpoint(work_dir: str, model_gin: str):
   import jax
   import numpy as np
 
-  from jaxformer import checkpoint
+  from jaxformer import checkpoint, models
   from jaxformer import config as config_lib
-  from jaxformer.model import ModelConfig, param_shapes
+  from jaxformer.models import param_shapes
 
   run = os.path.join(work_dir, "run")
   config_lib.parse_gin([model_gin], [])
   rng = np.random.default_rng(0)
-  params = jax.tree.map(lambda s: rng.standard_normal(s.shape, dtype=np.float32) * 0.02, param_shapes(ModelConfig()))
+  params = jax.tree.map(lambda s: rng.standard_normal(s.shape, dtype=np.float32) * 0.02, param_shapes(models.bound()))
   leaves = jax.tree.leaves(params)
   print(
     f"model {sum(x.nbytes for x in leaves) / 2**30:.2f} GiB (float32), largest stacked leaf "

@@ -18,7 +18,7 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxformer.model import param_shapes
+from jaxformer.models import param_shapes
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -28,6 +28,7 @@ DEFAULT_RULES = (
   ("batch", ("data", "fsdp")),
   ("vocab", "tensor"),
   ("heads", "tensor"),
+  ("kv_heads", "tensor"),  # grouped-query key/value heads: split where the tensor axis divides them
   ("mlp", "tensor"),
   ("embed", "fsdp"),
   ("length", None),

@@ -5,7 +5,7 @@ import dataclasses
 import jax
 import numpy as np
 
-from jaxformer.model import ModelConfig, Transformer, param_shapes
+from jaxformer.models import ModelConfig, param_shapes
 
 TINY = ModelConfig(vocab_size=97, num_layers=2, d_model=32, num_heads=4, rotary_dim=4, dtype="float32")
 
@@ -20,7 +20,7 @@ def init(config: ModelConfig, seed: int = 0):
   Compiling model.init costs seconds per config on CPU; numpy costs nothing. Biases and
   LayerNorm offsets are random too, so tests see them.
   """
-  model = Transformer(config)
+  model = config.module()
   rng = np.random.default_rng(seed)
   params = jax.tree.map(lambda s: (rng.standard_normal(s.shape) * 0.1).astype(np.float32), param_shapes(config))
   params = jax.tree_util.tree_map_with_path(

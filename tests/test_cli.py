@@ -10,7 +10,7 @@ import time
 import pytest
 
 from jaxformer import cli, plan
-from jaxformer.model import ModelConfig
+from jaxformer.models import ModelConfig
 
 SIZES = {  # DESIGN.md: exactly HF CodeGenForCausalLM's parameter counts.
   "codegen2_1b": 1_015_306_240,

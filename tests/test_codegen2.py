@@ -21,7 +21,7 @@ from jaxformer.data import pipeline
 from jaxformer.data.pipeline import vocabulary
 from jaxformer.export import from_hf
 from jaxformer.infer.sample import infill_ids, prompt_ids
-from jaxformer.model import Transformer
+from jaxformer.models import Decoder as Transformer
 
 PROMPT = "def count_words(text):\n"
 PREFIX, SUFFIX = "def fib(n):\n    if n < 2:\n", "\n    return fib(n - 1) + fib(n - 2)\n"
@@ -161,9 +161,9 @@ def test_import_reads_the_grouping_from_the_checkpoints_code_and_samples_as_hf(c
 
 def _logits(model_dir: str, tokens: np.ndarray) -> np.ndarray:
   hf = json.load(open(os.path.join(model_dir, "..", "source", "config.json")))
-  from jaxformer.export import codegen_layout
+  from jaxformer.models.codegen import hf as codegen_layout
 
-  config = codegen_layout.model_config_from_hf(hf)
+  config = codegen_layout.config_from_hf(hf)
   abstract, _ = sharding.sharded_param_shapes(config, sharding.make_mesh((1, -1, 1)), sharding.logical_axis_rules())
   params, _ = checkpoint.restore_params(model_dir, abstract)
   return jitted_apply(Transformer(config))(params, tokens)
@@ -177,14 +177,14 @@ def test_a_4_group_decoy_with_an_auto_map_imports_correctly_or_is_refused(with_c
     expected = reference(torch.from_numpy(tokens).long()).logits.numpy()
   run = str(tmp_path / "run")
   if with_code:  # its code says mp_num = 4
-    assert from_hf.import_hf(source, run)["qkv_groups"] == 4
+    assert from_hf.import_hf(source, run)["options"]["groups"] == 4
   else:  # an auto_map and no code to read: refused, nothing written, until the user says
     assert cli.main(["import", f"--hf={source}", f"--model_dir={run}"]) == 2
     assert "--qkv_groups" in capsys.readouterr().err and not os.path.exists(run)
     assert cli.main(["import", f"--hf={source}", f"--model_dir={run}", "--qkv_groups=4"]) == 0
   assert np.abs(_logits(run, tokens) - expected).max() <= 1e-4
   forced = str(tmp_path / "forced")
-  assert from_hf.import_hf(source, forced, qkv_groups=8)["qkv_groups"] == 8  # a wrong grouping is not the model
+  assert from_hf.import_hf(source, forced, qkv_groups=8)["options"]["groups"] == 8  # a wrong grouping is not the model
   assert np.abs(_logits(forced, tokens) - expected).max() > 1e-2
 
 

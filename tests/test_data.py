@@ -15,7 +15,7 @@ from jaxformer import cli, objectives
 from jaxformer.data import pipeline
 from jaxformer.data.ingest import convert, corpus
 from jaxformer.data.pipeline import vocabulary
-from jaxformer.model.attention import attention_mask
+from jaxformer.models.common.attention import attention_mask
 
 CODE = (
   "def f(x):\n\tif x:\n\t\treturn  x   \n\n\n\r\n    y = 'héllo wörld, 日本語, émoji 🚀'  \n"

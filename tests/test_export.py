@@ -13,8 +13,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, CodeGenConfig, Cod
 
 from jaxformer import checkpoint, cli
 from jaxformer.data.pipeline import vocabulary
-from jaxformer.export import codegen_layout, from_hf, to_hf
+from jaxformer.export import from_hf, to_hf
 from jaxformer.infer.sample import generate
+from jaxformer.models.codegen import hf as codegen_layout
 
 CONFIGS = {  # different head counts; rotary_dim below and equal to the head dim
   "4_heads_partial_rotary": tiny(vocab_size=96, d_model=64, num_heads=4, rotary_dim=8),
@@ -77,7 +78,7 @@ def _random_hf(tmp_path, heads=4, auto_map=False, binary=False):
 
 
 def _imported_logits(model_dir, tokens):
-  config = codegen_layout.model_config_from_hf(json.load(open(os.path.join(model_dir, "..", "source", "config.json"))))
+  config = codegen_layout.config_from_hf(json.load(open(os.path.join(model_dir, "..", "source", "config.json"))))
   from jaxformer import sharding
 
   mesh = sharding.make_mesh((1, -1, 1))
@@ -91,7 +92,7 @@ def _imported_logits(model_dir, tokens):
 def test_random_hf_model_imports_with_the_same_logits(tmp_path):
   hf_model, source = _random_hf(tmp_path)
   result = from_hf.import_hf(str(source), str(tmp_path / "run"))
-  assert result["qkv_groups"] == 4
+  assert result["options"]["groups"] == 4
   tokens = np.random.default_rng(0).integers(0, 80, (2, 17)).astype(np.int32)
   assert np.abs(_imported_logits(str(tmp_path / "run"), tokens) - _hf_logits(hf_model, tokens)).max() <= 1e-4
 
@@ -119,10 +120,10 @@ def test_grouping_8_checkpoint_without_its_code_needs_qkv_groups(tmp_path):
     from_hf.import_hf(str(source), str(tmp_path / "guess"))
   assert not (tmp_path / "guess").exists()
   result = from_hf.import_hf(str(source), str(tmp_path / "run"), qkv_groups=8)
-  assert result["qkv_groups"] == 8
+  assert result["options"]["groups"] == 8
   assert np.abs(_imported_logits(str(tmp_path / "run"), tokens) - _hf_logits(hf_model, tokens)).max() <= 1e-4
   forced = from_hf.import_hf(str(source), str(tmp_path / "wrong"), qkv_groups=4)  # ignoring the layout breaks it
-  assert forced["qkv_groups"] == 4
+  assert forced["options"]["groups"] == 4
   assert np.abs(_imported_logits(str(tmp_path / "wrong"), tokens) - _hf_logits(hf_model, tokens)).max() > 1e-3
 
 

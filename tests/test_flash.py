@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from jaxformer import sharding
-from jaxformer.model.attention import attention_mask, xla_attention
-from jaxformer.model.flash import block_bounds, flash_attention
+from jaxformer.models.common.attention import attention_mask, xla_attention
+from jaxformer.models.common.flash import block_bounds, flash_attention
 from tests.model_util import init, random_tokens, tiny
 
 # Float32 throughout: both paths accumulate in float32, so they agree to rounding.

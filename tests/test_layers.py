@@ -12,7 +12,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "jaxformer"
 # Lowest first. A module may import from its own row and the rows below (the table in docs/DESIGN.md).
 LAYERS = [
   ["jaxformer", "jaxformer.errors", "jaxformer.fs", "jaxformer.distributed", "jaxformer.tensorflow_import"],
-  ["jaxformer.model"],
+  ["jaxformer.models"],
   ["jaxformer.sharding", "jaxformer.checkpoint", "jaxformer.runlock"],
   ["jaxformer.data", "jaxformer.data.feature_names", "jaxformer.data.pipeline"],
   ["jaxformer.objectives"],

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from model_util import init, jitted_apply, random_tokens, tiny
 
-from jaxformer.model import head_logits, param_shapes
+from jaxformer.models import head_logits, param_shapes
 from jaxformer.train.step import _sums, make_eval_step
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from model_util import init, jitted_apply, random_tokens, tiny
 
-from jaxformer.model import Transformer
-from jaxformer.model.attention import attention_mask
-from jaxformer.model.rotary import apply_rotary
+from jaxformer.models import Decoder as Transformer
+from jaxformer.models.common.attention import attention_mask
+from jaxformer.models.common.rotary import apply_rotary
 
 
 def test_mask_prefix_tokens_see_later_prefix_tokens_only():
@@ -184,8 +184,8 @@ def test_depth_scaled_init_keeps_the_residual_stream_bounded_as_depth_grows():
 
 def test_codegen2_model_files_scale_residual_outputs_down_with_depth():
   from jaxformer import config as config_lib
-  from jaxformer.model import ModelConfig
-  from jaxformer.model.layers import weight_init
+  from jaxformer.models import ModelConfig
+  from jaxformer.models.common.layers import weight_init
 
   stds = {}
   for name in ("codegen2_1b", "codegen2_7b", "codegen2_16b"):  # 16, 32 and 34 layers

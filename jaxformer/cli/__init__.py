@@ -20,8 +20,16 @@ VERBS = {
   "train": ("train (or resume) a model: checkpoints, eval, metrics in MODEL_DIR", train.train_args, train.train_run),
   "bench": ("train-step speed, MFU and peak memory on synthetic batches", train.bench_args, train.bench_run),
   "sample": ("generate from a checkpoint", infer.sample_args, infer.sample_run),
-  "export": ("write a HuggingFace CodeGenForCausalLM directory from a checkpoint", hf.export_args, hf.export_run),
-  "import": ("make a jaxformer run from a HuggingFace CodeGen directory", hf.import_args, hf.import_run),
+  "export": (
+    "write a HuggingFace directory (CodeGen, Llama, Qwen2, StarCoder2) from a checkpoint",
+    hf.export_args,
+    hf.export_run,
+  ),
+  "import": (
+    "make a jaxformer run from a HuggingFace directory (CodeGen, Llama, Qwen2, StarCoder2)",
+    hf.import_args,
+    hf.import_run,
+  ),
   "eval": (
     "evaluate a checkpoint",
     {

@@ -156,11 +156,12 @@ def load_run(args, bindings):
   """The run in --model_dir (its config.gin plus overrides), parameters restored for inference."""
   from jaxformer import distributed
   from jaxformer.infer.run import load_run as load
-  from jaxformer.model import ModelConfig
 
   distributed.initialize()  # every worker of a TPU slice runs the same eval (jaxformer tpu launch); a no-op here
   parse_run_gin(args.model_dir, args, bindings)
-  config = config_lib.call_configurable(ModelConfig)
+  from jaxformer import models
+
+  config = config_lib.call_configurable(models.bound)
   return user_errors(load, args.model_dir, config, args.step, trained_as_prefix_lm())
 
 

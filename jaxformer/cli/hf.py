@@ -1,4 +1,4 @@
-"""`jaxformer export` and `jaxformer import`: runs to and from HuggingFace CodeGen directories."""
+"""`jaxformer export` and `jaxformer import`: runs to and from HuggingFace directories of every family."""
 
 import sys
 import warnings
@@ -24,11 +24,10 @@ def export_run(args, bindings):
   common.require_flag(args, "--output_dir")
   common.parse_run_gin(args.model_dir, args, bindings)
 
-  from jaxformer import checkpoint, fs
+  from jaxformer import checkpoint, fs, models
   from jaxformer.export import to_hf
-  from jaxformer.model import ModelConfig
 
-  config = config_lib.call_configurable(ModelConfig)
+  config = config_lib.call_configurable(models.bound)
   vocabulary = checkpoint.find_vocabulary(fs.resolve(args.model_dir))
   if vocabulary is None:
     raise UserError(
@@ -52,11 +51,13 @@ def export_run(args, bindings):
   for warning in caught:
     if issubclass(warning.category, to_hf.PrefixLMWarning):
       print(f"jaxformer: warning: {warning.message}", file=sys.stderr)
-  print(f"exported step {step} of {args.model_dir} to {path} ({args.dtype}, QKV in {args.qkv_groups} groups)")
+  layout = f", QKV in {args.qkv_groups} groups" if config.family == "codegen" else ""
+  architecture = config.hf.hf_config(config, 0, 0, 0, args.dtype, groups=args.qkv_groups)["architectures"][0]
+  print(f"exported step {step} of {args.model_dir} to {path} ({architecture}, {args.dtype}{layout})")
 
 
 def import_args(parser):
-  parser.add_argument("--hf", required=True, help="a HuggingFace CodeGen directory")
+  parser.add_argument("--hf", required=True, help="a HuggingFace model directory (CodeGen, Llama, Qwen2, StarCoder2)")
   parser.add_argument("--model_dir", required=True)
   parser.add_argument(
     "--qkv_groups",
@@ -75,8 +76,10 @@ def import_run(args, bindings):
 
   result = common.user_errors(from_hf.import_hf, args.hf, args.model_dir, args.qkv_groups, args.dtype)
   c = result["config"]
+  groups = result["options"].get("groups")
+  layout = f", QKV in {groups} groups" if groups else f", {c.kv_heads} kv heads"
   print(
-    f"imported {args.hf} ({c.num_layers} layers, d_model {c.d_model}, {c.num_heads} heads, vocab "
-    f"{c.vocab_size}, QKV in {result['qkv_groups']} groups, {c.dtype}) into {result['model_dir']}"
+    f"imported {args.hf} ({c.family}: {c.num_layers} layers, d_model {c.d_model}, {c.num_heads} heads, vocab "
+    f"{c.vocab_size}{layout}, {c.dtype}) into {result['model_dir']}"
   )
   print(f"vocabulary: {result['vocabulary'] or 'none found (no spm.model or tokenizer.json)'}")

@@ -8,7 +8,11 @@ from jaxformer.errors import UserError
 
 
 def sweep_args(parser):
-  parser.add_argument("--sweep_file", required=True, help="a gin file binding sweep.define (e.g. sweeps/codegen2_lessons.gin, in jaxformer/gin/)")
+  parser.add_argument(
+    "--sweep_file",
+    required=True,
+    help="a gin file binding sweep.define (e.g. sweeps/codegen2_lessons.gin, in jaxformer/gin/)",
+  )
   parser.add_argument("--output_dir", required=True, help="one folder per run, and results.{csv,md,png}")
   parser.add_argument("--dry_run", action="store_true", help="print each run's name, bindings and commands")
   parser.add_argument(

@@ -73,7 +73,7 @@ def code_eval(model, params, vocabulary, config: CodeEvalConfig, mesh, rules) ->
   completions, so all return the same metrics.
 
   Args:
-    model, params: the Transformer and its (possibly sharded) parameters.
+    model, params: the model (config.module()) and its (possibly sharded) parameters.
     vocabulary: the run's vocabulary; without <mask_k> tokens the infill part is skipped.
     config: the CodeEvalConfig.
     mesh, rules: the device mesh and logical axis rules the model runs under.

@@ -26,7 +26,7 @@ def humaneval_samples(
   """num_samples completions of each HumanEval problem's prompt, cut at the HumanEval stop sequences.
 
   Args:
-    model, params: the Transformer and its parameters.
+    model, params: the model (config.module()) and its parameters.
     vocabulary: the run's vocabulary (encodes prompts, decodes completions).
     problems: task_id -> problem (humaneval.read_problems, or a subset of it).
     num_samples: completions per problem.
@@ -63,7 +63,7 @@ def infill_completions(
   """Greedy CodeGen2 infills (prefix <mask_1> suffix ... <sep> <mask_1>, stopping at <eom>) of each task.
 
   Args:
-    model, params: the Transformer and its parameters.
+    model, params: the model (config.module()) and its parameters.
     vocabulary: the run's vocabulary; needs <mask_1>, <sep> and <eom> (ours, or CodeGen2's tokenizer.json).
     tasks: dicts with prefix and suffix (humaneval.single_line_infill_tasks).
     max_new_tokens: tokens generated per infill at most.

@@ -1,19 +1,20 @@
-"""`jaxformer import`: a HuggingFace CodeGen directory -> an orbax checkpoint jaxformer trains
+"""`jaxformer import`: a HuggingFace directory (CodeGen, Llama, Qwen2, StarCoder2: the family is read from
+config.json's model_type) -> an orbax checkpoint jaxformer trains
 (fine-tuning) and samples from, with MODEL_DIR/config.gin and the vocabulary beside it."""
 
 import dataclasses
+import importlib
 import json
 import os
-import re
 import shutil
 
 import jax
 import numpy as np
 
-from jaxformer import checkpoint, runlock
+from jaxformer import checkpoint, models, runlock
 from jaxformer.data.pipeline.vocabulary import HF_TOKENIZER_FILES
-from jaxformer.export import codegen_layout as layout
-from jaxformer.model import ModelConfig, param_shapes
+from jaxformer.models import FamilyConfig, param_shapes
+from jaxformer.models.common import hf_leaves as layout
 
 
 def _tensor_reader(hf_dir: str):
@@ -65,40 +66,8 @@ def _tensor_reader(hf_dir: str):
   raise FileNotFoundError(f"{hf_dir} holds no model.safetensors(.index.json) or pytorch_model.bin")
 
 
-HF_BUILTIN_QKV_GROUPS = 4  # transformers' CodeGenAttention: `mp_num = 4`
-ASK_FOR_GROUPS = "pass --qkv_groups=8 (CodeGen2's remote code) or --qkv_groups=4 (transformers' built-in CodeGen)"
-
-
-def detect_qkv_groups(hf_dir: str, hf: dict) -> int:
-  """The QKV grouping the checkpoint's own attention code uses.
-
-  No auto_map: HF's built-in CodeGen (4 groups). An auto_map: the remote modeling file it names
-  fixes `mp_num` (CodeGen2's: 8); a file that is absent, or that sets several values, cannot be
-  read, and the user is asked for --qkv_groups rather than given a guess.
-  """
-  auto_map = hf.get("auto_map")
-  if not auto_map:
-    return HF_BUILTIN_QKV_GROUPS
-  target = auto_map.get("AutoModelForCausalLM") or auto_map.get("AutoModel") if isinstance(auto_map, dict) else None
-  if not isinstance(target, str) or "." not in target:
-    raise ValueError(f"{hf_dir}/config.json: auto_map names no AutoModelForCausalLM class; {ASK_FOR_GROUPS}")
-  module = target.split("--")[-1].rsplit(".", 1)[0]  # "repo--modeling_codegen.Class" or "modeling_codegen.Class"
-  code = os.path.join(hf_dir, module.replace(".", os.sep) + ".py")
-  if not os.path.exists(code):
-    raise ValueError(
-      f"{hf_dir}/config.json: auto_map points to remote code {os.path.basename(code)}, which {hf_dir} does not "
-      f"hold, so the QKV grouping (mp_num) cannot be read; {ASK_FOR_GROUPS}"
-    )
-  with open(code, encoding="utf-8") as f:
-    values = set(re.findall(r"^[ \t]*(?:self\.)?mp_num\s*=\s*(\d+)\s*(?:#.*)?$", f.read(), re.MULTILINE))
-  if len(values) != 1:
-    found = f"sets mp_num to {sorted(values)}" if values else "sets no mp_num"
-    raise ValueError(f"{code} {found}, so the QKV grouping cannot be read; {ASK_FOR_GROUPS}")
-  return int(values.pop())
-
-
-def read_hf(hf_dir: str, qkv_groups: int | None = None) -> tuple[ModelConfig, dict, int]:
-  """(ModelConfig, our params as numpy, QKV groups used)."""
+def read_hf(hf_dir: str, qkv_groups: int | None = None) -> tuple[FamilyConfig, dict, dict]:
+  """(our config, our params as numpy, the layout options used: CodeGen's QKV groups)."""
   config_path = os.path.join(hf_dir, "config.json")
   if not os.path.exists(config_path):
     raise FileNotFoundError(f"{config_path} is missing: not a HuggingFace model directory")
@@ -107,13 +76,15 @@ def read_hf(hf_dir: str, qkv_groups: int | None = None) -> tuple[ModelConfig, di
       hf = json.load(f)
   except ValueError as e:
     raise ValueError(f"{config_path}: not JSON ({e})") from e
-  config = layout.model_config_from_hf(hf, config_path)
-  groups = qkv_groups or detect_qkv_groups(hf_dir, hf)
+  family = models.for_hf(hf.get("model_type"), config_path)
+  hf_layout = importlib.import_module(family.hf_module)
+  config = hf_layout.config_from_hf(hf, config_path)
+  options = hf_layout.layout_options(hf_dir, hf, qkv_groups=qkv_groups)
   get = _tensor_reader(hf_dir)
   shapes = param_shapes(config)
   params = {}
-  for leaf in layout.LEAVES:
-    value = layout.our_leaf(leaf, get, config, groups).astype(np.float32)
+  for leaf in hf_layout.leaves(config, **options):
+    value = layout.our_leaf(leaf, get, config, options).astype(np.float32)
     expected = layout.get_path(shapes, leaf.path).shape
     if value.shape != tuple(expected):
       raise ValueError(
@@ -121,25 +92,24 @@ def read_hf(hf_dir: str, qkv_groups: int | None = None) -> tuple[ModelConfig, di
         f"expected {tuple(expected)} from config.json"
       )
     layout.set_path(params, leaf.path, value)
-  return config, params, groups
+  return config, params, options
 
 
-def config_gin(config: ModelConfig) -> str:
+def config_gin(config: FamilyConfig) -> str:
   """The run's config.gin: the model as HuggingFace described it, and nothing else, so it goes beside any
   run gin without the two binding a setting twice (the data's VOCABULARY is bound apart: README)."""
-  lines = ["# Written by `jaxformer import`: the model as HuggingFace described it."]
-  for field in (
-    "vocab_size",
-    "num_layers",
-    "d_model",
-    "num_heads",
-    "rotary_dim",
-    "max_length",
-    "mlp_ratio",
-    "layer_norm_epsilon",
-    "dtype",  # HF computes in float32: sample and eval on the import match it (bfloat16 drifts by ~0.04)
-  ):
-    lines.append(f"ModelConfig.{field} = {getattr(config, field)!r}")
+  name = config.gin_name
+  lines = [
+    "# Written by `jaxformer import`: the model as HuggingFace described it.",
+    f"models.bound.config = @{name}()",
+  ]
+  # HF computes in float32: sample and eval on the import match it (bfloat16 drifts by ~0.04)
+  defaults = type(config)()
+  for field in dataclasses.fields(config):
+    value = getattr(config, field.name)
+    if field.name == "dtype" or value != getattr(defaults, field.name):
+      value = dict(value) if field.name == "rope_scaling" else value
+      lines.append(f"{name}.{field.name} = {value!r}")
   return "\n".join(lines) + "\n"
 
 
@@ -153,18 +123,16 @@ def import_hf(hf_dir: str, model_dir: str, qkv_groups: int | None = None, dtype:
   """
   if dtype not in DTYPES:
     raise ValueError(f"--dtype={dtype}: choose one of {DTYPES}")
-  if qkv_groups is not None and qkv_groups < 1:
-    raise ValueError(f"--qkv_groups={qkv_groups} must be a positive number of groups")
   model_dir = os.path.abspath(model_dir)
   existing = [n for n in ("config.gin", "checkpoints", "vocabulary") if os.path.exists(os.path.join(model_dir, n))]
   if existing:
     raise ValueError(f"--model_dir={model_dir} already holds {', '.join(existing)}; import into a new directory")
-  config, params, groups = read_hf(hf_dir, qkv_groups)
+  config, params, options = read_hf(hf_dir, qkv_groups)
   config = dataclasses.replace(config, dtype=dtype)
   created = not os.path.exists(model_dir)
   try:
     with runlock.RunLock(model_dir, "import"):
-      return _write_run(hf_dir, model_dir, config, params, groups)
+      return _write_run(hf_dir, model_dir, config, params, options)
   except BaseException:
     if created and os.path.isdir(model_dir) and not os.listdir(model_dir):
       os.rmdir(model_dir)  # the folder the lock made: a refused import leaves nothing
@@ -205,7 +173,7 @@ def _copy_vocabulary(hf_dir: str, target: str) -> str | None:
   return "tokenizer.json"
 
 
-def _write_run(hf_dir: str, model_dir: str, config, params, groups: int) -> dict:
+def _write_run(hf_dir: str, model_dir: str, config, params, options: dict) -> dict:
   partial = f"{model_dir}.partial-{os.getpid()}"
   shutil.rmtree(partial, ignore_errors=True)
   os.makedirs(os.path.join(partial, "vocabulary"))
@@ -229,4 +197,4 @@ def _write_run(hf_dir: str, model_dir: str, config, params, groups: int) -> dict
   except BaseException:
     shutil.rmtree(partial, ignore_errors=True)
     raise
-  return {"model_dir": model_dir, "qkv_groups": groups, "vocabulary": vocabulary, "config": config}
+  return {"model_dir": model_dir, "options": options, "vocabulary": vocabulary, "config": config}

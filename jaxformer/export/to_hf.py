@@ -1,4 +1,5 @@
-"""`jaxformer export`: a run's checkpoint -> a HuggingFace CodeGenForCausalLM directory.
+"""`jaxformer export`: a run's checkpoint -> a HuggingFace directory of its family's class (CodeGenForCausalLM,
+LlamaForCausalLM, Qwen2ForCausalLM, Starcoder2ForCausalLM) that `from_pretrained` loads without flags.
 
 Tensors stream one of our leaves at a time (restored alone, as numpy, from the orbax
 checkpoint), are split per layer, converted and appended to safetensors shards whose headers are
@@ -16,8 +17,8 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxformer import checkpoint
-from jaxformer.export import codegen_layout as layout
-from jaxformer.model import ModelConfig, param_shapes
+from jaxformer.models import FamilyConfig, param_shapes
+from jaxformer.models.common import hf_leaves as layout
 
 TORCH_DTYPES = ("float32", "bfloat16", "float16")
 
@@ -102,20 +103,20 @@ def _write_shards_streaming(tensors, plan, directory: str, dtype: str) -> None:
       json.dump(index, f, indent=1)
 
 
-def _hf_names_and_shapes(config: ModelConfig, groups: int):
+def _hf_names_and_shapes(config: FamilyConfig, options: dict):
   """(HF name, HF shape) in the order export emits them, from shapes alone."""
   shapes = param_shapes(config)
-  for leaf in layout.LEAVES:
+  for leaf in config.hf.leaves(config, **options):
     shape = layout.get_path(shapes, leaf.path).shape
     one = np.empty(shape[1:] if leaf.per_layer else shape, np.float32)  # pages never touched
-    hf_shape = leaf.to_hf(one, config, groups).shape
+    hf_shape = leaf.to_hf(one, config, options).shape
     for i in range(shape[0] if leaf.per_layer else 1):
       yield leaf.hf_name.format(i=i), hf_shape
 
 
 def export_params(
   read_leaf,
-  config: ModelConfig,
+  config: FamilyConfig,
   output: str,
   vocabulary_path: str | None,
   dtype: str = "float32",
@@ -132,7 +133,8 @@ def export_params(
   output = os.path.abspath(output)
   if os.path.exists(output):
     raise ValueError(f"--output_dir={output} exists; choose a new directory")
-  if config.num_heads % qkv_groups:
+  options = {"groups": qkv_groups} if config.family == "codegen" else {}
+  if config.family == "codegen" and config.num_heads % qkv_groups:
     raise ValueError(f"{config.num_heads} heads cannot be written as {qkv_groups} QKV groups")
   if prefix_lm:
     warnings.warn(
@@ -145,15 +147,16 @@ def export_params(
   shutil.rmtree(partial, ignore_errors=True)
   os.makedirs(partial)
   try:
-    plan = _plan_shards(_hf_names_and_shapes(config, qkv_groups), dtype, max_shard_bytes)
-    tensors = (pair for leaf in layout.LEAVES for pair in layout.hf_tensors(leaf, read_leaf(leaf), config, qkv_groups))
+    plan = _plan_shards(_hf_names_and_shapes(config, options), dtype, max_shard_bytes)
+    leaves = config.hf.leaves(config, **options)
+    tensors = (pair for leaf in leaves for pair in layout.hf_tensors(leaf, read_leaf(leaf), config, options))
     _write_shards_streaming(tensors, plan, partial, dtype)
     bos, eos = _special_ids(vocabulary_path)
     # HF infers attention masks from pad_token_id when none is given, so HF's pad is <|endoftext|>
     # (as GPT-2 and CodeGen do) and never masks our BOS.
     pad = eos
     with open(os.path.join(partial, "config.json"), "w") as f:
-      json.dump(layout.hf_config(config, bos, eos, pad, dtype), f, indent=1)
+      json.dump(config.hf.hf_config(config, bos, eos, pad, dtype, **options), f, indent=1)
     with open(os.path.join(partial, "generation_config.json"), "w") as f:
       json.dump({"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad}, f, indent=1)
     if vocabulary_path:
@@ -201,7 +204,7 @@ def _save_tokenizers_json(path: str, output_dir: str, max_length: int) -> None:
 
 
 def export_checkpoint(
-  model_dir: str, config: ModelConfig, output: str, vocabulary_path: str | None, step: int | None = None, **kwargs
+  model_dir: str, config: FamilyConfig, output: str, vocabulary_path: str | None, step: int | None = None, **kwargs
 ) -> tuple[str, int]:
   """export_params reading each leaf alone from MODEL_DIR's checkpoint (latest, or `step`)."""
   shapes = param_shapes(config)
@@ -218,7 +221,7 @@ def export_checkpoint(
   return path, steps_seen[0]
 
 
-def export_in_memory(params, config: ModelConfig, output: str, vocabulary_path: str | None = None, **kwargs) -> str:
+def export_in_memory(params, config: FamilyConfig, output: str, vocabulary_path: str | None = None, **kwargs) -> str:
   """export_params from a parameter tree already in memory (tests, notebooks)."""
   return export_params(
     lambda leaf: np.asarray(layout.get_path(params, leaf.path)), config, output, vocabulary_path, **kwargs

@@ -7,11 +7,12 @@ import time
 import jax
 import numpy as np
 
+from jaxformer import models
 from jaxformer.infer.sample import generate
-from jaxformer.model import ModelConfig, Transformer, param_shapes
+from jaxformer.models import param_shapes
 
 
-def random_params(config: ModelConfig, seed: int = 0):
+def random_params(config, seed: int = 0):
   rng = np.random.default_rng(seed)
   return jax.tree.map(lambda s: (rng.standard_normal(s.shape) * 0.02).astype(np.float32), param_shapes(config))
 
@@ -22,7 +23,7 @@ def _prompts(config, batch, prompt_length, seed=1):
 
 
 def jax_tokens_per_second(config, params, batch: int, prompt_length: int, new_tokens: int, repeats: int = 3) -> float:
-  model = Transformer(config)
+  model = config.module()
   prompts = _prompts(config, batch, prompt_length)
   generate(model, params, prompts, new_tokens)  # compile
   start = time.perf_counter()
@@ -57,7 +58,7 @@ def hf_tokens_per_second(
 
 def decode_bench(batch_sizes=(1, 8), prompt_length: int = 64, new_tokens: int = 128, compare_hf: bool = False) -> dict:
   """tokens/s (generated tokens, greedy, float32) per batch size for the gin-bound model with random weights."""
-  config = ModelConfig()
+  config = models.bound()
   params = random_params(config)
   report = {
     "device_kind": jax.devices()[0].device_kind,

@@ -4,13 +4,13 @@ import dataclasses
 
 from jaxformer import checkpoint, fs, sharding
 from jaxformer.data.pipeline.vocabulary import load_vocabulary
-from jaxformer.model import ModelConfig, Transformer
+from jaxformer.models import Decoder, FamilyConfig
 
 
 @dataclasses.dataclass
 class LoadedRun:
-  config: ModelConfig
-  model: Transformer
+  config: FamilyConfig
+  model: Decoder
   params: dict
   step: int
   vocabulary: object
@@ -20,7 +20,7 @@ class LoadedRun:
   rules: tuple
 
 
-def load_run(model_dir: str, config: ModelConfig, step: int | None = None, prefix_lm: bool = False) -> LoadedRun:
+def load_run(model_dir: str, config: FamilyConfig, step: int | None = None, prefix_lm: bool = False) -> LoadedRun:
   """Restores the parameters of MODEL_DIR (gin already parsed from MODEL_DIR/config.gin)."""
   model_dir = fs.resolve(model_dir)
   mesh, rules = sharding.make_mesh(), sharding.logical_axis_rules()
@@ -28,4 +28,4 @@ def load_run(model_dir: str, config: ModelConfig, step: int | None = None, prefi
   path = checkpoint.find_vocabulary(model_dir)
   if path is None:
     raise FileNotFoundError(f"{model_dir}/vocabulary/ holds no spm.model or tokenizer.json")
-  return LoadedRun(config, Transformer(config), params, step, load_vocabulary(path), path, prefix_lm, mesh, rules)
+  return LoadedRun(config, config.module(), params, step, load_vocabulary(path), path, prefix_lm, mesh, rules)

@@ -10,12 +10,13 @@ token per step; `generate_full_forward` reruns the whole sequence each step and 
 reference the cache is tested against.
 """
 
-import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxformer.models import unrolled
 
 
 def sample_logits(logits, key, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0):
@@ -65,22 +66,6 @@ def _cut_at_stops(rows, stop_ids):
         break
     out.append(generated)
   return out
-
-
-def unrolled(model, params):
-  """The same model with its layers unrolled, and params to match ("layers" stacked [L, ...] ->
-  "layers_0" ... "layers_{L-1}").
-
-  Decoding runs unrolled: under the layer scan the KV cache is a scanned variable, so every
-  decoded token would copy the whole cache out of the scan's outputs; unrolled, each layer's cache
-  is its own loop-carried buffer that XLA updates in place."""
-  if not model.config.scan_layers:
-    return model, params
-  params = dict(params)
-  stacked = params.pop("layers")
-  for i in range(model.config.num_layers):
-    params[f"layers_{i}"] = jax.tree.map(lambda x, i=i: x[i], stacked)
-  return type(model)(dataclasses.replace(model.config, scan_layers=False)), params
 
 
 @functools.lru_cache(maxsize=16)

@@ -11,12 +11,13 @@ import gin
 import jax
 import jax.numpy as jnp
 
-from jaxformer.model import ModelConfig, param_shapes
+from jaxformer import models
+from jaxformer.models import FamilyConfig, param_shapes
 
 ADAM_STATE_PER_PARAM = 2  # mu and nu, float32 like the parameters.
 
 
-def count_params(config: ModelConfig) -> int:
+def count_params(config: FamilyConfig) -> int:
   return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(param_shapes(config)))
 
 
@@ -27,7 +28,7 @@ def plan_report(length: int | None = None) -> dict:
   Args:
     length: training sequence length for the attention FLOPs (default ModelConfig.max_length).
   """
-  config = ModelConfig()
+  config = models.bound()
   length = length or config.max_length
   params = count_params(config)
   param_bytes = params * jnp.dtype(config.param_dtype).itemsize

@@ -10,10 +10,9 @@ import time
 import gin
 import jax
 
-from jaxformer import sharding
+from jaxformer import models, sharding
 from jaxformer.data import pipeline
-from jaxformer.model import ModelConfig
-from jaxformer.model.attention import MASK_FROM_IDS
+from jaxformer.models.common.attention import MASK_FROM_IDS
 from jaxformer.plan import roofline
 from jaxformer.plan.costs import count_params
 from jaxformer.train import mfu as mfu_lib
@@ -121,7 +120,7 @@ def tpu_plan(
   if not topology:
     raise ValueError("no TPU topology: pass --topology=v4-32 or bind plan.tpu_plan.topology in the run gin")
   devices, info = topology_devices(topology, num_slices)
-  model_config, data_config, step_config = ModelConfig(), pipeline.DataConfig(), StepConfig()
+  model_config, data_config, step_config = models.bound(), pipeline.DataConfig(), StepConfig()
   mesh = sharding.make_mesh(devices=devices)
   batch_ways = mesh.shape["data"] * mesh.shape["fsdp"]
   if data_config.batch_size % (batch_ways * step_config.microbatches):

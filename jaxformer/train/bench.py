@@ -7,8 +7,7 @@ import time
 import jax
 import numpy as np
 
-from jaxformer import sharding
-from jaxformer.model import ModelConfig
+from jaxformer import models, sharding
 from jaxformer.train import mfu as mfu_lib
 from jaxformer.train import setup as setup_lib
 from jaxformer.train.profile import StepProfiler
@@ -43,7 +42,7 @@ def bench(
   """Times `steps` train steps after `warmup` (compilation) steps for the gin-bound model and step config.
   With profile_dir, `steps` more steps then run under a jax.profiler trace written there (the timed
   steps are not traced, so tracing costs no reported speed)."""
-  config = ModelConfig()
+  config = models.bound()
   if length > config.max_length:
     raise ValueError(f"--length={length} is longer than the model's context ModelConfig.max_length={config.max_length}")
   setup = setup_lib.build(config, StepConfig(), total_steps=steps + warmup + 2, warmup_steps=1)

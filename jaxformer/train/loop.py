@@ -9,9 +9,9 @@ from collections.abc import Sequence
 import gin
 import jax
 
-from jaxformer import fs, runlock
+from jaxformer import fs, models, runlock
 from jaxformer.data import pipeline
-from jaxformer.model import ModelConfig
+from jaxformer.models import FamilyConfig
 from jaxformer.train.hooks import PeriodicEval, add_standard_hooks
 from jaxformer.train.step import StepConfig
 from jaxformer.train.tracking import WandbConfig
@@ -24,7 +24,7 @@ __all__ = ["PeriodicEval", "train"]
 def train(
   model_dir: str = gin.REQUIRED,
   train_steps: int = gin.REQUIRED,
-  model_config: ModelConfig = gin.REQUIRED,
+  model_config: FamilyConfig | None = None,
   data_config: pipeline.DataConfig = gin.REQUIRED,
   step_config: StepConfig = gin.REQUIRED,
   wandb: WandbConfig | None = None,
@@ -51,7 +51,7 @@ def train(
   args = RunArgs(
     fs.resolve(model_dir),
     train_steps,
-    model_config,
+    model_config if model_config is not None else models.bound(),
     data_config,
     step_config,
     wandb,

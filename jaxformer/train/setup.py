@@ -10,7 +10,7 @@ import optax
 
 from jaxformer import sharding
 from jaxformer.data.feature_names import MODEL_FEATURE_NAMES
-from jaxformer.model import ModelConfig, Transformer
+from jaxformer.models import Decoder, FamilyConfig
 from jaxformer.train.optimizer import learning_rate_schedule, make_optimizer
 from jaxformer.train.state import TrainState, create_state, state_shardings
 from jaxformer.train.step import StepConfig, jit_train_step
@@ -25,9 +25,9 @@ class TrainSetup:
   train_step: jitted (state, batch) -> (state, metrics), state donated.
   """
 
-  model_config: ModelConfig
+  model_config: FamilyConfig
   step_config: StepConfig
-  model: Transformer
+  model: Decoder
   schedule: optax.Schedule
   optimizer: optax.GradientTransformation
   mesh: jax.sharding.Mesh
@@ -52,7 +52,7 @@ class TrainSetup:
 
 
 def build(
-  model_config: ModelConfig,
+  model_config: FamilyConfig,
   step_config: StepConfig,
   total_steps: int,
   mesh: jax.sharding.Mesh | None = None,
@@ -64,7 +64,7 @@ def build(
   `schedule_overrides` replace gin bindings of optimizer.learning_rate_schedule (bench warms up in 1 step)."""
   mesh = mesh if mesh is not None else sharding.make_mesh()
   rules = sharding.logical_axis_rules()
-  model = Transformer(model_config)
+  model = model_config.module()
   schedule = learning_rate_schedule(total_steps=total_steps, **schedule_overrides)
   optimizer = optimizer if optimizer is not None else make_optimizer(schedule)
   abstract_state, state_shards = state_shardings(model, optimizer, mesh, rules)

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxformer.model import head_logits
+from jaxformer.models import head_logits
 from jaxformer.train.loss import chunked_cross_entropy_sums, cross_entropy_sums
 from jaxformer.train.state import TrainState, model_inputs
 
@@ -42,7 +42,7 @@ def _sums(model, params, batch, z_loss, loss_chunk_length=0):
   hidden = model.apply({"params": params}, **model_inputs(batch), return_hidden=True)
   sums = chunked_cross_entropy_sums(
     lambda head, h: head_logits(model.config, head, h),
-    params["lm_head"],
+    model.config.head_params(params),
     hidden,
     targets,
     weights,

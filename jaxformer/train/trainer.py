@@ -22,7 +22,7 @@ import jaxformer
 from jaxformer import checkpoint, checkpoint_checks, errors, fs, sharding, tasks
 from jaxformer.data import pipeline
 from jaxformer.errors import UserError
-from jaxformer.model import ModelConfig
+from jaxformer.models import FamilyConfig
 from jaxformer.train import setup as setup_lib
 from jaxformer.train.step import StepConfig
 from jaxformer.train.tracking import WandbConfig
@@ -51,7 +51,7 @@ class RunArgs:
 
   model_dir: str
   train_steps: int
-  model_config: ModelConfig
+  model_config: FamilyConfig
   data_config: pipeline.DataConfig
   step_config: StepConfig
   wandb: WandbConfig | None = None
@@ -326,15 +326,17 @@ def _check_lengths(args: RunArgs) -> None:
   if args.data_config.length > args.model_config.max_length:
     raise errors.GinConfigError(
       f"TASK_FEATURE_LENGTHS['targets']={args.data_config.length} is longer than the model's context "
-      f"ModelConfig.max_length={args.model_config.max_length}; shorten the sequences or lengthen the model"
+      f"{args.model_config.gin_name}.max_length={args.model_config.max_length}; shorten the sequences or lengthen "
+      "the model"
     )
 
 
-def _check_vocabulary(model_config: ModelConfig, vocabulary):
+def _check_vocabulary(model_config: FamilyConfig, vocabulary):
   if vocabulary.vocab_size > model_config.vocab_size:
+    name = model_config.gin_name
     raise errors.GinConfigError(
-      f"ModelConfig.vocab_size={model_config.vocab_size} is smaller than the task's vocabulary "
-      f"({vocabulary.vocab_size} ids); bind ModelConfig.vocab_size (or MODEL_VOCAB_SIZE) to at least that"
+      f"{name}.vocab_size={model_config.vocab_size} is smaller than the task's vocabulary "
+      f"({vocabulary.vocab_size} ids); bind {name}.vocab_size (or MODEL_VOCAB_SIZE) to at least that"
     )
 
 
@@ -344,6 +346,7 @@ def run_meta(args: RunArgs, vocabulary) -> dict:
 
   data = args.data_config
   return {
+    "family": args.model_config.family,
     "model": dataclasses.asdict(args.model_config),
     "batch_size": data.batch_size,
     "task_feature_lengths": dict(data.task_feature_lengths),
@@ -373,16 +376,21 @@ def check_resumable(meta: dict, saved: dict | None, model_dir: str, step: int) -
       f"{where} was trained with {', '.join(data)}: its data position cannot continue with another batch; "
       "bind the run's values, or train into a new MODEL_DIR"
     )
+  family = saved.get("family", "codegen")  # checkpoints from before families are CodeGen's
+  if family != meta["family"]:
+    raise UserError(f"{where} was trained as a {family} model; this run's model is a {meta['family']} model")
   if "model" in saved and saved["model"] != meta["model"]:
-    from jaxformer.model import param_shapes
+    from jaxformer import models
 
+    shapes = lambda fields: jax.tree.map(lambda x: (x.shape, str(x.dtype)), models.param_shapes(fields))
+    saved_config = models.FAMILIES[family]
     try:
-      before = jax.tree.map(lambda x: (x.shape, str(x.dtype)), param_shapes(ModelConfig(**saved["model"])))
+      before = shapes(saved_config(**saved["model"]))
     except (TypeError, ValueError):
       before = None
-    now = jax.tree.map(lambda x: (x.shape, str(x.dtype)), param_shapes(ModelConfig(**meta["model"])))
+    now = shapes(saved_config(**meta["model"]))
     if before != now:
-      fields = {k: f"ModelConfig.{k}" for k in saved["model"]}
+      fields = {k: f"{saved_config(**meta['model']).gin_name}.{k}" for k in saved["model"]}
       changed = checkpoint_checks.describe_changes(saved["model"], meta["model"], fields)
       raise UserError(
         f"{where} was trained with {', '.join(changed)}, which gives parameters of other shapes; bind the "

@@ -1,17 +1,18 @@
-"""The one mapping between our parameter tree and HuggingFace CodeGen tensor names (numpy only).
+"""The CodeGen family's HF layout: HuggingFace CodeGenForCausalLM's config.json and tensor names, both ways
+(numpy only).
 
-HF's fused qkv_proj.weight is [3 * d_model, d_model], read as `qkv_groups` groups, each laid
-out [Q | V | K] with the group's heads (upstream transformers uses 4 groups; the remote code
-of CodeGen2-1B/3.7B uses 8). Ours is a kernel [d_model, 3 (q, k, v), heads, head_dim].
-Scanned layers are stacked on a leading axis: one of our leaves is `num_layers` HF tensors.
+HF's fused qkv_proj.weight is [3 * d_model, d_model], read as `groups` groups (the layout option), each
+laid out [Q | V | K] with the group's heads (upstream transformers uses 4 groups; the remote code of
+CodeGen2-1B/3.7B uses 8). Ours is a kernel [d_model, 3 (q, k, v), heads, head_dim].
 """
 
-import dataclasses
-from collections.abc import Callable
+import os
+import re
 
 import numpy as np
 
-from jaxformer.model import ModelConfig
+from jaxformer.models.codegen.config import CodeGenConfig as ModelConfig
+from jaxformer.models.common.hf_leaves import Leaf, required_ints, same, transpose
 
 HF_PART_ORDER = (0, 2, 1)  # HF [Q | V | K] as indices into our (q, k, v)
 
@@ -37,22 +38,13 @@ def qkv_from_hf(weight: np.ndarray, heads: int, groups: int) -> np.ndarray:
   return parts[:, list(np.argsort(HF_PART_ORDER))]
 
 
-@dataclasses.dataclass(frozen=True)
-class Leaf:
-  """One of our parameter leaves and the HF tensor(s) it becomes."""
-
-  path: tuple[str, ...]
-  hf_name: str  # '{i}' stands for the layer index in stacked leaves
-  to_hf: Callable  # (our array of one layer, config, groups) -> HF array
-  from_hf: Callable  # (HF array, config, groups) -> our array of one layer
-
-  @property
-  def per_layer(self) -> bool:
-    return self.path[0] == "layers"
+MODEL_TYPES = ("codegen",)
 
 
-same = lambda x, c, g: x
-transpose = lambda x, c, g: x.T
+def leaves(config, **options) -> tuple[Leaf, ...]:
+  """Every parameter of a CodeGen config and its HF tensor (options: groups, the QKV grouping)."""
+  return LEAVES
+
 
 LEAVES = (
   Leaf(("embed",), "transformer.wte.weight", same, same),
@@ -61,14 +53,14 @@ LEAVES = (
   Leaf(
     ("layers", "attention", "qkv", "kernel"),
     "transformer.h.{i}.attn.qkv_proj.weight",
-    lambda x, c, g: qkv_to_hf(x, g),
-    lambda x, c, g: qkv_from_hf(x, c.num_heads, g),
+    lambda x, c, o: qkv_to_hf(x, o["groups"]),
+    lambda x, c, o: qkv_from_hf(x, c.num_heads, o["groups"]),
   ),
   Leaf(
     ("layers", "attention", "out", "kernel"),
     "transformer.h.{i}.attn.out_proj.weight",
-    lambda x, c, g: x.reshape(c.num_heads * c.head_dim, c.d_model).T,
-    lambda x, c, g: x.T.reshape(c.num_heads, c.head_dim, c.d_model),
+    lambda x, c, o: x.reshape(c.num_heads * c.head_dim, c.d_model).T,
+    lambda x, c, o: x.T.reshape(c.num_heads, c.head_dim, c.d_model),
   ),
   Leaf(("layers", "mlp", "fc_in", "kernel"), "transformer.h.{i}.mlp.fc_in.weight", transpose, transpose),
   Leaf(("layers", "mlp", "fc_in", "bias"), "transformer.h.{i}.mlp.fc_in.bias", same, same),
@@ -81,35 +73,7 @@ LEAVES = (
 )
 
 
-def hf_tensors(leaf: Leaf, value: np.ndarray, config: ModelConfig, groups: int):
-  """Yields (HF name, HF array) for one of our leaves (stacked: one per layer)."""
-  if leaf.per_layer:
-    for i in range(value.shape[0]):
-      yield leaf.hf_name.format(i=i), np.ascontiguousarray(leaf.to_hf(value[i], config, groups))
-  else:
-    yield leaf.hf_name, np.ascontiguousarray(leaf.to_hf(value, config, groups))
-
-
-def our_leaf(leaf: Leaf, get, config: ModelConfig, groups: int) -> np.ndarray:
-  """One of our leaves from HF tensors; get(name) returns a numpy array."""
-  if leaf.per_layer:
-    return np.stack([leaf.from_hf(get(leaf.hf_name.format(i=i)), config, groups) for i in range(config.num_layers)])
-  return leaf.from_hf(get(leaf.hf_name), config, groups)
-
-
-def set_path(tree: dict, path: tuple[str, ...], value):
-  for key in path[:-1]:
-    tree = tree.setdefault(key, {})
-  tree[path[-1]] = value
-
-
-def get_path(tree, path: tuple[str, ...]):
-  for key in path:
-    tree = tree[key]
-  return tree
-
-
-def hf_config(config: ModelConfig, bos_id: int, eos_id: int, pad_id: int, torch_dtype: str) -> dict:
+def hf_config(config: ModelConfig, bos_id: int, eos_id: int, pad_id: int, torch_dtype: str, **options) -> dict:
   return {
     "architectures": ["CodeGenForCausalLM"],
     "model_type": "codegen",
@@ -136,14 +100,9 @@ def hf_config(config: ModelConfig, bos_id: int, eos_id: int, pad_id: int, torch_
   }
 
 
-def model_config_from_hf(hf: dict, source: str = "config.json") -> ModelConfig:
-  if hf.get("model_type") != "codegen":
-    raise ValueError(
-      f"{source} has model_type {hf.get('model_type')!r}; only 'codegen' (CodeGenForCausalLM) can be imported"
-    )
-  missing = [k for k in ("vocab_size", "n_layer", "n_embd", "n_head") if not isinstance(hf.get(k), int)]
-  if missing:
-    raise ValueError(f"{source}: no integer {', '.join(missing)}; is this a CodeGen config.json?")
+def config_from_hf(hf: dict, source: str = "config.json") -> ModelConfig:
+  """Our config from a CodeGen config.json (ValueError naming the field it cannot take)."""
+  required_ints(hf, ("vocab_size", "n_layer", "n_embd", "n_head"), source, "CodeGen")
   d = hf["n_embd"]
   inner = hf.get("n_inner") or 4 * d
   if inner % d:
@@ -163,3 +122,42 @@ def model_config_from_hf(hf: dict, source: str = "config.json") -> ModelConfig:
     layer_norm_epsilon=hf.get("layer_norm_epsilon", 1e-5),
     dtype="float32",
   )
+
+
+HF_BUILTIN_QKV_GROUPS = 4  # transformers' CodeGenAttention: `mp_num = 4`
+ASK_FOR_GROUPS = "pass --qkv_groups=8 (CodeGen2's remote code) or --qkv_groups=4 (transformers' built-in CodeGen)"
+
+
+def detect_qkv_groups(hf_dir: str, hf: dict) -> int:
+  """The QKV grouping the checkpoint's own attention code uses.
+
+  No auto_map: HF's built-in CodeGen (4 groups). An auto_map: the remote modeling file it names
+  fixes `mp_num` (CodeGen2's: 8); a file that is absent, or that sets several values, cannot be
+  read, and the user is asked for --qkv_groups rather than given a guess.
+  """
+  auto_map = hf.get("auto_map")
+  if not auto_map:
+    return HF_BUILTIN_QKV_GROUPS
+  target = auto_map.get("AutoModelForCausalLM") or auto_map.get("AutoModel") if isinstance(auto_map, dict) else None
+  if not isinstance(target, str) or "." not in target:
+    raise ValueError(f"{hf_dir}/config.json: auto_map names no AutoModelForCausalLM class; {ASK_FOR_GROUPS}")
+  module = target.split("--")[-1].rsplit(".", 1)[0]  # "repo--modeling_codegen.Class" or "modeling_codegen.Class"
+  code = os.path.join(hf_dir, module.replace(".", os.sep) + ".py")
+  if not os.path.exists(code):
+    raise ValueError(
+      f"{hf_dir}/config.json: auto_map points to remote code {os.path.basename(code)}, which {hf_dir} does not "
+      f"hold, so the QKV grouping (mp_num) cannot be read; {ASK_FOR_GROUPS}"
+    )
+  with open(code, encoding="utf-8") as f:
+    values = set(re.findall(r"^[ \t]*(?:self\.)?mp_num\s*=\s*(\d+)\s*(?:#.*)?$", f.read(), re.MULTILINE))
+  if len(values) != 1:
+    found = f"sets mp_num to {sorted(values)}" if values else "sets no mp_num"
+    raise ValueError(f"{code} {found}, so the QKV grouping cannot be read; {ASK_FOR_GROUPS}")
+  return int(values.pop())
+
+
+def layout_options(hf_dir: str, hf: dict, qkv_groups: int | None = None, **flags) -> dict:
+  """{'groups': the QKV grouping}: --qkv_groups, else read from the checkpoint's own code."""
+  if qkv_groups is not None and qkv_groups < 1:
+    raise ValueError(f"--qkv_groups={qkv_groups} must be a positive number of groups")
+  return {"groups": qkv_groups or detect_qkv_groups(hf_dir, hf)}

@@ -1,7 +1,8 @@
 """Blockwise (flash) attention in Pallas with the prefix-LM mask built inside the kernel.
 
 The mask is the one `attention.attention_mask` materialises: query q sees key k when both lie in
-the same segment and either k <= q or both are prefix tokens. Here it is never stored: each
+the same segment and either k <= q (and q - k < window, with a sliding window) or both are prefix
+tokens. Here it is never stored: each
 [block_q, block_k] tile rebuilds it from per-token codes (segment id * 2 + prefix flag), and whole
 tiles that no query of a block can see are never visited. Per-block loop bounds are computed
 outside the kernel from each segment's first and last position and its last prefix position, so
@@ -15,6 +16,10 @@ the in-tile mask is exact, so the result equals the dense-mask attention whateve
 The savings above hold for the usual layout, each document's tokens contiguous with ids at most the
 length (seqio's packer): an id that reappears later in the row spans from its first to its last
 position, and ids above the length share one range, so such rows visit more tiles, never fewer.
+
+Grouped-query attention reads each kv head once: the forward and dq kernels run one program per query
+head, whose K and V blocks are its group's kv head (index map h // group); dk and dv run one program
+per kv head and add up its group's query heads in the kernel. K and V are never repeated in memory.
 
 One kernel body runs under Mosaic on TPU, Triton on NVIDIA GPUs and in Pallas interpret mode
 elsewhere (tests, CPU runs).
@@ -46,16 +51,19 @@ def _dot(a, b, transpose_b=False):
   return jax.lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
 
 
-def _tile_mask(q_codes, k_codes, q_start, k_start):
+def _tile_mask(q_codes, k_codes, q_start, k_start, window):
   """[bq, bk] bool from a [bq, 1] column of query codes and a [1, bk] row of key codes."""
   q_pos = q_start + jax.lax.broadcasted_iota(jnp.int32, (q_codes.shape[0], 1), 0)
   k_pos = k_start + jax.lax.broadcasted_iota(jnp.int32, (1, k_codes.shape[1]), 1)
   same_segment = jnp.right_shift(q_codes, 1) == jnp.right_shift(k_codes, 1)
   both_prefix = (jnp.bitwise_and(q_codes, 1) == 1) & (jnp.bitwise_and(k_codes, 1) == 1)
-  return same_segment & ((k_pos <= q_pos) | both_prefix)
+  causal = k_pos <= q_pos
+  if window:
+    causal = causal & (k_pos > q_pos - window)
+  return same_segment & (causal | both_prefix)
 
 
-def _forward_kernel(lo_ref, hi_ref, q_ref, k_ref, v_ref, qc_ref, kc_ref, o_ref, lse_ref, *, scale, block_k):
+def _forward_kernel(lo_ref, hi_ref, q_ref, k_ref, v_ref, qc_ref, kc_ref, o_ref, lse_ref, *, scale, block_k, window):
   block_q, head_dim = q_ref.shape
   b, qi = pl.program_id(0), pl.program_id(2)
   bound = b * pl.num_programs(2) + qi
@@ -67,7 +75,7 @@ def _forward_kernel(lo_ref, hi_ref, q_ref, k_ref, v_ref, qc_ref, kc_ref, o_ref, 
     start = pl.multiple_of(j * block_k, block_k)
     k = k_ref[pl.ds(start, block_k), :]
     v = v_ref[pl.ds(start, block_k), :]
-    mask = _tile_mask(q_codes, kc_ref[:, pl.ds(start, block_k)], qi * block_q, start)
+    mask = _tile_mask(q_codes, kc_ref[:, pl.ds(start, block_k)], qi * block_q, start, window)
     s = jnp.where(mask, _dot(q, k, transpose_b=True) * scale, MASK_VALUE)
     m_new = jnp.maximum(m, jnp.max(s, axis=1, keepdims=True))
     p = jnp.where(mask, jnp.exp(s - m_new), 0.0)
@@ -87,7 +95,7 @@ def _forward_kernel(lo_ref, hi_ref, q_ref, k_ref, v_ref, qc_ref, kc_ref, o_ref, 
 
 
 def _dq_kernel(
-  lo_ref, hi_ref, q_ref, k_ref, v_ref, qc_ref, kc_ref, do_ref, lse_ref, delta_ref, dq_ref, *, scale, block_k
+  lo_ref, hi_ref, q_ref, k_ref, v_ref, qc_ref, kc_ref, do_ref, lse_ref, delta_ref, dq_ref, *, scale, block_k, window
 ):
   block_q, head_dim = q_ref.shape
   b, qi = pl.program_id(0), pl.program_id(2)
@@ -99,7 +107,7 @@ def _dq_kernel(
     start = pl.multiple_of(j * block_k, block_k)
     k = k_ref[pl.ds(start, block_k), :]
     v = v_ref[pl.ds(start, block_k), :]
-    mask = _tile_mask(q_codes, kc_ref[:, pl.ds(start, block_k)], qi * block_q, start)
+    mask = _tile_mask(q_codes, kc_ref[:, pl.ds(start, block_k)], qi * block_q, start, window)
     p = jnp.where(mask, jnp.exp(_dot(q, k, transpose_b=True) * scale - lse), 0.0)
     ds = p * (_dot(do, v, transpose_b=True) - delta)
     return dq + _dot(ds.astype(k.dtype), k)
@@ -109,32 +117,51 @@ def _dq_kernel(
 
 
 def _dkv_kernel(
-  lo_ref, hi_ref, q_ref, k_ref, v_ref, qc_ref, kc_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref, *, scale, block_q
+  lo_ref,
+  hi_ref,
+  q_ref,
+  k_ref,
+  v_ref,
+  qc_ref,
+  kc_ref,
+  do_ref,
+  lse_ref,
+  delta_ref,
+  dk_ref,
+  dv_ref,
+  *,
+  scale,
+  block_q,
+  window,
 ):
+  """One kv head's key block: q, do, lse and delta hold its group's query heads [group, length, ...]."""
   block_k, head_dim = k_ref.shape
+  group = q_ref.shape[0]
   b, ki = pl.program_id(0), pl.program_id(2)
   bound = b * pl.num_programs(2) + ki
   k, v = k_ref[...], v_ref[...]
   k_codes = kc_ref[...]
+  dk = dv = jnp.zeros((block_k, head_dim), jnp.float32)
+  for g in range(group):  # the query heads that share this kv head
 
-  def body(i, carry):
-    dk, dv = carry
-    start = pl.multiple_of(i * block_q, block_q)
-    q = q_ref[pl.ds(start, block_q), :]
-    do = do_ref[pl.ds(start, block_q), :]
-    mask = _tile_mask(qc_ref[pl.ds(start, block_q), :1], k_codes, start, ki * block_k)
-    p = jnp.where(mask, jnp.exp(_dot(q, k, transpose_b=True) * scale - lse_ref[pl.ds(start, block_q), :]), 0.0)
-    dv = dv + _dot(p.T.astype(do.dtype), do)
-    ds = p * (_dot(do, v, transpose_b=True) - delta_ref[pl.ds(start, block_q), :])
-    return dk + _dot(ds.T.astype(q.dtype), q), dv
+    def body(i, carry, g=g):
+      dk, dv = carry
+      start = pl.multiple_of(i * block_q, block_q)
+      q = q_ref[g, pl.ds(start, block_q), :]
+      do = do_ref[g, pl.ds(start, block_q), :]
+      mask = _tile_mask(qc_ref[pl.ds(start, block_q), :1], k_codes, start, ki * block_k, window)
+      scores = _dot(q, k, transpose_b=True) * scale - lse_ref[g, pl.ds(start, block_q), :]
+      p = jnp.where(mask, jnp.exp(scores), 0.0)
+      dv = dv + _dot(p.T.astype(do.dtype), do)
+      ds = p * (_dot(do, v, transpose_b=True) - delta_ref[g, pl.ds(start, block_q), :])
+      return dk + _dot(ds.T.astype(q.dtype), q), dv
 
-  zeros = jnp.zeros((block_k, head_dim), jnp.float32)
-  dk, dv = jax.lax.fori_loop(lo_ref[bound], hi_ref[bound], body, (zeros, zeros))
+    dk, dv = jax.lax.fori_loop(lo_ref[bound], hi_ref[bound], body, (dk, dv))
   dk_ref[...] = (dk * scale).astype(dk_ref.dtype)
   dv_ref[...] = dv.astype(dv_ref.dtype)
 
 
-def block_bounds(segment_ids, prefix_mask, block_q: int, block_k: int):
+def block_bounds(segment_ids, prefix_mask, block_q: int, block_k: int, window: int = 0):
   """Which tiles each block visits, from per-token positions (all [batch, length], length padded).
 
   Returns (key-block [lo, hi) per query block, query-block [lo, hi) per key block), each
@@ -150,10 +177,15 @@ def block_bounds(segment_ids, prefix_mask, block_q: int, block_k: int):
   first = per_token(jax.ops.segment_min(pos.reshape(-1), ids, n))
   last = per_token(jax.ops.segment_max(pos.reshape(-1), ids, n))
   last_prefix = per_token(jax.ops.segment_max(jnp.where(prefix, pos, -1).reshape(-1), ids, n))
-  # Query t sees keys in [first(t), max(t, last prefix of its segment if t is a prefix token)].
+  # Query t sees keys in [first(t), max(t, last prefix of its segment if t is a prefix token)] (a causal
+  # query within the window only: from t - window + 1).
   k_lo, k_hi = first, jnp.where(prefix, jnp.maximum(pos, last_prefix), pos)
-  # Key t is seen by queries in [t (or its segment's first token if t is prefix), last(t)].
+  # Key t is seen by queries in [t (or its segment's first token if t is prefix), last(t)] (a key no
+  # prefix query sees, within the window only: to t + window - 1).
   q_lo, q_hi = jnp.where(prefix, first, pos), last
+  if window:
+    k_lo = jnp.where(prefix, first, jnp.maximum(first, pos - window + 1))
+    q_hi = jnp.where(prefix, last, jnp.minimum(last, pos + window - 1))
 
   def per_block(lo, hi, size, other):
     lo = jnp.min(lo.reshape(batch, -1, size), axis=-1) // other
@@ -163,27 +195,31 @@ def block_bounds(segment_ids, prefix_mask, block_q: int, block_k: int):
   return per_block(k_lo, k_hi, block_q, block_k), per_block(q_lo, q_hi, block_k, block_q)
 
 
-def _specs(length, head_dim, block, blocked, on_tpu):
+def _specs(length, head_dim, block, blocked, on_tpu, group):
   """BlockSpecs for (bounds x2, q, k, v, query codes, key codes), and the tile and whole-row specs.
   The blocked side (q for the forward and dq, k/v for dk/dv) comes a tile per program; the other
-  side is read whole and sliced in the kernel's loop."""
+  side is read whole and sliced in the kernel's loop. With `group` query heads per kv head, a q-blocked
+  program h reads kv head h // group; a k-blocked program h reads query heads h * group ... + group - 1."""
   smem = pl.BlockSpec(memory_space=pltpu.SMEM) if on_tpu else pl.BlockSpec()
   tile = pl.BlockSpec((None, None, block, head_dim), lambda b, h, i: (b, h, i, 0))
   whole = pl.BlockSpec((None, None, length, head_dim), lambda b, h, i: (b, h, 0, 0))
   if blocked == "q":
+    kv_whole = pl.BlockSpec((None, None, length, head_dim), lambda b, h, i: (b, h // group, 0, 0))
     q_codes = pl.BlockSpec((None, block, LANES), lambda b, h, i: (b, i, 0))
     k_codes = pl.BlockSpec((None, 1, length), lambda b, h, i: (b, 0, 0))
-    return [smem, smem, tile, whole, whole, q_codes, k_codes], tile, whole
+    return [smem, smem, tile, kv_whole, kv_whole, q_codes, k_codes], tile, whole
+  group_whole = pl.BlockSpec((None, group, length, head_dim), lambda b, h, i: (b, h, 0, 0))
   q_codes = pl.BlockSpec((None, length, LANES), lambda b, h, i: (b, 0, 0))
   k_codes = pl.BlockSpec((None, 1, block), lambda b, h, i: (b, 0, i))
-  return [smem, smem, whole, tile, tile, q_codes, k_codes], tile, whole
+  return [smem, smem, group_whole, tile, tile, q_codes, k_codes], tile, group_whole
 
 
-def _row_specs(length, block, blocked):
-  """Specs of [batch, heads, length, 1] per-row statistics (lse, delta)."""
+def _row_specs(length, block, blocked, group=1):
+  """Specs of [batch, heads, length, 1] per-row statistics (lse, delta): a query tile's, or a kv head's
+  group of query heads whole."""
   if blocked:
     return pl.BlockSpec((None, None, block, 1), lambda b, h, i: (b, h, i, 0))
-  return pl.BlockSpec((None, None, length, 1), lambda b, h, i: (b, h, 0, 0))
+  return pl.BlockSpec((None, group, length, 1), lambda b, h, i: (b, h, 0, 0))
 
 
 def _call(kernel, grid, in_specs, out_specs, out_shape, backend, matmuls, q):
@@ -215,14 +251,16 @@ def _call(kernel, grid, in_specs, out_specs, out_shape, backend, matmuls, q):
   )
 
 
-def _forward(q, k, v, codes, block_q, block_k, backend):
-  """q, k, v [batch, heads, length, head_dim]; codes (per-query [b, L, LANES], per-key [b, 1, L], bounds)."""
+def _forward(q, k, v, codes, block_q, block_k, backend, window):
+  """q [batch, heads, length, head_dim]; k, v [batch, kv_heads, length, head_dim]; codes (per-query
+  [b, L, LANES], per-key [b, 1, L], bounds)."""
   batch, heads, length, head_dim = q.shape
+  group = heads // k.shape[1]
   q_codes, k_codes, (k_bounds, _) = codes
   scale = head_dim**-0.5
-  in_specs, tile, _ = _specs(length, head_dim, block_q, "q", backend == "tpu")
+  in_specs, tile, _ = _specs(length, head_dim, block_q, "q", backend == "tpu", group)
   out, lse = _call(
-    functools.partial(_forward_kernel, scale=scale, block_k=block_k),
+    functools.partial(_forward_kernel, scale=scale, block_k=block_k, window=window),
     (batch, heads, length // block_q),
     in_specs,
     [tile, _row_specs(length, block_q, True)],
@@ -234,14 +272,16 @@ def _forward(q, k, v, codes, block_q, block_k, backend):
   return out, lse
 
 
-def _backward(q, k, v, codes, out, lse, d_out, block_q, block_k, backend):
+def _backward(q, k, v, codes, out, lse, d_out, block_q, block_k, backend, window):
   batch, heads, length, head_dim = q.shape
+  kv_heads = k.shape[1]
+  group = heads // kv_heads
   q_codes, k_codes, (k_bounds, q_bounds) = codes
   scale = head_dim**-0.5
   delta = jnp.sum(out.astype(jnp.float32) * d_out.astype(jnp.float32), axis=-1, keepdims=True)
-  in_specs, tile, whole = _specs(length, head_dim, block_q, "q", backend == "tpu")
+  in_specs, tile, whole = _specs(length, head_dim, block_q, "q", backend == "tpu", group)
   dq = _call(
-    functools.partial(_dq_kernel, scale=scale, block_k=block_k),
+    functools.partial(_dq_kernel, scale=scale, block_k=block_k, window=window),
     (batch, heads, length // block_q),
     in_specs + [tile, _row_specs(length, block_q, True), _row_specs(length, block_q, True)],
     tile,
@@ -250,11 +290,12 @@ def _backward(q, k, v, codes, out, lse, d_out, block_q, block_k, backend):
     matmuls=3,
     q=q,
   )(*k_bounds, q, k, v, q_codes, k_codes, d_out, lse, delta)
-  in_specs, tile, whole = _specs(length, head_dim, block_k, "k", backend == "tpu")
+  in_specs, tile, group_whole = _specs(length, head_dim, block_k, "k", backend == "tpu", group)
+  rows = _row_specs(length, block_k, False, group)
   dk, dv = _call(
-    functools.partial(_dkv_kernel, scale=scale, block_q=block_q),
-    (batch, heads, length // block_k),
-    in_specs + [whole, _row_specs(length, block_k, False), _row_specs(length, block_k, False)],
+    functools.partial(_dkv_kernel, scale=scale, block_q=block_q, window=window),
+    (batch, kv_heads, length // block_k),
+    in_specs + [group_whole, rows, rows],
     [tile, tile],
     [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
     backend,
@@ -264,31 +305,35 @@ def _backward(q, k, v, codes, out, lse, d_out, block_q, block_k, backend):
   return dq, dk, dv
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def _attention(q, k, v, codes, block_q, block_k, backend):
-  return _forward(q, k, v, codes, block_q, block_k, backend)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+def _attention(q, k, v, codes, block_q, block_k, backend, window):
+  return _forward(q, k, v, codes, block_q, block_k, backend, window)[0]
 
 
-def _attention_fwd(q, k, v, codes, block_q, block_k, backend):
-  out, lse = _forward(q, k, v, codes, block_q, block_k, backend)
+def _attention_fwd(q, k, v, codes, block_q, block_k, backend, window):
+  out, lse = _forward(q, k, v, codes, block_q, block_k, backend, window)
   return out, (q, k, v, codes, out, lse)
 
 
-def _attention_bwd(block_q, block_k, backend, residuals, d_out):
+def _attention_bwd(block_q, block_k, backend, window, residuals, d_out):
   q, k, v, codes, out, lse = residuals
-  dq, dk, dv = _backward(q, k, v, codes, out, lse, d_out, block_q, block_k, backend)
+  dq, dk, dv = _backward(q, k, v, codes, out, lse, d_out, block_q, block_k, backend, window)
   return dq, dk, dv, jax.tree.map(lambda _: None, codes)
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
-def flash_attention(query, key, value, segment_ids, prefix_mask, block_q=128, block_k=128, backend=None):
-  """Attention of `attention.xla_attention` under `attention.attention_mask(segment_ids, prefix_mask)`.
+def flash_attention(
+  query, key, value, segment_ids, prefix_mask, block_q=128, block_k=128, backend=None, window: int = 0
+):
+  """Attention of `attention.xla_attention` under `attention.attention_mask(segment_ids, prefix_mask, window)`.
 
   Args:
-    query, key, value: [batch, length, heads, head_dim] (one device's shard; see attention.py).
+    query: [batch, length, heads, head_dim]; key, value: [batch, length, kv_heads, head_dim], kv_heads
+      dividing heads (one device's shard; see attention.py).
     segment_ids, prefix_mask: [batch, length] int.
+    window: a sliding window (0: none): a causal query sees keys fewer than `window` positions back.
     block_q, block_k: tile sizes; the length is padded up to a multiple of both (on TPU, rounded up
       to multiples of 128). Compile-checked for TPU at length 2048: each program holds the other
       side's whole sequence (K and V, or Q, dO and per-row statistics) in VMEM, which grows with
@@ -302,6 +347,8 @@ def flash_attention(query, key, value, segment_ids, prefix_mask, block_q=128, bl
   if backend not in BACKENDS:
     raise ValueError(f"flash_attention backend={backend!r} is not one of {BACKENDS}")
   batch, length, heads, head_dim = query.shape
+  if heads % key.shape[2]:
+    raise ValueError(f"flash_attention: {key.shape[2]} kv heads do not divide {heads} query heads")
   if backend == "interpret":  # a short sequence is one small tile
     block_q, block_k = min(block_q, _round_up(length, 8)), min(block_k, _round_up(length, 8))
   elif backend == "tpu":  # Mosaic slices key codes along lanes: tiles stay multiples of 128, short sequences are padded
@@ -316,10 +363,9 @@ def flash_attention(query, key, value, segment_ids, prefix_mask, block_q=128, bl
   prefix_mask = jnp.pad(prefix_mask.astype(jnp.int32), ((0, 0), (0, pad)))
   codes = segment_ids * 2 + (prefix_mask != 0).astype(jnp.int32)
   q_codes = jnp.broadcast_to(codes[:, :, None], (batch, padded, LANES))
-  bounds = block_bounds(segment_ids, prefix_mask, block_q, block_k)
-  out = _attention(
-    to_heads(query), to_heads(key), to_heads(value), (q_codes, codes[:, None, :], bounds), block_q, block_k, backend
-  )
+  bounds = block_bounds(segment_ids, prefix_mask, block_q, block_k, window)
+  codes = (q_codes, codes[:, None, :], bounds)
+  out = _attention(to_heads(query), to_heads(key), to_heads(value), codes, block_q, block_k, backend, int(window))
   return out.transpose(0, 2, 1, 3)[:, :length].astype(value.dtype)
 
 

@@ -1,6 +1,6 @@
 """Rematerialisation policies by name (ModelConfig.remat_policy).
 
-Names refer to the `checkpoint_name` tags in model/layers.py.
+Names refer to the `checkpoint_name` tags in each family's block (qkv, attention_out, mlp_hidden, mlp_out).
 """
 
 import jax

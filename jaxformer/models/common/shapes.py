@@ -3,18 +3,15 @@
 import jax
 import jax.numpy as jnp
 
-from jaxformer.model.config import ModelConfig
-from jaxformer.model.transformer import Transformer
 
-
-def param_shapes(config: ModelConfig, boxed: bool = False):
-  """The parameter tree as jax.ShapeDtypeStructs (jax.eval_shape: no memory used).
+def param_shapes(config, boxed: bool = False):
+  """The parameter tree of config.module() as jax.ShapeDtypeStructs (jax.eval_shape: no memory used).
 
   Args:
-    config: the model.
+    config: a family's config (models/base.py).
     boxed: keep flax's nn.Partitioned boxes, whose logical axis names sharding.py maps to the mesh.
   """
-  model = Transformer(config)
+  model = config.module()
   # Key and tokens are made inside the trace: under a mesh of compile-only TPU devices (plan
   # --topology) nothing may run eagerly.
   params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"])

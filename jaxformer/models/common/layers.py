@@ -1,0 +1,118 @@
+"""Building blocks every family's layers share: the logical-axis Dense, LayerNorm and RMSNorm, the weight
+initialiser (with the init schemes of models/base.py), and the KV cache of a decoding attention layer."""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxformer.models.base import INIT_SCHEMES
+
+
+def weight_init(config, residual_output: bool = False):
+  """normal(initializer_range), scaled by the init scheme's depth factor on residual-branch outputs."""
+  factor = INIT_SCHEMES[config.init_scheme](config.num_layers) if residual_output else 1.0
+  return nn.initializers.normal(stddev=config.initializer_range * factor)
+
+
+def layer_norm(config, name: str, epsilon: float, use_bias: bool = True):
+  """LayerNorm over the embedding, scale (and bias) named logically ("embed")."""
+  return nn.LayerNorm(
+    epsilon=epsilon,
+    dtype=config.dtype,
+    param_dtype=config.param_dtype,
+    use_bias=use_bias,
+    use_fast_variance=False,
+    scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+    name=name,
+  )
+
+
+class RMSNorm(nn.Module):
+  """x * rsqrt(mean(x^2) + eps) * scale, computed in float32 and cast back, as HF's LlamaRMSNorm."""
+
+  epsilon: float
+  dtype: str
+  param_dtype: str
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param(
+      "scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)), (x.shape[-1],), self.param_dtype
+    )
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.epsilon)
+    return (scale.astype(jnp.float32) * normed).astype(self.dtype)
+
+
+def rms_norm(config, name: str, epsilon: float):
+  return RMSNorm(epsilon, config.dtype, config.param_dtype, name=name)
+
+
+class Dense(nn.Module):
+  """x @ kernel (+ bias) contracting the last axis; kernel axes named logically."""
+
+  features: tuple[int, ...]
+  kernel_axes: tuple[str, ...]
+  config: object
+  use_bias: bool = False
+  contract_dims: int = 1
+  residual_output: bool = False  # writes into the residual stream: the init scheme may scale it
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.config
+    in_shape = x.shape[-self.contract_dims :]
+    kernel = self.param(
+      "kernel",
+      nn.with_logical_partitioning(weight_init(cfg, self.residual_output), self.kernel_axes),
+      in_shape + tuple(self.features),
+      cfg.param_dtype,
+    )
+    axes = tuple(range(x.ndim - self.contract_dims, x.ndim))
+    y = jax.lax.dot_general(
+      x.astype(cfg.dtype), kernel.astype(cfg.dtype), ((axes, tuple(range(self.contract_dims))), ((), ()))
+    )
+    if self.use_bias:
+      bias_axes = self.kernel_axes[self.contract_dims :]
+      bias = self.param(
+        "bias", nn.with_logical_partitioning(nn.initializers.zeros, bias_axes), tuple(self.features), cfg.param_dtype
+      )
+      y = y + bias.astype(cfg.dtype)
+    return y
+
+
+def constrain(x, logical_axes):
+  """nn.with_logical_constraint, leaving a dimension whole where its mesh axes do not divide it (a few
+  kv heads over a wider tensor axis: multi-query attention)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return nn.with_logical_constraint(x, logical_axes)
+  spec = nn.logical_to_mesh_axes(logical_axes)
+  fitted = []
+  for axis, size in zip(logical_axes, x.shape):
+    mesh_axes = spec[len(fitted)] if len(fitted) < len(spec) else None
+    ways = 1 if mesh_axes is None else math.prod(mesh.shape[a] for a in jax.tree.leaves(mesh_axes))
+    fitted.append(axis if size % ways == 0 else None)
+  return nn.with_logical_constraint(x, tuple(fitted))
+
+
+def cached_kv(module: nn.Module, key, value, positions):
+  """A decoding layer's KV cache ('cache' collection, [batch, kv_heads, cache_length, head_dim]): writes
+  key and value [batch, length, kv_heads, head_dim] at `positions` and returns the whole cache laid out as
+  key and value are. At init the call's length is the cache length.
+
+  The cache is stored heads-first, the layout the attention's batched matmuls read: stored as key and
+  value come, XLA would transpose (copy) the whole cache at every decoded token."""
+  initialized = module.has_variable("cache", "key")
+  heads_first = lambda x: x.transpose(0, 2, 1, 3)
+  cached_key = module.variable("cache", "key", jnp.zeros, heads_first(key).shape, key.dtype)
+  cached_value = module.variable("cache", "value", jnp.zeros, heads_first(value).shape, value.dtype)
+  if not initialized:
+    return key, value
+  rows = jnp.arange(key.shape[0])[:, None]
+  cached_key.value = cached_key.value.at[rows, :, positions].set(key)
+  cached_value.value = cached_value.value.at[rows, :, positions].set(value)
+  return heads_first(cached_key.value), heads_first(cached_value.value)
