@@ -33,6 +33,38 @@ def test_plan_counts_codegen2_sizes_exactly(name, capsys):
   assert report["adam_state_bytes"] == 8 * SIZES[name]
 
 
+# The Llama-family sizes (their gin files cite the published config.json), counted by transformers' own model
+# built from the config.json our export writes for them, on the meta device (nothing allocated).
+LLAMA_SIZES = (
+  "codegen25_7b",
+  "starcoder2_3b",
+  "starcoder2_7b",
+  "starcoder2_15b",
+  "qwen25_coder_1_5b",
+  "qwen25_coder_7b",
+)
+
+
+@pytest.mark.parametrize("name", LLAMA_SIZES)
+def test_plan_counts_llama_family_sizes_as_transformers_does(name, capsys):
+  import torch
+  import transformers
+
+  from jaxformer import config as config_lib
+  from jaxformer import models
+
+  assert cli.main(["plan", f"--gin_file=models/{name}.gin", "--json"]) == 0
+  report = _last_json(capsys)
+  config_lib.parse_gin([f"models/{name}.gin"], finalize=False)
+  config = models.bound()
+  hf = config.hf.hf_config(config, 0, 0, 0, "bfloat16")
+  hf_config = transformers.AutoConfig.for_model(hf.pop("model_type"), **hf)
+  with torch.device("meta"):
+    model = transformers.AutoModelForCausalLM.from_config(hf_config)
+  assert report["params"] == sum(p.numel() for p in model.parameters())
+  assert report["model"]["family"] == "llama" and report["adam_state_bytes"] == 8 * report["params"]
+
+
 def test_plan_flops_follow_the_stated_accountings(capsys):
   assert (
     cli.main(["plan", "--gin_file=models/tiny.gin", "--gin.ModelConfig.num_layers=3", "--length=256", "--json"]) == 0

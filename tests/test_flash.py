@@ -164,3 +164,63 @@ def test_flash_lowers_for_nvidia_gpus_through_triton(length, head_dim, dtype):
   text = lowered.as_text()
   assert text.count("__gpu$xla.gpu.triton") == 3  # forward, dq, dk/dv
   assert "num_warps = 4" in text and "stablehlo.dot_general" not in text  # attention runs in the kernels only
+
+
+@pytest.mark.parametrize("kv_heads, window", [(2, 0), (1, 0), (2, 9), (4, 13)])
+def test_every_kernel_handles_grouped_and_multi_query_attention_and_windows(kv_heads, window):
+  """xla, jax's dispatcher and flash on packed prefix-LM rows with 4 query heads sharing kv_heads heads
+  (and a sliding window), against HF's reference: K and V repeated per query head, dense mask."""
+  length = 40
+  segment_ids, prefix = _packed_rows(length)
+  rng = np.random.default_rng(3)
+  q = jnp.asarray(rng.normal(size=(4, length, 4, 16)), jnp.float32)
+  k, v = (jnp.asarray(rng.normal(size=(4, length, kv_heads, 16)), jnp.float32) for _ in range(2))
+  mask = attention_mask(segment_ids, prefix, window)
+  repeat = lambda x: jnp.repeat(x, 4 // kv_heads, axis=2)  # what transformers' repeat_kv does
+  reference = lambda q, k, v: xla_attention(q, repeat(k), repeat(v), mask)
+  kernels = {
+    "xla": lambda q, k, v: xla_attention(q, k, v, mask),
+    "jax": lambda q, k, v: jax.nn.dot_product_attention(q, k, v, mask=mask),
+    "flash": lambda q, k, v: flash_attention(q, k, v, segment_ids, prefix, block_q=16, block_k=16, window=window),
+  }
+  weights = jnp.asarray(rng.normal(size=q.shape), jnp.float32)
+  loss = lambda attend: lambda q, k, v: jnp.sum(attend(q, k, v) * weights)
+  want = jax.grad(loss(reference), argnums=(0, 1, 2))(q, k, v)
+  for name, attend in kernels.items():
+    np.testing.assert_allclose(attend(q, k, v), reference(q, k, v), atol=TOLERANCE, err_msg=name)
+    got = jax.grad(loss(attend), argnums=(0, 1, 2))(q, k, v)
+    for part, g, w in zip("qkv", got, want, strict=True):
+      np.testing.assert_allclose(g, w, atol=TOLERANCE, err_msg=f"{name} d{part}")
+
+
+def test_a_window_narrows_the_tiles_flash_visits():
+  length, block = 256, 32
+  one = np.ones((1, length), np.int32)
+  (k_lo, k_hi), _ = block_bounds(jnp.asarray(one), jnp.asarray(0 * one), block, block, window=block)
+  assert int(jnp.sum(k_hi - k_lo)) == 2 * (length // block) - 1  # the diagonal and one block back
+
+
+def test_flash_under_a_mesh_with_fewer_kv_heads_than_the_tensor_axis():
+  # Multi-query attention (one kv head) with query heads split 2 ways: each device keeps the kv head.
+  from jaxformer.models import LlamaConfig
+
+  config = LlamaConfig(
+    vocab_size=97, num_layers=2, d_model=32, num_heads=4, num_kv_heads=1, mlp_dim=48, dtype="float32"
+  )
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape) * 0.1, jnp.float32), config_params(config))
+  tokens = jnp.asarray(rng.integers(0, 97, (4, 32)), jnp.int32)
+  segment_ids = jnp.asarray(np.repeat([[1] * 20 + [2] * 12], 4, axis=0), jnp.int32)
+  prefix = jnp.asarray(np.repeat([[1] * 6 + [0] * 26], 4, axis=0), jnp.int32)
+  run = lambda c: jax.jit(lambda p, t: c.module().apply({"params": p}, t, segment_ids=segment_ids, prefix_mask=prefix))
+  want = run(config)(params, tokens)
+  mesh = sharding.make_mesh((2, 2, 2), devices=jax.devices()[:8], dcn_mesh_shape=(1, 1, 1))
+  with sharding.activation_sharding(mesh, sharding.logical_axis_rules()):
+    got = run(config.replace(attention="flash"))(params, tokens)
+  np.testing.assert_allclose(got, want, atol=2e-4)
+
+
+def config_params(config):
+  from jaxformer.models import param_shapes
+
+  return param_shapes(config)

@@ -211,3 +211,19 @@ def test_tpu_launcher_dry_run_goes_through_tpu_launch(local_corpus, tmp_path):
     result.stdout.count("jaxformer/tpu/launch.sh --foreground --run_name=mixture --name=my-v4 -- jaxformer train") == 1
   )
   assert "gs://b/sweep/mixture" in result.stdout and "eval loss --model_dir=gs://b/sweep/causal" in result.stdout
+
+
+def test_a_sweep_takes_the_model_family_as_an_axis(tmp_path, capsys):
+  from jaxformer import cli
+
+  path = tmp_path / "families.gin"
+  path.write_text(
+    "sweep.define.base_gin_files = ['runs/local.gin']\n"
+    "sweep.define.variants = {'causal': {'OBJECTIVE_RATES': {'causal_lm': 1.0}}}\n"
+    "sweep.define.grid = {'model': {'codegen': {'gin_file': 'models/tiny.gin'},"
+    " 'llama': {'gin_file': 'models/llama_tiny.gin'}}}\n"
+  )
+  assert cli.main(["sweep", f"--sweep_file={path}", f"--output_dir={tmp_path / 'out'}", "--dry_run"]) == 0
+  out = capsys.readouterr().out
+  assert "[1/2] causal.model-codegen" in out and "[2/2] causal.model-llama" in out
+  assert "--gin_file=models/llama_tiny.gin" in out  # each run's gin was parsed before the dry run printed it

@@ -88,7 +88,7 @@ def read_hf(hf_dir: str, qkv_groups: int | None = None) -> tuple[FamilyConfig, d
     expected = layout.get_path(shapes, leaf.path).shape
     if value.shape != tuple(expected):
       raise ValueError(
-        f"{hf_dir}: {leaf.hf_name} gives shape {value.shape} for {'/'.join(leaf.path)}, "
+        f"{hf_dir}: {leaf.hf_name.format(i='*')} gives shape {value.shape} for {'/'.join(leaf.path)}, "
         f"expected {tuple(expected)} from config.json"
       )
     layout.set_path(params, leaf.path, value)

@@ -33,7 +33,7 @@ def plan_report(length: int | None = None) -> dict:
   params = count_params(config)
   param_bytes = params * jnp.dtype(config.param_dtype).itemsize
   return {
-    "model": dataclasses.asdict(config),
+    "model": {"family": config.family, **dataclasses.asdict(config)},
     "params": params,
     "matmul_params": config.matmul_params,
     "sequence_length": length,

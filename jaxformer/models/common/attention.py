@@ -5,7 +5,8 @@ A kernel is one function in IMPLEMENTATIONS, called (query, key, value, mask) wi
 fewer than heads (grouped-query attention; 1 is multi-query), each kv head serving heads / kv_heads
 consecutive query heads, as HuggingFace's repeat_kv lays them out. No kernel repeats K and V in memory.
 Most take the dense [batch, 1, length, k_length] mask; those in MASK_FROM_IDS take (segment_ids,
-prefix_mask, window) instead and build the mask themselves, tile by tile (see mask_inputs).
+prefix_mask) instead and build the mask themselves, tile by tile, with the window get_attention gives them
+(see mask_inputs).
 """
 
 import functools
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 
 from jaxformer.models.common.flash import backend_for as flash_backend_for
 from jaxformer.models.common.flash import flash_attention
+from jaxformer.models.common.layers import program_platform
 
 
 def attention_mask(segment_ids, prefix_mask, window: int = 0):
@@ -61,11 +63,14 @@ def xla_attention(query, key, value, mask):
     scores = jnp.where(mask, scores * scale, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(value.dtype)
     return jnp.einsum("bhqk,bkhd->bqhd", probs, value)
+  # Scores as [batch, kv_heads, q, group, k]: the order dot_general produces (batch dims, then the
+  # query's free dims as they lie, then the key's), so the [.., q, k]-sized tensors are never transposed
+  # (ordering them [.., group, q, k] cost about 12% of the tiny Llama step on CPU in copies).
   grouped = query.reshape(batch, length, kv_heads, heads // kv_heads, head_dim)
-  scores = jnp.einsum("bqkgd,bskd->bkgqs", grouped, key, preferred_element_type=jnp.float32)
-  scores = jnp.where(mask[:, :, None], scores * scale, jnp.finfo(jnp.float32).min)
+  scores = jnp.einsum("bqkgd,bskd->bkqgs", grouped, key, preferred_element_type=jnp.float32)
+  scores = jnp.where(mask[:, :, :, None], scores * scale, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(scores, axis=-1).astype(value.dtype)
-  return jnp.einsum("bkgqs,bskd->bqkgd", probs, value).reshape(batch, length, heads, head_dim)
+  return jnp.einsum("bkqgs,bskd->bqkgd", probs, value).reshape(batch, length, heads, head_dim)
 
 
 def _dot_product_attention(implementation):
@@ -80,7 +85,7 @@ def _ways(mesh, axes) -> int:
   return math.prod(mesh.shape[a] for a in jax.tree.leaves(axes))
 
 
-def sharded_flash_attention(query, key, value, mask):
+def sharded_flash_attention(query, key, value, mask, window: int = 0):
   """flash.flash_attention on each device's shard: a Pallas call is opaque to XLA's partitioner
   (which would gather its inputs whole), so under a mesh it runs in shard_map with batch and heads
   split as the activations' logical rules say. Sequence sharding is not supported.
@@ -88,13 +93,11 @@ def sharded_flash_attention(query, key, value, mask):
   kv heads split like the query heads where the mesh divides them; where it does not (multi-query
   attention on a tensor axis wider than the kv heads), each device keeps every kv head and slices out
   the ones its query heads read."""
-  segment_ids, prefix_mask, window = mask
+  segment_ids, prefix_mask = mask
   mesh = jax.sharding.get_abstract_mesh()
-  device = None if mesh.empty else mesh.abstract_device
   # Mosaic when the program is for TPU (also when compiled ahead of time for a TPU topology on a
   # CPU host, as `plan` does), Triton on GPUs, interpret mode otherwise.
-  platform = device.platform if device is not None else jax.default_backend()
-  attend = functools.partial(flash_attention, backend=flash_backend_for(platform), window=window)
+  attend = functools.partial(flash_attention, backend=flash_backend_for(program_platform()), window=window)
   if mesh.empty or mesh.size == 1:
     return attend(query, key, value, segment_ids, prefix_mask)
   spec = nn.logical_to_mesh_axes(("batch", "length", "heads", "kv"))
@@ -147,9 +150,9 @@ MASK_FROM_IDS = frozenset({"flash"})
 
 
 def mask_inputs(name: str, segment_ids, prefix_mask, window: int = 0):
-  """What kernel `name` takes as its mask: (segment_ids, prefix_mask, window) or the dense mask."""
+  """What kernel `name` takes as its mask: (segment_ids, prefix_mask) or the dense mask (with the window)."""
   if name in MASK_FROM_IDS:
-    return segment_ids, prefix_mask, window
+    return segment_ids, prefix_mask
   return attention_mask(segment_ids, prefix_mask, window)
 
 
@@ -158,7 +161,11 @@ def decode_kernel(name: str) -> str:
   return "xla" if name in MASK_FROM_IDS else name
 
 
-def get_attention(name: str):
+def get_attention(name: str, window: int = 0):
+  """The kernel `name`, called (query, key, value, mask); the mask-building ones get the window here (a
+  Python int, never traced), the others find it in the dense mask."""
   if name not in IMPLEMENTATIONS:
     raise ValueError(f"attention={name!r} is unknown; choose one of {sorted(IMPLEMENTATIONS)}")
+  if name in MASK_FROM_IDS:
+    return functools.partial(IMPLEMENTATIONS[name], window=window)
   return IMPLEMENTATIONS[name]

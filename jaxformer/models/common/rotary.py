@@ -1,4 +1,5 @@
-"""Interleaved ("rotate every two") rotary position embedding, as in GPT-J and CodeGen."""
+"""Rotary position embeddings: interleaved ("rotate every two", GPT-J and CodeGen) and rotate-half (Llama,
+Qwen2, StarCoder2, with rope_theta and rope_scaling)."""
 
 import jax.numpy as jnp
 
@@ -76,21 +77,21 @@ def rope_inv_freq(head_dim: int, theta: float, scaling: dict | None = None, wher
     return jnp.where(medium, smoothed, scaled)
 
 
-def rotate_half(x):
-  """[..., 2k] -> [..., 2k]: (x1, x2) halves -> (-x2, x1)."""
-  half = x.shape[-1] // 2
-  return jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-
-
 def apply_rotary_half(x, positions, inv_freq):
-  """Rotate-half rotary on the whole head.
+  """Rotate-half rotary on the whole head: HF's x * cos + rotate_half(x) * sin, computed per half.
 
   Args:
     x: [batch, length, heads, head_dim]; positions: [batch, length]; inv_freq: [head_dim / 2].
   Returns:
     x with the same shape and dtype (the rotation in float32).
+
+  Per half it is (x1 cos - x2 sin, x2 cos + x1 sin), the same float operations as HF's formula (negation
+  is exact), with sin and cos over half the features and no rotated copy of x (on CPU about 10% of the
+  tiny Llama step, `jaxformer bench`).
   """
-  angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [b, t, head_dim / 2]
-  angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
+  angles = (positions.astype(jnp.float32)[..., None] * inv_freq)[:, :, None, :]  # [b, t, 1, head_dim / 2]
+  cos, sin = jnp.cos(angles), jnp.sin(angles)
   x32 = x.astype(jnp.float32)
-  return (x32 * jnp.cos(angles) + rotate_half(x32) * jnp.sin(angles)).astype(x.dtype)
+  half = x.shape[-1] // 2
+  x1, x2 = x32[..., :half], x32[..., half:]
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)

@@ -38,7 +38,9 @@ class Attention(nn.Module):
     value = constrain(value, ("batch", "length", "kv_heads", "kv"))
     if self.decode:
       key, value = cached_kv(self, key, value, positions)
-    out = get_attention(decode_kernel(cfg.attention) if self.decode else cfg.attention)(query, key, value, mask)
+    out = get_attention(decode_kernel(cfg.attention) if self.decode else cfg.attention, cfg.window)(
+      query, key, value, mask
+    )
     out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
     out = Dense(
       (cfg.d_model,),
