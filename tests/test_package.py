@@ -3,6 +3,7 @@ no top-level package of another name, and the installed command finds them from 
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -16,9 +17,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.slow
 def test_a_wheel_install_plans_trains_and_sweeps_from_an_empty_directory(local_corpus, tmp_path):
+  # Built from a copy of the checkout's files (tracked, or new and not ignored): a build/ folder left in a
+  # working tree by an earlier build would otherwise put modules that no longer exist into the wheel.
+  source = tmp_path / "source"
+  listed = subprocess.run(
+    ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
+  ).stdout.decode()
+  for name in filter(None, listed.split("\0")):
+    if os.path.isfile(os.path.join(REPO, name)):
+      os.makedirs(source / os.path.dirname(name), exist_ok=True)
+      shutil.copy2(os.path.join(REPO, name), source / name)
   dist = tmp_path / "dist"
   subprocess.run(
-    [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), REPO],
+    [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(source)],
     check=True,
     capture_output=True,
   )
