@@ -59,13 +59,11 @@ def test_special_tokens_are_found_by_string_and_prompts_encode_as_the_hf_tokeniz
   tokenizer_dir, _, _ = codegen2
   ids = artifacts.special_ids(tokenizer_dir)
   vocab = vocabulary.load_vocabulary(os.path.join(tokenizer_dir, "tokenizer.json"))
-  assert (vocab.eos_id, vocab.sep_id, vocab.eom_id) == (ids["eos"], ids["sep"], ids["eom"])
-  assert vocab.mask_id(1) == ids["size"] - 1 and vocab.mask_id(2) == vocab.mask_id(1) - 1  # counting down
-  assert (
-    vocab.num_masks == 16
-    and vocab.bos_id is None
-    and vocab.missing(objectives.OBJECTIVES["span_corruption"].needs) == []
-  )
+  special = vocab.special
+  assert (special.eos, special.sep, special.eom) == (ids["eos"], ids["sep"], ids["eom"])
+  assert special.mask_id(1) == ids["size"] - 1 and special.mask_id(2) == special.mask_id(1) - 1  # counting down
+  span = objectives.OBJECTIVES["span_corruption"]
+  assert special.num_masks == 16 and vocab.bos_id is None and special.missing(span.needs(span.settings())) == []
   hf = AutoTokenizer.from_pretrained(tokenizer_dir)
   assert prompt_ids(vocab, PROMPT)[0] == hf(PROMPT)["input_ids"]  # no invented BOS
   card = PREFIX + "<mask_1>" + SUFFIX + "<|endoftext|>" + "<sep>" + "<mask_1>"  # the model card's infill prompt
@@ -156,7 +154,9 @@ def test_import_reads_the_grouping_from_the_checkpoints_code_and_samples_as_hf(c
   ours = _sample(capsys, run, f"--prompt={PROMPT}", "--max_new_tokens=16")
   assert ours["tokens"] == _hf_greedy(remote, vocab.encode(PROMPT), 16, [vocab.eos_id])
   infill = _sample(capsys, run, f"--prompt={PREFIX}", f"--suffix={SUFFIX}", "--max_new_tokens=12")
-  assert infill["tokens"] == _hf_greedy(remote, infill_ids(vocab, PREFIX, SUFFIX), 12, [vocab.eom_id, vocab.eos_id])
+  assert infill["tokens"] == _hf_greedy(
+    remote, infill_ids(vocab, PREFIX, SUFFIX), 12, [vocab.special.eom, vocab.eos_id]
+  )
 
 
 def _logits(model_dir: str, tokens: np.ndarray) -> np.ndarray:

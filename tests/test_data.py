@@ -16,6 +16,7 @@ from jaxformer.data import pipeline
 from jaxformer.data.ingest import convert, corpus
 from jaxformer.data.pipeline import vocabulary
 from jaxformer.models.common.attention import attention_mask
+from jaxformer.objectives import span_corruption
 
 CODE = (
   "def f(x):\n\tif x:\n\t\treturn  x   \n\n\n\r\n    y = 'héllo wörld, 日本語, émoji 🚀'  \n"
@@ -40,20 +41,22 @@ def test_tokenizer_round_trips_code_exactly(local_tasks):
 
 
 def test_sentinels_are_single_ids_and_literal_ones_are_escaped(local_tasks):
-  vocab = local_tasks
-  assert vocab.num_masks >= 64
-  assert [vocab.mask_id(k) for k in (1, 2, 64)] == [vocab.tokenizer.piece_to_id(f"<mask_{k}>") for k in (1, 2, 64)]
-  assert vocab.encode("<sep>") == [vocab.sep_id] and vocab.encode("<eom>") == [vocab.eom_id]
-  escaped = vocabulary.escape_sentinels(tf.constant("a = '<sep>' + '<mask_3>'")).numpy().decode()
+  vocab, special = local_tasks, local_tasks.special
+  assert special.num_masks >= 64
+  assert [special.mask_id(k) for k in (1, 2, 64)] == [vocab.tokenizer.piece_to_id(f"<mask_{k}>") for k in (1, 2, 64)]
+  assert vocab.encode("<sep>") == [special.sep] and vocab.encode("<eom>") == [special.eom]
+  fim = [special.id_of(t) for t in ("<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>")]
+  assert None not in fim and vocab.encode("<fim_middle>") == [fim[1]]  # train-tokenizer adds StarCoder's FIM tokens
+  escaped = vocabulary.escape_sentinels(tf.constant("a = '<sep>' + '<mask_3>' + '<fim_prefix>'")).numpy().decode()
   ids = vocab.encode(escaped)
-  assert vocab.sep_id not in ids and vocab.mask_id(3) not in ids
-  assert vocabulary.unescape_sentinels(vocab.decode(ids)) == "a = '<sep>' + '<mask_3>'"
+  assert special.sep not in ids and special.mask_id(3) not in ids and fim[0] not in ids
+  assert vocabulary.unescape_sentinels(vocab.decode(ids)) == "a = '<sep>' + '<mask_3>' + '<fim_prefix>'"
 
 
 def _uses(example, objective: str, eos: int) -> bool:
   """Whether the example got `objective`; otherwise asserts it is the one chunk that stays causal LM
   by design (choose_objective): under 2 tokens besides its document's <|endoftext|>."""
-  if objectives.objective_name(int(example["objective"])) == objective:
+  if objectives.by_id(int(example["objective"])).name == objective:
     return True
   source = example["source"]
   body = source[:-1] if source.size and source[-1] == eos else source
@@ -63,7 +66,7 @@ def _uses(example, objective: str, eos: int) -> bool:
 
 def test_span_corruption_inverts_exactly_to_its_source(local_tasks):
   vocab = local_tasks
-  ids = objectives.SpecialIds.from_vocabulary(vocab)
+  ids = vocab.special
   _bind_rates({"span_corruption": 1.0})
   examples = list(pipeline.examples_dataset("local_pl", {"targets": 256}).take(40).as_numpy_iterator())
   spans_seen = span_examples = 0
@@ -75,7 +78,7 @@ def test_span_corruption_inverts_exactly_to_its_source(local_tasks):
     if source[-1] == ids.eos:
       source = source[:-1]
     assert len(example["targets"]) <= 256
-    assert objectives.invert_span_corruption(example["targets"], ids) == source
+    assert span_corruption.invert(example["targets"], ids) == source
     text = vocab.decode_with_specials(example["targets"])
     head, infill = text.split("<|endoftext|><sep>")
     for k, span in enumerate(infill.split("<eom>")[:-1], start=1):
@@ -93,7 +96,7 @@ def test_span_corruption_inverts_exactly_to_its_source(local_tasks):
 def test_objective_rates_are_honoured(local_tasks):
   _bind_rates(MIX)
   counts = collections.Counter(
-    objectives.objective_name(int(e["objective"]))
+    objectives.by_id(int(e["objective"])).name
     for e in pipeline.examples_dataset("local_pl", {"targets": 128}).take(1500).as_numpy_iterator()
   )
   total = sum(counts.values())
@@ -103,7 +106,7 @@ def test_objective_rates_are_honoured(local_tasks):
 
 def test_prefix_lm_examples_have_a_bidirectional_prefix_without_loss(local_tasks):
   _bind_rates({"prefix_lm": 1.0})
-  eos = objectives.SpecialIds.from_vocabulary(local_tasks).eos
+  eos = local_tasks.special.eos
   seen = 0
   for example in pipeline.examples_dataset("local_pl", {"targets": 128}).take(30).as_numpy_iterator():
     if not _uses(example, "prefix_lm", eos):

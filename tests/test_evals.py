@@ -11,7 +11,7 @@ import train_util
 from model_util import init, tiny
 
 from jaxformer import cli
-from jaxformer.evals import humaneval, passk, sandbox
+from jaxformer.evals import humaneval, infilling, passk, sandbox
 from jaxformer.infer.sample import complete
 
 
@@ -86,12 +86,12 @@ def test_sandbox_has_no_network_and_a_private_home_when_namespaces_work():
 
 def test_single_line_infill_tasks_rebuild_the_canonical_solution():
   problems = humaneval.read_problems()
-  tasks = humaneval.single_line_infill_tasks(problems)
+  tasks = infilling.infill_tasks(problems, ("single_line",))
   assert len(tasks) > 1000  # Bavarian et al. report 1033
   for t in tasks[:200]:
-    problem = problems[t["task_id"]]
+    problem = problems[t["problem"]]
     assert t["prefix"] + t["target"] + t["suffix"] == problem["prompt"] + problem["canonical_solution"]
-  rows, scores = humaneval.score_infill(tasks[:12], [t["target"] for t in tasks[:12]], problems)
+  rows, scores = infilling.score_infill(tasks[:12], [t["target"] for t in tasks[:12]], problems)
   assert scores["exact_match"] == 1.0 and scores["pass@1"] == 1.0
 
 
@@ -105,7 +105,7 @@ def test_infill_generation_stops_at_eom(local_tasks):
   texts = complete(model, params, vocab, ["def f(a):\n    return "], 8, suffixes=["\n"])
   assert texts == ["x" * 8] or texts[0].startswith("x")
   stops = always.copy()
-  stops[vocab.eom_id] = 2e4  # ... unless <eom> wins: then the infill is empty
+  stops[vocab.special.eom] = 2e4  # ... unless <eom> wins: then the infill is empty
   params["lm_head"]["bias"] = stops
   assert complete(model, params, vocab, ["def f(a):\n    return "], 8, suffixes=["\n"]) == [""]
 
@@ -151,9 +151,9 @@ def test_eval_and_sample_verbs_on_a_trained_run(local_corpus, tmp_path, capsys):
   assert len(humaneval.read_jsonl(os.path.join(run, "evals", "humaneval_results.jsonl"))) == 4
   assert cli.main(["eval", "infill", f"--model_dir={run}", "--limit=1", "--max_new_tokens=8", "--json"]) == 0
   infill_scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-  assert infill_scores["tasks"] == len(
-    humaneval.single_line_infill_tasks(dict(list(humaneval.read_problems().items())[:1]))
-  )
+  first = dict(list(humaneval.read_problems().items())[:1])
+  assert infill_scores["tasks"] == len(infilling.infill_tasks(first, infilling.KINDS))
+  assert all(f"{kind}/pass@1" in infill_scores for kind in infilling.KINDS)
 
 
 def test_root_without_namespaces_is_refused_and_the_fallback_still_limits_time_and_memory(monkeypatch, tmp_path):

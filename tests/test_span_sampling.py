@@ -10,7 +10,7 @@ import pytest
 
 from jaxformer import cli, objectives
 from jaxformer.data import pipeline
-from jaxformer.data.reports import stats
+from jaxformer.objectives import span_corruption
 
 SPAN_ONLY = {"span_corruption": 1.0}
 OLD_RULE = {"num_spans_law": "noise_density", "span_length_law": "noise_density"}
@@ -37,17 +37,17 @@ def _span_examples(length: int, count: int, seed: int = 0, **span):
   return [
     e
     for e in dataset.take(count).as_numpy_iterator()
-    if objectives.objective_name(int(e["objective"])) == "span_corruption"
+    if objectives.by_id(int(e["objective"])).name == "span_corruption"
   ]
 
 
 def _span_counts(examples, ids) -> np.ndarray:
-  return np.array([len(stats.span_structure(e["targets"], ids)[1]) for e in examples])
+  return np.array([len(span_corruption.span_structure(e["targets"], ids)[1]) for e in examples])
 
 
 @pytest.mark.parametrize("length", [2048, 512])
 def test_default_law_gives_single_spans_often_and_max_spans_rarely(tasks_64, length):
-  ids = objectives.SpecialIds.from_vocabulary(tasks_64)
+  ids = tasks_64.special
   counts = _span_counts(_span_examples(length, 48), ids)
   assert counts.size >= 40
   assert np.mean(counts == 1) >= 0.25, np.bincount(counts)
@@ -55,7 +55,7 @@ def test_default_law_gives_single_spans_often_and_max_spans_rarely(tasks_64, len
 
 
 def test_old_noise_density_rule_is_still_selectable_and_differs(tasks_64):
-  ids = objectives.SpecialIds.from_vocabulary(tasks_64)
+  ids = tasks_64.special
   counts = _span_counts(_span_examples(2048, 40, **OLD_RULE), ids)
   assert np.mean(counts == 16) > 0.5, np.bincount(counts)  # the rule this change replaces as the default
 
@@ -74,16 +74,16 @@ def test_old_noise_density_rule_is_still_selectable_and_differs(tasks_64):
   ids=lambda span: ",".join(f"{k}={v}" for k, v in span.items()) or "defaults",
 )
 def test_every_law_inverts_exactly_to_its_source(tasks_64, span):
-  ids = objectives.SpecialIds.from_vocabulary(tasks_64)
+  ids = tasks_64.special
   examples = _span_examples(256, 16, **span)
   assert examples
   for example in examples:
     source = list(example["source"])
     source = source[:-1] if source[-1] == ids.eos else source
     assert len(example["targets"]) <= 256
-    assert objectives.invert_span_corruption(example["targets"], ids) == source
+    assert span_corruption.invert(example["targets"], ids) == source
     masks = [ids.masks.index(t) + 1 for t in example["targets"] if t in ids.masks]
-    k = len(stats.span_structure(example["targets"], ids)[1])
+    k = len(span_corruption.span_structure(example["targets"], ids)[1])
     assert k <= 16 and masks == list(range(1, k + 1)) * 2  # <mask_k> numbered in order, in text and infill
 
 
@@ -139,11 +139,11 @@ def test_data_stats_prints_table_json_and_png(local_corpus, tmp_path, capsys):
 
 
 def test_loss_placement_by_name_moves_span_corruptions_loss(tasks_64):
-  ids = objectives.SpecialIds.from_vocabulary(tasks_64)
+  ids = tasks_64.special
 
   def examples(placement):
     with gin.unlock_config():
-      gin.parse_config(f"objectives.objective_mixture.loss_placement = {placement!r}")
+      gin.parse_config(f"objectives.SpanCorruption.loss_placement = {placement!r}")
     return _span_examples(256, 6)
 
   infill, whole = examples("infill"), examples("sequence")

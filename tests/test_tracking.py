@@ -10,8 +10,9 @@ import gin
 import pytest
 from model_util import init, tiny
 
-from jaxformer import sharding
-from jaxformer.evals import during_training, generation, humaneval
+from jaxformer import objectives, sharding
+from jaxformer.data.pipeline import vocabulary
+from jaxformer.evals import during_training, generation, humaneval, infilling
 from jaxformer.train import metrics, tracking
 
 
@@ -113,7 +114,7 @@ def test_code_eval_scoring_counts_right_and_wrong_completions():
   problems = humaneval.read_problems()
   config = during_training.CodeEvalConfig(humaneval_problems=3, infill_tasks=4)
   subset, tasks = during_training.subsets(config)
-  assert list(subset) == list(problems)[:3] and tasks == humaneval.single_line_infill_tasks(problems)[:4]
+  assert list(subset) == list(problems)[:3] and tasks == infilling.infill_tasks(problems)[:4]
   right = [{"task_id": t, "completion": p["canonical_solution"]} for t, p in subset.items()]
   targets = [t["target"] for t in tasks]
   scores = during_training.score_code_eval(subset, right, tasks, targets, config)
@@ -123,6 +124,9 @@ def test_code_eval_scoring_counts_right_and_wrong_completions():
     "infill_tasks": 4.0,
     "infill_exact_match": 1.0,
     "infill_pass@1": 1.0,
+    "infill_single_line_tasks": 4.0,
+    "infill_single_line_exact_match": 1.0,
+    "infill_single_line_pass@1": 1.0,
   }
   wrong = right[:2] + [{"task_id": right[2]["task_id"], "completion": "    return None\n"}]
   broken = targets[:3] + ["    return ("]  # a syntax error: neither matches nor runs
@@ -146,12 +150,17 @@ def test_code_eval_config_is_checked_and_gin_bound():
   assert not during_training.CodeEvalConfig(period=0).due(100)
 
 
-def test_infill_needs_a_vocabulary_with_masks():
+def test_infill_needs_a_vocabulary_with_the_formats_tokens(local_tasks):
   class Plain:
     path = "/models/tokenizer.json"
 
-  with pytest.raises(ValueError, match="infill needs <sep>, <eom>, <mask_1>; Plain has no special tokens"):
-    generation.infill_completions(None, None, Plain(), [{"prefix": "a", "suffix": "b"}], 4, 1, None, ())
+  codegen2, psm = (objectives.choose_infill_format(None, local_tasks.special, name) for name in ("codegen2", "psm"))
+  task = [{"prefix": "a", "suffix": "b"}]
+  with pytest.raises(ValueError, match="infill: Plain has no special tokens"):
+    generation.infill_completions(None, None, Plain(), task, 4, 1, None, (), codegen2)
+  no_fim = vocabulary.SpecialTokens("/models/spm.model", 1, 0, {"<sep>": 3})
+  with pytest.raises(ValueError, match="infill format 'psm' needs <fim_prefix>, <fim_middle>, <fim_suffix>"):
+    generation.infill_completions(None, None, type("V", (), {"special": no_fim})(), task, 4, 1, None, (), psm)
 
 
 def test_code_eval_end_to_end_on_a_tiny_random_model(local_tasks):
@@ -159,13 +168,18 @@ def test_code_eval_end_to_end_on_a_tiny_random_model(local_tasks):
   model, params = init(tiny(vocab_size=1024))
   config = during_training.CodeEvalConfig(humaneval_problems=2, infill_tasks=2, max_new_tokens=8)
   mesh, rules = sharding.make_mesh(), sharding.logical_axis_rules()
-  result = during_training.code_eval(model, params, vocabulary, config, mesh, rules)
+  infill_format = objectives.choose_infill_format({"fim": 1.0}, vocabulary.special)
+  assert infill_format.name == "psm"  # FIM's default: StarCoder's PSM (spm_rate 0.5 trains both)
+  result = during_training.code_eval(model, params, vocabulary, config, mesh, rules, infill_format)
   assert set(result) == {
     "humaneval_problems",
     "humaneval_pass@1",
     "infill_tasks",
     "infill_exact_match",
     "infill_pass@1",
+    "infill_single_line_tasks",
+    "infill_single_line_exact_match",
+    "infill_single_line_pass@1",
   }
   assert result["humaneval_problems"] == 2.0 and result["infill_tasks"] == 2.0
   assert all(

@@ -34,7 +34,7 @@ VERBS = {
     "evaluate a checkpoint",
     {
       "humaneval": ("HumanEval pass@k, executed in the sandbox", evals.humaneval_args, evals.humaneval_run),
-      "infill": ("HumanEval single-line infilling: pass@1 and exact match", evals.infill_args, evals.infill_run),
+      "infill": ("HumanEval-Infilling by execution: pass@1, exact match per kind", evals.infill_args, evals.infill_run),
       "loss": ("held-out loss per task (the trainer's eval)", evals.loss_args, evals.loss_run),
     },
   ),

@@ -169,9 +169,17 @@ def trained_as_prefix_lm() -> bool:
   """Whether the parsed run config trained bidirectional prefixes."""
   from jaxformer import objectives
 
-  return objectives.trained_as_prefix_lm(
-    bound("%OBJECTIVE_RATES"), bound("objectives.SpanCorruption.bidirectional_prefix")
-  )
+  return objectives.trained_as_prefix_lm(bound("%OBJECTIVE_RATES"))
+
+
+def infill_format(vocabulary, requested: str | None = None):
+  """The infill format of the parsed run (objectives.choose_infill_format): --infill_format, else the
+  first its objectives trained, else the first its vocabulary can write."""
+  from jaxformer import objectives
+
+  if getattr(vocabulary, "special", None) is None:
+    raise UserError(f"infill: {type(vocabulary).__name__} has no special tokens")
+  return user_errors(objectives.choose_infill_format, bound("%OBJECTIVE_RATES"), vocabulary.special, requested)
 
 
 def check_positive(name: str, value, allow_zero: bool = False) -> None:

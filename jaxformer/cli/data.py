@@ -40,6 +40,12 @@ def tokenizer_args(parser):
   parser.add_argument("--vocab_size", type=int, default=None)
   parser.add_argument("--num_masks", type=int, default=None, help="<mask_k> sentinels, at least 64")
   parser.add_argument("--overwrite", action="store_true", help="replace an earlier output (default: refuse)")
+  parser.add_argument(
+    "--fim_spelling",
+    choices=("starcoder", "santacoder", "qwen", "none"),
+    default=None,
+    help="FIM sentinels to add (default: objectives.FIM.spelling, StarCoder's <fim_prefix> ...)",
+  )
 
 
 def tokenizer_run(args, bindings):
@@ -48,12 +54,17 @@ def tokenizer_run(args, bindings):
   from jaxformer.data.pipeline import vocabulary
 
   kwargs = {k: v for k, v in (("vocab_size", args.vocab_size), ("num_masks", args.num_masks)) if v}
+  if args.fim_spelling:
+    kwargs["fim_spelling"] = "" if args.fim_spelling == "none" else args.fim_spelling
   output = args.output or os.path.join(args.corpus_dir, "spm.model")
   path = common.user_errors(tokenizer.train_tokenizer, args.corpus_dir, output, overwrite=args.overwrite, **kwargs)
   vocab = vocabulary.CodeGenVocabulary(path)
+  special = vocab.special
+  fim = [t for t in special.tokens if t.strip("<|>").startswith("fim")]
   print(
-    f"wrote {path}: {vocab.vocab_size} pieces, {vocab.num_masks} masks, <sep>={vocab.sep_id} "
-    f"<eom>={vocab.eom_id} <mask_1>={vocab.mask_id(1)}"
+    f"wrote {path}: {vocab.vocab_size} pieces, {special.num_masks} masks, <sep>={special.sep} "
+    f"<eom>={special.eom} <mask_1>={special.mask_id(1)}"
+    + (f", FIM {' '.join(f'{t}={special.id_of(t)}' for t in fim)}" if fim else "")
   )
 
 

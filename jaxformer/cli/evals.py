@@ -1,4 +1,4 @@
-"""`jaxformer eval ...`: HumanEval pass@k, single-line infill, and held-out loss."""
+"""`jaxformer eval ...`: HumanEval pass@k, HumanEval-Infilling by execution, and held-out loss."""
 
 import collections
 import json
@@ -32,6 +32,7 @@ def humaneval_args(parser):
   parser.add_argument("--max_new_tokens", type=int, default=256)
   parser.add_argument("--batch_size", type=int, default=16)
   parser.add_argument("--seed", type=int, default=0)
+  infill_flags(parser, default_kinds="")
 
 
 def humaneval_run(args, bindings):
@@ -89,14 +90,40 @@ def humaneval_run(args, bindings):
   )
   print("  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
   print(f"per-sample results: {path}")
+  record = {**scores, "samples": len(scored), "results": path, "sandbox": sandbox.isolation()}
+  if args.infill_kinds.strip():  # the infilling tasks of the same problems, from the same run
+    if args.completions:
+      raise UserError("--infill_kinds needs --model_dir to generate the infills (not --completions)")
+    infill_path = os.path.splitext(path)[0] + "_infill.jsonl"
+    infill = run_infill(args, run, problems, infill_path)
+    record.update({f"infill/{k}": v for k, v in infill.items() if k not in ("sandbox",)})
   if args.json:
-    print(json.dumps({**scores, "samples": len(scored), "results": path, "sandbox": sandbox.isolation()}))
+    print(json.dumps(record))
 
 
 def infill_args(parser):
-  eval_common(parser)
-  parser.add_argument("--max_new_tokens", type=int, default=64)
-  parser.add_argument("--batch_size", type=int, default=16)
+  eval_common(parser, needs_model=False)
+  infill_flags(parser, default_kinds="single_line,multi_line,random_span")
+  parser.add_argument(
+    "--reference",
+    choices=("canonical", "empty"),
+    default=None,
+    help="score the canonical middles (every task passes) or empty ones instead of a model's",
+  )
+
+
+def infill_flags(parser, default_kinds: str):
+  from jaxformer.cli.infer import infill_format_arg
+
+  parser.add_argument(
+    "--infill_kinds",
+    default=default_kinds,
+    help="comma-separated HumanEval-Infilling kinds: single_line, multi_line, random_span",
+  )
+  infill_format_arg(parser)
+  if not any(a.dest == "max_new_tokens" for a in parser._actions):
+    parser.add_argument("--max_new_tokens", type=int, default=128)
+    parser.add_argument("--batch_size", type=int, default=16)
 
 
 def _pass_ks(text: str | None) -> list[int]:
@@ -110,38 +137,73 @@ def _pass_ks(text: str | None) -> list[int]:
 
 
 def infill_run(args, bindings):
-  from jaxformer.evals import generation, humaneval, sandbox
+  from jaxformer.evals import humaneval
 
-  common.check_positive("--max_new_tokens", args.max_new_tokens)
   common.check_positive("--limit", args.limit)
-  run = common.load_run(args, bindings)
   problems = humaneval.read_problems()
   if args.limit:
     problems = dict(list(problems.items())[: args.limit])
-  tasks = humaneval.single_line_infill_tasks(problems)
-  texts = common.user_errors(
-    generation.infill_completions,
-    run.model,
-    run.params,
-    run.vocabulary,
-    tasks,
-    args.max_new_tokens,
-    args.batch_size,
-    run.mesh,
-    run.rules,
-  )
-  common.check_positive("--timeout", args.timeout)
-  limits = sandbox.Limits(wall_seconds=args.timeout, cpu_seconds=int(args.timeout) + 1)
-  rows, scores = humaneval.score_infill(tasks, texts, problems, limits)
-  path = results_path(args, "infill_results.jsonl")
-  humaneval.write_jsonl(path, rows)
-  print(
-    f"single-line infill: {scores['tasks']} tasks from {len(problems)} problems: pass@1 {scores['pass@1']:.4f}, "
-    f"exact match {scores['exact_match']:.4f}"
-  )
-  print(f"per-task results: {path}; sandbox: {sandbox.isolation()}")
+  if args.reference:
+    common.parse_gin(args, bindings)
+    run = None
+  elif not args.model_dir:
+    raise UserError("eval infill needs --model_dir (to generate) or --reference (to check the tasks)")
+  else:
+    run = common.load_run(args, bindings)
+  scores = run_infill(args, run, problems, results_path(args, "infill_results.jsonl"))
   if args.json:
-    print(json.dumps({**scores, "results": path, "sandbox": sandbox.isolation()}))
+    print(json.dumps(scores))
+
+
+def run_infill(args, run, problems: dict, path: str) -> dict:
+  """Builds the --infill_kinds tasks of `problems`, fills them (the run's model in its format, or
+  --reference middles), scores them in the sandbox, prints a line per kind and writes the results: at path
+  (every field) and beside it infill_samples.jsonl (human-eval-infilling's
+  {task_id, completion}) and infill_generations.json (bigcode-evaluation-harness's programs per task)."""
+  from jaxformer.evals import generation, infilling, sandbox
+
+  common.check_positive("--timeout", args.timeout)
+  kinds = [k.strip() for k in args.infill_kinds.split(",") if k.strip()]
+  tasks = common.user_errors(infilling.infill_tasks, problems, kinds)
+  reference = getattr(args, "reference", None)
+  if reference:
+    texts, how = [t["target"] if reference == "canonical" else "" for t in tasks], f"the {reference} middles"
+  else:
+    common.check_positive("--max_new_tokens", args.max_new_tokens)
+    fmt = common.infill_format(run.vocabulary, args.infill_format)
+    texts = common.user_errors(
+      generation.infill_completions,
+      run.model,
+      run.params,
+      run.vocabulary,
+      tasks,
+      args.max_new_tokens,
+      args.batch_size,
+      run.mesh,
+      run.rules,
+      fmt,
+    )
+    how = f"step {run.step}, infill format {fmt.name!r}"
+  limits = sandbox.Limits(wall_seconds=args.timeout, cpu_seconds=int(args.timeout) + 1)
+  rows, scores = infilling.score_infill(tasks, texts, problems, limits)
+  from jaxformer.evals import humaneval
+
+  humaneval.write_jsonl(path, rows)
+  samples = os.path.join(os.path.dirname(path), "infill_samples.jsonl")
+  humaneval.write_jsonl(samples, infilling.human_eval_samples(rows))
+  generations = os.path.join(os.path.dirname(path), "infill_generations.json")
+  with open(generations, "w") as f:
+    json.dump(infilling.bigcode_generations(rows), f)
+  print(f"HumanEval-Infilling from {len(problems)} problems, {how}:")
+  for kind in infilling.KINDS:
+    if f"{kind}/tasks" in scores:
+      print(
+        f"  {kind:12s} {scores[f'{kind}/tasks']:5d} tasks  pass@1 {scores[f'{kind}/pass@1']:.4f}  "
+        f"exact match {scores[f'{kind}/exact_match']:.4f}"
+      )
+  print(f"per-task results: {path}; human-eval samples: {samples}; bigcode generations: {generations}")
+  print(f"sandbox: {sandbox.isolation()}")
+  return {**scores, "results": path, "samples": samples, "generations": generations, "sandbox": sandbox.isolation()}
 
 
 def loss_args(parser):
@@ -180,4 +242,6 @@ def results_path(args, name: str) -> str:
     folder = os.path.join(fs.resolve(args.model_dir), "evals")
     fs.makedirs(folder)
     return os.path.join(folder, name)
-  return args.completions + "_results.jsonl"
+  if getattr(args, "completions", None):
+    return args.completions + "_results.jsonl"
+  raise UserError("--output=FILE: where the per-item results go (there is no --model_dir to keep them in)")

@@ -6,6 +6,15 @@ from jaxformer.cli import common
 from jaxformer.errors import UserError
 
 
+def infill_format_arg(parser):
+  parser.add_argument(
+    "--infill_format",
+    choices=("codegen2", "psm", "spm"),
+    default=None,
+    help="the infill prompt: CodeGen2's masks, FIM PSM or SPM (default: the first the run trained)",
+  )
+
+
 def sample_args(parser):
   parser.add_argument("--model_dir", required=True)
   parser.add_argument("--prompt", required=True)
@@ -14,7 +23,8 @@ def sample_args(parser):
   parser.add_argument("--max_new_tokens", type=int, default=64)
   parser.add_argument("--temperature", type=float, default=0.0)
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--suffix", default=None, help="infill between --prompt and --suffix (CodeGen2 format)")
+  parser.add_argument("--suffix", default=None, help="infill between --prompt and --suffix, in the run's format")
+  infill_format_arg(parser)
   parser.add_argument("--top_k", type=int, default=0)
   parser.add_argument("--top_p", type=float, default=1.0)
   parser.add_argument("--stop", action="append", default=[], help="stop sequence (repeatable)")
@@ -39,7 +49,10 @@ def sample_run(args, bindings):
   from jaxformer.infer.sample import bos_of, cut_at_stop_sequences, generate, prompt_ids
 
   prefix_lm = run.prefix_lm if args.prefix_lm == "auto" else args.prefix_lm == "yes"
-  ids, stops = common.user_errors(prompt_ids, run.vocabulary, args.prompt, args.suffix)
+  if args.infill_format is not None and args.suffix is None:
+    raise UserError("--infill_format needs --suffix (it chooses how an infill is prompted)")
+  fmt = common.infill_format(run.vocabulary, args.infill_format) if args.suffix is not None else None
+  ids, stops = common.user_errors(prompt_ids, run.vocabulary, args.prompt, args.suffix, fmt)
   bos = bos_of(run.vocabulary)
   if not ids and bos is None:
     raise UserError(f"--prompt is empty, and {run.vocabulary_path} has no BOS for the model to start from")
@@ -69,6 +82,8 @@ def sample_run(args, bindings):
     print(args.prompt + text + (args.suffix or ""))
   if args.json:
     record = {"step": run.step, "prompt": args.prompt}
+    if fmt is not None:
+      record["infill_format"] = fmt.name
     record.update({"completion": completions[0]} if args.num_samples == 1 else {"completions": completions})
     record["tokens"] = outs[0] if args.num_samples == 1 else outs
     print(json.dumps(record))

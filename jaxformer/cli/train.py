@@ -76,9 +76,16 @@ def _code_eval() -> list:
   from jaxformer.evals import sandbox
 
   sandbox.check_usable()  # before training starts, not at the first eval
-  run = lambda model, params, vocabulary, mesh, rules: during_training.code_eval(
-    model, params, vocabulary, config, mesh, rules
-  )
+
+  def run(model, params, vocabulary, mesh, rules):
+    from jaxformer import objectives
+
+    try:  # the format the run trains (or its vocabulary writes); none: the infill part is skipped
+      infill_format = objectives.choose_infill_format(common.bound("%OBJECTIVE_RATES"), vocabulary.special)
+    except (ValueError, AttributeError):
+      infill_format = None
+    return during_training.code_eval(model, params, vocabulary, config, mesh, rules, infill_format)
+
   return [PeriodicEval("code", config.period, run)]
 
 

@@ -1,13 +1,13 @@
-"""Code evaluation while a run trains: greedy HumanEval pass@1 and single-line infill on fixed subsets.
+"""Code evaluation while a run trains: greedy HumanEval pass@1 and HumanEval-Infilling on fixed subsets.
 
 The train loop calls `code_eval` every train.CodeEvalConfig.period steps and logs its flat metrics
-(e.g. under eval/code/). The subsets are the first N HumanEval problems and the first N single-line
-infill tasks, the same at every step, so the numbers are comparable along a run.
+(e.g. under eval/code/). The subsets are the first N HumanEval problems and the first N infill tasks
+of each kind, the same at every step, so the numbers are comparable along a run.
 """
 
 import functools
 
-from jaxformer.evals import generation, humaneval, sandbox
+from jaxformer.evals import generation, humaneval, infilling, sandbox
 from jaxformer.train.code_eval import CodeEvalConfig
 
 
@@ -27,7 +27,9 @@ def subsets(config: CodeEvalConfig) -> tuple[dict, list[dict]]:
   """
   problems = _problems()
   subset = dict(list(problems.items())[: config.humaneval_problems])
-  tasks = humaneval.single_line_infill_tasks(problems)[: config.infill_tasks] if config.infill_tasks else []
+  tasks = []
+  for kind in config.infill_kinds if config.infill_tasks else ():
+    tasks += infilling.infill_tasks(problems, (kind,))[: config.infill_tasks]
   return subset, tasks
 
 
@@ -43,12 +45,13 @@ def score_code_eval(
   Args:
     problems: task_id -> problem, holding every task_id the samples and infill tasks name.
     humaneval_samples: [{task_id, completion}], one per problem (generation.humaneval_samples).
-    infill_tasks: the infill tasks (humaneval.single_line_infill_tasks); may be empty.
+    infill_tasks: the infill tasks (infilling.infill_tasks); may be empty.
     infill_completions: one completion per infill task; None skips the infill metrics.
     config: the CodeEvalConfig (its timeout limits each program).
   Returns:
     {'humaneval_problems', 'humaneval_pass@1'} when there are samples, and {'infill_tasks',
-    'infill_exact_match', 'infill_pass@1'} when there are infill completions; all floats.
+    'infill_exact_match', 'infill_pass@1', and 'infill_{kind}_pass@1' etc. per kind} when there are infill
+    completions; all floats.
   """
   limits = sandbox.Limits(wall_seconds=config.timeout, cpu_seconds=int(config.timeout) + 1)
   result = {}
@@ -57,16 +60,13 @@ def score_code_eval(
     result["humaneval_problems"] = float(len({s["task_id"] for s in humaneval_samples}))
     result["humaneval_pass@1"] = float(scores["pass@1"])
   if infill_completions is not None and infill_tasks:
-    if len(infill_completions) != len(infill_tasks):
-      raise ValueError(f"{len(infill_completions)} infill completions for {len(infill_tasks)} tasks")
-    _, scores = humaneval.score_infill(infill_tasks, infill_completions, problems, limits)
-    result["infill_tasks"] = float(scores["tasks"])
-    result["infill_exact_match"] = float(scores["exact_match"])
-    result["infill_pass@1"] = float(scores["pass@1"])
+    _, scores = infilling.score_infill(infill_tasks, infill_completions, problems, limits)
+    for key, value in scores.items():  # 'pass@1' -> infill_pass@1, 'multi_line/pass@1' -> infill_multi_line_pass@1
+      result["infill_" + key.replace("/", "_")] = float(value)
   return result
 
 
-def code_eval(model, params, vocabulary, config: CodeEvalConfig, mesh, rules) -> dict:
+def code_eval(model, params, vocabulary, config: CodeEvalConfig, mesh, rules, infill_format=None) -> dict:
   """Greedy HumanEval pass@1 and single-line infill on the config's fixed subsets.
 
   Every process must call it (generation runs over the whole mesh); each scores the same
@@ -74,7 +74,8 @@ def code_eval(model, params, vocabulary, config: CodeEvalConfig, mesh, rules) ->
 
   Args:
     model, params: the model (config.module()) and its (possibly sharded) parameters.
-    vocabulary: the run's vocabulary; without <mask_k> tokens the infill part is skipped.
+    vocabulary: the run's vocabulary.
+    infill_format: the run's infill format (objectives.choose_infill_format); None skips the infill part.
     config: the CodeEvalConfig.
     mesh, rules: the device mesh and logical axis rules the model runs under.
   Returns:
@@ -99,8 +100,8 @@ def code_eval(model, params, vocabulary, config: CodeEvalConfig, mesh, rules) ->
       rules=rules,
     )
   infills = None
-  if tasks and hasattr(vocabulary, "missing") and not vocabulary.missing(generation.INFILL_TOKENS):
+  if tasks and infill_format is not None:
     infills = generation.infill_completions(
-      model, params, vocabulary, tasks, config.max_new_tokens, config.batch_size, mesh, rules
+      model, params, vocabulary, tasks, config.max_new_tokens, config.batch_size, mesh, rules, infill_format
     )
   return score_code_eval(_problems(), samples, tasks, infills, config)

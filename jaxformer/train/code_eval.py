@@ -14,8 +14,10 @@ class CodeEvalConfig:
   Attributes:
     period: run it every this many steps; 0 never.
     humaneval_problems: the first N HumanEval problems, one greedy completion each (pass@1).
-    infill_tasks: the first N single-line infill tasks (exact match and pass@1); skipped when the
-      vocabulary has no <mask_k> tokens.
+    infill_tasks: the first N infill tasks of each kind in infill_kinds (exact match and pass@1), prompted
+      in the run's infill format; skipped when the run has none (no infill objective, and a vocabulary
+      with neither CodeGen2's masks nor FIM's sentinels).
+    infill_kinds: HumanEval-Infilling kinds: 'single_line', 'multi_line', 'random_span'.
     max_new_tokens: tokens generated per completion at most.
     batch_size: prompts per generate call.
     timeout: wall seconds each program may run in the sandbox.
@@ -24,6 +26,7 @@ class CodeEvalConfig:
   period: int = 0
   humaneval_problems: int = 8
   infill_tasks: int = 16
+  infill_kinds: tuple = ("single_line",)
   max_new_tokens: int = 128
   batch_size: int = 8
   timeout: float = 3.0
@@ -31,6 +34,9 @@ class CodeEvalConfig:
   def __post_init__(self):
     for name, lowest in (("period", 0), ("humaneval_problems", 0), ("infill_tasks", 0)):
       _check_int(name, getattr(self, name), lowest)
+    kinds = ("single_line", "multi_line", "random_span")  # evals/infilling.py KINDS (train/ imports no evals)
+    if not isinstance(self.infill_kinds, (tuple, list)) or not set(self.infill_kinds) <= set(kinds):
+      raise ValueError(f"train.CodeEvalConfig.infill_kinds={self.infill_kinds!r} must be a list of {list(kinds)}")
     for name in ("max_new_tokens", "batch_size"):
       _check_int(name, getattr(self, name), 1)
     if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or not self.timeout > 0:

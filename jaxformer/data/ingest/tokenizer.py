@@ -2,7 +2,8 @@
 local corpus layout (`data build-local`). The vocabularies a run reads are data/pipeline/vocabulary.py.
 
 Ids of the model: 0 <pad>, 1 <|endoftext|> (EOS), 2 <unk>, then the user symbols <sep>, <eom>,
-<mask_1> ... <mask_K>, "\\n", runs of 2-31 spaces, runs of 2-9 tabs.
+<mask_1> ... <mask_K>, FIM's four sentinels in the spelling objectives.FIM.spelling names (StarCoder's
+<fim_prefix> <fim_middle> <fim_suffix> <fim_pad> by default), "\\n", runs of 2-31 spaces, runs of 2-9 tabs.
 """
 
 import os
@@ -16,10 +17,11 @@ from jaxformer.data.pipeline.vocabulary import EOM, EOS, PAD, SEP, UNK, mask_pie
 MIN_MASKS = 64
 
 
-def user_symbols(num_masks: int) -> list[str]:
+def user_symbols(num_masks: int, fim_tokens=()) -> list[str]:
   spaces = ["\u2581" * n for n in range(2, 32)]  # whitespace runs are matched as runs of '▁'
   tabs = ["\t" * n for n in range(2, 10)]
-  return [SEP, EOM] + [mask_piece(k) for k in range(1, num_masks + 1)] + ["\n"] + spaces + tabs
+  masks = [mask_piece(k) for k in range(1, num_masks + 1)]
+  return [SEP, EOM] + masks + list(fim_tokens) + ["\n"] + spaces + tabs
 
 
 def iter_documents(corpus_dir: str, kinds=("pl", "nl"), split="train"):
@@ -40,12 +42,14 @@ def train_tokenizer(
   max_documents: int = 20000,
   max_sentence_length: int = 1 << 20,
   overwrite: bool = False,
+  fim_spelling: str | None = None,
 ) -> str:
   """Trains the SentencePiece BPE on the corpus's train split; returns the .model path.
 
   Options keep code exact: byte fallback, no normalisation, no whitespace folding, digits split.
   The model is trained under a temporary name and renamed into place when complete; an existing
-  model is replaced only with overwrite=True.
+  model is replaced only with overwrite=True. fim_spelling: FIM's sentinels to add (None: the spelling
+  objectives.FIM.spelling binds, StarCoder's by default; '' adds none).
   """
   import sentencepiece as spm
 
@@ -54,7 +58,12 @@ def train_tokenizer(
   if num_masks < MIN_MASKS:
     raise ValueError(f"tokenizer.train_tokenizer.num_masks={num_masks}: CodeGen2 needs at least {MIN_MASKS}")
   check_corpus(corpus_dir)
-  symbols = user_symbols(num_masks)
+  from jaxformer.objectives import fim
+
+  spelling = fim.FIM().spelling if fim_spelling is None else fim_spelling
+  if spelling and spelling not in fim.SPELLINGS:
+    raise ValueError(f"tokenizer.train_tokenizer.fim_spelling={spelling!r} is not one of {list(fim.SPELLINGS)}")
+  symbols = user_symbols(num_masks, fim.SPELLINGS[spelling] if spelling else ())
   if vocab_size < len(symbols) + 256 + 3 + 64:
     raise ValueError(
       f"tokenizer.train_tokenizer.vocab_size={vocab_size} is too small for {len(symbols)} "

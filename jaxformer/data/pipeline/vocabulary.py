@@ -8,6 +8,7 @@ tokenizer.json has other ids (<sep> 50299, <eom> 50300, <mask_1> 51199, <mask_2>
 code looks every special token up by its string (SpecialTokens), never by an assumed id.
 """
 
+import dataclasses
 import re
 
 import numpy as np
@@ -18,7 +19,10 @@ PAD, EOS, UNK = "<pad>", "<|endoftext|>", "<unk>"
 SEP, EOM = "<sep>", "<eom>"
 # A literal sentinel in a document is escaped (a WORD JOINER after '<') so that it is read as
 # text, never as the special token: see escape_sentinels.
-SENTINEL_PATTERN = r"<(sep|eom|mask_[0-9]+|\|endoftext\||pad|unk)>"
+# FIM's sentinels in every spelling objectives/fim.py knows (StarCoder's, SantaCoder's, Qwen's) too.
+_CODEGEN2_SENTINELS = r"sep|eom|mask_[0-9]+|\|endoftext\||pad|unk"
+_FIM_SENTINELS = r"fim[_-](?:prefix|middle|suffix|pad)|\|fim_(?:prefix|middle|suffix|pad)\|"
+SENTINEL_PATTERN = f"<({_CODEGEN2_SENTINELS}|{_FIM_SENTINELS})>"
 ESCAPE = "\u2060"
 
 
@@ -26,38 +30,62 @@ def mask_piece(k: int) -> str:
   return f"<mask_{k}>"
 
 
+@dataclasses.dataclass(frozen=True)
 class SpecialTokens:
-  """CodeGen2's special tokens of a vocabulary, found by their strings (never by assumed ids).
+  """The special tokens of one vocabulary, found by their strings (never by assumed ids).
 
-  Subclasses set eos_id, sep_id and eom_id (None when absent), mask_ids (the ids of <mask_1>,
-  <mask_2>, ... while present, in any order of ids: CodeGen2's count down from the top) and bos_id
-  (what the model reads before a document's first token, or None: it reads the tokens alone).
+  The one description of special tokens that objectives, sampling, evals and export read
+  (`vocabulary.special`).
+
+  source: the vocabulary's file, for messages.
+  eos: id of <|endoftext|>. bos: what the model reads before a document's first token, or None (it
+  reads the tokens alone).
+  tokens: every special token the vocabulary holds (control and user pieces, HF added tokens) by
+  its string: <sep>, <eom>, <mask_k>, <fim_prefix>, <|fim_prefix|>, ...
+  continuation: (first, last) ids of the byte pieces <0x80>..<0xBF> that continue a UTF-8 character
+  (objectives never cut inside one), or (-1, -2) where there are none.
   """
 
-  sep_id: int | None
-  eom_id: int | None
-  mask_ids: tuple[int, ...]
-  _bos: int | None
+  source: str
+  eos: int
+  bos: int | None
+  tokens: dict = dataclasses.field(default_factory=dict)
+  continuation: tuple[int, int] = (-1, -2)
+
+  def id_of(self, token: str) -> int | None:
+    return self.tokens.get(token)
 
   @property
-  def bos_id(self) -> int | None:
-    return self._bos
+  def sep(self) -> int | None:
+    return self.id_of(SEP)
+
+  @property
+  def eom(self) -> int | None:
+    return self.id_of(EOM)
+
+  @property
+  def masks(self) -> tuple[int, ...]:
+    """Ids of <mask_1>, <mask_2>, ... while present (in any order of ids: CodeGen2's count down)."""
+    ids, k = [], 1
+    while (i := self.id_of(mask_piece(k))) is not None:
+      ids.append(i)
+      k += 1
+    return tuple(ids)
 
   @property
   def num_masks(self) -> int:
-    return len(self.mask_ids)
+    return len(self.masks)
 
   def mask_id(self, k: int) -> int:
     """Id of <mask_k>, k >= 1."""
-    if not 1 <= k <= self.num_masks:
-      raise ValueError(f"<mask_{k}>: {self.source} has {self.num_masks} masks")
-    return self.mask_ids[k - 1]
+    masks = self.masks
+    if not 1 <= k <= len(masks):
+      raise ValueError(f"<mask_{k}>: {self.source} has {len(masks)} masks")
+    return masks[k - 1]
 
   def missing(self, needs) -> list[str]:
-    """The strings among needs ('<sep>', '<eom>', '<mask_1>', ...) this vocabulary has no token for."""
-    have = {SEP: self.sep_id is not None, EOM: self.eom_id is not None}
-    have.update({mask_piece(k): True for k in range(1, self.num_masks + 1)})
-    return [n for n in needs if not have.get(n, False)]
+    """The strings among needs ('<sep>', '<mask_1>', '<fim_prefix>', ...) this vocabulary has no token for."""
+    return [n for n in needs if self.id_of(n) is None]
 
   def require(self, needs, what: str) -> None:
     """Raises ValueError naming `what` and the missing strings, if any."""
@@ -66,15 +94,12 @@ class SpecialTokens:
       raise ValueError(f"{what} needs {', '.join(missing)}, which the vocabulary {self.source} does not have")
 
 
-def _mask_ids(lookup) -> tuple[int, ...]:
-  ids, k = [], 1
-  while (i := lookup(mask_piece(k))) is not None:
-    ids.append(i)
-    k += 1
-  return tuple(ids)
+def _special_piece(piece: str) -> bool:
+  """A piece spelled like a special token: <...>, not a byte piece <0x..>."""
+  return len(piece) > 2 and piece[0] == "<" and piece[-1] == ">" and not re.fullmatch(r"<0x[0-9A-F]{2}>", piece)
 
 
-class CodeGenVocabulary(SpecialTokens, seqio.SentencePieceVocabulary):
+class CodeGenVocabulary(seqio.SentencePieceVocabulary):
   """seqio's SentencePiece vocabulary plus CodeGen2's sentinel ids.
 
   Our convention: the model reads <pad> (id 0) before each document, as a BOS; the exported HF
@@ -92,13 +117,14 @@ class CodeGenVocabulary(SpecialTokens, seqio.SentencePieceVocabulary):
     if proto.pad_id() != 0 or proto.eos_id() != 1:
       raise ValueError(f"{model_path} is not a jaxformer tokenizer (needs <pad> at id 0 and {EOS} at id 1)")
 
-    def lookup(piece):
-      i = proto.piece_to_id(piece)
-      return None if i == proto.unk_id() else i
+    specials = {proto.id_to_piece(i): i for i in range(proto.get_piece_size()) if _special_piece(proto.id_to_piece(i))}
+    first, last = proto.piece_to_id("<0x80>"), proto.piece_to_id("<0xBF>")
+    bytes_ok = last - first == 0xBF - 0x80 and not proto.is_unknown(first)
+    self.special = SpecialTokens(model_path, proto.eos_id(), 0, specials, (first, last) if bytes_ok else (-1, -2))
 
-    self.sep_id, self.eom_id = lookup(SEP), lookup(EOM)
-    self.mask_ids = _mask_ids(lookup)
-    self._bos = 0
+  @property
+  def bos_id(self) -> int | None:
+    return self.special.bos
 
   def decode_with_specials(self, ids) -> str:
     """Decodes ids with <pad>, <|endoftext|> and the sentinels written out, for people to read."""
@@ -129,7 +155,7 @@ def unescape_sentinels(text: str) -> str:
   return re.sub("<" + ESCAPE + SENTINEL_PATTERN[1:], r"<\1>", text)
 
 
-class TokenizersVocabulary(SpecialTokens, seqio.Vocabulary):
+class TokenizersVocabulary(seqio.Vocabulary):
   """A seqio.Vocabulary over a HuggingFace `tokenizers` file (tokenizer.json), e.g. CodeGen2's BPE.
 
   Special tokens are looked up by their strings. The BOS is whatever the tokenizer's own
@@ -152,13 +178,19 @@ class TokenizersVocabulary(SpecialTokens, seqio.Vocabulary):
     self._eos = self.tokenizer.token_to_id(eos_token)
     if self._eos is None:
       raise ValueError(f"{tokenizer_json}: no {eos_token!r} token")
-    lookup = self.tokenizer.token_to_id
-    self.sep_id, self.eom_id = lookup(SEP), lookup(EOM)
-    self.mask_ids = _mask_ids(lookup)
+    specials = {t.content: i for i, t in self.tokenizer.get_added_tokens_decoder().items()}
+    for token, i in self.tokenizer.get_vocab(with_added_tokens=False).items():  # sentinels a BPE keeps as pieces
+      if token in (SEP, EOM) or re.fullmatch(r"<mask_[0-9]+>", token):
+        specials.setdefault(token, i)
     plain = self.tokenizer.encode("x", add_special_tokens=False).ids
     framed = self.tokenizer.encode("x", add_special_tokens=True).ids
-    self._bos = framed[0] if len(framed) > len(plain) and framed[1:] == plain[: len(framed) - 1] else None
+    bos = framed[0] if len(framed) > len(plain) and framed[1:] == plain[: len(framed) - 1] else None
+    self.special = SpecialTokens(tokenizer_json, self._eos, bos, specials)
     super().__init__(extra_ids=0)
+
+  @property
+  def bos_id(self) -> int | None:
+    return self.special.bos
 
   @property
   def eos_id(self):

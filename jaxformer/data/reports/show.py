@@ -38,16 +38,15 @@ def show_examples(config: pipeline.DataConfig, vocabulary, num_examples: int, sp
     config.mixture_or_task_name, config.task_feature_lengths, split=split, seed=config.seed
   )
   rows = []
-  ids = objectives.SpecialIds.from_vocabulary(vocabulary)
+  context = objectives.Context(vocabulary.special, objectives.all_settings(), vocabulary)
   for example in dataset.take(num_examples).as_numpy_iterator():
     targets, loss, prefix = example["targets"], example["targets_loss"], example["targets_prefix"]
-    name = objectives.objective_name(int(example["objective"]))
+    objective = objectives.by_id(int(example["objective"]))
     source = example["source"].tolist()
-    if name == "span_corruption":  # the format drops the document's EOS and writes its own
-      source = source[:-1] if source and source[-1] == ids.eos else source
-      restores = objectives.invert_span_corruption(targets, ids) == source
-    else:
-      restores = targets.tolist() == source
+    if objective.own_eos:  # the format drops the document's EOS and writes its own
+      source = source[:-1] if source and source[-1] == vocabulary.special.eos else source
+    restores = objective.invert(targets, context) == source
+    name = objective.name
     rows.append(
       {
         "objective": name,
