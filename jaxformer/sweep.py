@@ -7,7 +7,8 @@ A sweep file is gin that binds `sweep.define` (see jaxformer/gin/sweeps/codegen2
   sweep.define.variants = {'causal': {'OBJECTIVE_RATES': {'causal_lm': 1.0}}, ...}
   sweep.define.grid = {'lr': {'low': {...}, 'high': {...}},             # named choices, or
                        'optimizer.make_optimizer.weight_decay': [0.0, 0.1]}  # values of one binding
-  sweep.define.evals = {'l2r': {'OBJECTIVE_RATES': {'causal_lm': 1.0}}}  # `eval loss` after training
+  sweep.define.evals = {'l2r': {'OBJECTIVE_RATES': {'causal_lm': 1.0}},  # `eval loss` after training
+                        'he': {'verb': 'humaneval', 'flags': ['--limit=20']}}  # or another eval verb
   sweep.define.comparisons = [{'lesson': ..., 'metric': 'l2r/local_pl', 'lower': 'causal', 'than': 'prefix_lm'}]
 
 Runs are the product of variants and grid axes, named `variant.axis-choice...` (a name is letters, digits,
@@ -135,8 +136,35 @@ def train_argv(run: Run, output_dir: str) -> list[str]:
   return ["train", *gin_flags(run.gin_files, run.bindings), f"--gin.MODEL_DIR={_join(output_dir, run.name)!r}"]
 
 
+# An eval's bindings are gin bindings for `jaxformer eval loss`, unless its 'verb' key names another
+# eval verb ('humaneval', 'infill'): then its 'flags' key lists that verb's flags (e.g. '--limit=20').
+EVAL_VERBS = ("loss", "humaneval", "infill")
+
+
+def _eval_parts(eval_bindings: dict) -> tuple[str, list[str], dict]:
+  bindings = dict(eval_bindings)
+  verb = bindings.pop("verb", "loss")
+  flags = list(bindings.pop("flags", []))
+  if verb not in EVAL_VERBS:
+    raise ValueError(f"eval verb {verb!r} is not one of {list(EVAL_VERBS)}")
+  if verb != "loss" and bindings:
+    raise ValueError(f"an eval with 'verb': {verb!r} takes 'flags', not gin bindings ({sorted(bindings)})")
+  return verb, flags, bindings
+
+
 def eval_argv(run: Run, output_dir: str, eval_bindings: dict) -> list[str]:
-  return ["eval", "loss", f"--model_dir={_join(output_dir, run.name)}", *gin_flags((), eval_bindings.items()), "--json"]
+  verb, flags, bindings = _eval_parts(eval_bindings)
+  model_dir = f"--model_dir={_join(output_dir, run.name)}"
+  return ["eval", verb, model_dir, *flags, *gin_flags((), bindings.items()), "--json"]
+
+
+def eval_metrics(eval_bindings: dict, result: dict) -> dict:
+  """{metric: value} of an eval's JSON line: loss per task for `eval loss`, pass@k (and, for `eval
+  infill`, pass@1 and exact match per kind) for the code evals."""
+  verb, _, _ = _eval_parts(eval_bindings)
+  if verb == "loss":
+    return {task: v["loss"] for task, v in result.items() if isinstance(v, dict)}
+  return {k: float(v) for k, v in result.items() if isinstance(v, (int, float)) and ("pass@" in k or "exact" in k)}
 
 
 def check_runs(sweep: Sweep, output_dir: str, parse, query) -> None:
@@ -155,7 +183,8 @@ def check_runs(sweep: Sweep, output_dir: str, parse, query) -> None:
     for eval_name, eval_bindings in [(None, {}), *sweep.evals.items()]:
       where = f"sweep run {run.name!r}" + (f", eval {eval_name!r}" if eval_name else "")
       try:
-        parse(run.gin_files, flags + [f"{k} = {v!r}" for k, v in eval_bindings.items()])
+        _, _, gin_bindings = _eval_parts(eval_bindings)
+        parse(run.gin_files, flags + [f"{k} = {v!r}" for k, v in gin_bindings.items()])
         if eval_name is None:
           require_int("TRAIN_STEPS", query("%TRAIN_STEPS"), 1)
       except ValueError as e:
@@ -292,7 +321,7 @@ def run_sweep(sweep: Sweep, output_dir: str, launcher, dry_run: bool = False, sa
         result = _last_json(out) if code == 0 else None
         if result is None:
           break
-        evals[eval_name] = {task: v["loss"] for task, v in result.items() if isinstance(v, dict)}
+        evals[eval_name] = eval_metrics(eval_bindings, result)
       if launcher.interrupted:
         summary["interrupted"] = True
         say(f"interrupted during {run.name}'s evals; run the same command again to finish it")
@@ -326,7 +355,7 @@ def run_sweep(sweep: Sweep, output_dir: str, launcher, dry_run: bool = False, sa
 
 
 def flatten_metrics(record: dict) -> dict:
-  """{'final/local_pl': loss, 'l2r/local_nl': loss, ...} of one run's sweep_result.json."""
+  """{'final/local_pl': loss, 'l2r/local_nl': loss, 'humaneval/pass@1': ..., ...} of one run's sweep_result.json."""
   out = {f"final/{task}": loss for task, loss in sorted(record.get("final", {}).items())}
   for eval_name, losses in record.get("evals", {}).items():
     out.update({f"{eval_name}/{task}": loss for task, loss in sorted(losses.items())})
@@ -385,7 +414,8 @@ def results_markdown(rows, metrics, comparisons, planned: int) -> str:
   lines = [
     f"{len(rows)} of {planned} runs finished. Loss in nats per token, on held-out data "
     "(`final/*`: the trainer's last eval, with the run's own objective; others: `jaxformer eval loss` "
-    "with the sweep's eval bindings).",
+    "with the sweep's eval bindings); pass@1 and exact match: `jaxformer eval humaneval` / `eval infill`, "
+    "greedy, by execution in the sandbox.",
     "",
     "| run | " + " | ".join(metrics) + " |",
     "|---" * (len(metrics) + 1) + "|",
@@ -402,23 +432,41 @@ def results_markdown(rows, metrics, comparisons, planned: int) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _is_rate(metric: str) -> bool:
+  return "pass@" in metric or "exact_match" in metric
+
+
 def _plot(rows, metrics, path: str):
+  """Bars per run: losses on one panel, pass@1 and exact-match rates (code evals) on another."""
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   import numpy as np
 
-  fig, ax = plt.subplots(figsize=(min(14, max(6, 0.6 * len(rows) * max(1, len(metrics)))), 4.5))
-  width = 0.8 / max(1, len(metrics))
+  panels = [
+    (group, label)
+    for group, label in (
+      ([m for m in metrics if not _is_rate(m)], "held-out loss (nats/token)"),
+      ([m for m in metrics if _is_rate(m)], "pass@1 / exact match"),
+    )
+    if group
+  ]
+  wide = min(14, max(6, 0.6 * len(rows) * max(1, len(metrics))))
+  fig, axes = plt.subplots(1, len(panels), figsize=(wide * len(panels), 4.5), squeeze=False)
   x = np.arange(len(rows))
-  for j, metric in enumerate(metrics):
-    ax.bar(x + j * width, [row.get(metric, np.nan) for row in rows], width, label=metric)
-  ax.set_xticks(x + width * (len(metrics) - 1) / 2, [row["run"] for row in rows], rotation=30, ha="right")
-  ax.set_ylabel("held-out loss (nats/token)")
-  values = [row[m] for row in rows for m in metrics if m in row]
-  ax.set_ylim(min(values) * 0.95, max(values) * 1.02)
-  ax.legend(fontsize=7)
+  for ax, (group, label) in zip(axes[0], panels):
+    width = 0.8 / len(group)
+    for j, metric in enumerate(group):
+      ax.bar(x + j * width, [row.get(metric, np.nan) for row in rows], width, label=metric)
+    ax.set_xticks(x + width * (len(group) - 1) / 2, [row["run"] for row in rows], rotation=30, ha="right")
+    ax.set_ylabel(label)
+    values = [row[m] for row in rows for m in group if m in row]
+    if not _is_rate(group[0]):
+      ax.set_ylim(min(values) * 0.95, max(values) * 1.02)
+    else:
+      ax.set_ylim(0, max(max(values) * 1.1, 0.05))
+    ax.legend(fontsize=7)
   fig.tight_layout()
   buffer = io.BytesIO()
   fig.savefig(buffer, format="png", dpi=110)

@@ -129,7 +129,8 @@ def test_grouping_8_checkpoint_without_its_code_needs_qkv_groups(tmp_path):
 
 def test_cli_export_loads_in_transformers_and_round_trips_through_import(local_corpus, tmp_path, capsys):
   run = str(tmp_path / "run")
-  assert train_util.run(run, train_util.small_run_flags(local_corpus, steps=2, checkpoint_period=2)) == 0
+  fim = ["--gin.OBJECTIVE_RATES={'fim': 1.0}"]  # a FIM run: its infill prompt is PSM, which HF must answer alike
+  assert train_util.run(run, train_util.small_run_flags(local_corpus, steps=2, checkpoint_period=2) + fim) == 0
   hf_dir = str(tmp_path / "hf")
   assert cli.main(["export", f"--model_dir={run}", f"--output_dir={hf_dir}", "--step=7"]) == 2  # no such step
   assert "--step=7" in capsys.readouterr().err and not os.path.exists(hf_dir)
@@ -151,6 +152,24 @@ def test_cli_export_loads_in_transformers_and_round_trips_through_import(local_c
   if 1 in hf_completion:
     hf_completion = hf_completion[: hf_completion.index(1)]
   assert ours["tokens"] == hf_completion
+
+  # Infill in the run's format (FIM PSM): the exported tokenizer carries the sentinels, and HF greedy
+  # generate on the PSM prompt text writes the same middle.
+  prefix, suffix = "def add(a, b):\n    return ", "\n\nprint(add(1, 2))\n"
+  argv = ["sample", f"--model_dir={run}", f"--prompt={prefix}", f"--suffix={suffix}", "--max_new_tokens=12", "--json"]
+  assert cli.main(argv) == 0
+  middle = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert middle["infill_format"] == "psm"
+  psm = tokenizer("<fim_prefix>" + prefix + "<fim_suffix>" + suffix + "<fim_middle>", return_tensors="pt")
+  special = vocab.special
+  expected = [0, special.id_of("<fim_prefix>")] + vocab.encode(prefix) + [special.id_of("<fim_suffix>")]
+  assert psm["input_ids"][0].tolist() == expected + vocab.encode(suffix) + [special.id_of("<fim_middle>")]
+  with torch.no_grad():
+    hf_ids = hf_model.generate(**psm, max_new_tokens=12, do_sample=False)
+  hf_middle = hf_ids[0, psm["input_ids"].shape[1] :].tolist()
+  assert middle["tokens"] == (hf_middle[: hf_middle.index(1)] if 1 in hf_middle else hf_middle)
+  assert cli.main(argv[:-1] + ["--infill_format=codegen2"]) == 2  # the run trained no span corruption
+  assert "--infill_format='codegen2' contradicts the run" in capsys.readouterr().err
 
   imported = str(tmp_path / "imported")
   assert cli.main(["import", f"--hf={hf_dir}", f"--model_dir={imported}"]) == 0

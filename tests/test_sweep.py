@@ -1,6 +1,7 @@
 """`jaxformer sweep`: expansion and naming, and a real 2-run sweep that is interrupted and restarted."""
 
 import csv
+import json
 import re
 import signal
 import subprocess
@@ -227,3 +228,49 @@ def test_a_sweep_takes_the_model_family_as_an_axis(tmp_path, capsys):
   out = capsys.readouterr().out
   assert "[1/2] causal.model-codegen" in out and "[2/2] causal.model-llama" in out
   assert "--gin_file=models/llama_tiny.gin" in out  # each run's gin was parsed before the dry run printed it
+
+
+def test_the_fim_ablation_trains_four_objectives_at_equal_tokens_and_tabulates_code_evals(tmp_path, capsys):
+  from jaxformer import cli
+
+  config_lib.parse_gin(["sweeps/fim_ablation.gin"])
+  definition = sweep.define()
+  runs = {r.name: dict(r.bindings) for r in sweep.expand(definition)}
+  assert list(runs) == ["causal", "span_50", "fim_psm", "fim_psm_spm"]
+  assert len({r["TRAIN_STEPS"] for r in runs.values()}) == 1  # the same batches, as many tokens
+  differ = lambda a, b: sorted(k for k in set(runs[a]) | set(runs[b]) if runs[a].get(k) != runs[b].get(k))
+  assert differ("causal", "span_50") == ["OBJECTIVE_RATES"]
+  assert differ("fim_psm", "fim_psm_spm") == ["objectives.FIM.spm_rate"]
+  run = sweep.expand(definition)[3]
+  argv = sweep.eval_argv(run, "/out", definition.evals["infill"])
+  assert argv == ["eval", "infill", "--model_dir=/out/fim_psm_spm", "--limit=10", "--max_new_tokens=64", "--json"]
+  assert sweep.eval_argv(run, "/out", definition.evals["humaneval"])[:2] == ["eval", "humaneval"]
+  infill_json = {"pass@1": 0.25, "single_line/pass@1": 0.5, "single_line/tasks": 65, "results": "/x", "sandbox": "s"}
+  assert sweep.eval_metrics(definition.evals["infill"], infill_json) == {"pass@1": 0.25, "single_line/pass@1": 0.5}
+  with pytest.raises(ValueError, match="eval verb 'bleu' is not one of"):
+    sweep.eval_argv(run, "/out", {"verb": "bleu"})
+  with pytest.raises(ValueError, match="takes 'flags', not gin bindings"):
+    sweep.eval_argv(run, "/out", {"verb": "infill", "OBJECTIVE_RATES": {}})
+
+  # Every run's gin (and each eval's) parses as the runs will, before anything trains.
+  out = tmp_path / "out"
+  assert cli.main(["sweep", "--sweep_file=sweeps/fim_ablation.gin", f"--output_dir={out}", "--dry_run"]) == 0
+  assert "[4/4] fim_psm_spm" in capsys.readouterr().out
+
+  # The table and plot carry losses and pass@1 side by side.
+  for i, name in enumerate(runs):
+    record = {
+      "name": name,
+      "final": {},
+      "evals": {
+        "l2r": {"local_pl": 4.0 + i / 10},
+        "humaneval": {"pass@1": 0.0},
+        "infill": {"single_line/pass@1": i / 8},
+      },
+    }
+    sweep.fs.write(str(out / name / sweep.RESULT_FILE), json.dumps(record))
+  results = sweep.collect(definition, str(out))
+  table = (out / "results.md").read_text()
+  assert "| humaneval/pass@1 | infill/single_line/pass@1 | l2r/local_pl |" in table and "| fim_psm_spm |" in table
+  assert {c["lesson"]: c["agrees"] for c in results["comparisons"]}["span corruption costs left-to-right"] is True
+  assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"

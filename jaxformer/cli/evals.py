@@ -186,13 +186,16 @@ def run_infill(args, run, problems: dict, path: str) -> dict:
     how = f"step {run.step}, infill format {fmt.name!r}"
   limits = sandbox.Limits(wall_seconds=args.timeout, cpu_seconds=int(args.timeout) + 1)
   rows, scores = infilling.score_infill(tasks, texts, problems, limits)
+  from jaxformer import fs
   from jaxformer.evals import humaneval
 
+  if os.path.dirname(path):
+    fs.makedirs(os.path.dirname(path))
   humaneval.write_jsonl(path, rows)
   samples = os.path.join(os.path.dirname(path), "infill_samples.jsonl")
   humaneval.write_jsonl(samples, infilling.human_eval_samples(rows))
   generations = os.path.join(os.path.dirname(path), "infill_generations.json")
-  with open(generations, "w") as f:
+  with fs.open(generations, "w") as f:
     json.dump(infilling.bigcode_generations(rows), f)
   print(f"HumanEval-Infilling from {len(problems)} problems, {how}:")
   for kind in infilling.KINDS:
