@@ -97,13 +97,17 @@ def test_bad_fim_settings_and_missing_sentinels_fail_naming_the_binding(fim_task
 
 def test_data_stats_and_show_report_fim(fim_tasks, tmp_path, capsys):
   _bind({"causal_lm": 0.5, "span_corruption": 0.25, "fim": 0.25}, fim_rate=1.0, spm_rate=0.5)
-  config = pipeline.DataConfig(mixture_or_task_name="local_pl", task_feature_lengths={"targets": 2048}, batch_size=8)
+  config = pipeline.DataConfig(mixture_or_task_name="local_pl_nl", task_feature_lengths={"targets": 2048}, batch_size=8)
   report = stats.data_stats(config, fim_tasks, num_examples=60, num_batches=1)
   fim = report["objectives"]["fim"]
   assert fim["psm"] + fim["spm"] == fim["examples"] == fim["middle_lengths"]["n"] > 0 and fim["spm"] > 0
-  assert fim["middle_lengths"]["max"] <= 2048 and report["fim"]["spm_rate"] == 0.5
+  assert fim["middle_lengths"]["max"] <= 2048 and report["settings"]["fim"]["spm_rate"] == 0.5
   table = stats.format_table(report)
-  assert "fim: " in table and "middle length (tokens)" in table and "span corruption: spans per example" in table
+  assert (
+    "fim: " in table
+    and "middle length (tokens)" in table
+    and "span corruption: loss on 'infill' (LOSS_PLACEMENT); spans per example" in table
+  )
   rows = show.show_examples(config, fim_tasks, 12)
   assert {r["objective"] for r in rows} >= {"fim", "causal_lm"} and all(r["restores_source"] for r in rows)
   assert all(r["inputs_text"].startswith("<fim_prefix>") for r in rows if r["objective"] == "fim")
@@ -140,3 +144,39 @@ def test_fim_trains_and_samples_in_its_format_from_the_cli(local_corpus, tmp_pat
   assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["infill_format"] == "spm"  # read from the run
   assert cli.main(argv[:-1] + ["--infill_format=psm"]) == 2
   assert "contradicts the run: the run trained ['spm']" in capsys.readouterr().err
+  with open(f"{run}/checkpoints/2/meta/metadata") as f:  # the objective's stable id goes with every step
+    meta = json.load(f)
+  assert meta["objectives"] == {"rates": {"fim": {"id": 3, "rate": 1.0}}, "infill_formats": ["spm"]}
+
+
+def test_an_hf_tokenizer_with_starcoders_fim_tokens_is_used_as_is_and_one_without_is_refused(tmp_path):
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+  from jaxformer.data.pipeline.vocabulary import TokenizersVocabulary
+
+  def write(name: str, specials: list[str]) -> TokenizersVocabulary:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=specials, show_progress=False)
+    tok.train_from_iterator(["def add(a, b):\n    return a + b\n"] * 50, trainer)
+    path = tmp_path / name / "tokenizer.json"
+    path.parent.mkdir()
+    tok.save(str(path))
+    return TokenizersVocabulary(str(path))
+
+  # StarCoder2's tokenizer.json: <|endoftext|> 0, then <fim_prefix> <fim_middle> <fim_suffix> <fim_pad> 1-4.
+  starcoder2 = write("starcoder2", ["<|endoftext|>", *STARCODER[:1], STARCODER[1], STARCODER[2], "<fim_pad>"])
+  special = starcoder2.special
+  assert [special.id_of(t) for t in STARCODER] == [1, 2, 3] and special.masks == () and special.bos is None
+  objectives.check_vocabulary({"fim": 1.0}, starcoder2)
+  fmt = objectives.choose_infill_format(None, special)  # an import: the vocabulary's first format
+  assert fmt.name == "psm" and fmt.prompt(special, [40], [41]) == [1, 40, 3, 41, 2]
+  with pytest.raises(ValueError, match=r"objective 'span_corruption' needs <sep>, <eom>, <mask_1>"):
+    objectives.check_vocabulary({"causal_lm": 0.5, "span_corruption": 0.5}, starcoder2)
+  plain = write("plain", ["<|endoftext|>"])
+  with pytest.raises(
+    ValueError, match=r"objective 'fim' needs <fim_prefix>, <fim_middle>, <fim_suffix>: the vocabulary"
+  ):
+    objectives.check_vocabulary({"fim": 1.0}, plain)
+  with pytest.raises(ValueError, match="has neither CodeGen2's <sep>/<eom>/<mask_1> nor FIM's sentinels"):
+    objectives.choose_infill_format(None, plain.special)

@@ -125,14 +125,14 @@ def test_data_stats_prints_table_json_and_png(local_corpus, tmp_path, capsys):
   ]
   assert cli.main(args) == 0
   out = capsys.readouterr().out.strip().splitlines()
-  assert any(line.startswith("span corruption: spans per example") for line in out)
+  assert any(line.startswith("span corruption: loss on 'infill' (LOSS_PLACEMENT); spans per example") for line in out)
   assert any(line.startswith("packing (2 batches, 16 rows): fill") for line in out)
   report = json.loads(out[-1])
   span = report["objectives"]["span_corruption"]
   assert sum(span["span_counts"].values()) == span["examples"] > 0
   assert sum(o["examples"] for o in report["objectives"].values()) == 30
-  assert report["span_corruption"]["num_spans_law"] == "truncated_poisson"
-  assert report["loss_placement"] == "infill"
+  assert report["settings"]["span_corruption"]["num_spans_law"] == "truncated_poisson"
+  assert span["loss_placement"] == "infill"
   assert math.isclose(sum(o["share_of_loss"] for o in report["objectives"].values()), 1.0)
   assert span["share_of_loss"] < report["objectives"]["causal_lm"]["share_of_loss"]  # infill targets only
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

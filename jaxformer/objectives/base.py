@@ -114,8 +114,8 @@ class Objective:
     """Values of one example for `data stats`: {key: number or list of numbers}, collected per key."""
     return {}
 
-  def summarize(self, collected: dict, edges: list[int]) -> dict:
-    """Entries `data stats` adds to this objective's report from the collected values."""
+  def summarize(self, collected: dict, edges: list[int], settings) -> dict:
+    """Entries `data stats` adds to this objective's report from the collected values (and its settings)."""
     return {}
 
   def describe(self, entry: dict) -> list[str]:

@@ -164,7 +164,7 @@ class FillInTheMiddle(base.Objective):
     mode, middle = (int(x) for x in example["objective_info"])
     return {"mode": mode, "middle_lengths": middle}
 
-  def summarize(self, collected, edges):
+  def summarize(self, collected, edges, settings):
     modes = collected["mode"]
     return {
       "psm": sum(1 for m in modes if m == PSM),

@@ -168,8 +168,9 @@ class SpanCorruptionObjective(base.Objective):
       "context_length": head,  # the corrupted document the spans are predicted from
     }
 
-  def summarize(self, collected, edges):
+  def summarize(self, collected, edges, settings):
     return {
+      "loss_placement": settings.loss_placement,
       "span_counts": {str(k): v for k, v in sorted(collections.Counter(collected["span_counts"]).items())},
       "span_lengths": histogram(collected["span_lengths"], edges),
       "masked_share": histogram(collected["masked_share"], edges=[i / 10 for i in range(10)]),
@@ -178,7 +179,10 @@ class SpanCorruptionObjective(base.Objective):
   def describe(self, entry):
     counts = entry["span_counts"]
     keys = list(range(min(int(k) for k in counts), max(int(k) for k in counts) + 1))
-    lines = [f"span corruption: spans per example (% of {entry['examples']} examples)"]
+    lines = [
+      f"span corruption: loss on {entry['loss_placement']!r} (LOSS_PLACEMENT); spans per example "
+      f"(% of {entry['examples']} examples)"
+    ]
     lines.append("  spans " + " ".join(f"{k:>5d}" for k in keys))
     lines.append("  %     " + " ".join(percent_row(counts, keys)))
     s, m = entry["span_lengths"], entry["masked_share"]

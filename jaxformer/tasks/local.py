@@ -31,6 +31,7 @@ def output_features(vocabulary) -> dict:
     "targets_prefix": seqio.Feature(flags, add_eos=False, dtype=tf.int32),
     # For `jaxformer data show`; the feature converter drops them.
     "objective": seqio.Feature(flags, add_eos=False, dtype=tf.int32, rank=0, required=False),
+    "objective_info": seqio.Feature(flags, add_eos=False, dtype=tf.int32, required=False),  # for `data stats`
     "source": seqio.Feature(vocabulary, add_eos=False, dtype=tf.int32, required=False),
   }
 

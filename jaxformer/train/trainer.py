@@ -352,7 +352,23 @@ def run_meta(args: RunArgs, vocabulary) -> dict:
     "task_feature_lengths": dict(data.task_feature_lengths),
     "mixture_or_task_name": data.mixture_or_task_name,
     "vocabulary_sha256": vocabulary_digest(vocabulary),
+    "objectives": objectives_record(),
     "jaxformer": jaxformer.__version__,
+  }
+
+
+def objectives_record() -> dict:
+  """What the run trains, by each objective's stable id (a later build reads ids, not registry order):
+  {rates: {name: {id, rate}}, infill_formats: [names, the default first]}; empty without OBJECTIVE_RATES."""
+  from jaxformer import objectives
+
+  try:
+    rates = gin.query_parameter("%OBJECTIVE_RATES")
+  except ValueError:
+    return {}
+  return {
+    "rates": {name: {"id": objectives.OBJECTIVES[name].id, "rate": rate} for name, rate in dict(rates).items()},
+    "infill_formats": [f.name for f in objectives.trained_infill_formats(dict(rates))],
   }
 
 

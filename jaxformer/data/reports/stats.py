@@ -58,7 +58,7 @@ def example_stats(config: pipeline.DataConfig, vocabulary, num_examples: int, sp
       "loss_share": sum(row["loss"]) / max(sum(row["tokens"]), 1),
       "prefix_lengths": histogram(row["prefix_lengths"], edges),
     }
-    entry.update(objective.summarize(row, edges))
+    entry.update(objective.summarize(row, edges, context.of(name)))
     out[name] = entry
   all_loss = max(sum(sum(rows[name]["loss"]) for name in out), 1)
   for name, entry in out.items():  # with token-level normalisation, each objective's part of the loss
@@ -107,9 +107,7 @@ def data_stats(config: pipeline.DataConfig, vocabulary, num_examples: int = 400,
     "seed": config.seed,
     "split": split,
     "num_examples": num_examples,
-    "span_corruption": dataclasses.asdict(settings["span_corruption"]),  # with the gin bindings
-    "fim": dataclasses.asdict(settings["fim"]),
-    "loss_placement": settings["span_corruption"].loss_placement,
+    "settings": {name: dataclasses.asdict(s) for name, s in settings.items() if s is not None},  # gin-bound
     "objectives": example_stats(config, vocabulary, num_examples, split),
     "packing": packing_stats(config, num_batches, split),
   }
@@ -119,8 +117,7 @@ def format_table(report: dict) -> str:
   """The report as the text table `data stats` prints."""
   lines = [
     f"task {report['task']}, length {report['length']}, seed {report['seed']}, split {report['split']}: "
-    f"{sum(o['examples'] for o in report['objectives'].values())} examples, span corruption's loss on "
-    f"{report['loss_placement']!r} (LOSS_PLACEMENT)"
+    f"{sum(o['examples'] for o in report['objectives'].values())} examples"
   ]
   lines.append(
     f"{'objective':18s} {'examples':>8s} {'share':>6s} {'tokens mean':>11s} {'loss share':>10s} "
