@@ -169,7 +169,11 @@ def test_cli_export_loads_in_transformers_and_round_trips_through_import(local_c
   hf_middle = hf_ids[0, psm["input_ids"].shape[1] :].tolist()
   assert middle["tokens"] == (hf_middle[: hf_middle.index(1)] if 1 in hf_middle else hf_middle)
   assert cli.main(argv[:-1] + ["--infill_format=codegen2"]) == 2  # the run trained no span corruption
-  assert "--infill_format='codegen2' contradicts the run" in capsys.readouterr().err
+  assert "--infill_format='codegen2' contradicts the run: the run trained ['psm', 'spm']" in capsys.readouterr().err
+  with open(f"{run}/checkpoints/2/meta/metadata") as f:  # the objective's stable id goes with every step
+    assert json.load(f)["objectives"] == {"rates": {"fim": {"id": 3, "rate": 1.0}}, "infill_formats": ["psm", "spm"]}
+  with open(f"{run}/metrics.jsonl") as f:  # train.train.final_eval=False (small_run_flags): no held-out eval
+    assert not [line for line in f if '"split": "eval"' in line]
 
   imported = str(tmp_path / "imported")
   assert cli.main(["import", f"--hf={hf_dir}", f"--model_dir={imported}"]) == 0

@@ -3,13 +3,12 @@ hold, settings and sentinels checked, `data stats` and `data show` over FIM, and
 answers chosen from what it trained."""
 
 import collections
-import json
 
 import gin
 import numpy as np
 import pytest
 
-from jaxformer import cli, objectives
+from jaxformer import objectives
 from jaxformer.data import pipeline
 from jaxformer.data.reports import show, stats
 
@@ -131,22 +130,6 @@ def test_the_infill_format_is_what_the_run_trained(fim_tasks):
   pre, mid, suf = (special.id_of(t) for t in STARCODER)
   assert psm.prompt(special, [7, 8], [9]) == [pre, 7, 8, suf, 9, mid]
   assert spm.prompt(special, [7, 8], [9]) == [pre, suf, 9, mid, 7, 8] and psm.stops(special) == (special.eos,)
-
-
-def test_fim_trains_and_samples_in_its_format_from_the_cli(local_corpus, tmp_path, capsys):
-  import train_util
-
-  run = str(tmp_path / "run")
-  flags = train_util.small_run_flags(local_corpus, steps=2, checkpoint_period=2)
-  assert train_util.run(run, flags + ["--gin.OBJECTIVE_RATES={'fim': 1.0}", "--gin.objectives.FIM.spm_rate=1.0"]) == 0
-  argv = ["sample", f"--model_dir={run}", "--prompt=def f(x):\n", "--suffix=\n", "--max_new_tokens=4", "--json"]
-  assert cli.main(argv) == 0
-  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["infill_format"] == "spm"  # read from the run
-  assert cli.main(argv[:-1] + ["--infill_format=psm"]) == 2
-  assert "contradicts the run: the run trained ['spm']" in capsys.readouterr().err
-  with open(f"{run}/checkpoints/2/meta/metadata") as f:  # the objective's stable id goes with every step
-    meta = json.load(f)
-  assert meta["objectives"] == {"rates": {"fim": {"id": 3, "rate": 1.0}}, "infill_formats": ["spm"]}
 
 
 def test_an_hf_tokenizer_with_starcoders_fim_tokens_is_used_as_is_and_one_without_is_refused(tmp_path):

@@ -193,7 +193,7 @@ def test_nan_skip_mode_keeps_training_and_checkpoints_finite_state(local_corpus,
 
 def test_local_tiny_run_leaves_checkpoint_metrics_tensorboard_plot_and_profile(local_corpus, tmp_path):
   model_dir = str(tmp_path / "tiny")
-  flags = train_util.small_run_flags(local_corpus, steps=6, checkpoint_period=3)
+  flags = train_util.small_run_flags(local_corpus, steps=6, checkpoint_period=3, final_eval=True)
   drop = ("sample_prompt", "EVAL_PERIOD", "progress")
   flags = [f for f in flags if not any(d in f for d in drop)] + ["--gin.EVAL_PERIOD=3"]
   # The code eval during training, on 2 HumanEval problems and 2 infill tasks.

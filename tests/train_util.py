@@ -11,10 +11,16 @@ JAXFORMER = os.path.join(os.path.dirname(sys.executable), "jaxformer")
 
 
 def small_run_flags(
-  corpus_dir: str | None, steps: int = 12, checkpoint_period: int = 4, model_gin="models/tiny.gin", data_gin=None
+  corpus_dir: str | None,
+  steps: int = 12,
+  checkpoint_period: int = 4,
+  model_gin="models/tiny.gin",
+  data_gin=None,
+  final_eval: bool = False,
 ) -> list:
   """The local run (runs/local.gin) of model_gin on the corpus in corpus_dir, short: `steps` steps of 8 x 128
-  tokens. With data_gin, that data instead (and runs/pretrain.gin with CodeGen2's objectives, no local corpus)."""
+  tokens. With data_gin, that data instead (and runs/pretrain.gin with CodeGen2's objectives, no local corpus).
+  No held-out eval unless final_eval (it builds and compiles an eval pipeline per task: seconds a run)."""
   if data_gin is None:
     run = ["--gin_file=runs/local.gin", f"--gin.CORPUS_DIR='{corpus_dir}'"]
   else:
@@ -29,6 +35,7 @@ def small_run_flags(
     "--gin.EVAL_PERIOD=0",
     "--gin.train.train.log_period=1",
     "--gin.train.evaluate.eval_batches=1",
+    f"--gin.train.train.final_eval={final_eval}",
     "--gin.optimizer.learning_rate_schedule.warmup_steps=1",
     "--gin.train.train.sample_prompt=None",
     "--gin.train.train.progress=False",

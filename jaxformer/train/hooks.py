@@ -93,6 +93,7 @@ class LossEvalHook(Hook):
 
   def __init__(self, trainer: Trainer, writer: TrainMetricsHook):
     self.trainer, self.writer, self.every = trainer, writer, trainer.args.eval_period
+    self.at_final = trainer.args.final_eval
 
   def __call__(self, info: StepInfo) -> None:
     setup = self.trainer.setup

@@ -40,6 +40,7 @@ def train(
   stop_after_steps: int | None = None,
   profile_steps: tuple[int, int] | None = None,
   switch_vocabulary: bool = False,
+  final_eval: bool = True,
 ) -> dict:
   """Trains model_config on data_config with step_config (the fields are RunArgs', train/trainer.py).
 
@@ -65,6 +66,7 @@ def train(
     stop_after_steps,
     profile_steps,
     switch_vocabulary,
+    final_eval,
   )
   # One writer per run folder (process 0 holds it for every host of the run).
   lock = runlock.RunLock(args.model_dir, "train") if jax.process_index() == 0 else contextlib.nullcontext()

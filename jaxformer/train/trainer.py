@@ -47,6 +47,8 @@ class RunArgs:
   profile_steps: (start, stop): a jax.profiler trace of steps start..stop-1 into MODEL_DIR/profile.
   switch_vocabulary: train on with a VOCABULARY other than the run's own copy (MODEL_DIR/vocabulary/),
     which it then replaces; by default another tokenizer is refused, naming both digests.
+  final_eval: the held-out loss eval after the last step (with eval_period 0 and final_eval False the
+    run evaluates nothing; `jaxformer eval loss` still can).
   """
 
   model_dir: str
@@ -65,6 +67,7 @@ class RunArgs:
   stop_after_steps: int | None = None
   profile_steps: tuple[int, int] | None = None
   switch_vocabulary: bool = False
+  final_eval: bool = True
 
   def __post_init__(self):
     for name, minimum in (("train_steps", 1), ("eval_period", 0), ("log_period", 1), ("seed", 0)):
