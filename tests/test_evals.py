@@ -176,6 +176,10 @@ def test_eval_and_sample_verbs_on_a_trained_run(local_corpus, tmp_path, capsys):
   first = dict(list(humaneval.read_problems().items())[:1])
   assert infill_scores["tasks"] == len(infilling.infill_tasks(first, infilling.KINDS))
   assert all(f"{kind}/pass@1" in infill_scores for kind in infilling.KINDS)
+  samples = humaneval.read_jsonl(os.path.join(run, "evals", "infill_samples.jsonl"))  # human-eval-infilling's layout
+  assert samples and set(samples[0]) == {"task_id", "completion"} and len(samples) == infill_scores["tasks"]
+  with open(os.path.join(run, "evals", "infill_generations.json")) as f:  # bigcode-evaluation-harness's
+    assert len(json.load(f)) == infill_scores["tasks"]
 
 
 def test_root_without_namespaces_is_refused_and_the_fallback_still_limits_time_and_memory(monkeypatch, tmp_path):

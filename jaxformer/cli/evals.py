@@ -158,8 +158,8 @@ def infill_run(args, bindings):
 def run_infill(args, run, problems: dict, path: str) -> dict:
   """Builds the --infill_kinds tasks of `problems`, fills them (the run's model in its format, or
   --reference middles), scores them in the sandbox, prints a line per kind and writes the results: at path
-  (every field) and beside it infill_samples.jsonl (human-eval-infilling's
-  {task_id, completion}) and infill_generations.json (bigcode-evaluation-harness's programs per task)."""
+  (every field) and beside it, named after it, *_samples.jsonl (human-eval-infilling's
+  {task_id, completion}) and *_generations.json (bigcode-evaluation-harness's programs per task)."""
   from jaxformer.evals import generation, infilling, sandbox
 
   common.check_positive("--timeout", args.timeout)
@@ -192,9 +192,11 @@ def run_infill(args, run, problems: dict, path: str) -> dict:
   if os.path.dirname(path):
     fs.makedirs(os.path.dirname(path))
   humaneval.write_jsonl(path, rows)
-  samples = os.path.join(os.path.dirname(path), "infill_samples.jsonl")
+  # Beside the results, named after them: infill_results.jsonl -> infill_samples.jsonl, X.jsonl -> X_samples.jsonl.
+  stem = path[: -len("_results.jsonl")] if path.endswith("_results.jsonl") else os.path.splitext(path)[0]
+  samples = stem + "_samples.jsonl"
   humaneval.write_jsonl(samples, infilling.human_eval_samples(rows))
-  generations = os.path.join(os.path.dirname(path), "infill_generations.json")
+  generations = stem + "_generations.json"
   with fs.open(generations, "w") as f:
     json.dump(infilling.bigcode_generations(rows), f)
   print(f"HumanEval-Infilling from {len(problems)} problems, {how}:")
