@@ -109,7 +109,7 @@ def score_infill(tasks: list[dict], completions: list[str], problems: dict, limi
     {
       **t,
       "completion": c,
-      "exact_match": middle_of(t, c).strip() == t["target"].strip(),
+      "exact_match": _same(t, middle_of(t, c)),
       "passed": r.passed,
       "status": r.status,
     }
@@ -123,6 +123,14 @@ def score_infill(tasks: list[dict], completions: list[str], problems: dict, limi
     if kind in by_kind:
       scores.update({f"{kind}/{key}": value for key, value in _means(by_kind[kind]).items()})
   return rows, scores
+
+
+def _same(task: dict, middle: str) -> bool:
+  """Exact match: line tasks up to surrounding whitespace; a random span character for character (its
+  middle may be whitespace alone, which stripping would match with an empty one)."""
+  if task["kind"] == "random_span":
+    return middle == task["target"]
+  return middle.strip() == task["target"].strip()
 
 
 def _means(rows: list[dict]) -> dict:
