@@ -52,6 +52,17 @@ def local_corpus(tmp_path_factory):
   return str(out)
 
 
+@pytest.fixture(scope="session")
+def online_reference_16(local_corpus, tmp_path_factory):
+  """{step: loss} of the short local run (train_util.small_run_flags, 16 steps, checkpoints every 4),
+  uninterrupted and tokenised online: the losses every kill-and-resume check of that run must give
+  (test_train's online, test_cache's from the seqio cache, which holds the same tokens)."""
+  import train_util
+
+  flags = train_util.small_run_flags(local_corpus, steps=16, checkpoint_period=4)
+  return train_util.reference_losses(str(tmp_path_factory.mktemp("reference_16") / "run"), flags, 16)
+
+
 @pytest.fixture
 def local_tasks(local_corpus):
   """Registers the local tasks over the session corpus; returns the vocabulary."""

@@ -97,10 +97,10 @@ def test_single_line_infill_tasks_rebuild_the_canonical_solution():
 
 
 def test_infilling_tasks_of_every_kind_cannot_be_fooled():
-  problems = dict(list(humaneval.read_problems().items())[:3])
+  problems = dict(list(humaneval.read_problems().items())[:2])
   tasks = infilling.infill_tasks(problems, infilling.KINDS)
   kinds = collections.Counter(t["kind"] for t in tasks)
-  assert kinds["random_span"] == 30 and kinds["multi_line"] > kinds["single_line"] > 0
+  assert kinds["random_span"] == 20 and kinds["multi_line"] > kinds["single_line"] > 0
   assert tasks[0]["task_id"] == "SingleLineInfilling/HumanEval/0/L0"
   assert "MultiLineInfilling/HumanEval/0/L0_L1" in {t["task_id"] for t in tasks}
   for t in tasks:
@@ -110,9 +110,9 @@ def test_infilling_tasks_of_every_kind_cannot_be_fooled():
   assert all(canonical[f"{kind}/pass@1"] == canonical[f"{kind}/exact_match"] == 1.0 for kind in infilling.KINDS)
   rows, empty = infilling.score_infill(tasks, [""] * len(tasks), problems)
   assert empty["exact_match"] == 0.0 and empty["pass@1"] <= 0.05, [r["task_id"] for r in rows if r["passed"]]
-  blocks = [t for t in tasks if t["kind"] == "multi_line" and "\n" in t["target"]]
+  blocks = [t for t in tasks if t["kind"] == "multi_line" and "\n" in t["target"]][::2]
   _, dropped = infilling.score_infill(blocks, [t["target"].split("\n", 1)[1] for t in blocks], problems)
-  assert len(blocks) > 100 and dropped["pass@1"] <= 0.05  # a middle without its first line fails
+  assert len(blocks) > 50 and dropped["pass@1"] <= 0.05  # a middle without its first line fails
   assert infilling.human_eval_samples(rows[:1]) == [{"task_id": tasks[0]["task_id"], "completion": ""}]
   assert infilling.bigcode_generations(rows[:1]) == [[tasks[0]["prefix"] + tasks[0]["suffix"]]]
 

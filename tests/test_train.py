@@ -113,10 +113,10 @@ def test_checkpoint_saved_on_8_devices_restores_on_4(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
-def test_sigkill_then_restart_reproduces_the_uninterrupted_losses(local_corpus, tmp_path):
+def test_sigkill_then_restart_reproduces_the_uninterrupted_losses(local_corpus, online_reference_16, tmp_path):
   flags = train_util.small_run_flags(local_corpus, steps=16, checkpoint_period=4)
   # killed after checkpoint 4: 12 more steps and three saves before the last checkpoint, even on a fast machine
-  train_util.assert_sigkill_then_restart_matches(tmp_path, flags, steps=16, kill_after=4)
+  train_util.assert_sigkill_then_restart_matches(tmp_path, flags, steps=16, kill_after=4, expected=online_reference_16)
 
 
 def test_sigterm_saves_and_exits_cleanly_then_resumes(local_corpus, tmp_path):

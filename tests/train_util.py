@@ -104,13 +104,22 @@ def train_losses(model_dir: str) -> dict[int, float]:
   return losses
 
 
-def assert_sigkill_then_restart_matches(tmp_path, flags: list[str], steps: int, kill_after: int) -> str:
-  """Trains `steps` steps uninterrupted, then again killed (SIGKILL) after checkpoint `kill_after` and
-  restarted; asserts the resumed steps' losses are bit-identical. Returns the reference's log."""
-  reference = str(tmp_path / "reference")
-  assert run(reference, flags) == 0, log_text(reference)
-  expected = train_losses(reference)
+def reference_losses(model_dir: str, flags: list[str], steps: int) -> dict:
+  """Trains `steps` steps uninterrupted into model_dir; returns {step: loss}."""
+  assert run(model_dir, flags) == 0, log_text(model_dir)
+  expected = train_losses(model_dir)
   assert sorted(expected) == list(range(1, steps + 1))
+  return expected
+
+
+def assert_sigkill_then_restart_matches(
+  tmp_path, flags: list[str], steps: int, kill_after: int, expected: dict | None = None
+) -> str:
+  """Trains `steps` steps uninterrupted (unless `expected` gives those losses), then again killed
+  (SIGKILL) after checkpoint `kill_after` and restarted; asserts the resumed steps' losses are
+  bit-identical. Returns the restarted run's log."""
+  if expected is None:
+    expected = reference_losses(str(tmp_path / "reference"), flags, steps)
   interrupted = str(tmp_path / "interrupted")
   process = start(interrupted, flags)
   wait_for_step(interrupted, kill_after, process)
@@ -122,4 +131,4 @@ def assert_sigkill_then_restart_matches(tmp_path, flags: list[str], steps: int, 
   resumed = train_losses(interrupted)
   for step in range(restored_from + 1, steps + 1):
     assert resumed[step] == expected[step], (step, resumed[step], expected[step])  # bit-identical
-  return log_text(reference)
+  return log_text(interrupted)
