@@ -88,6 +88,7 @@ def test_a_cache_built_with_another_vocabulary_or_missing_is_refused(local_corpu
   assert sorted(os.listdir(os.path.join(local_cache, "local_pl"))) == before
 
 
+@pytest.mark.slow
 def test_training_on_a_cached_task_is_killed_and_resumes_with_the_same_losses(
   local_corpus, local_cache, online_reference_16, tmp_path
 ):

@@ -97,6 +97,7 @@ def _write_stack(raw, offset=0):
   return ["data", "convert", f"--input={raw}/stack.parquet", "--text_field=content", "--language_field=lang"]
 
 
+@pytest.mark.slow
 def test_a_cache_built_on_two_workers_mixes_by_tokens_and_is_refused_after_a_reconversion(
   converted, local_corpus, tmp_path, caplog
 ):

@@ -188,6 +188,7 @@ def test_a_4_group_decoy_with_an_auto_map_imports_correctly_or_is_refused(with_c
   assert np.abs(_logits(forced, tokens) - expected).max() > 1e-2
 
 
+@pytest.mark.slow
 def test_continued_pretraining_then_export_reproduces_sample_in_hf(codegen2, local_corpus, tmp_path, capsys):
   tokenizer_dir, hf_dir, _ = codegen2
   run = str(tmp_path / "run")

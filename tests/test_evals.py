@@ -96,6 +96,7 @@ def test_single_line_infill_tasks_rebuild_the_canonical_solution():
   assert scores["exact_match"] == 1.0 and scores["pass@1"] == 1.0
 
 
+@pytest.mark.slow
 def test_infilling_tasks_of_every_kind_cannot_be_fooled():
   problems = dict(list(humaneval.read_problems().items())[:2])
   tasks = infilling.infill_tasks(problems, infilling.KINDS)
@@ -132,6 +133,7 @@ def test_infill_generation_stops_at_eom(local_tasks):
   assert complete(model, params, vocab, ["def f(a):\n    return "], 8, suffixes=["\n"]) == [""]
 
 
+@pytest.mark.slow
 def test_eval_and_sample_verbs_on_a_trained_run(local_corpus, tmp_path, capsys):
   run = str(tmp_path / "run")
   assert train_util.run(run, train_util.small_run_flags(local_corpus, steps=2, checkpoint_period=2)) == 0

@@ -127,6 +127,7 @@ def test_grouping_8_checkpoint_without_its_code_needs_qkv_groups(tmp_path):
   assert np.abs(_imported_logits(str(tmp_path / "wrong"), tokens) - _hf_logits(hf_model, tokens)).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_cli_export_loads_in_transformers_and_round_trips_through_import(local_corpus, tmp_path, capsys):
   run = str(tmp_path / "run")
   fim = ["--gin.OBJECTIVE_RATES={'fim': 1.0}"]  # a FIM run: its infill prompt is PSM, which HF must answer alike

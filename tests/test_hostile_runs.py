@@ -43,6 +43,7 @@ def _error(capsys) -> str:
   return err[-1]
 
 
+@pytest.mark.slow
 def test_every_step_is_sealed_with_checksums_that_verify(trained):
   for step in (2, 4, 6):
     folder = checkpoint_checks.step_dir(os.path.join(trained[0], "checkpoints"), step)
@@ -50,6 +51,7 @@ def test_every_step_is_sealed_with_checksums_that_verify(trained):
     assert checkpoint_checks.verify(os.path.join(trained[0], "checkpoints"), step) is None
 
 
+@pytest.mark.slow
 def test_a_bit_flipped_checkpoint_is_moved_aside_and_the_run_resumes_from_the_one_before(trained, tmp_path):
   run = _copy(trained, tmp_path)
   data = max(glob.glob(f"{run}/checkpoints/6/state/**/d/*", recursive=True), key=os.path.getsize)

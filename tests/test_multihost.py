@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 
+import pytest
 import train_util
 
 
@@ -42,6 +43,7 @@ def _logs(model_dir, tag):
   return [open(f"{model_dir}.{tag}.p{i}.log", encoding="utf-8", errors="replace").read() for i in range(2)]
 
 
+@pytest.mark.slow
 def test_two_process_run_trains_checkpoints_is_killed_and_resumes_exactly(local_corpus, tmp_path):
   flags = train_util.small_run_flags(local_corpus, steps=12, checkpoint_period=4)
   reference = str(tmp_path / "reference")

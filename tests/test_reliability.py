@@ -8,12 +8,14 @@ import socket
 import subprocess
 import time
 
+import pytest
 import train_util
 
 from jaxformer import cli, runlock
 from jaxformer.errors import UserError
 
 
+@pytest.mark.slow
 def test_second_trainer_stops_at_once_and_ctrl_c_saves_and_exits_130(local_corpus, tmp_path):
   model_dir = str(tmp_path / "run")
   # Far more steps than the test lasts: the first run must still be training when the second one
@@ -80,6 +82,7 @@ def _damage(model_dir: str, step: int, kind: str) -> None:
     os.rmdir(os.path.join(folder, "data"))
 
 
+@pytest.mark.slow
 def test_damaged_latest_checkpoints_are_moved_aside_and_the_run_resumes_from_the_newest_that_reads(
   local_corpus, tmp_path
 ):

@@ -151,6 +151,7 @@ def _start_sweep(sweep_file, output_dir, log_path):
   )
 
 
+@pytest.mark.slow
 def test_micro_sweep_is_interrupted_restarted_and_collected(local_corpus, tmp_path):
   sweep_file, out, log_path = tmp_path / "micro.gin", tmp_path / "out", tmp_path / "sweep.log"
   _micro_sweep(sweep_file, local_corpus)

@@ -79,6 +79,7 @@ def test_two_slices_put_the_data_axis_across_slices():
     sharding.make_mesh(devices=devices, dcn_mesh_shape=(4, 1, 1))
 
 
+@pytest.mark.slow
 def test_plan_cli_reads_the_topology_from_the_run_gin():
   result = subprocess.run(
     [
@@ -101,6 +102,7 @@ def test_plan_cli_reads_the_topology_from_the_run_gin():
   assert report["tpu"]["compiler_step_seconds"] > 0 and "compiler step time" in result.stdout
 
 
+@pytest.mark.slow
 def test_two_processes_as_two_slices_train(local_corpus, tmp_path):
   flags = train_util.small_run_flags(local_corpus, steps=2, checkpoint_period=2) + [
     "--gin.sharding.make_mesh.mesh_shape=(1, -1, 1)",

@@ -10,6 +10,7 @@ import time
 import jax
 import numpy as np
 import optax
+import pytest
 import train_util
 from model_util import random_tokens, tiny
 
@@ -113,12 +114,14 @@ def test_checkpoint_saved_on_8_devices_restores_on_4(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_sigkill_then_restart_reproduces_the_uninterrupted_losses(local_corpus, online_reference_16, tmp_path):
   flags = train_util.small_run_flags(local_corpus, steps=16, checkpoint_period=4)
   # killed after checkpoint 4: 12 more steps and three saves before the last checkpoint, even on a fast machine
   train_util.assert_sigkill_then_restart_matches(tmp_path, flags, steps=16, kill_after=4, expected=online_reference_16)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits_cleanly_then_resumes(local_corpus, tmp_path):
   # Far more steps than it will run: a fast machine must not reach the end before the signal lands.
   flags = train_util.small_run_flags(local_corpus, steps=100_000, checkpoint_period=100_000)
@@ -139,6 +142,7 @@ def test_sigterm_saves_and_exits_cleanly_then_resumes(local_corpus, tmp_path):
   assert train_util.committed_steps(model_dir)[-1] == saved[-1] + 2
 
 
+@pytest.mark.slow
 def test_nan_stop_mode_names_the_step_and_leaves_no_bad_checkpoint(local_corpus, tmp_path):
   model_dir = str(tmp_path / "nan")
   flags = train_util.small_run_flags(local_corpus, steps=4) + [
@@ -151,6 +155,7 @@ def test_nan_stop_mode_names_the_step_and_leaves_no_bad_checkpoint(local_corpus,
   assert train_util.committed_steps(model_dir) == []
 
 
+@pytest.mark.slow
 def test_finite_data_that_runs_out_names_the_step_and_keeps_the_checkpoint(local_corpus, tmp_path):
   from jaxformer.data.ingest.convert import convert_files
 
@@ -174,6 +179,7 @@ def test_finite_data_that_runs_out_names_the_step_and_keeps_the_checkpoint(local
   assert 2 in train_util.committed_steps(model_dir)  # the checkpoints before it are intact
 
 
+@pytest.mark.slow
 def test_nan_skip_mode_keeps_training_and_checkpoints_finite_state(local_corpus, tmp_path):
   model_dir = str(tmp_path / "nan_skip")
   flags = train_util.small_run_flags(local_corpus, steps=4, checkpoint_period=2) + [
@@ -191,6 +197,7 @@ def test_nan_skip_mode_keeps_training_and_checkpoints_finite_state(local_corpus,
   assert step == 4 and all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
 
 
+@pytest.mark.slow
 def test_local_tiny_run_leaves_checkpoint_metrics_tensorboard_plot_and_profile(local_corpus, tmp_path):
   model_dir = str(tmp_path / "tiny")
   flags = train_util.small_run_flags(local_corpus, steps=6, checkpoint_period=3, final_eval=True)
