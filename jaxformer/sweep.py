@@ -19,9 +19,7 @@ Each run lives in OUTPUT_DIR/NAME: `jaxformer train` (which resumes from its own
 each eval; OUTPUT_DIR/NAME/sweep_result.json marks it finished, so a restarted sweep skips it.
 """
 
-import csv
 import dataclasses
-import io
 import itertools
 import json
 import os
@@ -128,12 +126,12 @@ def gin_flags(gin_files, bindings) -> list[str]:
   return [f"--gin_file={f}" for f in gin_files] + [f"--gin.{k}={v!r}" for k, v in bindings]
 
 
-def _join(output_dir: str, *parts: str) -> str:
+def join_path(output_dir: str, *parts: str) -> str:
   return "/".join([output_dir.rstrip("/"), *parts]) if "://" in output_dir else os.path.join(output_dir, *parts)
 
 
 def train_argv(run: Run, output_dir: str) -> list[str]:
-  return ["train", *gin_flags(run.gin_files, run.bindings), f"--gin.MODEL_DIR={_join(output_dir, run.name)!r}"]
+  return ["train", *gin_flags(run.gin_files, run.bindings), f"--gin.MODEL_DIR={join_path(output_dir, run.name)!r}"]
 
 
 # An eval's bindings are gin bindings for `jaxformer eval loss`, unless its 'verb' key names another
@@ -154,7 +152,7 @@ def _eval_parts(eval_bindings: dict) -> tuple[str, list[str], dict]:
 
 def eval_argv(run: Run, output_dir: str, eval_bindings: dict) -> list[str]:
   verb, flags, bindings = _eval_parts(eval_bindings)
-  model_dir = f"--model_dir={_join(output_dir, run.name)}"
+  model_dir = f"--model_dir={join_path(output_dir, run.name)}"
   return ["eval", verb, model_dir, *flags, *gin_flags((), bindings.items()), "--json"]
 
 
@@ -179,7 +177,7 @@ def check_runs(sweep: Sweep, output_dir: str, parse, query) -> None:
 
   runs = expand(sweep)
   for run in runs:
-    flags = [f"{k} = {v!r}" for k, v in run.bindings] + [f"MODEL_DIR = {_join(output_dir, run.name)!r}"]
+    flags = [f"{k} = {v!r}" for k, v in run.bindings] + [f"MODEL_DIR = {join_path(output_dir, run.name)!r}"]
     for eval_name, eval_bindings in [(None, {}), *sweep.evals.items()]:
       where = f"sweep run {run.name!r}" + (f", eval {eval_name!r}" if eval_name else "")
       try:
@@ -208,7 +206,7 @@ def check_runs(sweep: Sweep, output_dir: str, parse, query) -> None:
 # --- files (local or gs://) -----------------------------------------------------------------
 
 
-def _read_json(path: str):
+def read_json(path: str):
   if not fs.exists(path):
     return None
   with fs.open(path) as f:
@@ -298,8 +296,8 @@ def run_sweep(sweep: Sweep, output_dir: str, launcher, dry_run: bool = False, sa
   local_logs = output_dir if "://" not in output_dir else os.path.join("sweep_logs", _short(output_dir))
   try:
     for i, run in enumerate(runs, 1):
-      model_dir = _join(output_dir, run.name)
-      if _read_json(_join(model_dir, RESULT_FILE)) is not None:
+      model_dir = join_path(output_dir, run.name)
+      if read_json(join_path(model_dir, RESULT_FILE)) is not None:
         say(f"[{i}/{len(runs)}] {run.name}: finished before, skipped")
         summary["skipped"].append(run.name)
         continue
@@ -338,7 +336,7 @@ def run_sweep(sweep: Sweep, output_dir: str, launcher, dry_run: bool = False, sa
         "evals": evals,
         "seconds": time.time() - started,
       }
-      fs.write(_join(model_dir, RESULT_FILE), json.dumps(record, indent=1))
+      fs.write(join_path(model_dir, RESULT_FILE), json.dumps(record, indent=1))
       summary["ran"].append(run.name)
       say(
         f"[{i}/{len(runs)}] {run.name}: done in {record['seconds']:.0f} s: "
@@ -360,115 +358,3 @@ def flatten_metrics(record: dict) -> dict:
   for eval_name, losses in record.get("evals", {}).items():
     out.update({f"{eval_name}/{task}": loss for task, loss in sorted(losses.items())})
   return out
-
-
-def collect(sweep: Sweep, output_dir: str) -> dict:
-  """Reads every finished run; writes results.csv, results.md and results.png into OUTPUT_DIR.
-
-  Returns {"rows": [{name, metric: loss, ...}], "metrics": [...], "comparisons": [...], "files": [...]}.
-  """
-  runs = expand(sweep)
-  records = [r for r in (_read_json(_join(output_dir, run.name, RESULT_FILE)) for run in runs) if r]
-  rows = [{"run": r["name"], **flatten_metrics(r)} for r in records]
-  metrics = sorted({m for row in rows for m in row if m != "run"})
-  by_run = {row["run"]: row for row in rows}
-  comparisons = [_compare(c, by_run) for c in sweep.comparisons]
-
-  buffer = io.StringIO()
-  writer = csv.DictWriter(buffer, fieldnames=["run", *metrics])
-  writer.writeheader()
-  for row in rows:
-    writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
-  files = [_join(output_dir, "results.csv"), _join(output_dir, "results.md")]
-  fs.write(files[0], buffer.getvalue())
-  fs.write(files[1], results_markdown(rows, metrics, comparisons, len(runs)))
-  if rows:
-    files.append(_join(output_dir, "results.png"))
-    # The sweep's own evals score every run alike; the trainer's final/* ones only when there are none.
-    plotted = [m for m in metrics if not m.startswith("final/")] or metrics
-    _plot(rows, plotted, files[2])
-  return {"rows": rows, "metrics": metrics, "comparisons": comparisons, "files": files}
-
-
-def _compare(spec: dict, by_run: dict) -> dict:
-  """A claim 'metric of run `lower` is below that of run `than` (+ margin)', checked on the results."""
-  for key in ("lesson", "metric", "lower", "than"):
-    if key not in spec:
-      raise ValueError(f"sweep.define.comparisons: {spec!r} lacks {key!r}")
-  out = dict(spec)
-  margin = float(spec.get("margin", 0.0))
-  a = by_run.get(spec["lower"], {}).get(spec["metric"])
-  b = by_run.get(spec["than"], {}).get(spec["metric"])
-  out.update(
-    {
-      "lower_value": a,
-      "than_value": b,
-      "margin": margin,
-      "agrees": None if a is None or b is None else bool(a < b + margin),
-    }
-  )
-  return out
-
-
-def results_markdown(rows, metrics, comparisons, planned: int) -> str:
-  lines = [
-    f"{len(rows)} of {planned} runs finished. Loss in nats per token, on held-out data "
-    "(`final/*`: the trainer's last eval, with the run's own objective; others: `jaxformer eval loss` "
-    "with the sweep's eval bindings); pass@1 and exact match: `jaxformer eval humaneval` / `eval infill`, "
-    "greedy, by execution in the sandbox.",
-    "",
-    "| run | " + " | ".join(metrics) + " |",
-    "|---" * (len(metrics) + 1) + "|",
-  ]
-  for row in rows:
-    lines.append(f"| {row['run']} | " + " | ".join(f"{row[m]:.4f}" if m in row else "" for m in metrics) + " |")
-  if comparisons:
-    lines += ["", "| lesson | metric | claim | values | agrees |", "|---|---|---|---|---|"]
-    for c in comparisons:
-      claim = f"{c['lower']} < {c['than']}" + (f" + {c['margin']:g}" if c["margin"] else "")
-      values = "n/a" if c["agrees"] is None else f"{c['lower_value']:.4f} vs {c['than_value']:.4f}"
-      agrees = {None: "not run", True: "yes", False: "no"}[c["agrees"]]
-      lines.append(f"| {c['lesson']} | {c['metric']} | {claim} | {values} | {agrees} |")
-  return "\n".join(lines) + "\n"
-
-
-def _is_rate(metric: str) -> bool:
-  return "pass@" in metric or "exact_match" in metric
-
-
-def _plot(rows, metrics, path: str):
-  """Bars per run: losses on one panel, pass@1 and exact-match rates (code evals) on another."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  import numpy as np
-
-  panels = [
-    (group, label)
-    for group, label in (
-      ([m for m in metrics if not _is_rate(m)], "held-out loss (nats/token)"),
-      ([m for m in metrics if _is_rate(m)], "pass@1 / exact match"),
-    )
-    if group
-  ]
-  wide = min(14, max(6, 0.6 * len(rows) * max(1, len(metrics))))
-  fig, axes = plt.subplots(1, len(panels), figsize=(wide * len(panels), 4.5), squeeze=False)
-  x = np.arange(len(rows))
-  for ax, (group, label) in zip(axes[0], panels):
-    width = 0.8 / len(group)
-    for j, metric in enumerate(group):
-      ax.bar(x + j * width, [row.get(metric, np.nan) for row in rows], width, label=metric)
-    ax.set_xticks(x + width * (len(group) - 1) / 2, [row["run"] for row in rows], rotation=30, ha="right")
-    ax.set_ylabel(label)
-    values = [row[m] for row in rows for m in group if m in row]
-    if not _is_rate(group[0]):
-      ax.set_ylim(min(values) * 0.95, max(values) * 1.02)
-    else:
-      ax.set_ylim(0, max(max(values) * 1.1, 0.05))
-    ax.legend(fontsize=7)
-  fig.tight_layout()
-  buffer = io.BytesIO()
-  fig.savefig(buffer, format="png", dpi=110)
-  plt.close(fig)
-  fs.write(path, buffer.getvalue(), mode="wb")

@@ -33,7 +33,7 @@ def test_metrics_config_and_plot_are_written_to_a_remote_model_dir():
   path = write_operative_config(model_dir)
   assert fs.exists(path)
   fs.write(f"{model_dir}/{sweep.RESULT_FILE}", json.dumps({"name": "x"}))
-  assert sweep._read_json(f"{model_dir}/{sweep.RESULT_FILE}") == {"name": "x"}
+  assert sweep.read_json(f"{model_dir}/{sweep.RESULT_FILE}") == {"name": "x"}
 
 
 def test_remote_metrics_writes_grow_linearly_and_restarts_continue(monkeypatch):

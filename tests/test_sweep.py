@@ -11,7 +11,7 @@ import pytest
 import train_util
 
 from jaxformer import config as config_lib
-from jaxformer import sweep
+from jaxformer import sweep, sweep_results
 
 
 def test_expansion_names_runs_and_later_bindings_win():
@@ -270,7 +270,7 @@ def test_the_fim_ablation_trains_four_objectives_at_equal_tokens_and_tabulates_c
       },
     }
     sweep.fs.write(str(out / name / sweep.RESULT_FILE), json.dumps(record))
-  results = sweep.collect(definition, str(out))
+  results = sweep_results.collect(definition, str(out))
   table = (out / "results.md").read_text()
   assert "| humaneval/pass@1 | infill/single_line/pass@1 | l2r/local_pl |" in table and "| fim_psm_spm |" in table
   assert {c["lesson"]: c["agrees"] for c in results["comparisons"]}["span corruption costs left-to-right"] is True

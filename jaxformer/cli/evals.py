@@ -104,6 +104,8 @@ def humaneval_run(args, bindings):
 def infill_args(parser):
   eval_common(parser, needs_model=False)
   infill_flags(parser, default_kinds="single_line,multi_line,random_span")
+  parser.add_argument("--max_new_tokens", type=int, default=128)
+  parser.add_argument("--batch_size", type=int, default=16)
   parser.add_argument(
     "--reference",
     choices=("canonical", "empty"),
@@ -121,9 +123,6 @@ def infill_flags(parser, default_kinds: str):
     help="comma-separated HumanEval-Infilling kinds: single_line, multi_line, random_span",
   )
   infill_format_arg(parser)
-  if not any(a.dest == "max_new_tokens" for a in parser._actions):
-    parser.add_argument("--max_new_tokens", type=int, default=128)
-    parser.add_argument("--batch_size", type=int, default=16)
 
 
 def _pass_ks(text: str | None) -> list[int]:

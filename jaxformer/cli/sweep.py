@@ -33,7 +33,7 @@ def sweep_args(parser):
 def sweep_run(args, bindings):
   args.gin_file = [args.sweep_file] + args.gin_file
   common.parse_gin(args, bindings)
-  from jaxformer import sweep
+  from jaxformer import sweep, sweep_results
 
   definition = config_lib.call_configurable(sweep.define)
   runs = common.user_errors(sweep.expand, definition)
@@ -48,7 +48,7 @@ def sweep_run(args, bindings):
     summary = sweep.run_sweep(definition, output_dir, launcher, dry_run=args.dry_run)
   if args.dry_run:
     return
-  results = common.user_errors(sweep.collect, definition, output_dir)
+  results = common.user_errors(sweep_results.collect, definition, output_dir)
   print(f"{len(results['rows'])} of {len(runs)} runs finished; wrote " + ", ".join(results["files"]))
   for c in results["comparisons"]:
     verdict = {None: "not run", True: "agrees", False: "disagrees"}[c["agrees"]]

@@ -13,6 +13,7 @@ inversion for `data show`, its statistics for `data stats`, and the infill promp
 trained on it samples with. Adding one is one module with one `@register`ed subclass and one gin file.
 """
 
+import abc
 import dataclasses
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -70,7 +71,7 @@ class InfillFormat:
     return list(self.build(special, list(prefix_ids), list(suffix_ids)))
 
 
-class Objective:
+class Objective(abc.ABC):
   """One training objective (see the module docstring); subclasses set name and id and override apply.
 
   id: stable across builds (written into each run's objectives.json); never reuse one.
@@ -98,13 +99,15 @@ class Objective:
     return 0
 
   def check_length(self, settings, feature_length: int, chunk: int) -> None:
-    """Raises ValueError when chunks of `chunk` tokens are too short for the objective."""
+    """Raises ValueError when chunks of `chunk` tokens are too short for the objective (none: any length)."""
+    return None
 
   def trains_bidirectional(self, settings) -> bool:
     return self.bidirectional
 
+  @abc.abstractmethod
   def apply(self, tokens, seed, context: Context) -> dict:
-    raise NotImplementedError
+    """The objective's example (`output(...)`) of one chunk."""
 
   def invert(self, targets, context: Context) -> list[int]:
     """The source chunk's tokens, from the targets (ValueError when they are not this format)."""

@@ -192,21 +192,21 @@ class FillInTheMiddle(base.Objective):
     pre, mid, suf, _ = settings.tokens
     tokens = {"prefix": pre, "middle": mid, "suffix": suf}
     ids = lambda special: [special.id_of(x) for x in (pre, mid, suf)]
-    psm = base.InfillFormat(
-      "psm",
-      self.name,
-      (pre, mid, suf),
-      lambda special, p, s: [ids(special)[0]] + p + [ids(special)[2]] + s + [ids(special)[1]],
-      lambda special: (special.eos,),
-      tokens,
-    )
-    spm = base.InfillFormat(
-      "spm",
-      self.name,
-      (pre, mid, suf),
-      lambda special, p, s: [ids(special)[0], ids(special)[2]] + s + [ids(special)[1]] + p,
-      lambda special: (special.eos,),
-      tokens,
-    )
-    formats = ([psm] if settings.spm_rate < 1 else []) + ([spm] if settings.spm_rate > 0 else [])
-    return formats if settings.spm_rate <= 0.5 else formats[::-1]
+
+    def psm(special, p, s):
+      prefix_id, middle_id, suffix_id = ids(special)
+      return [prefix_id] + p + [suffix_id] + s + [middle_id]
+
+    def spm(special, p, s):
+      prefix_id, middle_id, suffix_id = ids(special)
+      return [prefix_id, suffix_id] + s + [middle_id] + p
+
+    end = lambda special: (special.eos,)
+    formats = [
+      base.InfillFormat(name, self.name, (pre, mid, suf), build, end, tokens)
+      for name, build in (("psm", psm), ("spm", spm))
+    ]
+    trained = [
+      f for f in formats if (f.name == "psm" and settings.spm_rate < 1) or (f.name == "spm" and settings.spm_rate > 0)
+    ]
+    return trained if settings.spm_rate <= 0.5 else trained[::-1]  # the more often trained first
