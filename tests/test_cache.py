@@ -35,6 +35,7 @@ def _sources(name, split, **kwargs):
   return collections.Counter(tuple(e["source"].tolist()) for e in ds.as_numpy_iterator())
 
 
+@pytest.mark.slow
 def test_the_cache_holds_exactly_what_online_tokenisation_gives(local_corpus, local_cache):
   _register(local_corpus)
   for name in ("local_pl", "local_nl"):
@@ -100,6 +101,7 @@ def test_training_on_a_cached_task_is_killed_and_resumes_with_the_same_losses(
   assert "reading local_pl_nl from the seqio cache" in log
 
 
+@pytest.mark.slow
 def test_data_bench_reports_throughput_fill_and_start_up_online_and_from_the_cache(local_corpus, local_cache, capsys):
   args = ["data", "bench", "--gin_file=data/local.gin", "--gin_file=objectives/codegen2.gin"]
   args += [

@@ -130,6 +130,7 @@ def test_eval_shape_count_matches_closed_form():
   assert plan.count_params(config) == v * d + 16 * per_layer + 2 * d + d * v + v
 
 
+@pytest.mark.slow
 def test_bench_prints_speed_mfu_labels_and_memory_and_profiles(capsys, tmp_path):
   flags = ["--steps=2", "--batch_size=8", "--length=64", f"--profile_dir={tmp_path}", "--json"]
   assert cli.main(["bench", "--gin_file=models/tiny.gin", *flags]) == 0

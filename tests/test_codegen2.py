@@ -138,6 +138,7 @@ def test_data_show_writes_span_corruption_in_codegen2s_format_and_ids(codegen2, 
   assert all("<|endoftext|><sep><mask_1>" in r["inputs_text"] and "<eom>" in r["inputs_text"] for r in rows)
 
 
+@pytest.mark.slow
 def test_import_reads_the_grouping_from_the_checkpoints_code_and_samples_as_hf(codegen2, tmp_path, capsys):
   tokenizer_dir, hf_dir, remote = codegen2
   run = str(tmp_path / "run")

@@ -84,6 +84,7 @@ def _convert(raw, out, *extra):
   )
 
 
+@pytest.mark.slow
 def test_parquet_shards_dedup_filter_and_split_by_language_the_same_on_any_worker_count(parquet_shards, tmp_path):
   raw, docs = parquet_shards
   assert _convert(raw, tmp_path / "two", "--num_workers=2") == 0

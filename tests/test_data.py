@@ -179,6 +179,7 @@ def test_host_shards_are_disjoint_and_cover_the_data(local_tasks):
   assert sorted(first + second) == sorted(everything)
 
 
+@pytest.mark.slow
 def test_same_seed_same_batches_and_restored_iterator_continues(local_corpus, tmp_path):
   from jaxformer.tasks import local
 

@@ -26,6 +26,7 @@ def test_pass_at_k_matches_its_closed_form():
   assert passk.mean_pass_at_k([(10, 3), (10, 0)], (1, 10, 100)) == {"pass@1": pytest.approx(0.15), "pass@10": 0.5}
 
 
+@pytest.mark.slow
 def test_canonical_solutions_pass_and_empty_completions_fail(tmp_path, capsys, monkeypatch):
   problems = humaneval.read_problems()
   assert len(problems) == 164

@@ -94,6 +94,7 @@ def test_bad_fim_settings_and_missing_sentinels_fail_naming_the_binding(fim_task
     _examples(1, length=4)
 
 
+@pytest.mark.slow
 def test_data_stats_and_show_report_fim(fim_tasks, tmp_path, capsys):
   _bind({"causal_lm": 0.5, "span_corruption": 0.25, "fim": 0.25}, fim_rate=1.0, spm_rate=0.5)
   config = pipeline.DataConfig(mixture_or_task_name="local_pl_nl", task_feature_lengths={"targets": 2048}, batch_size=8)

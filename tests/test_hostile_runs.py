@@ -83,6 +83,7 @@ def test_a_state_with_nan_is_never_restored(tmp_path):
   assert os.listdir(os.path.join(tmp_path, "checkpoints_unreadable"))[0].startswith("2-")
 
 
+@pytest.mark.slow
 def test_resuming_with_another_batch_or_model_stops_with_one_line_and_touches_nothing(trained, tmp_path, capsys):
   run = _copy(trained, tmp_path)
   before = _files(run)

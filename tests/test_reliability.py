@@ -287,6 +287,7 @@ def test_train_tokenizer_refuses_to_replace_a_model_unasked(tmp_path, local_corp
   assert model.read_bytes() == b"an earlier model"
 
 
+@pytest.mark.slow
 def test_train_tokenizer_survives_a_document_without_spaces_longer_than_sentencepiece_allows(tmp_path):
   # A data file of short lines with no space is one 70,000-character "word" to SentencePiece, whose BPE
   # trainer ends the whole process (exit 255) on a word of over 65,535 symbols: README's main command

@@ -43,6 +43,7 @@ def test_kv_cache_logits_equal_the_full_forward_pass(prefix_length):
   np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_greedy_cache_decoding_equals_the_argmax_path():
   config = tiny()
   model, params = init(config, seed=3)

@@ -28,6 +28,7 @@ def test_topology_names():
     plan.parse_topology("v4-24")
 
 
+@pytest.mark.slow
 def test_tiny_train_step_compiles_for_v4_and_reports_memory_flops_and_step_time():
   # 4 scanned layers and 2 microbatches: both loops whose body XLA's cost analysis counts once
   config_lib.parse_gin(
@@ -67,6 +68,7 @@ def test_a_batch_too_big_for_hbm_does_not_fit():
   assert "RESOURCE_EXHAUSTED" in m["compiler"] and m["temporaries"] > 100 * 2**30
 
 
+@pytest.mark.slow
 def test_two_slices_put_the_data_axis_across_slices():
   config_lib.parse_gin(["runs/local_tiny.gin"], SMALL + ["sharding.make_mesh.dcn_mesh_shape = (2, 1, 1)"])
   devices, _ = plan.topology_devices("v4-8", num_slices=2)

@@ -70,6 +70,7 @@ def test_weight_decay_skips_biases_and_layernorm():
   assert not mask["lm_head"]["bias"] and not mask["layers"]["ln"]["scale"] and not mask["ln_f"]["bias"]
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_equals_the_full_batch():
   state, full_step, _ = _setup(sgd=True)
   _, micro_step, _ = _setup(sgd=True, microbatches=4)
@@ -97,6 +98,7 @@ def test_nonfinite_update_is_never_applied():
   assert int(after.step) == 1
 
 
+@pytest.mark.slow
 def test_checkpoint_saved_on_8_devices_restores_on_4(tmp_path):
   state, step, (model, optimizer, mesh, rules, shards) = _setup(tiny(d_model=64))
   state, _ = step(state, _batch(tiny(d_model=64)))
@@ -246,6 +248,7 @@ def test_mfu_uses_the_peak_table_and_is_na_on_cpu():
   assert np.isclose(mfu.mfu(1000, 6e9, 2, "TPU v4"), 6e12 / 5.5e14)
 
 
+@pytest.mark.slow
 def test_a_hook_a_user_adds_runs_every_n_steps_and_after_the_last_on_the_trained_state(local_corpus, tmp_path):
   from jaxformer import config as config_lib
   from jaxformer.train import loop
