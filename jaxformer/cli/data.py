@@ -70,9 +70,11 @@ def tokenizer_run(args, bindings):
 
 def convert_args(parser):
   from jaxformer.data.ingest import beam_options
+  from jaxformer.data.ingest.decontaminate import Decontamination
   from jaxformer.data.ingest.filters import Filters
+  from jaxformer.data.ingest.minhash import NearDedup
 
-  defaults = Filters()
+  defaults, near, overlap = Filters(), NearDedup(), Decontamination()
   parser.add_argument("--input", required=True, help="file pattern of .jsonl, .jsonl.gz or .parquet (local or gs://)")
   parser.add_argument("--output_dir", required=True)
   parser.add_argument("--text_field", default="text")
@@ -96,6 +98,26 @@ def convert_args(parser):
   filters.add_argument(
     "--min_alnum_fraction", type=float, default=defaults.min_alnum_fraction, help="letters and digits (default 0.25)"
   )
+  quality = parser.add_argument_group("near duplicates, benchmark overlap, licences")
+  quality.add_argument(
+    "--near_dedup", choices=("minhash", "none"), default="minhash", help="MinHash LSH near-dedup (default) or none"
+  )
+  quality.add_argument("--near_dedup_threshold", type=float, default=near.threshold, help="Jaccard (default 0.7)")
+  quality.add_argument("--near_dedup_num_perm", type=int, default=near.num_perm, help="permutations (default 256)")
+  quality.add_argument("--near_dedup_ngram", type=int, default=near.ngram, help="words per shingle (default 5)")
+  quality.add_argument(
+    "--decontaminate",
+    choices=("drop", "list", "none"),
+    default=overlap.mode,
+    help="documents sharing a word n-gram with HumanEval: drop (default), list in stats.json only, or none",
+  )
+  quality.add_argument("--decontaminate_ngram", type=int, default=overlap.ngram, help="words (default 10)")
+  quality.add_argument(
+    "--license_field", default=None, help="field/column of each record's licence(s) (e.g. max_stars_repo_licenses)"
+  )
+  quality.add_argument(
+    "--allowed_licenses", default=None, help="comma-separated licences to keep (every licence of a record must be)"
+  )
   beam_options.add_flags(parser)
   parser.add_argument("--overwrite", action="store_true", help="replace an earlier output (default: refuse)")
 
@@ -103,10 +125,16 @@ def convert_args(parser):
 def convert_run(args, bindings):
   common.parse_gin(args, bindings)
   from jaxformer.data.ingest import beam_options, convert, languages
+  from jaxformer.data.ingest.decontaminate import Decontamination
   from jaxformer.data.ingest.filters import Filters
+  from jaxformer.data.ingest.minhash import NearDedup
 
   options = common.user_errors(beam_options.from_args, args)
   filters = Filters(args.max_file_bytes, args.max_line_chars, args.max_mean_line_chars, args.min_alnum_fraction)
+  near_dedup = None
+  if args.near_dedup == "minhash":
+    near_dedup = NearDedup(args.near_dedup_threshold, args.near_dedup_num_perm, args.near_dedup_ngram)
+  allowed = None if args.allowed_licenses is None else args.allowed_licenses.split(",")
   stats = common.user_errors(
     convert.convert_files,
     args.input,
@@ -118,6 +146,10 @@ def convert_run(args, bindings):
     filters=filters,
     overwrite=args.overwrite,
     options=options,
+    license_field=args.license_field,
+    allowed_licenses=allowed,
+    decontamination=Decontamination(args.decontaminate, args.decontaminate_ngram),
+    near_dedup=near_dedup,
   )
   print(convert.summary(stats))
   for folder, names in languages.shared_folders(stats["language_dirs"]).items():

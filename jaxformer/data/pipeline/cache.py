@@ -48,8 +48,10 @@ TIMING_KEYS = ("seconds", "documents_per_second")  # what changes in stats.json 
 
 def source_stats_digest(task: seqio.Task) -> str | None:
   """What the stats.json beside the task's shards says of its documents: `data convert`'s digest of
-  the folder's documents, else (`build-local`) a sha256 of the whole file, timing fields left out;
-  None when there is none."""
+  the folder's documents with the digest of the settings that chose them (filters, licences,
+  decontamination, near dedup: a corpus converted with other settings is another corpus even where
+  it happens to hold the same documents), else (`build-local`) a sha256 of the whole file, timing
+  fields left out; None when there is none."""
   patterns = getattr(task.source, "_split_to_filepattern", None) or {}
   folders = sorted({os.path.dirname(p) for p in patterns.values()})
   digests = []
@@ -59,6 +61,8 @@ def source_stats_digest(task: seqio.Task) -> str | None:
       with tf.io.gfile.GFile(path) as f:
         stats = {k: v for k, v in json.load(f).items() if k not in TIMING_KEYS}
       content = (stats.get("content_digest") or {}).get(os.path.basename(folder))
+      if content and stats.get("settings_digest"):
+        content = f"{content}:{stats['settings_digest']}"
       digests.append(content or hashlib.sha256(json.dumps(stats, sort_keys=True).encode()).hexdigest())
   return hashlib.sha256(",".join(digests).encode()).hexdigest() if digests else None
 
