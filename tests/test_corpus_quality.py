@@ -162,11 +162,14 @@ def test_humaneval_solutions_are_removed_verbatim_or_reformatted_and_ordinary_co
   problems = read_problems()
   ordinary = sorted(glob.glob(os.path.join(os.path.dirname(json.__file__), "*.py")))
   ordinary += sorted(glob.glob(os.path.join(os.path.dirname(os.__file__), "email", "*.py")))[:20]
+  # both hold '0 1 2 3 4 5 6 7 8 9', a 10-word n-gram of HumanEval/78 that says nothing of it
+  ordinary += [os.path.join(os.path.dirname(os.__file__), name) for name in ("doctest.py", "heapq.py")]
   records = [{"text": open(p).read(), "lang": "Python"} for p in ordinary]
   planted = {
     "HumanEval/0": problems["HumanEval/0"]["prompt"] + problems["HumanEval/0"]["canonical_solution"],
     "HumanEval/12": _reformatted(problems["HumanEval/12"]),
-    "HumanEval/31": "import math\n\n\n" + problems["HumanEval/31"]["canonical_solution"].replace("    ", "\t"),
+    # a solution alone, tab-indented, in another file (45 of the 164 solutions are too short for this)
+    "HumanEval/10": "import sys\n\n\n" + problems["HumanEval/10"]["canonical_solution"].replace("    ", "\t"),
   }
   records += [{"text": text, "lang": "Python"} for text in planted.values()]
   _write_jsonl(tmp_path / "corpus.jsonl", records)
