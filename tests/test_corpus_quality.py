@@ -133,6 +133,7 @@ def test_documents_shorter_than_a_shingle_are_counted_and_kept(tmp_path):
 @pytest.mark.parametrize(
   "flags, message",
   [
+    (["--near_dedup_ngram=50"], r"--near_dedup_ngram=50: no document converted has that many words"),
     (["--near_dedup_threshold=0"], r"--near_dedup_threshold=0.0 must be within \(0, 1\]"),
     (["--near_dedup_threshold=1.5"], r"--near_dedup_threshold=1.5 must be within \(0, 1\]"),
     (["--near_dedup_ngram=0"], r"--near_dedup_ngram=0 must be within 1..1000"),

@@ -174,6 +174,14 @@ def convert_files(
       collected = json.load(f)
     fs.remove(counts_path)
     stats = _stats(collected, file_pattern, settings, num_shards, validation_percent)
+    short = sum(stats["near_dedup_too_short"].values())
+    # A shingle chosen larger than every document is a mistake; tiny documents under the default are not.
+    chosen = near_dedup is not None and near_dedup.ngram > DEFAULT_NEAR_DEDUP.ngram
+    if chosen and short and short >= sum(stats["written"].values()):
+      raise ValueError(
+        f"--near_dedup_ngram={near_dedup.ngram}: no document converted has that many words, so none could be "
+        f"near-deduplicated; lower it or pass --near_dedup=none; {output_dir} is unchanged"
+      )
     if not sum(stats["written"].values()):
       raise ValueError(
         f"--input={file_pattern}: no document converted (skipped: {stats['skipped'] or 'none'}); "
