@@ -57,6 +57,15 @@ def test_tiny_train_step_compiles_for_v4_and_reports_memory_flops_and_step_time(
   # global count (the scanned program alone would show one layer of one microbatch, under 1/4 of it)
   assert 0.95 < report["compiler_flops_per_device"] * 4 / report["xla_flops_per_step"] < 1.1
   assert report["compiler_loops_left"] == 0  # no compiler loop (windowed einsum) hides FLOPs either
+  # FSDP over 4 devices: every layer's weights are all-gathered (bf16, forward and backward: at least
+  # twice the bf16 parameters, times 3/4 of each gathered), and the gradients reduce-scattered
+  params = report["params"]
+  assert report["collective_bytes_per_device"] > 2 * 2 * params * 3 / 4 / 4
+  assert report["communication_seconds"] > 0 and report["dcn_seconds"] == 0
+  assert report["step_seconds_serial"] == pytest.approx(seconds + report["communication_seconds"])
+  assert report["step_seconds_overlapped"] == max(seconds, report["communication_seconds"])
+  assert report["bound"] in ("compute", "memory", "communication")
+  assert report["mfu_serial"] <= report["mfu_overlapped"] <= report["compiler_mfu"] * (1 + 1e-9)
 
 
 def test_a_batch_too_big_for_hbm_does_not_fit():
@@ -116,3 +125,103 @@ def test_two_processes_as_two_slices_train(local_corpus, tmp_path):
   assert "mesh {'data': 2, 'fsdp': 4, 'tensor': 1} over 8 devices of 2 process(es)" in _logs(run, "a")[0]
   assert sorted(train_util.train_losses(run)) == [1, 2]
   assert jax.device_count() == 8  # this process is untouched
+
+
+@pytest.mark.slow
+def test_plan_fit_compiles_candidates_ranks_them_and_writes_a_run_gin_that_trains(local_corpus, tmp_path):
+  fit_gin = tmp_path / "fit.gin"
+  flags = ["--gin_file=runs/local_tiny.gin", "--gin.TASK_FEATURE_LENGTHS={'targets': 128}", "--gin.BATCH_SIZE=16"]
+  result = subprocess.run(
+    [
+      train_util.JAXFORMER,
+      "plan",
+      *flags,
+      "--topology=v5litepod-8",
+      "--fit",
+      "--max_compiles=2",
+      f"--fit_gin={fit_gin}",
+    ],
+    capture_output=True,
+    text=True,
+    env=train_util.env(),
+    cwd=tmp_path,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = result.stdout
+  assert "plan --fit: " in out and "[1/2] " in out and "[2/2] " in out and "[3/" not in out  # --max_compiles
+  header = next(line for line in out.splitlines() if line.startswith("candidate"))
+  assert "overlapped ms" in header and "serial ms" in header and "bound" in header
+  winner = out.split("fastest that fits: ")[1].split(";")[0]
+  text = fit_gin.read_text()
+  assert winner in text and "include 'runs/local_tiny.gin'" in text and "sharding.make_mesh.mesh_shape = (" in text
+  assert text.count("BATCH_SIZE = 16") == 1  # the run's binding is not written twice
+  # the written gin trains as is on the 8 simulated CPU devices (the slice's 8 chips)
+  run = tmp_path / "run"
+  train = subprocess.run(
+    [
+      train_util.JAXFORMER,
+      "train",
+      f"--gin_file={fit_gin}",
+      f"--gin.MODEL_DIR='{run}'",
+      f"--gin.CORPUS_DIR='{local_corpus}'",
+      "--gin.TRAIN_STEPS=1",
+      "--gin.optimizer.learning_rate_schedule.warmup_steps=0",
+      "--gin.EVAL_PERIOD=0",
+      "--gin.train.train.sample_prompt=None",
+      "--gin.train.train.final_eval=False",
+    ],
+    capture_output=True,
+    text=True,
+    env=train_util.env(),
+  )
+  assert train.returncode == 0, train.stderr[-3000:]
+  assert train_util.train_losses(str(run)).keys() == {1}
+
+
+@pytest.mark.parametrize(
+  "flags, message",
+  [
+    (["--topology=h100-8"], "compiles ahead of time for TPU only"),
+    (["--topology=v5litepod-8", "--gin.BATCH_SIZE=7"], r"no mesh divides BATCH_SIZE=\[7\] over 8 devices"),
+    (["--topology=v5litepod-8", "--time_budget=5"], r"--time_budget=5: one compile needs"),
+    (["--topology=v9-8"], "accelerator type such as v4-32"),
+  ],
+)
+def test_plan_fit_bad_input_is_one_line(capsys, flags, message):
+  from jaxformer import cli
+
+  assert cli.main(["plan", "--gin_file=runs/local_tiny.gin", "--fit", *flags]) != 0
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and __import__("re").search(message, err[0]), err
+
+
+def test_collectives_are_read_from_every_hlo_spelling_and_timed_by_the_ring_formulas():
+  from jaxformer.plan import collectives
+
+  hlo = """
+%all-reduce-scatter.1 (p: f32[128,64]) -> f32[32,64] {
+  %all-reduce.9 = f32[128,64]{1,0} all-reduce(f32[128,64]{1,0} %p), replica_groups={{0,1,2,3}}, to_apply=%add
+}
+ENTRY %main (a: bf16[32,64]) -> bf16[128,64] {
+  %all-gather.1 = bf16[128,64]{1,0} all-gather(bf16[32,64]{1,0} %a), MESH_GROUPS, dimensions={0}
+  %all-reduce.2 = (f32[16]{0}, f32[16]{0}) all-reduce(%x, %y), replica_groups=[2,4]<=[8], to_apply=%add
+  %cp = (bf16[8]{0}, bf16[8]{0}, u32[], u32[]) collective-permute-start(%z), source_target_pairs={{0,1},{1,0}}
+}
+""".replace("MESH_GROUPS", "replica_groups=mesh['axis_0'=4,'axis_1'=2] {'axis_0'}")
+  found = collectives.parse(hlo, 8)
+  assert [(c["kind"], c["bytes"], c["group"]) for c in found] == [
+    ("reduce-scatter", 128 * 64 * 4 // 4, 4),  # the TPU compiler's reduce-scatter: an all-reduce kept a quarter of
+    ("all-gather", 128 * 64 * 2, 4),
+    ("all-reduce", 2 * 16 * 4, 4),
+    ("collective-permute", 8 * 2, 2),
+  ]
+  assert found[1]["first_group"] == [0, 2, 4, 6]  # axis_0 of a row-major 4 x 2 mesh
+  bw = collectives.ICI_BYTES_PER_SECOND["TPU v4"]
+  assert collectives.seconds(found[1], bw) == pytest.approx(3 / 4 * 128 * 64 * 2 / bw)
+  assert collectives.seconds(found[0], bw) == pytest.approx(3 * 32 * 64 * 4 / bw)
+  assert collectives.seconds(found[2], bw) == pytest.approx(2 * 3 / 4 * 128 / bw)
+  # a group whose devices sit on two slices (4 devices a slice) moves at DCN bandwidth
+  two = collectives.communication(hlo, 8, "TPU v4", devices_per_slice=4)
+  assert two["dcn_seconds"] == pytest.approx(collectives.seconds(found[1], collectives.DCN_BYTES_PER_SECOND["TPU v4"]))
+  with pytest.raises(ValueError, match="no published interconnect bandwidth for 'TPU v3'"):
+    collectives.communication(hlo, 8, "TPU v3")

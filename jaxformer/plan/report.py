@@ -48,6 +48,17 @@ def format_report(report: dict) -> str:
         f"per device {tpu['compiler_flops_per_device']:.4g} FLOPs, {_size(tpu['compiler_bytes_per_device'])} "
         f"accessed), MFU {tpu['compiler_mfu']:.1%} (6N + causal attn)"
       )
+      lines.append(
+        f"communication {tpu['communication_seconds'] * 1000:.1f} ms per step "
+        f"({_size(tpu['collective_bytes_per_device'])} of collectives per device"
+        + (f", {tpu['dcn_seconds'] * 1000:.1f} ms of it over DCN" if tpu["dcn_seconds"] else "")
+        + f"); compute {tpu['compute_seconds'] * 1000:.1f} ms, memory {tpu['memory_seconds'] * 1000:.1f} ms"
+      )
+      lines.append(
+        f"step with communication: serial {tpu['step_seconds_serial'] * 1000:.1f} ms (MFU {tpu['mfu_serial']:.1%}), "
+        f"overlapped {tpu['step_seconds_overlapped'] * 1000:.1f} ms (MFU {tpu['mfu_overlapped']:.1%}); "
+        f"bound by {tpu['bound']} (MFU: 6N + causal attn)"
+      )
     elif "compiler_step_source" in tpu:
       lines.append(f"compiler step time: {tpu['compiler_step_source']}")
     lines.append(

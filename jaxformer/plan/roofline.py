@@ -21,7 +21,8 @@ compiler_loops_left reports any while loop still in them (0 when every op is cou
 Each of FLOPs, bytes and optimal_seconds is combined this way. The step time is XLA's optimal_seconds
 where all three programs give a positive one (TPU leaves it negative, "unknown", for large sharded
 programs), else the roofline max(FLOPs / peak FLOP/s, bytes / HBM bandwidth) per device. Neither counts
-time the chips wait on each other for collectives, so it is a lower bound on a real step.
+time the chips wait on each other for collectives; the programs' collectives (plan/collectives.py,
+combined the same way) give that term, reported beside it serial (added) and overlapped (the larger).
 """
 
 import dataclasses
@@ -33,10 +34,11 @@ import jax.numpy as jnp
 import optax
 
 from jaxformer import sharding
+from jaxformer.plan import collectives
 from jaxformer.train import mfu as mfu_lib
 from jaxformer.train import setup as setup_lib
 
-QUANTITIES = ("flops", "bytes accessed", "optimal_seconds")
+QUANTITIES = ("flops", "bytes accessed", "optimal_seconds", "communication_seconds", "dcn_seconds", "collective_bytes")
 # The TPU compiler splits a large FSDP matmul into a ring loop of partial matmuls and collective
 # permutes ("windowed einsum", while loops named windowed_dot_general): counted once, they would hide
 # most of the matmul FLOPs (1B on v4-32: 5.1e12 FLOPs per device for one layer's step, 8.2e12 without
@@ -48,15 +50,26 @@ COST_COMPILER_OPTIONS = {
 }
 
 
-def program_cost(lowered) -> dict:
+def program_cost(lowered, mesh) -> dict:
   """Per-device flops, bytes accessed and optimal_seconds (negative = unknown) of a lowered program,
-  compiled without windowed einsum; `loops` counts the while loops left in it (0: every op counted)."""
+  compiled without windowed einsum, and the time of its collectives (plan/collectives.py:
+  communication_seconds, the part of it over DCN, collective_bytes); `loops` counts the while loops
+  left in it (0: every op counted)."""
   compiled = lowered.compile(compiler_options=COST_COMPILER_OPTIONS)
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  text = compiled.as_text()
+  devices = list(mesh.devices.flat)
+  slices = len({getattr(d, "slice_index", 0) for d in devices})
+  comm = collectives.communication(
+    text, len(devices), devices[0].device_kind, len(devices) // slices if slices > 1 else None
+  )
   return {
-    **{k: float(cost.get(k, -1.0)) for k in QUANTITIES},
-    "loops": len(re.findall(r"\bwhile\(", compiled.as_text())),
+    **{k: float(cost.get(k, -1.0)) for k in ("flops", "bytes accessed", "optimal_seconds")},
+    "communication_seconds": comm["seconds"],
+    "dcn_seconds": comm["dcn_seconds"],
+    "collective_bytes": float(sum(e["bytes"] for e in comm["by_kind"].values())),
+    "loops": len(re.findall(r"\bwhile\(", text)),
   }
 
 
@@ -75,7 +88,7 @@ def lower_loop_free_step(model_config, step_config, rows: int, length: int, mesh
 
 def _loop_free_step_cost(model_config, step_config, rows: int, length: int, num_layers: int, mesh) -> dict:
   """The step with num_layers unrolled layers and one microbatch of `rows` rows, compiled for `mesh`."""
-  return program_cost(lower_loop_free_step(model_config, step_config, rows, length, mesh, num_layers=num_layers))
+  return program_cost(lower_loop_free_step(model_config, step_config, rows, length, mesh, num_layers=num_layers), mesh)
 
 
 def _update_cost(setup) -> dict:
@@ -93,7 +106,7 @@ def _update_cost(setup) -> dict:
   shards = setup.state_shardings
   step = jax.jit(update, in_shardings=(shards, shards.params), out_shardings=shards, donate_argnums=0)
   with sharding.activation_sharding(setup.mesh, setup.rules):
-    return program_cost(step.lower(setup.abstract_state, setup.abstract_state.params))
+    return program_cost(step.lower(setup.abstract_state, setup.abstract_state.params), setup.mesh)
 
 
 def step_cost(setup, batch_size: int, length: int) -> dict:
@@ -116,7 +129,9 @@ def step_cost(setup, batch_size: int, length: int) -> dict:
 
 
 def step_time(cost: dict, device_kind: str) -> dict:
-  """compiler_step_seconds and its source from step_cost's per-device step cost and the chip's peaks."""
+  """compiler_step_seconds and its source from step_cost's per-device step cost and the chip's peaks,
+  and the step with its communication: serial (compute, then the collectives) and overlapped (the
+  larger of the two, what XLA's async collectives aim for), with the term that bounds it."""
   peak, bandwidth = mfu_lib.peak_flops(device_kind), mfu_lib.hbm_bandwidth(device_kind)
   compute = cost["flops"] / peak if peak else math.nan
   memory = cost["bytes accessed"] / bandwidth if bandwidth else math.nan
@@ -126,6 +141,8 @@ def step_time(cost: dict, device_kind: str) -> dict:
     seconds, source = cost["optimal_seconds"], "optimal_seconds"
   else:
     seconds, source = roofline, f"roofline ({bound})"
+  communication = cost["communication_seconds"]
+  terms = {"compute": compute, "memory": memory, "communication": communication}
   return {
     "compiler_step_seconds": seconds,
     "compiler_step_source": source,
@@ -135,6 +152,14 @@ def step_time(cost: dict, device_kind: str) -> dict:
     "compiler_flops_per_device": cost["flops"],
     "compiler_bytes_per_device": cost["bytes accessed"],
     "compiler_loops_left": cost["loops"],
+    "compute_seconds": compute,
+    "memory_seconds": memory,
+    "communication_seconds": communication,
+    "dcn_seconds": cost["dcn_seconds"],
+    "collective_bytes_per_device": cost["collective_bytes"],
+    "step_seconds_serial": seconds + communication,
+    "step_seconds_overlapped": max(seconds, communication),
+    "bound": max(terms, key=lambda k: terms[k] if terms[k] == terms[k] else -1.0),
     "peak_flops_per_device": peak,
     "hbm_bandwidth_per_device": bandwidth,
   }

@@ -122,15 +122,43 @@ def tpu_plan(
   devices, info = topology_devices(topology, num_slices)
   model_config, data_config, step_config = models.bound(), pipeline.DataConfig(), StepConfig()
   mesh = sharding.make_mesh(devices=devices)
+  return compile_step(
+    model_config,
+    step_config,
+    data_config.batch_size,
+    data_config.length,
+    mesh,
+    topology,
+    info,
+    num_slices,
+    assumed_mfu=assumed_mfu,
+    compiler_step_time=compiler_step_time,
+  )
+
+
+def compile_step(
+  model_config,
+  step_config,
+  batch_size: int,
+  length: int,
+  mesh,
+  topology: str,
+  info: dict,
+  num_slices: int = 1,
+  assumed_mfu: float = 0.4,
+  compiler_step_time: bool = True,
+) -> dict:
+  """tpu_plan's report for explicit configs and mesh (plan --fit calls it once per candidate)."""
+  devices = list(mesh.devices.flat)
   batch_ways = mesh.shape["data"] * mesh.shape["fsdp"]
-  if data_config.batch_size % (batch_ways * step_config.microbatches):
+  if batch_size % (batch_ways * step_config.microbatches):
     raise ValueError(
-      f"BATCH_SIZE={data_config.batch_size} must divide by data x fsdp = {batch_ways} devices "
+      f"BATCH_SIZE={batch_size} must divide by data x fsdp = {batch_ways} devices "
       f"times train.StepConfig.microbatches={step_config.microbatches}"
     )
   # The schedule's length changes no shape, memory or FLOP.
   setup = setup_lib.build(model_config, step_config, total_steps=10**9, mesh=mesh)
-  abstract_state, batch = setup.abstract_state, setup.abstract_batch(data_config.batch_size, data_config.length)
+  abstract_state, batch = setup.abstract_state, setup.abstract_batch(batch_size, length)
   step, rules = setup.train_step, setup.rules
   started = time.perf_counter()
   with sharding.activation_sharding(mesh, rules):
@@ -155,13 +183,11 @@ def tpu_plan(
     why = "the step did not compile" if "compiler" in memory else "plan.tpu_plan.compiler_step_time = False"
     timing = {"compiler_step_seconds": None, "compiler_step_source": f"none ({why})"}
   else:
-    timing = roofline.step_time(
-      roofline.step_cost(setup, data_config.batch_size, data_config.length)["step"], devices[0].device_kind
-    )
+    timing = roofline.step_time(roofline.step_cost(setup, batch_size, length)["step"], devices[0].device_kind)
   cost_compile_seconds = time.perf_counter() - started
-  xla_flops = _unrolled_step_flops(model_config, step_config, data_config.batch_size, data_config.length)
-  tokens = data_config.batch_size * data_config.length
-  flops = model_config.flops_per_token(data_config.length)
+  xla_flops = _unrolled_step_flops(model_config, step_config, batch_size, length)
+  tokens = batch_size * length
+  flops = model_config.flops_per_token(length)
   peak = mfu_lib.peak_flops(devices[0].device_kind) or float("nan")
   chips = info["chips"] * num_slices
   model_flops = flops["flops_per_token_with_attention"] * tokens
@@ -172,8 +198,8 @@ def tpu_plan(
     "devices": len(devices),
     "device_kind": devices[0].device_kind,
     "mesh": dict(mesh.shape),
-    "batch_size": data_config.batch_size,
-    "sequence_length": data_config.length,
+    "batch_size": batch_size,
+    "sequence_length": length,
     "microbatches": step_config.microbatches,
     "remat_policy": model_config.remat_policy,
     "params": count_params(model_config),
@@ -191,6 +217,12 @@ def tpu_plan(
     "compiler_mfu": model_flops / (chips * peak * timing["compiler_step_seconds"])
     if timing["compiler_step_seconds"]
     else None,
+    **{
+      f"mfu_{k}": model_flops / (chips * peak * timing[f"step_seconds_{k}"])
+      if timing.get(f"step_seconds_{k}")
+      else None
+      for k in ("serial", "overlapped")
+    },
     "compile_seconds": compile_seconds,
     "cost_compile_seconds": cost_compile_seconds,
   }
