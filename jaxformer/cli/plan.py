@@ -47,7 +47,7 @@ def plan_run(args, bindings):
 
 
 def _fit(args, bindings, report):
-  from jaxformer import models
+  from jaxformer import models, sharding
   from jaxformer.data import pipeline
   from jaxformer.plan import fit, tpu
   from jaxformer.train.step import StepConfig
@@ -69,6 +69,14 @@ def _fit(args, bindings, report):
   devices, info = common.user_errors(tpu.topology_devices, topology, num_slices)
   model_config, data_config, step_config = models.bound(), pipeline.DataConfig(), StepConfig()
   batches = [int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes else [data_config.batch_size]
+  own = sharding.make_mesh(devices=devices, dcn_mesh_shape=(num_slices, 1, 1) if num_slices > 1 else None)
+  baseline = fit.Candidate(
+    data_config.batch_size,
+    (own.shape["data"] // num_slices, own.shape["fsdp"], own.shape["tensor"]),
+    step_config.microbatches,
+    model_config.remat_policy,
+    model_config.attention,
+  )
   found = common.user_errors(
     fit.search,
     model_config,
@@ -81,6 +89,7 @@ def _fit(args, bindings, report):
     num_slices,
     max_compiles=args.max_compiles,
     time_budget=args.time_budget,
+    baseline=baseline,
   )
   print(fit.table(found["rows"]))
   winner = found["winner"]

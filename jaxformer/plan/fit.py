@@ -4,9 +4,12 @@ The candidates are every mesh split (data, fsdp, tensor; tensor dividing the hea
 remat policy and attention kernel for the run's global batch (or, with several batches, each of
 them). An analytic estimate (estimate(): the state sharded over fsdp x tensor, the activations a
 policy keeps, attention scores for the dense kernel, the loss's logits chunk) prunes what cannot fit
-by a wide margin (over PRUNE_FACTOR x HBM) and orders the rest by an analytic step time; the survivors
-are compiled ahead of time (tpu.compile_step: memory, then the cost programs with their collectives)
-until --max_compiles or the time budget runs out, and those that fit are ranked by the compiled
+by a wide margin (over PRUNE_FACTOR x HBM) and orders the rest by an analytic step time (the run's own
+configuration first); after each compile the estimate is scaled by the largest compiled/estimated
+memory ratio seen, and a candidate whose scaled estimate is over CALIBRATED_LIMIT x HBM is skipped
+uncompiled. The survivors are compiled ahead of time (tpu.compile_step: memory, then, for a step
+that fits, the cost programs with their collectives) until --max_compiles or the time budget runs
+out, and those that fit are ranked by the compiled
 step time with communication overlapped (the serial figure beside it). The winner is written as a run
 gin that includes the run's own gin files and binds the chosen mesh, batch and knobs.
 """
@@ -22,7 +25,8 @@ from jaxformer.train import mfu as mfu_lib
 REMAT_POLICIES = ("save_dots", "save_qkv_attn", "full", "none")
 ATTENTIONS = ("flash", "xla")
 MICROBATCHES = (1, 2, 4, 8, 16)
-PRUNE_FACTOR = 1.5  # the estimate is rough: prune only what is far over HBM
+PRUNE_FACTOR = 1.5  # the estimate is rough: before any compile, prune only what is far over HBM
+CALIBRATED_LIMIT = 1.1  # after compiles: estimate x (largest compiled / estimated ratio) over 1.1 x HBM
 # Activation bytes kept per token per layer, in units of d_model compute-dtype values, by remat policy
 # (what the block saves for its backward pass: the layer input always; matmul outputs for save_dots...).
 KEPT_PER_TOKEN = {"full": 1, "save_qkv_attn": 5, "save_attn_mlp": 9, "save_dots": 11, "none": 34}
@@ -103,9 +107,13 @@ def search(
   *,
   max_compiles,
   time_budget,
+  baseline: Candidate | None = None,
   progress=print,
 ):
-  """Ranks the compiled candidates that fit; returns {'rows': [...], 'winner': row or None, ...}."""
+  """Ranks the compiled candidates that fit; returns {'rows': [...], 'winner': row or None, ...}.
+
+  baseline: the run's own configuration, compiled first (marked in the table), so the winner is never
+  slower than what the run gin ships, by the same prediction."""
   from jaxformer import sharding
   from jaxformer.plan import tpu
 
@@ -123,18 +131,22 @@ def search(
     estimated.append((c, memory, seconds))
   survivors = [e for e in estimated if e[1] <= PRUNE_FACTOR * info["hbm_bytes"]]
   # the largest batch first, then the fastest by estimate (for several batches, more tokens per step)
-  survivors.sort(key=lambda e: (-e[0].batch_size, e[2] / e[0].batch_size, e[0].name))
+  survivors.sort(key=lambda e: (e[0] != baseline, -e[0].batch_size, e[2] / e[0].batch_size, e[0].name))
   progress(
     f"plan --fit: {len(options)} candidates, {len(options) - len(survivors)} pruned by the memory estimate "
     f"(over {PRUNE_FACTOR} x {info['hbm_bytes'] / 2**30:.0f} GiB), compiling up to {max_compiles} of "
     f"{len(survivors)} within {time_budget:.0f} s"
   )
-  rows, started, compiled = [], time.perf_counter(), 0
+  rows, started, compiled, ratio, skipped = [], time.perf_counter(), 0, 1.0, 0
   for candidate, memory, seconds in survivors:
     elapsed = time.perf_counter() - started
     mean = elapsed / compiled if compiled else 0.0
     if compiled >= max_compiles or (compiled and elapsed + mean > time_budget):
       break
+    # calibrated by what the compiler said so far: the largest compiled/estimated memory ratio
+    if candidate != baseline and memory * ratio > CALIBRATED_LIMIT * info["hbm_bytes"]:
+      skipped += 1
+      continue
     mesh = sharding.make_mesh(
       candidate.mesh,
       devices=devices,
@@ -142,10 +154,13 @@ def search(
     )
     config = dataclasses.replace(model_config, remat_policy=candidate.remat_policy, attention=candidate.attention)
     step = dataclasses.replace(step_config, microbatches=candidate.microbatches)
-    report = tpu.compile_step(config, step, candidate.batch_size, length, mesh, topology, info, num_slices)
+    report = tpu.compile_step(
+      config, step, candidate.batch_size, length, mesh, topology, info, num_slices, skip_cost_unless_fits=True
+    )
     compiled += 1
+    ratio = max(ratio, report["memory_per_device"]["total"] / memory)
     row = {
-      "candidate": candidate.name,
+      "candidate": candidate.name + (" (the run's)" if candidate == baseline else ""),
       "settings": dataclasses.asdict(candidate),
       "estimated_bytes": memory,
       "estimated_seconds": seconds,

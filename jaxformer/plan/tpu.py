@@ -147,8 +147,10 @@ def compile_step(
   num_slices: int = 1,
   assumed_mfu: float = 0.4,
   compiler_step_time: bool = True,
+  skip_cost_unless_fits: bool = False,
 ) -> dict:
-  """tpu_plan's report for explicit configs and mesh (plan --fit calls it once per candidate)."""
+  """tpu_plan's report for explicit configs and mesh (plan --fit calls it once per candidate, with
+  skip_cost_unless_fits: a step over HBM gets no cost programs)."""
   devices = list(mesh.devices.flat)
   batch_ways = mesh.shape["data"] * mesh.shape["fsdp"]
   if batch_size % (batch_ways * step_config.microbatches):
@@ -179,8 +181,15 @@ def compile_step(
       memory = _out_of_memory(e, (abstract_state, batch))
   compile_seconds = time.perf_counter() - started
   started = time.perf_counter()
-  if "compiler" in memory or not compiler_step_time:  # no program to cost, or not asked to
-    why = "the step did not compile" if "compiler" in memory else "plan.tpu_plan.compiler_step_time = False"
+  fits = memory["total"] <= info["hbm_bytes"]
+  if "compiler" in memory or not compiler_step_time or (skip_cost_unless_fits and not fits):
+    why = (
+      "the step did not compile"
+      if "compiler" in memory
+      else "the step does not fit"
+      if compiler_step_time
+      else "plan.tpu_plan.compiler_step_time = False"
+    )
     timing = {"compiler_step_seconds": None, "compiler_step_source": f"none ({why})"}
   else:
     timing = roofline.step_time(roofline.step_cost(setup, batch_size, length)["step"], devices[0].device_kind)
