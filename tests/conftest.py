@@ -30,15 +30,6 @@ def pytest_sessionfinish(session):
     shutil.rmtree(cache, ignore_errors=True)  # the controller, after its workers (theirs is the controller's)
 
 
-def pytest_collection_modifyitems(items):
-  """The modules that hold `slow` tests first, each module kept whole and in its own order (a stable
-  sort, the same on every xdist worker): xdist hands tests out in collection order, so a 2-minute test
-  collected last would run alone at the end with one core idle, and a module split in two would build
-  its module-scoped trained fixtures twice."""
-  slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
-  items.sort(key=lambda item: item.module.__name__ not in slow_modules)
-
-
 def _reset_gin():
   gin.clear_config(clear_constants=True)  # also unlocks a finalized config
 

@@ -18,7 +18,7 @@ import apache_beam as beam
 from jaxformer.data.ingest import minhash
 from jaxformer.data.ingest.records import natural_key as _natural_key
 
-EXAMPLE_PAIRS = 20  # (removed, kept) pairs stats.json keeps for inspection (`data show-duplicates`)
+EXAMPLE_PAIRS = 20  # (removed, kept) pairs stats.json keeps for inspection (near_duplicate_pairs)
 
 
 class Sign(beam.DoFn):
