@@ -1,6 +1,6 @@
 """The Llama family against transformers' own LlamaForCausalLM, Qwen2ForCausalLM and Starcoder2ForCausalLM:
 random models built offline from their config classes, with the variants real checkpoints use (GQA and
-MQA, q/k/v biases, LayerNorm with biases and GELU, tied and untied embeddings, rope_theta != 10000, a
+MQA, q/k/v biases, a head_dim other than hidden / heads, LayerNorm with biases and GELU, tied and untied embeddings, rope_theta != 10000, a
 llama3 rope_scaling entry, a sliding window shorter than the sequence), imported, compared, exported back."""
 
 import json
@@ -42,6 +42,7 @@ CASES = {
       intermediate_size=96,
       num_attention_heads=4,
       num_key_value_heads=4,
+      head_dim=24,  # 4 x 24 = 96 wide against hidden 64, as MaxText's scaled models and Gemma
       rope_scaling={"rope_type": "linear", "factor": 2.0},
       attention_bias=True,
       mlp_bias=True,
@@ -130,6 +131,7 @@ def test_unsupported_or_inconsistent_checkpoints_are_refused_by_name(tmp_path, c
     ({"intermediate_size": 80}, "model.layers.*.mlp.gate_proj.weight gives shape (2, 64, 96)"),
     ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope_scaling.rope_type='yarn' is not supported"),
     ({"hidden_act": "relu"}, "hidden_act='relu'"),
+    ({"head_dim": 15}, "head_dim=15 (LlamaConfig.head_size) must be even for rotary"),
   ]
   for i, (change, message) in enumerate(cases):
     (folder / "config.json").write_text(json.dumps({**config, **change}))

@@ -65,7 +65,12 @@ class FamilyConfig(abc.ABC):
       value = getattr(self, field)
       if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name}.{field}={value!r} must be a positive integer")
+    self.check_head_dim()
+
+  def check_head_dim(self) -> None:
+    """head_dim is d_model / num_heads; a family whose config sets head_dim itself checks it there."""
     if self.d_model % self.num_heads:
+      name = self.gin_name
       raise ValueError(f"{name}.d_model={self.d_model} is not divisible by {name}.num_heads={self.num_heads}")
 
   @property

@@ -4,6 +4,8 @@ out = h + mlp(norm(h)), with the variants the code models built on it need, each
   norm          'rms' (Llama, Qwen2) or 'layer' (StarCoder2, with a bias when norm_bias)
   mlp           'swiglu' (silu(gate) * up, then down: Llama, Qwen2) or 'gelu' (tanh GELU: StarCoder2)
   kv_heads      grouped-query attention (fewer key/value heads than query heads; 1: multi-query)
+  head_size     each head's width when it is not d_model / num_heads (HF's head_dim: Gemma, Qwen3, MaxText's
+                scaled models), so num_heads x head_size may differ from d_model; 0: d_model / num_heads
   rope_theta    the rotate-half rotary's base, and rope_scaling: {'rope_type': 'linear', 'factor': ...} or
                 'llama3' (factor, low_freq_factor, high_freq_factor, original_max_position_embeddings)
   qkv_bias, out_bias, mlp_bias   biases (Qwen2: q/k/v only; StarCoder2: all)
@@ -32,6 +34,7 @@ class LlamaConfig(FamilyConfig):
   hf_module = "jaxformer.models.llama.hf"
 
   num_kv_heads: int = 0  # 0: as many as num_heads
+  head_size: int = 0  # 0: d_model / num_heads (config.json's head_dim otherwise)
   mlp_dim: int = 256
   norm: str = "rms"
   norm_bias: bool = False
@@ -58,7 +61,8 @@ class LlamaConfig(FamilyConfig):
         f"LlamaConfig.num_kv_heads={self.num_kv_heads} must divide LlamaConfig.num_heads={self.num_heads}"
       )
     if self.head_dim % 2:
-      raise ValueError(f"LlamaConfig: head_dim={self.head_dim} (d_model / num_heads) must be even for rotary")
+      source = "LlamaConfig.head_size" if self.head_size else "d_model / num_heads"
+      raise ValueError(f"LlamaConfig: head_dim={self.head_dim} ({source}) must be even for rotary")
     if self.norm == "rms" and self.norm_bias:
       raise ValueError("LlamaConfig.norm_bias=True needs LlamaConfig.norm='layer' (RMSNorm has no bias)")
     if self.sliding_window < 0:
@@ -66,6 +70,16 @@ class LlamaConfig(FamilyConfig):
     from jaxformer.models.common.rotary import check_rope_scaling
 
     check_rope_scaling(self.rope_scaling_dict, where="LlamaConfig.rope_scaling")
+
+  def check_head_dim(self) -> None:
+    if isinstance(self.head_size, bool) or not isinstance(self.head_size, int) or self.head_size < 0:
+      raise ValueError(f"LlamaConfig.head_size={self.head_size!r} must be a positive integer (0: d_model / num_heads)")
+    if not self.head_size:
+      super().check_head_dim()
+
+  @property
+  def head_dim(self) -> int:
+    return self.head_size or self.d_model // self.num_heads
 
   @property
   def kv_heads(self) -> int:

@@ -88,8 +88,10 @@ def config_from_hf(hf: dict, source: str = "config.json") -> LlamaConfig:
   required_ints(hf, ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers"), source, kind)
   required_ints(hf, ("num_attention_heads",), source, kind)
   heads, d = hf["num_attention_heads"], hf["hidden_size"]
-  if hf.get("head_dim") not in (None, d // heads):
-    raise ValueError(f"{source}: head_dim={hf['head_dim']} differs from hidden_size / num_attention_heads")
+  head_dim = hf.get("head_dim") or 0
+  if head_dim and (isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim < 0):
+    raise ValueError(f"{source}: head_dim={head_dim!r} must be a positive integer")
+  head_size = 0 if head_dim == d // heads and not d % heads else head_dim  # as d_model / num_heads: implied
   activation = hf.get("hidden_act", "gelu_pytorch_tanh" if kind == "starcoder2" else "silu")
   if activation not in ACTIVATIONS:
     raise ValueError(f"{source}: hidden_act={activation!r}; jaxformer has {sorted(ACTIVATIONS)}")
@@ -114,6 +116,7 @@ def config_from_hf(hf: dict, source: str = "config.json") -> LlamaConfig:
     d_model=d,
     num_heads=heads,
     num_kv_heads=hf.get("num_key_value_heads") or heads,
+    head_size=head_size,
     mlp_dim=hf["intermediate_size"],
     max_length=hf.get("max_position_embeddings", 2048),
     mlp=ACTIVATIONS[activation],
@@ -168,6 +171,8 @@ def hf_config(config: LlamaConfig, bos_id: int, eos_id: int, pad_id: int, torch_
     "use_cache": True,
     "torch_dtype": torch_dtype,
   }
+  if config.head_size:  # written only when it is not hidden_size / num_attention_heads, as the hub's files
+    out["head_dim"] = config.head_size
   if kind == "starcoder2":
     out.update(norm_epsilon=config.norm_epsilon, use_bias=config.qkv_bias, sliding_window=config.sliding_window or None)
     out.update(attention_dropout=0.0, residual_dropout=0.0, embedding_dropout=0.0)
