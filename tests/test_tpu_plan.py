@@ -86,6 +86,8 @@ def test_two_slices_put_the_data_axis_across_slices():
   assert [{d.slice_index for d in row.ravel()} for row in mesh.devices] == [{0}, {1}]
   report = plan.tpu_plan(topology="v4-8", num_slices=2)
   assert report["devices"] == 8 and report["fits"]
+  # the gradients' all-reduce across the slices, which libtpu compiles as megascale host transfers
+  assert 0 < report["dcn_seconds"] < report["communication_seconds"]
   with pytest.raises(ValueError, match="asks for 4 slices but the devices come from 2 slices"):
     sharding.make_mesh(devices=devices, dcn_mesh_shape=(4, 1, 1))
 
@@ -206,14 +208,17 @@ ENTRY %main (a: bf16[32,64]) -> bf16[128,64] {
   %all-gather.1 = bf16[128,64]{1,0} all-gather(bf16[32,64]{1,0} %a), MESH_GROUPS, dimensions={0}
   %all-reduce.2 = (f32[16]{0}, f32[16]{0}) all-reduce(%x, %y), replica_groups=[2,4]<=[8], to_apply=%add
   %cp = (bf16[8]{0}, bf16[8]{0}, u32[], u32[]) collective-permute-start(%z), source_target_pairs={{0,1},{1,0}}
+  %send.16 = (f32[16,8,128]{2,1,0:T(8,128)}, u32[]{:S(2)}, token[]) send(%f, %after-all.16), channel_id=34, is_host_transfer=true, frontend_attributes={_xla_host_transfer_handler_name="xla_megascale_runtime",_xla_megascale_reduce_operation="SUM",_xla_megascale_target="{1,2}x{0:15}",_xla_megascale_transfer_type="ALL_REDUCE"}
+  %recv.16 = (f32[16,8,128]{2,1,0:T(8,128)}, u32[]{:S(2)}, token[]) recv(%after-all.16), channel_id=33, is_host_transfer=true, frontend_attributes={_xla_megascale_transfer_type="ALL_REDUCE"}
 }
 """.replace("MESH_GROUPS", "replica_groups=mesh['axis_0'=4,'axis_1'=2] {'axis_0'}")
-  found = collectives.parse(hlo, 8)
-  assert [(c["kind"], c["bytes"], c["group"]) for c in found] == [
-    ("reduce-scatter", 128 * 64 * 4 // 4, 4),  # the TPU compiler's reduce-scatter: an all-reduce kept a quarter of
-    ("all-gather", 128 * 64 * 2, 4),
-    ("all-reduce", 2 * 16 * 4, 4),
-    ("collective-permute", 8 * 2, 2),
+  found = collectives.parse(hlo, 8, num_slices=2)
+  assert [(c["kind"], c["bytes"], c["group"], c["dcn"]) for c in found] == [
+    ("reduce-scatter", 128 * 64 * 4 // 4, 4, False),  # the TPU compiler's: an all-reduce kept a quarter of
+    ("all-gather", 128 * 64 * 2, 4, False),
+    ("all-reduce", 2 * 16 * 4, 4, False),
+    ("collective-permute", 8 * 2, 2, False),
+    ("all-reduce", 16 * 8 * 128 * 4, 2, True),  # a multislice all-reduce's send (its recv is not counted again)
   ]
   assert found[1]["first_group"] == [0, 2, 4, 6]  # axis_0 of a row-major 4 x 2 mesh
   bw = collectives.ICI_BYTES_PER_SECOND["TPU v4"]
@@ -222,6 +227,8 @@ ENTRY %main (a: bf16[32,64]) -> bf16[128,64] {
   assert collectives.seconds(found[2], bw) == pytest.approx(2 * 3 / 4 * 128 / bw)
   # a group whose devices sit on two slices (4 devices a slice) moves at DCN bandwidth
   two = collectives.communication(hlo, 8, "TPU v4", devices_per_slice=4)
-  assert two["dcn_seconds"] == pytest.approx(collectives.seconds(found[1], collectives.DCN_BYTES_PER_SECOND["TPU v4"]))
+  dcn = collectives.DCN_BYTES_PER_SECOND["TPU v4"]
+  assert two["dcn_seconds"] == pytest.approx(collectives.seconds(found[1], dcn) + collectives.seconds(found[4], dcn))
+  assert collectives.seconds(found[4], dcn) == pytest.approx(2 * 1 / 2 * 16 * 8 * 128 * 4 / dcn)
   with pytest.raises(ValueError, match="no published interconnect bandwidth for 'TPU v3'"):
     collectives.communication(hlo, 8, "TPU v3")

@@ -14,7 +14,11 @@ devices (latency terms are left out; at these sizes they are microseconds):
 `bandwidth` is the chip's all-reduce bandwidth over ICI, from each generation's published figures
 (ICI_BYTES_PER_SECOND below, with sources), for groups inside a slice; a group that spans slices
 (its devices on several slices, which the mesh's DCN axis makes) moves at the chip's DCN bandwidth
-instead. Communication inside a while loop is counted once per iteration only where the caller
+instead. A program compiled for several slices (libtpu's multislice, "megascale") spells its DCN
+collectives otherwise: the cross-slice half becomes a host-transfer `send` (with its `recv`) whose
+frontend attributes name the transfer (`_xla_megascale_transfer_type="ALL_REDUCE"`); each such send
+is one collective of its kind over the slices, its bytes the sent buffer's, at DCN bandwidth, while
+the in-slice halves stay ordinary collectives over ICI. Communication inside a while loop is counted once per iteration only where the caller
 passes programs without loops (plan/roofline.py's loop-free programs), as for FLOPs.
 """
 
@@ -50,6 +54,11 @@ _GROUPS_IOTA = re.compile(r"replica_groups=\[(?P<dims>[\d,]+)\]<=\[")
 _GROUPS_MESH = re.compile(r"replica_groups=mesh\[(?P<axes>[^\]]*)\]\s*\{(?P<used>[^}]*)\}")
 _AXIS = re.compile(r"'(?P<name>[^']+)'=(?P<size>\d+)")
 _COMPUTATION = re.compile(r"^\s*(?:ENTRY\s+)?%(?P<name>[\w.\-]+)\s*\(")
+_MEGASCALE = re.compile(
+  r"=\s*\((?P<first>[a-z]+\d*[a-z0-9]*\[[\d,]*\])[^=]*?\bsend\(.*_xla_megascale_transfer_type=\"(?P<type>\w+)\""
+)
+_MEGASCALE_KINDS = {"ALL_REDUCE": "all-reduce", "ALL_GATHER": "all-gather", "REDUCE_SCATTER": "reduce-scatter"}
+_MEGASCALE_KINDS["ALL_TO_ALL"] = "all-to-all"
 _PAIRS = re.compile(r"source_target_pairs=\{(\{\d+,\d+\}(?:,\{\d+,\d+\})*)\}")
 
 
@@ -95,9 +104,9 @@ def _group(line: str, num_devices: int) -> tuple[int, list[int] | None]:
   return num_devices, None
 
 
-def parse(hlo_text: str, num_devices: int) -> list[dict]:
+def parse(hlo_text: str, num_devices: int, num_slices: int = 1) -> list[dict]:
   """Every collective of a compiled HLO module: {kind, bytes (per device, the moved buffer), group,
-  first_group}. An async pair is counted at its -start; bytes are its output (the gathered, scattered
+  first_group, dcn (a multislice program's cross-slice transfer, over num_slices)}. An async pair is counted at its -start; bytes are its output (the gathered, scattered
   or reduced result), for a tuple the second half of its arrays (operands come first). The TPU
   compiler writes a reduce-scatter as an all-reduce inside an `all-reduce-scatter` fusion that keeps
   one slice: it is counted as the reduce-scatter it is, its output a group-th of the all-reduce's."""
@@ -106,6 +115,12 @@ def parse(hlo_text: str, num_devices: int) -> list[dict]:
     header = _COMPUTATION.match(line)
     if header and " = " not in line:
       computation = header.group("name")
+      continue
+    megascale = _MEGASCALE.search(line)
+    if megascale:
+      kind = _MEGASCALE_KINDS.get(megascale.group("type"), "collective-permute")
+      size = sum(_arrays(megascale.group("first")))
+      found.append({"kind": kind, "bytes": size, "group": num_slices, "first_group": None, "dcn": True})
       continue
     match = _INSTRUCTION.search(line)
     if not match:
@@ -121,7 +136,7 @@ def parse(hlo_text: str, num_devices: int) -> list[dict]:
     total = sum(sizes)
     if kind == "all-reduce" and computation.startswith("all-reduce-scatter"):
       kind, total = "reduce-scatter", total // max(size, 1)
-    found.append({"kind": kind, "bytes": total, "group": size, "first_group": first})
+    found.append({"kind": kind, "bytes": total, "group": size, "first_group": first, "dcn": False})
   return found
 
 
@@ -143,17 +158,20 @@ def seconds(collective: dict, bandwidth: float) -> float:
 def communication(hlo_text: str, num_devices: int, device_kind: str, devices_per_slice: int | None = None) -> dict:
   """Per-kind counts, bytes and seconds of a program's collectives, and their total time.
 
-  devices_per_slice: where given (several slices), a listed group whose devices are on more than one
-  slice (device ids in blocks of devices_per_slice) moves at DCN bandwidth."""
+  devices_per_slice: where given (several slices), a multislice transfer (module docstring) and a listed
+  group whose devices are on more than one slice (device ids in blocks of devices_per_slice) move at
+  DCN bandwidth."""
   ici = ICI_BYTES_PER_SECOND.get(device_kind)
   dcn = DCN_BYTES_PER_SECOND.get(device_kind)
   if ici is None:
     raise ValueError(f"no published interconnect bandwidth for {device_kind!r} (known: {sorted(ICI_BYTES_PER_SECOND)})")
   by_kind = {kind: {"count": 0, "bytes": 0, "seconds": 0.0} for kind in KINDS}
   dcn_seconds = 0.0
-  for collective in parse(hlo_text, num_devices):
+  num_slices = num_devices // devices_per_slice if devices_per_slice else 1
+  for collective in parse(hlo_text, num_devices, num_slices):
     first = collective["first_group"]
-    across = bool(devices_per_slice and first and len({d // devices_per_slice for d in first}) > 1)
+    spans = bool(devices_per_slice and first and len({d // devices_per_slice for d in first}) > 1)
+    across = collective["dcn"] or spans
     time = seconds(collective, dcn if across else ici)
     entry = by_kind[collective["kind"]]
     entry["count"] += 1
