@@ -1,7 +1,8 @@
 """The Llama family against transformers' own LlamaForCausalLM, Qwen2ForCausalLM and Starcoder2ForCausalLM:
 random models built offline from their config classes, with the variants real checkpoints use (GQA and
-MQA, q/k/v biases, a head_dim other than hidden / heads, LayerNorm with biases and GELU, tied and untied embeddings, rope_theta != 10000, a
-llama3 rope_scaling entry, a sliding window shorter than the sequence), imported, compared, exported back."""
+MQA, q/k/v biases, a head_dim other than hidden / heads, LayerNorm with biases and GELU, tied and untied
+embeddings, rope_theta != 10000, a llama3 rope_scaling entry, a sliding window shorter than the sequence),
+imported, compared, exported back."""
 
 import json
 import os

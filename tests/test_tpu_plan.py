@@ -208,10 +208,16 @@ ENTRY %main (a: bf16[32,64]) -> bf16[128,64] {
   %all-gather.1 = bf16[128,64]{1,0} all-gather(bf16[32,64]{1,0} %a), MESH_GROUPS, dimensions={0}
   %all-reduce.2 = (f32[16]{0}, f32[16]{0}) all-reduce(%x, %y), replica_groups=[2,4]<=[8], to_apply=%add
   %cp = (bf16[8]{0}, bf16[8]{0}, u32[], u32[]) collective-permute-start(%z), source_target_pairs={{0,1},{1,0}}
-  %send.16 = (f32[16,8,128]{2,1,0:T(8,128)}, u32[]{:S(2)}, token[]) send(%f, %after-all.16), channel_id=34, is_host_transfer=true, frontend_attributes={_xla_host_transfer_handler_name="xla_megascale_runtime",_xla_megascale_reduce_operation="SUM",_xla_megascale_target="{1,2}x{0:15}",_xla_megascale_transfer_type="ALL_REDUCE"}
-  %recv.16 = (f32[16,8,128]{2,1,0:T(8,128)}, u32[]{:S(2)}, token[]) recv(%after-all.16), channel_id=33, is_host_transfer=true, frontend_attributes={_xla_megascale_transfer_type="ALL_REDUCE"}
+  %send.16 = (f32[16,8,128]{2,1,0:T(8,128)}, u32[]{:S(2)}, token[]) send(%f, %after-all.16), MEGASCALE
+  %recv.16 = (f32[16,8,128]{2,1,0:T(8,128)}, u32[]{:S(2)}, token[]) recv(%after-all.16), MEGASCALE
 }
 """.replace("MESH_GROUPS", "replica_groups=mesh['axis_0'=4,'axis_1'=2] {'axis_0'}")
+  megascale = (  # a multislice program's cross-slice all-reduce, as libtpu 0.0.42.1 writes it
+    "channel_id=34, is_host_transfer=true, frontend_attributes={"
+    '_xla_host_transfer_handler_name="xla_megascale_runtime",'
+    '_xla_megascale_reduce_operation="SUM",_xla_megascale_target="{1,2}x{0:15}",_xla_megascale_transfer_type="ALL_REDUCE"}'
+  )
+  hlo = hlo.replace("MEGASCALE", megascale)
   found = collectives.parse(hlo, 8, num_slices=2)
   assert [(c["kind"], c["bytes"], c["group"], c["dcn"]) for c in found] == [
     ("reduce-scatter", 128 * 64 * 4 // 4, 4, False),  # the TPU compiler's: an all-reduce kept a quarter of

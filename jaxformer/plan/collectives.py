@@ -18,8 +18,9 @@ instead. A program compiled for several slices (libtpu's multislice, "megascale"
 collectives otherwise: the cross-slice half becomes a host-transfer `send` (with its `recv`) whose
 frontend attributes name the transfer (`_xla_megascale_transfer_type="ALL_REDUCE"`); each such send
 is one collective of its kind over the slices, its bytes the sent buffer's, at DCN bandwidth, while
-the in-slice halves stay ordinary collectives over ICI. Communication inside a while loop is counted once per iteration only where the caller
-passes programs without loops (plan/roofline.py's loop-free programs), as for FLOPs.
+the in-slice halves stay ordinary collectives over ICI. Communication inside a while loop is counted
+once per iteration only where the caller passes programs without loops (plan/roofline.py's loop-free
+programs), as for FLOPs.
 """
 
 import re
@@ -106,10 +107,11 @@ def _group(line: str, num_devices: int) -> tuple[int, list[int] | None]:
 
 def parse(hlo_text: str, num_devices: int, num_slices: int = 1) -> list[dict]:
   """Every collective of a compiled HLO module: {kind, bytes (per device, the moved buffer), group,
-  first_group, dcn (a multislice program's cross-slice transfer, over num_slices)}. An async pair is counted at its -start; bytes are its output (the gathered, scattered
-  or reduced result), for a tuple the second half of its arrays (operands come first). The TPU
-  compiler writes a reduce-scatter as an all-reduce inside an `all-reduce-scatter` fusion that keeps
-  one slice: it is counted as the reduce-scatter it is, its output a group-th of the all-reduce's."""
+  first_group, dcn (a multislice program's cross-slice transfer, over num_slices)}. An async pair is
+  counted at its -start; bytes are its output (the gathered, scattered or reduced result), for a tuple
+  the second half of its arrays (operands come first). The TPU compiler writes a reduce-scatter as an
+  all-reduce inside an `all-reduce-scatter` fusion that keeps one slice: it is counted as the
+  reduce-scatter it is, its output a group-th of the all-reduce's."""
   found, computation = [], ""
   for line in hlo_text.splitlines():
     header = _COMPUTATION.match(line)
