@@ -2,6 +2,7 @@
 that trains, each run file gets its model size and data, and every sweep variant its bindings."""
 
 import glob
+import math
 import json
 import os
 
@@ -183,3 +184,23 @@ def test_every_configurable_is_registered_without_a_list(tmp_path):
     text = open(path).read()
     module = os.path.relpath(path, REPO)[: -len(".py")].replace(os.sep, ".").removesuffix(".__init__")
     assert ("gin.configurable" in text) == (module in modules), module
+
+
+def test_the_codegen1_trainer_recipe_is_the_released_trainers_schedule_optimizer_and_init():
+  from jaxformer.train import optimizer
+
+  run = ["models/codegen2_1b.gin", "objectives/codegen2.gin", "data/local.gin", "recipes/codegen1_trainer.gin"]
+  config_lib.parse_gin(run, ["MODEL_DIR = '/tmp/run'", "TRAIN_STEPS = 350000"])
+  assert _query("optimizer.make_optimizer.b2") == 0.999 and _query("train.StepConfig.z_loss") == 1e-4
+  assert _query("ModelConfig.init_scheme") == "codegen1"
+  schedule = optimizer.learning_rate_schedule(total_steps=350000)
+
+  def released(step, warmup=3000, anneal=300000, lr_max=2e-4, lr_end=2e-5):
+    """salesforce/jaxformer utils.create_lr_schedule_gpt3_fn, written out."""
+    if step <= warmup:
+      return lr_max * min(max(step / warmup, 0.0), 1.0)
+    frac = min(max((step - warmup) / anneal, 0.0), 1.0)
+    return lr_max - (lr_max - lr_end) * (1 - math.cos(math.pi * frac)) / 2
+
+  for step in (0, 1, 1500, 3000, 3001, 100000, 302999, 303000, 349999):
+    assert float(schedule(step)) == pytest.approx(released(step), rel=1e-6, abs=1e-9), step  # float32 optax

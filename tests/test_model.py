@@ -1,5 +1,6 @@
 """Behaviour of the CodeGen prefix-LM: masks, packing, remat, scan, attention kernels."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -182,19 +183,44 @@ def test_depth_scaled_init_keeps_the_residual_stream_bounded_as_depth_grows():
   assert scaled[2] < 2 * scaled[0] and scaled[2] < normal[2] / 4, (normal, scaled)
 
 
-def test_codegen2_model_files_scale_residual_outputs_down_with_depth():
+def test_codegen2_sizes_with_the_project_recipe_scale_residual_outputs_down_with_depth():
   from jaxformer import config as config_lib
   from jaxformer.models import ModelConfig
   from jaxformer.models.common.layers import weight_init
 
   stds = {}
-  for name in ("codegen2_1b", "codegen2_7b", "codegen2_16b"):  # 16, 32 and 34 layers
-    config_lib.parse_gin([f"models/{name}.gin"])
+  for name in ("codegen2_1b", "codegen2_7b", "codegen2_16b"):  # 16, 32 and 34 layers, with the project's recipe
+    config_lib.parse_gin([f"models/{name}.gin", "recipes/jaxformer.gin"], finalize=False)
     config = ModelConfig()
     assert config.init_scheme == "depth_scaled"
-    sample = lambda residual, config=config: weight_init(config, residual)(jax.random.key(0), (256, 256))
+    sample = lambda residual, config=config: weight_init(config, "residual" if residual else "matrix", 256)(
+      jax.random.key(0), (256, 256)
+    )
     stds[config.num_layers] = float(jnp.std(sample(True)))
     assert abs(float(jnp.std(sample(False))) / 0.02 - 1) < 0.03  # other weights keep initializer_range
   for num_layers, std in stds.items():
     assert abs(std / (0.02 / np.sqrt(2 * num_layers)) - 1) < 0.03, (num_layers, std)
   assert stds[16] > stds[32] > stds[34]
+
+
+def test_the_codegen1_trainer_init_is_truncated_normal_by_fan_in_depth_and_vocabulary():
+  """salesforce/jaxformer's scheme: haiku TruncatedNormal (cut at 2 std, so the sample's std is 0.88 of
+  the parameter) with 1/sqrt(fan_in), (2/L)/sqrt(d_model) on residual outputs, 1/sqrt(vocab) embeddings."""
+  config = tiny(vocab_size=512, num_layers=4, d_model=64, num_heads=4, rotary_dim=4, init_scheme="codegen1")
+  config = config.replace(scan_layers=False)
+  params = nn.unbox(config.module().init(jax.random.key(0), random_tokens(config, 1, 8))["params"])
+  cut = 0.8796  # the std of a unit normal truncated to [-2, 2]
+  layer = params["layers_0"]
+  expected = {
+    "embed": (params["embed"], 512**-0.5),
+    "qkv": (layer["attention"]["qkv"]["kernel"], 64**-0.5),
+    "fc_in": (layer["mlp"]["fc_in"]["kernel"], 64**-0.5),
+    "fc_out": (layer["mlp"]["fc_out"]["kernel"], 2 / 4 * 64**-0.5),
+    "attention out": (layer["attention"]["out"]["kernel"], 2 / 4 * 64**-0.5),
+    "lm_head": (params["lm_head"]["kernel"], 64**-0.5),
+  }
+  for name, (x, std) in expected.items():
+    x = np.asarray(x)
+    assert abs(x.std() / (cut * std) - 1) < 0.1, (name, x.std(), cut * std)
+    assert np.abs(x).max() <= 2 * std * (1 + 1e-6), name  # truncated at 2 std
+  assert not np.any(np.asarray(layer["mlp"]["fc_in"]["bias"]))

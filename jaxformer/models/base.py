@@ -23,14 +23,29 @@ import dataclasses
 import importlib
 from typing import ClassVar
 
-# Initialisation schemes: the normal(initializer_range) std of every weight matrix, and the factor on
-# the residual-branch output projections (attention out, MLP down) as a function of depth.
+# Initialisation schemes: scheme(config, role, fan_in) -> (distribution, std) for each weight matrix, by its
+# role: "matrix" (fan_in inputs), "residual" (an output projection writing into the residual stream:
+# attention out, MLP down) or "embedding" (the token table). Biases start at 0, norm scales at 1.
 INIT_SCHEMES = {
   # HF's default (fine-tuning): every weight N(0, initializer_range).
-  "normal": lambda num_layers: 1.0,
+  "normal": lambda c, role, fan_in: ("normal", c.initializer_range),
   # GPT-2 / Megatron / GPT-J manner: each of the 2L residual branches adds variance, so their output
   # projections start 1/sqrt(2L) smaller and the residual stream's variance stays bounded with depth.
-  "depth_scaled": lambda num_layers: (2 * num_layers) ** -0.5,
+  "depth_scaled": lambda c, role, fan_in: (
+    "normal",
+    c.initializer_range * ((2 * c.num_layers) ** -0.5 if role == "residual" else 1.0),
+  ),
+  # CodeGen1's released trainer (salesforce/jaxformer, models/decoder/inter/{model,modules}.py): haiku's
+  # TruncatedNormal (a normal of that std cut at 2 std) with std 1/sqrt(fan_in) (hk.Linear's default),
+  # (2/L)/sqrt(d_model) on the residual outputs (Block init_scale=2/L), 1/sqrt(vocab) for the embedding.
+  "codegen1": lambda c, role, fan_in: (
+    "truncated_normal",
+    c.vocab_size**-0.5
+    if role == "embedding"
+    else 2 / c.num_layers * c.d_model**-0.5
+    if role == "residual"
+    else fan_in**-0.5,
+  ),
 }
 DTYPES = ("float32", "bfloat16", "float16")
 

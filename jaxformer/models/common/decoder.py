@@ -74,7 +74,7 @@ class Decoder(nn.Module):
 
     table = self.param(
       "embed",
-      nn.with_logical_partitioning(weight_init(cfg), ("vocab", "embed")),
+      nn.with_logical_partitioning(weight_init(cfg, "embedding"), ("vocab", "embed")),
       (cfg.vocab_size, cfg.d_model),
       cfg.param_dtype,
     )

@@ -18,10 +18,13 @@ def program_platform() -> str:
   return device.platform if device is not None else jax.default_backend()
 
 
-def weight_init(config, residual_output: bool = False):
-  """normal(initializer_range), scaled by the init scheme's depth factor on residual-branch outputs."""
-  factor = INIT_SCHEMES[config.init_scheme](config.num_layers) if residual_output else 1.0
-  return nn.initializers.normal(stddev=config.initializer_range * factor)
+def weight_init(config, role: str = "matrix", fan_in: int = 0):
+  """The initialiser the config's init scheme (models/base.py INIT_SCHEMES) gives a weight of this role:
+  'matrix' (fan_in inputs), 'residual' (writes into the residual stream) or 'embedding'."""
+  distribution, std = INIT_SCHEMES[config.init_scheme](config, role, fan_in)
+  if distribution == "truncated_normal":
+    return nn.initializers.truncated_normal(stddev=std, lower=-2.0, upper=2.0)
+  return nn.initializers.normal(stddev=std)
 
 
 def layer_norm(config, name: str, epsilon: float, use_bias: bool = True):
@@ -75,7 +78,9 @@ class Dense(nn.Module):
     in_shape = x.shape[-self.contract_dims :]
     kernel = self.param(
       "kernel",
-      nn.with_logical_partitioning(weight_init(cfg, self.residual_output), self.kernel_axes),
+      nn.with_logical_partitioning(
+        weight_init(cfg, "residual" if self.residual_output else "matrix", math.prod(in_shape)), self.kernel_axes
+      ),
       in_shape + tuple(self.features),
       cfg.param_dtype,
     )
