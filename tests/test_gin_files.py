@@ -2,8 +2,8 @@
 that trains, each run file gets its model size and data, and every sweep variant its bindings."""
 
 import glob
-import math
 import json
+import math
 import os
 
 import gin
