@@ -10,11 +10,14 @@ A sweep file is gin that binds `sweep.define` (see jaxformer/gin/sweeps/codegen2
   sweep.define.evals = {'l2r': {'OBJECTIVE_RATES': {'causal_lm': 1.0}},  # `eval loss` after training
                         'he': {'verb': 'humaneval', 'flags': ['--limit=20']}}  # or another eval verb
   sweep.define.comparisons = [{'lesson': ..., 'metric': 'l2r/local_pl', 'lower': 'causal', 'than': 'prefix_lm'}]
+  sweep.define.seeds = 3                                   # each arm trained with SEED 0, 1, 2 (`--seeds`)
 
 Runs are the product of variants and grid axes, named `variant.axis-choice...` (a name is letters, digits,
 '.', '_' and '-', as a folder and a pod run name must be: variant and choice names outside that are
-refused). Before anything runs, every run's gin is parsed (check_runs). A binding value is a Python
-literal, passed to the run as `--gin.NAME=repr(value)`; the key 'gin_file' adds gin files.
+refused). Each arm runs once per seed, as ARM.seed-K (one seed: ARM itself); results are per arm, mean
+and spread over its seeds, and each comparison gets a verdict (sweep_results.py). Before anything runs,
+every run's gin is parsed (check_runs). A binding value is a Python literal, passed to the run as
+`--gin.NAME=repr(value)`; the key 'gin_file' adds gin files.
 Each run lives in OUTPUT_DIR/NAME: `jaxformer train` (which resumes from its own checkpoints), then
 each eval; OUTPUT_DIR/NAME/sweep_result.json marks it finished, so a restarted sweep skips it.
 """
@@ -47,6 +50,11 @@ class Run:
   name: str
   gin_files: tuple
   bindings: tuple  # ((gin name, python value), ...) in the order they apply
+  arm: str = ""  # the variant/grid point it repeats (seeded); "" for the arm itself
+
+  @property
+  def arm_name(self) -> str:
+    return self.arm or self.name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,11 +65,14 @@ class Sweep:
   grid: dict
   evals: dict
   comparisons: tuple
+  seeds: int = 1
 
 
 @gin.configurable(module="sweep")
-def define(base_gin_files=(), bindings=None, variants=None, grid=None, evals=None, comparisons=()) -> Sweep:
+def define(base_gin_files=(), bindings=None, variants=None, grid=None, evals=None, comparisons=(), seeds=3) -> Sweep:
   """The sweep a sweep file binds (module docstring). Returns a Sweep."""
+  if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+    raise ValueError(f"sweep.define.seeds={seeds!r} must be an integer >= 1 (runs per arm, SEED 0 .. seeds-1)")
   sweep = Sweep(
     tuple(base_gin_files),
     dict(bindings or {}),
@@ -69,6 +80,7 @@ def define(base_gin_files=(), bindings=None, variants=None, grid=None, evals=Non
     dict(grid or {}),
     dict(evals or {}),
     tuple(comparisons),
+    seeds,
   )
   for name, spec in sweep.variants.items():
     if not isinstance(spec, dict):
@@ -119,6 +131,24 @@ def expand(sweep: Sweep) -> list[Run]:
       gin_files += [extra] if isinstance(extra, str) else list(extra)
       bindings.update({k: v for k, v in s.items() if k != "gin_file"})
     runs.append(Run(name, tuple(gin_files), tuple(bindings.items())))
+  return runs
+
+
+def seeded(sweep: Sweep) -> list[Run]:
+  """Every run the sweep trains: each arm of expand() once per seed, named ARM.seed-K with SEED = K (the
+  data order and the initialisation); with one seed, the arms themselves, under their own names."""
+  arms = expand(sweep)
+  if sweep.seeds == 1:
+    return arms
+  runs = []
+  for arm in arms:
+    if "SEED" in dict(arm.bindings):
+      raise ValueError(
+        f"sweep run {arm.name!r} binds SEED, which the sweep sets for each of its {sweep.seeds} seeds: "
+        "remove the binding or set sweep.define.seeds = 1"
+      )
+    for k in range(sweep.seeds):
+      runs.append(Run(f"{arm.name}.seed-{k}", arm.gin_files, arm.bindings + (("SEED", k),), arm=arm.name))
   return runs
 
 
@@ -277,7 +307,7 @@ def _last_json(text: str):
 
 def run_sweep(sweep: Sweep, output_dir: str, launcher, dry_run: bool = False, say=print) -> dict:
   """Runs every unfinished run, then collects. Returns {"runs", "ran", "skipped", "failed", "interrupted"}."""
-  runs = expand(sweep)
+  runs = seeded(sweep)
   summary = {"runs": [r.name for r in runs], "ran": [], "skipped": [], "failed": [], "interrupted": False}
   if dry_run:
     for i, run in enumerate(runs, 1):
@@ -330,6 +360,7 @@ def run_sweep(sweep: Sweep, output_dir: str, launcher, dry_run: bool = False, sa
         continue
       record = {
         "name": run.name,
+        "arm": run.arm_name,
         "gin_files": list(run.gin_files),
         "bindings": {k: repr(v) for k, v in run.bindings},
         "final": final_train_eval(model_dir),

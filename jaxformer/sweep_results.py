@@ -1,80 +1,134 @@
-"""The results of a finished sweep (`jaxformer sweep`, sweep.py): results.csv, results.md with the sweep's
-comparisons checked, and results.png (losses on one panel, pass@1 and exact match on another)."""
+"""The results of a finished sweep (`jaxformer sweep`, sweep.py): results.csv (one row per run, each seed
+apart), results.md (per arm: mean and standard deviation over its seeds, and each comparison's verdict)
+and results.png (the means, with one standard deviation as error bars).
+
+The verdict of a comparison "metric of `lower` < that of `than` (+ margin)" (docs/LESSONS.md, "How a
+verdict is decided"): d = mean(lower) - mean(than) - margin, with a 95% interval from Welch's standard
+error sqrt(s_a^2 / n_a + s_b^2 / n_b) and Student's t at min(n_a, n_b) - 1 degrees of freedom (fewer
+than Welch's, so the interval is wider, not narrower). "agrees" when the whole interval is below 0,
+"disagrees" when it is all above 0, "within noise" otherwise. With one seed on either side the spread
+is not measured: the verdict is the sign of d, marked "1 seed"."""
 
 import csv
 import io
+import math
 
 from jaxformer import fs
-from jaxformer.sweep import RESULT_FILE, Sweep, expand, flatten_metrics, join_path, read_json
+from jaxformer.sweep import RESULT_FILE, Sweep, flatten_metrics, join_path, read_json, seeded
+
+# Student's t, two-sided 95% (0.975 quantile), by degrees of freedom; 1.96 beyond the table.
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+T_975.update({15: 2.131, 20: 2.086, 30: 2.042})
+
+
+def t_975(df: int) -> float:
+  for bound in sorted(T_975):
+    if df <= bound:
+      return T_975[bound]
+  return 1.96
+
+
+def summarise(values: list[float]) -> dict:
+  """{mean, std (sample, n - 1), n} of one metric over an arm's seeds."""
+  n = len(values)
+  mean = sum(values) / n
+  std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
+  return {"mean": mean, "std": std, "n": n}
 
 
 def collect(sweep: Sweep, output_dir: str) -> dict:
   """Reads every finished run; writes results.csv, results.md and results.png into OUTPUT_DIR.
 
-  Returns {"rows": [{name, metric: loss, ...}], "metrics": [...], "comparisons": [...], "files": [...]}.
+  Returns {"rows": [{run, arm, metric: value, ...}], "arms": [{arm, metric: {mean, std, n}}], "metrics",
+  "comparisons", "files"}.
   """
-  runs = expand(sweep)
-  records = [r for r in (read_json(join_path(output_dir, run.name, RESULT_FILE)) for run in runs) if r]
-  rows = [{"run": r["name"], **flatten_metrics(r)} for r in records]
-  metrics = sorted({m for row in rows for m in row if m != "run"})
-  by_run = {row["run"]: row for row in rows}
-  comparisons = [_compare(c, by_run) for c in sweep.comparisons]
+  runs = seeded(sweep)
+  records = [(run, read_json(join_path(output_dir, run.name, RESULT_FILE))) for run in runs]
+  rows = [{"run": run.name, "arm": run.arm_name, **flatten_metrics(r)} for run, r in records if r]
+  metrics = sorted({m for row in rows for m in row if m not in ("run", "arm")})
+  arms = []
+  for arm in dict.fromkeys(run.arm_name for run in runs):
+    mine = [row for row in rows if row["arm"] == arm]
+    if mine:
+      arms.append({"arm": arm, **{m: summarise([r[m] for r in mine if m in r]) for m in metrics if m in mine[0]}})
+  by_arm = {a["arm"]: a for a in arms}
+  comparisons = [_compare(c, by_arm) for c in sweep.comparisons]
 
   buffer = io.StringIO()
-  writer = csv.DictWriter(buffer, fieldnames=["run", *metrics])
+  writer = csv.DictWriter(buffer, fieldnames=["run", "arm", *metrics])
   writer.writeheader()
   for row in rows:
     writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
   files = [join_path(output_dir, "results.csv"), join_path(output_dir, "results.md")]
   fs.write(files[0], buffer.getvalue())
-  fs.write(files[1], results_markdown(rows, metrics, comparisons, len(runs)))
-  if rows:
+  fs.write(files[1], results_markdown(arms, metrics, comparisons, len(rows), len(runs), sweep.seeds))
+  if arms:
     files.append(join_path(output_dir, "results.png"))
     # The sweep's own evals score every run alike; the trainer's final/* ones only when there are none.
     plotted = [m for m in metrics if not m.startswith("final/")] or metrics
-    _plot(rows, plotted, files[2])
-  return {"rows": rows, "metrics": metrics, "comparisons": comparisons, "files": files}
+    _plot(arms, plotted, files[2])
+  return {"rows": rows, "arms": arms, "metrics": metrics, "comparisons": comparisons, "files": files}
 
 
-def _compare(spec: dict, by_run: dict) -> dict:
-  """A claim 'metric of run `lower` is below that of run `than` (+ margin)', checked on the results."""
+def _compare(spec: dict, by_arm: dict) -> dict:
+  """A claim 'metric of arm `lower` is below that of arm `than` (+ margin)', with its verdict (module
+  docstring): the difference of the means, its 95% interval and agrees / disagrees / within noise."""
   for key in ("lesson", "metric", "lower", "than"):
     if key not in spec:
       raise ValueError(f"sweep.define.comparisons: {spec!r} lacks {key!r}")
   out = dict(spec)
   margin = float(spec.get("margin", 0.0))
-  a = by_run.get(spec["lower"], {}).get(spec["metric"])
-  b = by_run.get(spec["than"], {}).get(spec["metric"])
-  out.update(
-    {
-      "lower_value": a,
-      "than_value": b,
-      "margin": margin,
-      "agrees": None if a is None or b is None else bool(a < b + margin),
-    }
-  )
-  return out
+  a = by_arm.get(spec["lower"], {}).get(spec["metric"])
+  b = by_arm.get(spec["than"], {}).get(spec["metric"])
+  out.update({"lower_value": a, "than_value": b, "margin": margin, "difference": None, "interval": None})
+  if a is None or b is None:
+    return {**out, "verdict": "not run", "agrees": None}
+  d = a["mean"] - b["mean"] - margin
+  out["difference"] = d
+  if min(a["n"], b["n"]) < 2:
+    verdict = "agrees (1 seed)" if d < 0 else "disagrees (1 seed)"
+    return {**out, "verdict": verdict, "agrees": d < 0}
+  half = t_975(min(a["n"], b["n"]) - 1) * math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
+  out["interval"] = (d - half, d + half)
+  verdict = "agrees" if d + half < 0 else "disagrees" if d - half > 0 else "within noise"
+  return {**out, "verdict": verdict, "agrees": {"agrees": True, "disagrees": False}.get(verdict)}
 
 
-def results_markdown(rows, metrics, comparisons, planned: int) -> str:
+def _cell(summary: dict) -> str:
+  if summary["n"] < 2:
+    return f"{summary['mean']:.4f}"
+  return f"{summary['mean']:.4f} ± {summary['std']:.4f}"
+
+
+def results_markdown(arms, metrics, comparisons, finished: int, planned: int, seeds: int) -> str:
   lines = [
-    f"{len(rows)} of {planned} runs finished. Loss in nats per token, on held-out data "
-    "(`final/*`: the trainer's last eval, with the run's own objective; others: `jaxformer eval loss` "
-    "with the sweep's eval bindings); pass@1 and exact match: `jaxformer eval humaneval` / `eval infill`, "
-    "greedy, by execution in the sandbox.",
+    f"{finished} of {planned} runs finished ({seeds} seed{'s' if seeds > 1 else ''} per arm; mean ± standard "
+    "deviation over the seeds). Loss in nats per token, on held-out data (`final/*`: the trainer's last eval, "
+    "with the run's own objective; others: `jaxformer eval loss` with the sweep's eval bindings); pass@1 and "
+    "exact match: `jaxformer eval humaneval` / `eval infill`, greedy, by execution in the sandbox.",
     "",
-    "| run | " + " | ".join(metrics) + " |",
-    "|---" * (len(metrics) + 1) + "|",
+    "| run | seeds | " + " | ".join(metrics) + " |",
+    "|---" * (len(metrics) + 2) + "|",
   ]
-  for row in rows:
-    lines.append(f"| {row['run']} | " + " | ".join(f"{row[m]:.4f}" if m in row else "" for m in metrics) + " |")
+  for arm in arms:
+    n = max(arm[m]["n"] for m in metrics if m in arm)
+    lines.append(f"| {arm['arm']} | {n} | " + " | ".join(_cell(arm[m]) if m in arm else "" for m in metrics) + " |")
   if comparisons:
-    lines += ["", "| lesson | metric | claim | values | agrees |", "|---|---|---|---|---|"]
+    lines += [
+      "",
+      "| lesson | metric | claim | means | difference (95% interval) | verdict |",
+      "|---|---|---|---|---|---|",
+    ]
     for c in comparisons:
       claim = f"{c['lower']} < {c['than']}" + (f" + {c['margin']:g}" if c["margin"] else "")
-      values = "n/a" if c["agrees"] is None else f"{c['lower_value']:.4f} vs {c['than_value']:.4f}"
-      agrees = {None: "not run", True: "yes", False: "no"}[c["agrees"]]
-      lines.append(f"| {c['lesson']} | {c['metric']} | {claim} | {values} | {agrees} |")
+      if c["difference"] is None:
+        means = difference = "n/a"
+      else:
+        means = f"{c['lower_value']['mean']:.4f} vs {c['than_value']['mean']:.4f}"
+        difference = f"{c['difference']:+.4f}"
+        if c["interval"]:
+          difference += f" ({c['interval'][0]:+.4f}, {c['interval'][1]:+.4f})"
+      lines.append(f"| {c['lesson']} | {c['metric']} | {claim} | {means} | {difference} | {c['verdict']} |")
   return "\n".join(lines) + "\n"
 
 
@@ -82,8 +136,9 @@ def _is_rate(metric: str) -> bool:
   return "pass@" in metric or "exact_match" in metric
 
 
-def _plot(rows, metrics, path: str):
-  """Bars per run: losses on one panel, pass@1 and exact-match rates (code evals) on another."""
+def _plot(arms, metrics, path: str):
+  """Bars per arm (the mean over its seeds, one standard deviation as error bars): losses on one panel,
+  pass@1 and exact-match rates (code evals) on another."""
   import matplotlib
 
   matplotlib.use("Agg")
@@ -98,16 +153,18 @@ def _plot(rows, metrics, path: str):
     )
     if group
   ]
-  wide = min(14, max(6, 0.6 * len(rows) * max(1, len(metrics))))
+  wide = min(14, max(6, 0.6 * len(arms) * max(1, len(metrics))))
   fig, axes = plt.subplots(1, len(panels), figsize=(wide * len(panels), 4.5), squeeze=False)
-  x = np.arange(len(rows))
+  x = np.arange(len(arms))
   for ax, (group, label) in zip(axes[0], panels):
     width = 0.8 / len(group)
     for j, metric in enumerate(group):
-      ax.bar(x + j * width, [row.get(metric, np.nan) for row in rows], width, label=metric)
-    ax.set_xticks(x + width * (len(group) - 1) / 2, [row["run"] for row in rows], rotation=30, ha="right")
+      means = [arm[metric]["mean"] if metric in arm else np.nan for arm in arms]
+      spread = [arm[metric]["std"] if metric in arm and arm[metric]["n"] > 1 else 0.0 for arm in arms]
+      ax.bar(x + j * width, means, width, yerr=spread, capsize=3, label=metric)
+    ax.set_xticks(x + width * (len(group) - 1) / 2, [arm["arm"] for arm in arms], rotation=30, ha="right")
     ax.set_ylabel(label)
-    values = [row[m] for row in rows for m in group if m in row]
+    values = [arm[m]["mean"] for arm in arms for m in group if m in arm]
     if not _is_rate(group[0]):
       ax.set_ylim(min(values) * 0.95, max(values) * 1.02)
     else:

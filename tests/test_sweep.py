@@ -1,6 +1,7 @@
 """`jaxformer sweep`: expansion and naming, and a real 2-run sweep that is interrupted and restarted."""
 
 import csv
+import dataclasses
 import json
 import re
 import signal
@@ -45,6 +46,65 @@ def test_expansion_names_runs_and_later_bindings_win():
   assert runs[-1].gin_files == ("runs/local_tiny.gin", "extra.gin")
   assert "--gin.OBJECTIVE_RATES={'causal_lm': 1.0}" in sweep.train_argv(runs[0], "/out")
   assert sweep.train_argv(runs[0], "gs://b/s")[-1] == "--gin.MODEL_DIR='gs://b/s/causal.lr-low.weight_decay-0.0'"
+
+
+def test_seeds_repeat_each_arm_with_its_seed_and_a_sweep_that_binds_seed_itself_is_refused():
+  definition = sweep.define(variants={"a": {"TRAIN_STEPS": 5}, "b": {}}, seeds=3)
+  runs = sweep.seeded(definition)
+  assert [r.name for r in runs] == [f"{arm}.seed-{k}" for arm in "ab" for k in range(3)]
+  assert [dict(r.bindings)["SEED"] for r in runs] == [0, 1, 2, 0, 1, 2] and {r.arm_name for r in runs} == {"a", "b"}
+  assert dict(runs[1].bindings)["TRAIN_STEPS"] == 5
+  assert [r.name for r in sweep.seeded(sweep.define(variants={"a": {}}, seeds=1))] == ["a"]  # one seed: the arm
+  with pytest.raises(ValueError, match="binds SEED, which the sweep sets"):
+    sweep.seeded(sweep.define(variants={"a": {"SEED": 4}}))
+  with pytest.raises(ValueError, match="seeds=0 must be an integer >= 1"):
+    sweep.define(variants={"a": {}}, seeds=0)
+
+
+def _write_results(out, losses: dict):
+  """sweep_result.json files as run_sweep writes them, one per (arm, seed): l2r/local_pl = the loss."""
+  for arm, values in losses.items():
+    for k, value in enumerate(values):
+      name = f"{arm}.seed-{k}" if len(values) > 1 else arm
+      (out / name).mkdir(parents=True)
+      record = {"name": name, "arm": arm, "final": {}, "evals": {"l2r": {"local_pl": value}}}
+      (out / name / sweep.RESULT_FILE).write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize(
+  "losses, verdict",
+  [
+    ({"a": [4.00, 4.02, 4.01], "b": [4.30, 4.31, 4.29]}, "agrees"),  # far apart against a spread of 0.01
+    ({"a": [4.30, 4.31, 4.29], "b": [4.00, 4.02, 4.01]}, "disagrees"),
+    ({"a": [4.00, 4.20, 4.10], "b": [4.05, 4.25, 4.15]}, "within noise"),  # 0.05 apart, spread 0.1
+  ],
+)
+def test_seeds_give_mean_spread_and_a_verdict_by_the_written_rule(tmp_path, losses, verdict):
+  definition = sweep.define(
+    variants={"a": {}, "b": {}},
+    evals={"l2r": {"OBJECTIVE_RATES": {"causal_lm": 1.0}}},
+    comparisons=[{"lesson": "x", "metric": "l2r/local_pl", "lower": "a", "than": "b"}],
+    seeds=3,
+  )
+  _write_results(tmp_path, losses)
+  results = sweep_results.collect(definition, str(tmp_path))
+  arm_a = {a["arm"]: a for a in results["arms"]}["a"]["l2r/local_pl"]
+  mean_a = sum(losses["a"]) / 3
+  assert arm_a["n"] == 3 and arm_a["mean"] == pytest.approx(mean_a)
+  assert arm_a["std"] == pytest.approx((sum((v - mean_a) ** 2 for v in losses["a"]) / 2) ** 0.5)
+  (c,) = results["comparisons"]
+  assert c["verdict"] == verdict
+  d = mean_a - sum(losses["b"]) / 3
+  assert c["difference"] == pytest.approx(d)
+  low, high = c["interval"]
+  assert low < d < high and (high - d) == pytest.approx(d - low)
+  assert (high - d) == pytest.approx(
+    4.303 * ((arm_a["std"] ** 2 + results["arms"][1]["l2r/local_pl"]["std"] ** 2) / 3) ** 0.5
+  )
+  table = (tmp_path / "results.md").read_text()
+  assert "| x | l2r/local_pl | a < b |" in table and f"| {verdict} |" in table and "±" in table
+  assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
+  assert len(list(csv.DictReader(open(tmp_path / "results.csv")))) == 6  # every seed's row kept
 
 
 def test_bad_sweep_definitions_are_named():
@@ -138,6 +198,7 @@ sweep.define.evals = {{'l2r': {{'OBJECTIVE_RATES': {{'causal_lm': 1.0}}}}}}
 sweep.define.comparisons = [
     {{'lesson': 'toy', 'metric': 'l2r/local_pl', 'lower': 'causal', 'than': 'mixture'}},
 ]
+sweep.define.seeds = 1  # the seeds' statistics are test_seeds_*'s; here one run per arm keeps it short
 """)
 
 
@@ -225,7 +286,7 @@ def test_a_sweep_takes_the_model_family_as_an_axis(tmp_path, capsys):
     "sweep.define.grid = {'model': {'codegen': {'gin_file': 'models/tiny.gin'},"
     " 'llama': {'gin_file': 'models/llama_tiny.gin'}}}\n"
   )
-  assert cli.main(["sweep", f"--sweep_file={path}", f"--output_dir={tmp_path / 'out'}", "--dry_run"]) == 0
+  assert cli.main(["sweep", f"--sweep_file={path}", f"--output_dir={tmp_path / 'out'}", "--dry_run", "--seeds=1"]) == 0
   out = capsys.readouterr().out
   assert "[1/2] causal.model-codegen" in out and "[2/2] causal.model-llama" in out
   assert "--gin_file=models/llama_tiny.gin" in out  # each run's gin was parsed before the dry run printed it
@@ -256,9 +317,10 @@ def test_the_fim_ablation_trains_four_objectives_at_equal_tokens_and_tabulates_c
   # Every run's gin (and each eval's) parses as the runs will, before anything trains.
   out = tmp_path / "out"
   assert cli.main(["sweep", "--sweep_file=sweeps/fim_ablation.gin", f"--output_dir={out}", "--dry_run"]) == 0
-  assert "[4/4] fim_psm_spm" in capsys.readouterr().out
+  assert "[12/12] fim_psm_spm.seed-2" in capsys.readouterr().out  # 3 seeds per arm unless told
 
-  # The table and plot carry losses and pass@1 side by side.
+  # The table and plot carry losses and pass@1 side by side (one seed per arm here).
+  definition = dataclasses.replace(definition, seeds=1)
   for i, name in enumerate(runs):
     record = {
       "name": name,

@@ -1,5 +1,6 @@
 """`jaxformer sweep`: a gin sweep run one after another (here or on a slice), then tabulated."""
 
+import dataclasses
 import os
 
 from jaxformer import config as config_lib
@@ -28,6 +29,12 @@ def sweep_args(parser):
     help="with --launcher=tpu: a flag for jaxformer/tpu/launch.sh, e.g. --tpu_flag=--name=my-v4 (repeatable)",
   )
   parser.add_argument("--collect_only", action="store_true", help="only gather finished runs into results.*")
+  parser.add_argument(
+    "--seeds",
+    type=int,
+    default=None,
+    help="runs per arm, SEED 0 .. N-1 (default: the sweep file's sweep.define.seeds, else 3); 1: no repeats",
+  )
 
 
 def sweep_run(args, bindings):
@@ -35,8 +42,12 @@ def sweep_run(args, bindings):
   common.parse_gin(args, bindings)
   from jaxformer import sweep, sweep_results
 
-  definition = config_lib.call_configurable(sweep.define)
-  runs = common.user_errors(sweep.expand, definition)
+  definition = common.user_errors(config_lib.call_configurable, sweep.define)
+  if args.seeds is not None:
+    if args.seeds < 1:
+      raise UserError(f"--seeds={args.seeds} must be >= 1")
+    definition = dataclasses.replace(definition, seeds=args.seeds)
+  runs = common.user_errors(sweep.seeded, definition)
   output_dir = args.output_dir if "://" in args.output_dir else os.path.abspath(os.path.expanduser(args.output_dir))
   paths = common.search_paths(args)
   parse = lambda gin_files, run_bindings: config_lib.parse_gin(gin_files, run_bindings, paths, finalize=False)
@@ -51,8 +62,7 @@ def sweep_run(args, bindings):
   results = common.user_errors(sweep_results.collect, definition, output_dir)
   print(f"{len(results['rows'])} of {len(runs)} runs finished; wrote " + ", ".join(results["files"]))
   for c in results["comparisons"]:
-    verdict = {None: "not run", True: "agrees", False: "disagrees"}[c["agrees"]]
-    print(f"  {c['lesson']}: {c['metric']} {c['lower']} < {c['than']}: {verdict}")
+    print(f"  {c['lesson']}: {c['metric']} {c['lower']} < {c['than']}: {c['verdict']}")
   if summary["interrupted"]:
     raise UserError("sweep interrupted; run the same command again to resume")
   if summary["failed"]:
