@@ -65,14 +65,14 @@ class Sweep:
   grid: dict
   evals: dict
   comparisons: tuple
-  seeds: int = 1
+  seeds: int
 
 
 @gin.configurable(module="sweep")
 def define(base_gin_files=(), bindings=None, variants=None, grid=None, evals=None, comparisons=(), seeds=3) -> Sweep:
   """The sweep a sweep file binds (module docstring). Returns a Sweep."""
   if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-    raise ValueError(f"sweep.define.seeds={seeds!r} must be an integer >= 1 (runs per arm, SEED 0 .. seeds-1)")
+    raise ValueError(f"sweep.define.seeds (--seeds) = {seeds!r} must be an integer >= 1 (runs per arm)")
   sweep = Sweep(
     tuple(base_gin_files),
     dict(bindings or {}),

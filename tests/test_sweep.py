@@ -57,8 +57,10 @@ def test_seeds_repeat_each_arm_with_its_seed_and_a_sweep_that_binds_seed_itself_
   assert [r.name for r in sweep.seeded(sweep.define(variants={"a": {}}, seeds=1))] == ["a"]  # one seed: the arm
   with pytest.raises(ValueError, match="binds SEED, which the sweep sets"):
     sweep.seeded(sweep.define(variants={"a": {"SEED": 4}}))
-  with pytest.raises(ValueError, match="seeds=0 must be an integer >= 1"):
+  with pytest.raises(ValueError, match=r"seeds \(--seeds\) = 0 must be an integer >= 1"):
     sweep.define(variants={"a": {}}, seeds=0)
+  # between table entries the t of fewer degrees of freedom (larger: the interval errs wide)
+  assert sweep_results.t_975(12) == sweep_results.T_975[10] > sweep_results.T_975[15]
 
 
 def _write_results(out, losses: dict):

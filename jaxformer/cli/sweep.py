@@ -1,6 +1,5 @@
 """`jaxformer sweep`: a gin sweep run one after another (here or on a slice), then tabulated."""
 
-import dataclasses
 import os
 
 from jaxformer import config as config_lib
@@ -39,14 +38,12 @@ def sweep_args(parser):
 
 def sweep_run(args, bindings):
   args.gin_file = [args.sweep_file] + args.gin_file
+  if args.seeds is not None:  # the flag is the binding; sweep.define checks it
+    bindings = [*bindings, config_lib.binding_from_flag("sweep.define.seeds", str(args.seeds))]
   common.parse_gin(args, bindings)
   from jaxformer import sweep, sweep_results
 
   definition = common.user_errors(config_lib.call_configurable, sweep.define)
-  if args.seeds is not None:
-    if args.seeds < 1:
-      raise UserError(f"--seeds={args.seeds} must be >= 1")
-    definition = dataclasses.replace(definition, seeds=args.seeds)
   runs = common.user_errors(sweep.seeded, definition)
   output_dir = args.output_dir if "://" in args.output_dir else os.path.abspath(os.path.expanduser(args.output_dir))
   paths = common.search_paths(args)

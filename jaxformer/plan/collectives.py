@@ -58,8 +58,12 @@ _COMPUTATION = re.compile(r"^\s*(?:ENTRY\s+)?%(?P<name>[\w.\-]+)\s*\(")
 _MEGASCALE = re.compile(
   r"=\s*\((?P<first>[a-z]+\d*[a-z0-9]*\[[\d,]*\])[^=]*?\bsend\(.*_xla_megascale_transfer_type=\"(?P<type>\w+)\""
 )
-_MEGASCALE_KINDS = {"ALL_REDUCE": "all-reduce", "ALL_GATHER": "all-gather", "REDUCE_SCATTER": "reduce-scatter"}
-_MEGASCALE_KINDS["ALL_TO_ALL"] = "all-to-all"
+_MEGASCALE_KINDS = {
+  "ALL_REDUCE": "all-reduce",
+  "ALL_GATHER": "all-gather",
+  "REDUCE_SCATTER": "reduce-scatter",
+  "ALL_TO_ALL": "all-to-all",
+}
 _PAIRS = re.compile(r"source_target_pairs=\{(\{\d+,\d+\}(?:,\{\d+,\d+\})*)\}")
 
 
