@@ -68,9 +68,13 @@ class FamilyConfig(abc.ABC):
   attention: str = "xla"  # a key of models.common.attention.IMPLEMENTATIONS
   remat_policy: str = "none"  # a key of models.common.remat.POLICIES
   scan_layers: bool = True
+  lora: object = None  # a models.LoraConfig: low-rank adapters on its targets (models/common/lora.py)
 
   def __post_init__(self):
     name = self.gin_name
+    from jaxformer.models.common.lora import as_lora_config
+
+    object.__setattr__(self, "lora", as_lora_config(self.lora))
     if self.init_scheme not in INIT_SCHEMES:
       raise ValueError(f"{name}.init_scheme={self.init_scheme!r}: use one of {sorted(INIT_SCHEMES)}")
     for field in ("dtype", "param_dtype"):

@@ -93,7 +93,7 @@ class Decoder(nn.Module):
       stack = nn.scan(
         block,
         variable_axes={"params": 0, "cache": 0},
-        split_rngs={"params": True},
+        split_rngs={"params": True, "dropout": True},
         in_axes=(nn.broadcast, nn.broadcast),
         length=cfg.num_layers,
         metadata_params={nn.PARTITION_NAME: "layers"},

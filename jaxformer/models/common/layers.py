@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxformer.models.base import INIT_SCHEMES
+from jaxformer.models.common.lora import adapter_init, targeted
 
 
 def program_platform() -> str:
@@ -103,7 +104,35 @@ class Dense(nn.Module):
         "bias", nn.with_logical_partitioning(nn.initializers.zeros, bias_axes), tuple(self.features), cfg.param_dtype
       )
       y = y + bias.astype(cfg.dtype)
+    lora = getattr(cfg, "lora", None)
+    if targeted(lora, self.name, getattr(self.parent, "name", None)):
+      y = y + self._adapter(x, lora, in_shape)
     return y
+
+  def _adapter(self, x, lora, in_shape):
+    """scale * (dropout(x) @ lora_a) @ lora_b (models/common/lora.py); dropout only where a 'dropout' rng is
+    given (the train step), so evals and sampling are deterministic."""
+    cfg, n = self.config, self.contract_dims
+    a = self.param(
+      "lora_a",
+      nn.with_logical_partitioning(adapter_init(math.prod(in_shape)), self.kernel_axes[:n] + (None,)),
+      in_shape + (lora.rank,),
+      cfg.param_dtype,
+    )
+    b = self.param(
+      "lora_b",
+      nn.with_logical_partitioning(nn.initializers.zeros, (None,) + self.kernel_axes[n:]),
+      (lora.rank,) + tuple(self.features),
+      cfg.param_dtype,
+    )
+    h = x.astype(cfg.dtype)
+    if lora.dropout and self.has_rng("dropout"):
+      keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - lora.dropout, h.shape)
+      h = jnp.where(keep, h / (1.0 - lora.dropout), 0).astype(cfg.dtype)
+    axes = tuple(range(h.ndim - n, h.ndim))
+    low = jax.lax.dot_general(h, a.astype(cfg.dtype), ((axes, tuple(range(n))), ((), ())))
+    up = jax.lax.dot_general(low, b.astype(cfg.dtype), (((low.ndim - 1,), (0,)), ((), ())))
+    return (up * lora.scale).astype(cfg.dtype)
 
 
 def constrain(x, logical_axes):
