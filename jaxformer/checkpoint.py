@@ -102,6 +102,8 @@ def save(manager: ocp.CheckpointManager, step: int, state, iterator=None, force:
   if not (force or manager.should_save(step)):
     return False
   seal(manager)
+  if getattr(state, "frozen", None) is not None:  # a LoRA base is the base run's: never saved here
+    state = state.replace(frozen=None)
   items = {"state": ocp.args.StandardSave(state)}
   if iterator is not None:
     items["data"] = DataIteratorSave(iterator)

@@ -13,7 +13,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "jaxformer"
 LAYERS = [
   ["jaxformer", "jaxformer.errors", "jaxformer.fs", "jaxformer.distributed", "jaxformer.tensorflow_import"],
   ["jaxformer.models"],
-  ["jaxformer.sharding", "jaxformer.checkpoint", "jaxformer.runlock"],
+  ["jaxformer.sharding", "jaxformer.checkpoint", "jaxformer.runlock", "jaxformer.base_run"],
   ["jaxformer.data", "jaxformer.data.feature_names", "jaxformer.data.pipeline"],
   ["jaxformer.objectives"],
   ["jaxformer.data.ingest"],

@@ -98,7 +98,7 @@ class LossEvalHook(Hook):
   def __call__(self, info: StepInfo) -> None:
     setup = self.trainer.setup
     results = evaluate(
-      info.state.params,
+      self.trainer.full_params(info.state),
       setup.model,
       self.trainer.args.data_config,
       setup.batch_sharding,
@@ -135,7 +135,9 @@ class PeriodicEvalHook(Hook):
 
   def __call__(self, info: StepInfo) -> None:
     trainer = self.trainer
-    values = self.periodic.run(trainer.model, info.state.params, trainer.vocabulary, trainer.mesh, trainer.rules)
+    values = self.periodic.run(
+      trainer.model, trainer.full_params(info.state), trainer.vocabulary, trainer.mesh, trainer.rules
+    )
     self.writer.write_eval(info.step, self.periodic.name, values)
     trainer.result["eval"][self.periodic.name] = values
 
@@ -168,7 +170,7 @@ class SampleHook(Hook):
     from jaxformer.infer.sample import bos_of, generate, prompt_ids
 
     args, vocabulary = self.trainer.args, self.trainer.vocabulary
-    params = jax.device_get(info.state.params)
+    params = jax.device_get(self.trainer.full_params(info.state))
     ids, stops = prompt_ids(vocabulary, args.sample_prompt)
     completion = generate(
       self.trainer.model,

@@ -10,6 +10,7 @@ import gin
 import jax
 
 from jaxformer import fs, models, runlock
+from jaxformer.base_run import FinetuneBase
 from jaxformer.data import pipeline
 from jaxformer.models import FamilyConfig
 from jaxformer.train.hooks import PeriodicEval, add_standard_hooks
@@ -41,6 +42,7 @@ def train(
   profile_steps: tuple[int, int] | None = None,
   switch_vocabulary: bool = False,
   final_eval: bool = True,
+  base: FinetuneBase | None = None,
 ) -> dict:
   """Trains model_config on data_config with step_config (the fields are RunArgs', train/trainer.py).
 
@@ -67,6 +69,7 @@ def train(
     profile_steps,
     switch_vocabulary,
     final_eval,
+    base,
   )
   # One writer per run folder (process 0 holds it for every host of the run).
   lock = runlock.RunLock(args.model_dir, "train") if jax.process_index() == 0 else contextlib.nullcontext()

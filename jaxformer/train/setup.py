@@ -10,7 +10,8 @@ import optax
 
 from jaxformer import sharding
 from jaxformer.data.feature_names import MODEL_FEATURE_NAMES
-from jaxformer.models import Decoder, FamilyConfig
+from jaxformer.models import Decoder, FamilyConfig, param_shapes
+from jaxformer.models.common import lora
 from jaxformer.train.optimizer import learning_rate_schedule, make_optimizer
 from jaxformer.train.state import TrainState, create_state, state_shardings
 from jaxformer.train.step import StepConfig, jit_train_step
@@ -37,9 +38,9 @@ class TrainSetup:
   batch_sharding: jax.sharding.NamedSharding
   train_step: object
 
-  def init_state(self, rng) -> TrainState:
-    """A fresh, directly sharded state."""
-    return create_state(self.model, self.optimizer, self.mesh, self.rules, rng, self.state_shardings)
+  def init_state(self, rng, with_frozen: bool = True) -> TrainState:
+    """A fresh, directly sharded state (with_frozen=False: a LoRA state without its base, to restore)."""
+    return create_state(self.model, self.optimizer, self.mesh, self.rules, rng, self.state_shardings, with_frozen)
 
   def abstract_batch(self, batch_size: int, length: int) -> dict:
     """A batch of model features as sharded ShapeDtypeStructs (for lowering without data)."""
@@ -64,6 +65,8 @@ def build(
   `schedule_overrides` replace gin bindings of optimizer.learning_rate_schedule (bench warms up in 1 step)."""
   mesh = mesh if mesh is not None else sharding.make_mesh()
   rules = sharding.logical_axis_rules()
+  if model_config.lora is not None:
+    lora.check(model_config, param_shapes(model_config))
   model = model_config.module()
   schedule = learning_rate_schedule(total_steps=total_steps, **schedule_overrides)
   optimizer = optimizer if optimizer is not None else make_optimizer(schedule)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxformer.models import head_logits
+from jaxformer.models.common import lora
 from jaxformer.train.loss import chunked_cross_entropy_sums, cross_entropy_sums
 from jaxformer.train.state import TrainState, model_inputs
 
@@ -34,12 +35,13 @@ class StepConfig:
       raise ValueError(f"train.StepConfig.loss_chunk_length={self.loss_chunk_length} must be >= 0 (0: no chunks)")
 
 
-def _sums(model, params, batch, z_loss, loss_chunk_length=0):
+def _sums(model, params, batch, z_loss, loss_chunk_length=0, rngs=None):
   targets, weights = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
   if not loss_chunk_length:
-    sums = cross_entropy_sums(model.apply({"params": params}, **model_inputs(batch)), targets, weights, z_loss)
+    logits = model.apply({"params": params}, **model_inputs(batch), rngs=rngs)
+    sums = cross_entropy_sums(logits, targets, weights, z_loss)
     return sums["loss"], sums
-  hidden = model.apply({"params": params}, **model_inputs(batch), return_hidden=True)
+  hidden = model.apply({"params": params}, **model_inputs(batch), return_hidden=True, rngs=rngs)
   sums = chunked_cross_entropy_sums(
     lambda head, h: head_logits(model.config, head, h),
     model.config.head_params(params),
@@ -55,13 +57,24 @@ def _sums(model, params, batch, z_loss, loss_chunk_length=0):
 
 def make_train_step(model, optimizer, schedule, config: StepConfig, batch_sharding=None):
   """train_step(state, batch) -> (state, metrics). A non-finite loss or gradient never reaches
-  the parameters or the optimizer state; metrics['finite'] says whether the update was applied."""
-  grad_fn = jax.value_and_grad(lambda p, b: _sums(model, p, b, config.z_loss, config.loss_chunk_length), has_aux=True)
+  the parameters or the optimizer state; metrics['finite'] says whether the update was applied.
 
-  def accumulate(params, batch):
+  With LoRA the gradient is taken of the adapters (state.params) only; the base (state.frozen) is read, never
+  differentiated or updated. LoRA dropout draws its masks from the step number (and the microbatch)."""
+  lora_config = model.config.lora
+  dropout = lora_config is not None and lora_config.dropout > 0
+
+  def loss_fn(params, batch, frozen, key):
+    whole = params if frozen is None else lora.combine(frozen, params)
+    rngs = {"dropout": key} if dropout else None
+    return _sums(model, whole, batch, config.z_loss, config.loss_chunk_length, rngs)
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def accumulate(params, batch, frozen, key):
     m = config.microbatches
     if m == 1:
-      (_, sums), grads = grad_fn(params, batch)
+      (_, sums), grads = grad_fn(params, batch, frozen, key)
       return grads, sums
 
     def split(x):  # microbatch j takes rows j, j+m, ...: each stays spread over the batch shards
@@ -71,18 +84,20 @@ def make_train_step(model, optimizer, schedule, config: StepConfig, batch_shardi
 
     micro = jax.tree.map(split, batch)
 
-    def body(carry, mb):
+    def body(carry, xs):
+      mb, j = xs
       if batch_sharding is not None:
         mb = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, batch_sharding), mb)
-      (_, sums), grads = grad_fn(params, mb)
+      (_, sums), grads = grad_fn(params, mb, frozen, jax.random.fold_in(key, j))
       return jax.tree.map(jnp.add, carry, (grads, sums)), None
 
     zero_sums = {k: jnp.zeros((), jnp.float32) for k in ("loss", "cross_entropy", "z_loss", "correct", "weight")}
-    (grads, sums), _ = jax.lax.scan(body, (jax.tree.map(jnp.zeros_like, params), zero_sums), micro)
+    (grads, sums), _ = jax.lax.scan(body, (jax.tree.map(jnp.zeros_like, params), zero_sums), (micro, jnp.arange(m)))
     return grads, sums
 
   def train_step(state: TrainState, batch):
-    grads, sums = accumulate(state.params, batch)
+    key = jax.random.fold_in(jax.random.key(0), state.step)
+    grads, sums = accumulate(state.params, batch, state.frozen, key)
     denominator = jnp.maximum(sums["weight"], 1.0)
     grads = jax.tree.map(lambda g: g / denominator, grads)
     grad_norm = optax.global_norm(grads)
@@ -92,7 +107,10 @@ def make_train_step(model, optimizer, schedule, config: StepConfig, batch_shardi
     params = optax.apply_updates(state.params, updates)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_state = TrainState(
-      step=state.step + 1, params=keep(params, state.params), opt_state=keep(opt_state, state.opt_state)
+      step=state.step + 1,
+      params=keep(params, state.params),
+      opt_state=keep(opt_state, state.opt_state),
+      frozen=state.frozen,
     )
     metrics = {
       "loss": loss,

@@ -18,10 +18,12 @@ import gin
 import jax
 import jax.numpy as jnp
 
-from jaxformer import checkpoint, errors, fs, sharding, tasks
+from jaxformer import base_run, checkpoint, errors, fs, sharding, tasks
+from jaxformer.base_run import FinetuneBase
 from jaxformer.data import pipeline
 from jaxformer.errors import UserError
 from jaxformer.models import FamilyConfig
+from jaxformer.models.common import lora
 from jaxformer.train import setup as setup_lib
 from jaxformer.train.run_settings import check_resumable, run_meta
 from jaxformer.train.step import StepConfig
@@ -47,6 +49,8 @@ class RunArgs:
   profile_steps: (start, stop): a jax.profiler trace of steps start..stop-1 into MODEL_DIR/profile.
   switch_vocabulary: train on with a VOCABULARY other than the run's own copy (MODEL_DIR/vocabulary/),
     which it then replaces; by default another tokenizer is refused, naming both digests.
+  base: fine-tune from this run (base_run.FinetuneBase): the parameters start as its (with LoRA, it is the
+    frozen base the adapters train on) and the optimizer state fresh; the base run is only read.
   final_eval: the held-out loss eval after the last step (with eval_period 0 and final_eval False the
     run evaluates nothing; `jaxformer eval loss` still can).
   """
@@ -68,6 +72,7 @@ class RunArgs:
   profile_steps: tuple[int, int] | None = None
   switch_vocabulary: bool = False
   final_eval: bool = True
+  base: FinetuneBase | None = None
 
   def __post_init__(self):
     for name, minimum in (("train_steps", 1), ("eval_period", 0), ("log_period", 1), ("seed", 0)):
@@ -169,12 +174,15 @@ class Trainer:
     _check_vocabulary(args.model_config, self.vocabulary)
     _check_run_vocabulary(self.model_dir, self.vocabulary, args.switch_vocabulary)
     _check_lengths(args)
+    self.base = _check_base(args, self.model_dir)
     self.setup = setup_lib.build(args.model_config, args.step_config, total_steps=args.train_steps)
     self.mesh, self.rules = self.setup.mesh, self.setup.rules
     log.info("mesh %s over %d devices of %d process(es)", dict(self.mesh.shape), self.mesh.size, jax.process_count())
     self.manager = checkpoint.make_manager(self.model_dir)
     self.iterator = pipeline.BatchIterator(pipeline.get_dataset(args.data_config, split="train"))
     self.meta = run_meta(args, self.vocabulary)
+    if self.base is not None:
+      self.meta["base"] = self.base
     self.state, self.start = _initial_state(self, args.seed)
     self.step = self.start
     self.end = (
@@ -187,10 +195,16 @@ class Trainer:
     if jax.process_index() == 0:
       write_operative_config(self.model_dir)
       _keep_vocabulary(self.vocabulary, self.model_dir)
+      if self.base is not None:
+        base_run.write_pointer(self.model_dir, self.base, args.model_config.lora)
 
   @property
   def model(self):
     return self.setup.model
+
+  def full_params(self, state) -> dict:
+    """The model's whole parameter tree (with LoRA: the frozen base and the adapters), for evals and samples."""
+    return state.params if state.frozen is None else lora.combine(state.frozen, state.params)
 
   def add_hook(self, hook: Hook | Callable[[StepInfo], None], every: int = 0, at_final: bool = True) -> Hook:
     """Adds a Hook, or a function fn(info) run every `every` steps and after the last one; returns the hook."""
@@ -343,10 +357,33 @@ def _check_vocabulary(model_config: FamilyConfig, vocabulary):
     )
 
 
+def _check_base(args: RunArgs, model_dir: str) -> dict | None:
+  """The base's pointer (base_run.pointer), after the checks that need no checkpoint read."""
+  if args.base is None:
+    if args.model_config.lora is not None:
+      raise UserError(
+        "models.LoraConfig is bound but train.train.base is not: adapters train on a base run; bind "
+        "train.train.base = @train.FinetuneBase() and BASE_DIR (runs/finetune_lora.gin)"
+      )
+    return None
+  if fs.resolve(args.base.model_dir) == model_dir:
+    raise UserError(f"MODEL_DIR={model_dir} is the base run itself: a fine-tune writes into a MODEL_DIR of its own")
+  return base_run.pointer(args.base)
+
+
 def _initial_state(trainer: "Trainer", seed: int):
-  """(state, start step): restored, fine-tuned from an import, or fresh."""
+  """(state, start step): restored, fine-tuned from a base run or an import, or fresh."""
   setup, manager, model_dir, iterator = trainer.setup, trainer.manager, trainer.model_dir, trainer.iterator
+  config = setup.model_config
   start = manager.latest_step()
+  if start is None and trainer.base is not None:
+    state = setup.init_state(jax.random.key(seed), with_frozen=False)
+    params, _ = base_run.restore(config, trainer.base, setup.mesh, setup.rules)
+    base = trainer.base
+    log.info("fine-tuning from %s step %d (sha256 %s)", base["model_dir"], base["step"], base["sha256"][:12])
+    if config.lora is not None:
+      return state.replace(frozen=params), 0
+    return state.replace(params=params), 0
   if start is None:
     return setup.init_state(jax.random.key(seed)), 0
   if start == 0 and checkpoint.holds_only_params(manager, start):  # `jaxformer import` wrote it: fine-tune
@@ -354,7 +391,17 @@ def _initial_state(trainer: "Trainer", seed: int):
     params, _ = checkpoint.restore_params(model_dir, setup.abstract_state.params, start)
     log.info("initialised parameters from the imported checkpoint at step %d in %s", start, model_dir)
     return state.replace(params=params, step=jnp.asarray(start, jnp.int32)), start
-  check = lambda step, saved: check_resumable(trainer.meta, saved, model_dir, step)
-  state, start = checkpoint.restore_newest_readable(manager, setup.abstract_state, iterator, check_meta=check)
+  recorded = {}
+
+  def check(step, saved):
+    check_resumable(trainer.meta, saved, model_dir, step)
+    recorded.update((saved or {}).get("base") or {})
+
+  abstract = setup.abstract_state.replace(frozen=None)
+  state, start = checkpoint.restore_newest_readable(manager, abstract, iterator, check_meta=check)
   log.info("restored step %d from %s", start, model_dir)
+  if config.lora is not None:  # the adapters fit the base they trained on, and only it
+    base_run.check_unchanged(recorded or trainer.base, f"{model_dir} (step {start})")
+    frozen, _ = base_run.restore(config, recorded or trainer.base, setup.mesh, setup.rules)
+    state = state.replace(frozen=frozen)
   return state, start
