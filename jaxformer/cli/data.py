@@ -1,5 +1,6 @@
 """`jaxformer data ...`: build, tokenize, convert, inspect, measure and time the data."""
 
+import argparse
 import functools
 import json
 import os
@@ -303,3 +304,53 @@ def stats_run(args, bindings):
     print(f"wrote {stats.write_png(report, args.output_png)}")
   if args.json:
     print(json.dumps(report))
+
+
+def instructions_args(parser):
+  # The defaults of data/ingest/instructions.py's InstructionOptions, written here: --help imports no TF.
+  defaults = argparse.Namespace(
+    max_length=2048,
+    validation_percent=5,
+    prompt_field="prompt",
+    completion_field="completion",
+    messages_field="messages",
+  )
+  parser.add_argument("--input", required=True, help="file pattern of .jsonl or .jsonl.gz (local or gs://)")
+  parser.add_argument("--output_dir", required=True)
+  parser.add_argument(
+    "--vocabulary", required=True, help="the run's tokenizer (spm.model, or a tokenizer.json with its chat template)"
+  )
+  parser.add_argument(
+    "--max_length", type=int, default=defaults.max_length, help="prompt + completion tokens (default 2048)"
+  )
+  parser.add_argument(
+    "--validation_percent", type=int, default=defaults.validation_percent, help="held out by content hash (5)"
+  )
+  parser.add_argument("--prompt_field", default=defaults.prompt_field)
+  parser.add_argument("--completion_field", default=defaults.completion_field)
+  parser.add_argument("--messages_field", default=defaults.messages_field)
+  parser.add_argument("--overwrite", action="store_true", help="replace an earlier output (default: refuse)")
+
+
+def instructions_run(args, bindings):
+  common.parse_gin(args, bindings)
+  from jaxformer.data.ingest import instructions
+
+  options = instructions.InstructionOptions(
+    max_length=args.max_length,
+    validation_percent=args.validation_percent,
+    prompt_field=args.prompt_field,
+    completion_field=args.completion_field,
+    messages_field=args.messages_field,
+  )
+  stats = common.user_errors(
+    instructions.convert_instructions, args.input, args.output_dir, args.vocabulary, options, overwrite=args.overwrite
+  )
+  records, tokens = stats["records"], stats["tokens"]
+  skipped = ", ".join(
+    f"{reason} {n} (first {stats['first_skipped'][reason]})" for reason, n in stats["skipped"].items()
+  )
+  print(
+    f"written: train {records['train']} ({tokens['train']} tokens), validation {records['validation']}; "
+    f"skipped: {skipped or 'none'}; template: {stats['template']}"
+  )

@@ -42,14 +42,17 @@ def register_configured(
   tfds_tasks: dict | None = None,
   mixtures: dict | None = None,
   tfds_data_dir: str | None = None,
+  instruction_tasks: dict | None = None,
 ) -> None:
   """Registers the gin-configured file and TFDS tasks and mixtures.
 
   tfds_tasks: {task name: (TFDS name with version, text feature key)}, read from tfds_data_dir
   (default: TFDS's own, $TFDS_DATA_DIR); the datasets must be prepared there already.
+  instruction_tasks: {task name: a `jaxformer data convert-instructions` folder} (tasks/instructions.py).
   """
   file_tasks, tfds_tasks, mixtures = file_tasks or {}, tfds_tasks or {}, mixtures or {}
-  if (file_tasks or tfds_tasks) and not vocabulary_path:
+  instruction_tasks = instruction_tasks or {}
+  if (file_tasks or tfds_tasks or instruction_tasks) and not vocabulary_path:
     raise ValueError(
       "tasks.register_configured.vocabulary_path is not set (a SentencePiece .model or a tokenizers .json)"
     )
@@ -58,5 +61,9 @@ def register_configured(
     text_task(name, converted_source(folder), vocabulary)
   for name, (tfds_name, text_key) in tfds_tasks.items():
     text_task(name, tfds_source(tfds_name, tfds_data_dir), vocabulary, text_key=text_key)
+  for name, folder in instruction_tasks.items():
+    from jaxformer.tasks.instructions import instruction_task
+
+    instruction_task(name, folder, vocabulary)
   for name, tasks_and_rates in mixtures.items():
     add_mixture(name, [tuple(x) for x in tasks_and_rates])
