@@ -249,3 +249,26 @@ def results_path(args, name: str) -> str:
   if getattr(args, "completions", None):
     return args.completions + "_results.jsonl"
   raise UserError("--output=FILE: where the per-item results go (there is no --model_dir to keep them in)")
+
+
+def exact_match_args(parser):
+  parser.add_argument("--model_dir", required=True)
+  parser.add_argument("--step", type=int, default=None)
+  parser.add_argument("--data_dir", required=True, help="a `jaxformer data convert-instructions` folder")
+  parser.add_argument("--split", default="validation", choices=("train", "validation"))
+  parser.add_argument("--num_examples", type=int, default=64)
+  parser.add_argument("--max_new_tokens", type=int, default=None, help="default: the longest completion's length")
+  parser.add_argument("--json", action="store_true")
+
+
+def exact_match_run(args, bindings):
+  common.check_positive("--num_examples", args.num_examples)
+  run = common.load_run(args, bindings)
+  from jaxformer.evals import exact_match as em
+
+  records = common.user_errors(em.read_records, args.data_dir, args.split, args.num_examples)
+  new_tokens = args.max_new_tokens or em.completion_lengths(records)
+  result = em.exact_match(run.model, run.params, run.vocabulary, records, new_tokens)
+  print(f"exact match {result['exact_match']:.3f} on {result['examples']} {args.split} records at step {run.step}")
+  if args.json:
+    print(json.dumps({"step": run.step, **result}))
