@@ -137,6 +137,11 @@ def bench_run(args, bindings):
   )
   print(f"MFU: 6N {mfu.format_mfu(r['mfu_6n'])}, 6N + causal attention {mfu.format_mfu(r['mfu_6n_attention'])}")
   print(f"peak memory {r['peak_memory_bytes'] / 2**20:,.0f} MiB ({r['peak_memory_source']})")
+  b = {k: v / 2**20 for k, v in r["state_bytes"].items()}
+  print(
+    f"train state: parameters trained {b['params']:,.1f} MiB, optimizer {b['optimizer']:,.1f} MiB, "
+    f"frozen {b['frozen']:,.1f} MiB"
+  )
   print(
     f"host overhead {r['host_overhead_share']:.1%} of a step as train runs it (batch copied in, metrics read "
     f"one step late: {r['loop_step_seconds'] * 1000:.1f} ms against {r['step_seconds'] * 1000:.1f} ms back to back)"

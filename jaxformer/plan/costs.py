@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from jaxformer import models
 from jaxformer.models import FamilyConfig, param_shapes
+from jaxformer.models.common import lora
 
 ADAM_STATE_PER_PARAM = 2  # mu and nu, float32 like the parameters.
 
@@ -32,6 +33,13 @@ def plan_report(length: int | None = None) -> dict:
   length = length or config.max_length
   params = count_params(config)
   param_bytes = params * jnp.dtype(config.param_dtype).itemsize
+  lora_part = {}
+  if config.lora is not None:  # the base frozen in the compute dtype, only the adapters in the optimizer
+    adapters, base = lora.split(param_shapes(config))
+    trainable = sum(math.prod(x.shape) for x in jax.tree.leaves(adapters))
+    frozen_bytes = (params - trainable) * jnp.dtype(config.dtype).itemsize
+    param_bytes = trainable * jnp.dtype(config.param_dtype).itemsize
+    lora_part = {"trainable_params": trainable, "frozen_bytes": frozen_bytes}
   return {
     "model": {"family": config.family, **dataclasses.asdict(config)},
     "params": params,
@@ -40,5 +48,6 @@ def plan_report(length: int | None = None) -> dict:
     **config.flops_per_token(length),
     "param_bytes": param_bytes,
     "adam_state_bytes": ADAM_STATE_PER_PARAM * param_bytes,
-    "train_state_bytes": (1 + ADAM_STATE_PER_PARAM) * param_bytes,
+    "train_state_bytes": (1 + ADAM_STATE_PER_PARAM) * param_bytes + lora_part.get("frozen_bytes", 0),
+    **lora_part,
   }

@@ -18,6 +18,10 @@ def format_report(report: dict) -> str:
     f"parameter bytes                 {report['param_bytes'] / GIB:.2f} GiB",
     f"Adam state bytes                {report['adam_state_bytes'] / GIB:.2f} GiB",
   ]
+  if "trainable_params" in report:
+    lines[-2] = f"adapter bytes (LoRA)            {report['param_bytes'] / GIB:.2f} GiB"
+    lines.insert(1, f"trainable (LoRA adapters)       {report['trainable_params']:,}")
+    lines.append(f"frozen base bytes               {report['frozen_bytes'] / GIB:.2f} GiB")
   tpu = report.get("tpu")
   if tpu:
     m = tpu["memory_per_device"]

@@ -47,6 +47,8 @@ def bench(
     raise ValueError(f"--length={length} is longer than the model's context ModelConfig.max_length={config.max_length}")
   setup = setup_lib.build(config, StepConfig(), total_steps=steps + warmup + 2, warmup_steps=1)
   state = setup.init_state(jax.random.key(seed))
+  nbytes = lambda tree: int(sum(x.nbytes for x in jax.tree.leaves(tree)))
+  state_bytes = {"params": nbytes(state.params), "optimizer": nbytes(state.opt_state), "frozen": nbytes(state.frozen)}
   step, batch_sharding, mesh, rules = setup.train_step, setup.batch_sharding, setup.mesh, setup.rules
   rng = np.random.default_rng(seed)
   targets = rng.integers(1, config.vocab_size, (batch_size, length)).astype(np.int32)
@@ -101,6 +103,8 @@ def bench(
     "model_tflops_per_second_6n": tokens_per_second * flops["flops_per_token_6n"] / 1e12,
     "peak_memory_bytes": peak,
     "peak_memory_source": peak_source,
+    # The train state's arrays (all devices): trained parameters, optimizer state, a LoRA run's frozen base.
+    "state_bytes": state_bytes,
     "loop_step_seconds": loop_seconds / steps,
     "host_overhead_share": max(0.0, 1.0 - seconds / loop_seconds),
     "final_loss": final_loss,
