@@ -2,6 +2,7 @@
 whole path as a user runs it: base run -> LoRA fine-tune -> exact match -> merged and PEFT exports."""
 
 import dataclasses
+import glob
 import json
 import os
 import subprocess
@@ -375,21 +376,20 @@ def test_lora_finetune_learns_and_exports_to_hf_and_peft(copy_run, pair_sets, tm
 
 @pytest.mark.slow
 def test_lora_finetune_resumes_exactly_and_refuses_a_changed_base(base_run, reverse_pairs, tmp_path):
+  import shutil
+
   folder, vocabulary = reverse_pairs
-  flags = _finetune_flags(base_run, folder, vocabulary, steps=12)
+  base = str(tmp_path / "base")
+  shutil.copytree(base_run, base)  # this test changes its base afterwards
+  flags = _finetune_flags(base, folder, vocabulary, steps=12)
   log = train_util.assert_sigkill_then_restart_matches(tmp_path, flags, steps=12, kill_after=6)
   assert "restored step" in log
   # A base that changed under the adapters is refused, naming both digests.
-  import shutil
-
-  changed = str(tmp_path / "changed_base")
-  shutil.copytree(base_run, changed)
-  model_dir = str(tmp_path / "on_changed")
-  assert train_util.run(model_dir, _finetune_flags(changed, folder, vocabulary, steps=3)) == 0
-  checksums = os.path.join(changed, "checkpoints", "4", "checksums.json")
-  with open(checksums, "a") as f:
+  runs = [os.path.dirname(p) for p in glob.glob(str(tmp_path / "**" / "base.json"), recursive=True)]
+  assert runs
+  with open(os.path.join(base, "checkpoints", "4", "checksums.json"), "a") as f:
     f.write(" ")
-  code, _, err = _jaxformer("eval", "exact-match", f"--model_dir={model_dir}", f"--data_dir={folder}")
+  code, _, err = _jaxformer("eval", "exact-match", f"--model_dir={runs[0]}", f"--data_dir={folder}")
   assert code == 2 and "which has sha256" in err and "holds adapters of the base" in err, err
 
 
@@ -447,3 +447,42 @@ def test_convert_instructions_flags_default_to_the_options():
   data.instructions_args(parser)
   flags = vars(parser.parse_args(["--input=x", "--output_dir=y", "--vocabulary=z"]))
   assert {k: flags[k] for k in dataclasses.asdict(InstructionOptions())} == dataclasses.asdict(InstructionOptions())
+
+
+@pytest.mark.parametrize(
+  "config",
+  [
+    CODEGEN,
+    LlamaConfig(vocab_size=97, num_layers=2, d_model=64, num_heads=4, num_kv_heads=2, head_size=24, dtype="float32"),
+  ],
+  ids=["codegen", "llama_gqa_head_dim"],
+)
+def test_peft_adapters_load_onto_the_hf_base_of_each_family(config, tmp_path):
+  """Adapters of every family (CodeGen's grouped qkv_proj; Llama's q/k/v/o with grouped-query heads and a
+  head_dim other than d_model / heads) land where PEFT reads them: the HF base plus them equals the merged
+  export and our forward with the adapters applied."""
+  import peft
+  import torch
+  import transformers
+
+  from jaxformer.export import lora as lora_export
+  from jaxformer.export import to_hf
+
+  adapted = config.replace(lora=lora.LoraConfig(rank=4, alpha=8.0))
+  adapters, base = _init(adapted)
+  adapters = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.key(2), x.shape), adapters)
+  whole = jax.tree.map(np.asarray, lora.combine(base, adapters))
+  to_hf.export_in_memory(jax.tree.map(np.asarray, base), config, str(tmp_path / "base"))
+  merged, plain = lora_export.merged(whole, adapted)
+  to_hf.export_in_memory(merged, plain, str(tmp_path / "merged"))
+  lora_export.export_adapters(whole, adapted, str(tmp_path / "adapters"), str(tmp_path / "base"))
+  tokens = random_tokens(config, 2, 12)
+  ours = np.asarray(jax.jit(lambda p: adapted.module().apply({"params": p}, tokens))(whole))
+  load = lambda d: transformers.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+  with torch.no_grad():
+    hf_merged = load(str(tmp_path / "merged"))(torch.from_numpy(tokens).long()).logits.numpy()
+    on_base = peft.PeftModel.from_pretrained(load(str(tmp_path / "base")), str(tmp_path / "adapters")).eval()
+    hf_peft = on_base(torch.from_numpy(tokens).long()).logits.numpy()
+  assert np.max(np.abs(hf_merged - ours)) < 1e-4
+  assert np.max(np.abs(hf_peft - ours)) < 1e-4
+  assert np.max(np.abs(ours - np.asarray(config.module().apply({"params": base}, tokens)))) > 1e-2

@@ -86,7 +86,7 @@ def _export_lora(args, config, vocabulary):
   if args.adapters_only:
     base = args.base_model or model_dir
     path = common.user_errors(
-      lora_export.export_adapters, params, config, args.output_dir, base, dtype=args.dtype, **options
+      lora_export.export_adapters, params, config, args.output_dir, base, dtype=args.dtype, qkv_groups=args.qkv_groups
     )
     kind = f"PEFT LoRA adapters (r={config.lora.rank}, {', '.join(lora_export.target_modules(config, options))})"
   else:

@@ -70,12 +70,15 @@ def target_modules(config, options: dict) -> list[str]:
   return sorted(names)
 
 
-def export_adapters(params: dict, config, output: str, base_model: str, dtype: str = "float32", **options) -> str:
+def export_adapters(
+  params: dict, config, output: str, base_model: str, dtype: str = "float32", qkv_groups: int = 4
+) -> str:
   """Writes PEFT's adapter directory at `output` (must not exist); base_model: the HF base directory or hub
-  name recorded as base_model_name_or_path. Returns the directory."""
+  name recorded as base_model_name_or_path; qkv_groups: as `export`'s (CodeGen's QKV layout). Returns it."""
   import torch
   from safetensors.torch import save_file
 
+  options = {"groups": qkv_groups} if config.family == "codegen" else {}
   if dtype not in TORCH_DTYPES:
     raise ValueError(f"--dtype={dtype}: choose one of {sorted(TORCH_DTYPES)}")
   output = os.path.abspath(output)
