@@ -65,7 +65,8 @@ def digest(model_dir: str, step: int) -> str:
 
 def check_unchanged(recorded: dict, where: str) -> None:
   """UserError when the base a run recorded is gone or differs now (a LoRA run's adapters fit only it)."""
-  now = digest(recorded["model_dir"], recorded["step"]) if fs.exists(recorded["model_dir"]) else None
+  step_dir = os.path.join(recorded["model_dir"], "checkpoints", str(recorded["step"]))
+  now = digest(recorded["model_dir"], recorded["step"]) if fs.exists(step_dir) else None
   if now != recorded["sha256"]:
     state = "is gone" if now is None else f"has sha256 {now[:12]} now"
     raise UserError(
@@ -74,7 +75,8 @@ def check_unchanged(recorded: dict, where: str) -> None:
     )
 
 
-def _base_meta(model_dir: str, step: int) -> dict | None:
+def step_meta(model_dir: str, step: int) -> dict | None:
+  """The settings a run's checkpoint step was saved with (its meta item), or None."""
   path = os.path.join(model_dir, "checkpoints", str(step), "meta", "metadata")
   if not fs.exists(path):
     return None
@@ -85,7 +87,7 @@ def _base_meta(model_dir: str, step: int) -> dict | None:
 def _check_layout(config, recorded: dict, abstract_base: dict) -> None:
   """UserError naming the base and the run's model when the base holds another family or other shapes."""
   model_dir, step = recorded["model_dir"], recorded["step"]
-  meta = _base_meta(model_dir, step) or {}
+  meta = step_meta(model_dir, step) or {}
   where = f"train.FinetuneBase.model_dir={model_dir} (step {step})"
   if meta.get("family") and meta["family"] != config.family:
     raise UserError(f"{where} is a {meta['family']} model; this run's {config.gin_name} is a {config.family} model")

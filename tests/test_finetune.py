@@ -126,6 +126,9 @@ def test_convert_instructions_counts_skips_and_renders_chat_templates(tmp_path):
     {"prompt": "y" * 3000, "completion": "z"},
   ]
   source = _jsonl(tmp_path / "sft.jsonl", records)
+  with open(source, "ab") as f:
+    f.write(b'{"prompt": "\xff", "completion": "a"}\n')  # not UTF-8
+    f.write(b'{"prompt": "\\ud800", "completion": "a"}\n')  # JSON's escape of a lone surrogate
   options = instructions.InstructionOptions(max_length=256, validation_percent=0)
   stats = instructions.convert_instructions(source, str(tmp_path / "out"), vocabulary, options)
   assert stats["records"] == {"train": 2, "validation": 0}
@@ -135,6 +138,8 @@ def test_convert_instructions_counts_skips_and_renders_chat_templates(tmp_path):
     "empty completion": 1,
     "the last message is not the assistant's": 1,
     "longer than the context (256 tokens)": 1,
+    "not UTF-8": 1,
+    "not valid Unicode (a lone surrogate)": 1,
   }
   assert stats["first_skipped"]["not JSON"] == f"{source}:3"
   assert stats["template"].startswith("chat_template")
@@ -225,6 +230,9 @@ def test_instruction_batches_put_the_loss_on_completions(reverse_pairs, local_co
       assert targets[segments == 1][weights[segments == 1] > 0][-1] == vocab.eos_id
     shares[prompt_loss] = weights.sum() / (segments > 0).sum()
   assert shares[True] > 2 * shares[False]
+  instructions.check_lengths("sft", 128)
+  with pytest.raises(ValueError, match=r"converted for records of up to 128 tokens .* TASK_FEATURE_LENGTHS"):
+    instructions.check_lengths("sft", 64)  # rows shorter than the records would cut their completions
 
 
 def _finetune_flags(base_dir, folder, vocabulary, steps, run_gin="runs/finetune_lora.gin", model_gin="models/tiny.gin"):
@@ -343,6 +351,8 @@ def test_lora_finetune_learns_and_exports_to_hf_and_peft(copy_run, pair_sets, tm
     assert code == 0, err
   code, _, err = _jaxformer("export", f"--model_dir={model_dir}", f"--output_dir={tmp_path / 'x'}")
   assert code == 2 and "is a LoRA run: pass --merge" in err
+  code, _, err = _jaxformer("export", f"--model_dir={model_dir}", f"--output_dir={tmp_path / 'x'}", "--adapters_only")
+  assert code == 2 and "--adapters_only needs --base_model" in err
 
   # Merged HF weights against our adapters applied (jaxformer's own forward, float32).
   import gin
@@ -387,6 +397,10 @@ def test_lora_finetune_resumes_exactly_and_refuses_a_changed_base(base_run, reve
   # A base that changed under the adapters is refused, naming both digests.
   runs = [os.path.dirname(p) for p in glob.glob(str(tmp_path / "**" / "base.json"), recursive=True)]
   assert runs
+  # Resuming with another base than the one the run recorded is refused.
+  other = _finetune_flags(base_run, folder, vocabulary, steps=14)
+  code, _, err = _jaxformer("train", f"--model_dir={runs[0]}", *other)
+  assert code == 2 and f"was fine-tuned from {base} step 4" in err, err
   with open(os.path.join(base, "checkpoints", "4", "checksums.json"), "a") as f:
     f.write(" ")
   code, _, err = _jaxformer("eval", "exact-match", f"--model_dir={runs[0]}", f"--data_dir={folder}")

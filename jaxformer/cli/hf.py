@@ -26,7 +26,7 @@ def export_args(parser):
   parser.add_argument(
     "--base_model",
     default=None,
-    help="--adapters_only: base_model_name_or_path to record (the base's HF directory or hub name)",
+    help="with --adapters_only (required): the base's HF directory or hub name, for base_model_name_or_path",
   )
 
 
@@ -84,7 +84,12 @@ def _export_lora(args, config, vocabulary):
   params, step = common.user_errors(restore_run_params, model_dir, config, mesh, rules, args.step, as_numpy=True)
   options = {"groups": args.qkv_groups} if config.family == "codegen" else {}
   if args.adapters_only:
-    base = args.base_model or model_dir
+    if not args.base_model:
+      raise UserError(
+        "--adapters_only needs --base_model: the HF directory (or hub name) of the base that PEFT loads the "
+        "adapters onto (`jaxformer export` the base run to make one)"
+      )
+    base = args.base_model
     path = common.user_errors(
       lora_export.export_adapters, params, config, args.output_dir, base, dtype=args.dtype, qkv_groups=args.qkv_groups
     )

@@ -38,11 +38,12 @@ def restore_run_params(model_dir: str, config: FamilyConfig, mesh, rules, step: 
   abstract = sharding.sharded_param_shapes(config, mesh, rules)[0]
   if config.lora is None:
     return checkpoint.restore_params(model_dir, abstract, step, as_numpy=as_numpy)
-  recorded = base_run.read_pointer(model_dir)
-  if recorded is None:
-    raise FileNotFoundError(f"{model_dir}/{base_run.POINTER} is missing: this LoRA run does not say its base run")
-  base_run.check_unchanged(recorded, model_dir)
   adapters, base_abstract = lora.split(abstract)
   adapters, step = checkpoint.restore_params(model_dir, adapters, step, as_numpy=as_numpy)
+  # The base this step trained on: its own settings say, else MODEL_DIR/base.json.
+  recorded = (base_run.step_meta(model_dir, step) or {}).get("base") or base_run.read_pointer(model_dir)
+  if recorded is None:
+    raise FileNotFoundError(f"{model_dir}/{base_run.POINTER} is missing: this LoRA run does not say its base run")
+  base_run.check_unchanged(recorded, f"{model_dir} (step {step})")
   base, _ = checkpoint.restore_params(recorded["model_dir"], base_abstract, recorded["step"], as_numpy=as_numpy)
   return lora.combine(base, adapters), step

@@ -61,9 +61,26 @@ def _to_targets(prompt_loss: bool):
   return to_targets
 
 
+CONVERTED_FOR = {}  # task name -> (folder, the --max_length it was converted for)
+
+
+def check_lengths(mixture_or_task_name: str, length: int) -> None:
+  """ValueError when an instruction task of the run holds records longer than its rows: seqio would cut
+  them at the end, where the completion and its EOS are."""
+  task = seqio.get_mixture_or_task(mixture_or_task_name)
+  for sub in getattr(task, "tasks", [task]):
+    if sub.name in CONVERTED_FOR and CONVERTED_FOR[sub.name][1] > length:
+      folder, converted = CONVERTED_FOR[sub.name]
+      raise ValueError(
+        f"{folder} was converted for records of up to {converted} tokens (--max_length) and "
+        f"TASK_FEATURE_LENGTHS['targets']={length}: longer records would lose their completions; convert it "
+        f"again with --max_length={length}, or lengthen the rows"
+      )
+
+
 def instruction_task(name: str, folder: str, vocabulary) -> seqio.Task:
   """Registers (or re-registers) the task over a convert-instructions folder."""
-  _stats(folder, vocabulary)
+  CONVERTED_FOR[name] = (folder, _stats(folder, vocabulary)["max_length"])
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)
   patterns = {split: os.path.join(folder, FOLDER, f"{split}-*.tfrecord") for split in SPLITS}

@@ -174,11 +174,14 @@ class Trainer:
     _check_vocabulary(args.model_config, self.vocabulary)
     _check_run_vocabulary(self.model_dir, self.vocabulary, args.switch_vocabulary)
     _check_lengths(args)
-    self.base = _check_base(args, self.model_dir)
+    from jaxformer.tasks.instructions import check_lengths
+
+    errors.call_configurable(check_lengths, args.data_config.mixture_or_task_name, args.data_config.length)
     self.setup = setup_lib.build(args.model_config, args.step_config, total_steps=args.train_steps)
     self.mesh, self.rules = self.setup.mesh, self.setup.rules
     log.info("mesh %s over %d devices of %d process(es)", dict(self.mesh.shape), self.mesh.size, jax.process_count())
     self.manager = checkpoint.make_manager(self.model_dir)
+    self.base = _check_base(args, self.model_dir, self.manager)
     self.iterator = pipeline.BatchIterator(pipeline.get_dataset(args.data_config, split="train"))
     self.meta = run_meta(args, self.vocabulary)
     if self.base is not None:
@@ -357,8 +360,27 @@ def _check_vocabulary(model_config: FamilyConfig, vocabulary):
     )
 
 
-def _check_base(args: RunArgs, model_dir: str) -> dict | None:
-  """The base's pointer (base_run.pointer), after the checks that need no checkpoint read."""
+def _check_base(args: RunArgs, model_dir: str, manager) -> dict | None:
+  """The base's pointer: the one MODEL_DIR's newest checkpoint recorded when it resumes (a LoRA run's adapters
+  fit that base only, so another BASE_DIR or step is refused, and that base must be unchanged), else
+  base_run.pointer of train.train.base."""
+  latest = manager.latest_step()
+  recorded = (base_run.step_meta(model_dir, latest) or {}).get("base") if latest is not None else None
+  if recorded:
+    named = args.base
+    if (
+      named is None
+      or fs.resolve(named.model_dir) != recorded["model_dir"]
+      or named.step not in (None, recorded["step"])
+    ):
+      given = "no train.train.base" if named is None else f"train.FinetuneBase {named.model_dir} step {named.step}"
+      raise UserError(
+        f"{model_dir} (step {latest}) was fine-tuned from {recorded['model_dir']} step {recorded['step']}, and the "
+        f"run now names {given}: bind BASE_DIR to that base, or fine-tune into a new MODEL_DIR"
+      )
+    if args.model_config.lora is not None:
+      base_run.check_unchanged(recorded, f"{model_dir} (step {latest})")
+    return recorded
   if args.base is None:
     if args.model_config.lora is not None:
       raise UserError(

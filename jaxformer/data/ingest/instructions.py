@@ -45,9 +45,25 @@ class Skip(Exception):
 
 
 def _lines(path: str):
-  opener = (lambda: gzip.open(fs.open(path, "rb"), "rt", encoding="utf-8")) if path.endswith(".gz") else None
-  with opener() if opener else fs.open(path) as f:
+  """(line number, bytes) of a file, through gzip for .gz: each line is decoded on its own (a bad one is
+  skipped, not the file)."""
+  with gzip.open(fs.open(path, "rb")) if path.endswith(".gz") else fs.open(path, "rb") as f:
     yield from enumerate(f, 1)
+
+
+def _text(raw: bytes) -> str:
+  try:
+    return raw.decode("utf-8")
+  except UnicodeDecodeError:
+    raise Skip("not UTF-8") from None
+
+
+def _valid(text: str) -> str:
+  try:
+    text.encode("utf-8")  # a lone surrogate ("\ud800" in the JSON) is no text a tokenizer takes
+  except UnicodeEncodeError:
+    raise Skip("not valid Unicode (a lone surrogate)") from None
+  return text
 
 
 def chat_template(vocabulary_path: str) -> dict | None:
@@ -102,7 +118,7 @@ def _messages(value) -> list[dict]:
     raise Skip("the last message is not the assistant's")
   if not value[-1]["content"].strip():
     raise Skip("empty completion")
-  return [dict(m, content=escape_sentinels_text(m["content"])) for m in value]
+  return [dict(m, content=escape_sentinels_text(_valid(m["content"])), role=_valid(m["role"])) for m in value]
 
 
 def texts(record, options: InstructionOptions, render) -> tuple[str, str]:
@@ -126,7 +142,7 @@ def texts(record, options: InstructionOptions, render) -> tuple[str, str]:
     raise Skip("empty prompt")
   if not completion.strip():
     raise Skip("empty completion")
-  return escape_sentinels_text(prompt), escape_sentinels_text(completion)
+  return escape_sentinels_text(_valid(prompt)), escape_sentinels_text(_valid(completion))
 
 
 def _example(prompt_ids, completion_ids):
@@ -168,7 +184,7 @@ def convert_instructions(
             continue
           try:
             try:
-              record = json.loads(line)
+              record = json.loads(_text(line))
             except json.JSONDecodeError:
               raise Skip("not JSON") from None
             try:
