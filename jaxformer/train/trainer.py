@@ -28,6 +28,7 @@ from jaxformer.train import setup as setup_lib
 from jaxformer.train.run_settings import check_resumable, run_meta
 from jaxformer.train.step import StepConfig
 from jaxformer.train.tracking import WandbConfig
+from jaxformer.train.vocabulary_copy import check_run_vocabulary, keep_vocabulary
 
 log = logging.getLogger("jaxformer")
 
@@ -172,7 +173,7 @@ class Trainer:
     self.model_dir = fs.resolve(args.model_dir)
     self.vocabulary = tasks.ensure_registered(args.data_config.mixture_or_task_name)
     _check_vocabulary(args.model_config, self.vocabulary)
-    _check_run_vocabulary(self.model_dir, self.vocabulary, args.switch_vocabulary)
+    check_run_vocabulary(self.model_dir, self.vocabulary, args.switch_vocabulary)
     _check_lengths(args)
     from jaxformer.tasks.instructions import check_lengths
 
@@ -197,7 +198,7 @@ class Trainer:
     self.hook_seconds = 0.0  # wall time spent in hooks' __call__ (throughput leaves it out)
     if jax.process_index() == 0:
       write_operative_config(self.model_dir)
-      _keep_vocabulary(self.vocabulary, self.model_dir)
+      keep_vocabulary(self.vocabulary, self.model_dir)
       if self.base is not None:
         base_run.write_pointer(self.model_dir, self.base, args.model_config.lora)
 
@@ -294,52 +295,6 @@ def write_operative_config(model_dir: str, name: str = "config.gin") -> str:
   path = os.path.join(model_dir, name)
   fs.write(path, gin.operative_config_str())
   return path
-
-
-def _keep_vocabulary(vocabulary, model_dir: str):
-  """Copies the vocabulary file into MODEL_DIR/vocabulary/ (as spm.model or tokenizer.json), so
-  sample, eval and export need no corpus; HF tokenizer files beside a tokenizer.json go with it."""
-  from jaxformer.data.pipeline.vocabulary import HF_TOKENIZER_FILES, vocabulary_file_name
-
-  source = _vocabulary_source(vocabulary)
-  if not source:
-    return
-  target = os.path.join(model_dir, "vocabulary", vocabulary_file_name(source))
-  if source.endswith(".json") and fs.resolve(source) != fs.resolve(target):
-    for name in HF_TOKENIZER_FILES[1:]:
-      beside = os.path.join(os.path.dirname(source), name)
-      if fs.exists(beside):
-        fs.makedirs(os.path.dirname(target))
-        fs.copy(beside, os.path.join(os.path.dirname(target), name))
-  if fs.resolve(source) != fs.resolve(target):
-    fs.makedirs(os.path.dirname(target))
-    fs.copy(source, target)
-
-
-def _vocabulary_source(vocabulary) -> str | None:
-  return getattr(vocabulary, "model_path", None) or getattr(vocabulary, "path", None)
-
-
-def _file_sha256(path: str) -> str:
-  import hashlib
-
-  with fs.open(path, "rb") as f:
-    return hashlib.sha256(f.read()).hexdigest()
-
-
-def _check_run_vocabulary(model_dir: str, vocabulary, switch: bool) -> None:
-  """A run's tokenizer is part of the run: resuming (or fine-tuning an import) with another is refused,
-  naming both digests, unless train.train.switch_vocabulary says it is meant."""
-  kept, source = checkpoint.find_vocabulary(model_dir), _vocabulary_source(vocabulary)
-  if kept is None or source is None or fs.resolve(source) == fs.resolve(kept) or switch:
-    return
-  ours, theirs = _file_sha256(kept), _file_sha256(source)
-  if ours != theirs:
-    raise UserError(
-      f"{kept} (sha256 {ours[:12]}) is the tokenizer this run was trained with, and VOCABULARY={source} "
-      f"(sha256 {theirs[:12]}) is another: bind VOCABULARY to the run's own, or set "
-      "--gin.train.train.switch_vocabulary=True to train on with the new one (it replaces the run's copy)"
-    )
 
 
 def _check_lengths(args: RunArgs) -> None:
