@@ -81,6 +81,7 @@ def parse_gin(
   search_paths: Sequence[str] | None = None,
   finalize: bool = True,
   base_files: Sequence[str] = (),
+  unread_macros_allowed: Iterable[str] = (),
 ) -> config_files.Program:
   """Clears gin, then parses base_files, gin_files and bindings in order (config_files.py's rule decides
   which of two bindings of one setting may win).
@@ -91,6 +92,8 @@ def parse_gin(
     search_paths: folders searched for gin files and includes (default: default_search_paths()).
     finalize: gin.finalize() at the end, which requires every %gin.REQUIRED macro to be bound.
     base_files: paths of a run's own config.gin, parsed first; anything after may override them.
+    unread_macros_allowed: macros among the bindings that need not be read (a sweep run's bindings under
+      an eval that overrides what reads them: the run's config.gin holds them as file bindings).
   Returns:
     the parsed Program (every binding with its place).
   Raises:
@@ -111,7 +114,7 @@ def parse_gin(
       if piece.file is None and isinstance(e, (SyntaxError, tokenize.TokenError)):
         hint = " (gin values are expressions: quote strings, e.g. --gin.MODEL_DIR=\"'/tmp/run'\")"
       raise GinConfigError(_describe(e, where) + hint) from e
-  _check_flag_macros_are_read(program)
+  _check_flag_macros_are_read(program, set(unread_macros_allowed))
   if finalize:
     missing = program.unbound_required()
     if missing:
@@ -126,13 +129,13 @@ def parse_gin(
   return program
 
 
-def _check_flag_macros_are_read(program: config_files.Program) -> None:
+def _check_flag_macros_are_read(program: config_files.Program, allowed: set) -> None:
   """A --gin.MACRO=V flag that no binding reads (a typo such as TRIAN_STEPS) would silently train
   the default: stop and name it, with the closest macro that is read."""
   read = program.macros_read()
   bound_in_files = {b.key for b in program.bindings if b.file is not None}
   for binding in program.bindings:
-    if binding.file is None and binding.is_macro and binding.key not in read:
+    if binding.file is None and binding.is_macro and binding.key not in read and binding.key not in allowed:
       close = difflib.get_close_matches(binding.key, sorted(read | bound_in_files), n=1)
       hint = f"; did you mean {close[0]}?" if close else f" (macros read: {', '.join(sorted(read)) or 'none'})"
       raise GinConfigError(f"--gin.{binding.key}: no binding reads the macro {binding.key}{hint}")

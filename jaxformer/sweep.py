@@ -36,7 +36,7 @@ import time
 import gin
 
 from jaxformer import fs
-from jaxformer.train.metrics import read_metrics
+from jaxformer.train.metrics import final_train_eval, train_totals
 
 RESULT_FILE = "sweep_result.json"
 RUN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
@@ -200,7 +200,8 @@ def check_runs(sweep: Sweep, output_dir: str, parse, query) -> None:
   parse them (a misspelled binding stops here, named), TRAIN_STEPS is a positive integer, each eval's
   bindings parse on top of the run's, and every comparison names runs and evals the sweep has.
 
-  parse(gin_files, bindings) parses gin (config.parse_gin); query(name) reads a bound value.
+  parse(gin_files, bindings, unread_macros_allowed) parses gin (config.parse_gin); query(name) reads a
+  bound value.
   Raises ValueError naming the run, eval or comparison.
   """
   from jaxformer.errors import require_int
@@ -212,7 +213,9 @@ def check_runs(sweep: Sweep, output_dir: str, parse, query) -> None:
       where = f"sweep run {run.name!r}" + (f", eval {eval_name!r}" if eval_name else "")
       try:
         _, _, gin_bindings = _eval_parts(eval_bindings)
-        parse(run.gin_files, flags + [f"{k} = {v!r}" for k, v in gin_bindings.items()])
+        # Under an eval the run's bindings are its config.gin's: an eval binding may leave one unread.
+        unread = [k for k, _ in run.bindings] if eval_name else []
+        parse(run.gin_files, flags + [f"{k} = {v!r}" for k, v in gin_bindings.items()], unread)
         if eval_name is None:
           require_int("TRAIN_STEPS", query("%TRAIN_STEPS"), 1)
       except ValueError as e:
@@ -241,15 +244,6 @@ def read_json(path: str):
     return None
   with fs.open(path) as f:
     return json.load(f)
-
-
-def final_train_eval(model_dir: str) -> dict:
-  """{task: loss} of the last eval the trainer logged in MODEL_DIR/metrics.jsonl."""
-  evals = [r for r in read_metrics(model_dir) if r.get("split") == "eval"]
-  if not evals:
-    return {}
-  last = max(r["step"] for r in evals)
-  return {r["task"]: r["loss"] for r in evals if r["step"] == last}
 
 
 # --- launchers ------------------------------------------------------------------------------
@@ -364,6 +358,7 @@ def run_sweep(sweep: Sweep, output_dir: str, launcher, dry_run: bool = False, sa
         "gin_files": list(run.gin_files),
         "bindings": {k: repr(v) for k, v in run.bindings},
         "final": final_train_eval(model_dir),
+        "train": train_totals(model_dir),
         "evals": evals,
         "seconds": time.time() - started,
       }
@@ -384,8 +379,10 @@ def run_sweep(sweep: Sweep, output_dir: str, launcher, dry_run: bool = False, sa
 
 
 def flatten_metrics(record: dict) -> dict:
-  """{'final/local_pl': loss, 'l2r/local_nl': loss, 'humaneval/pass@1': ..., ...} of one run's sweep_result.json."""
+  """{'final/local_pl': loss, 'train/supervised_tokens': n, 'l2r/local_nl': loss, 'humaneval/pass@1': ...} of
+  one run's sweep_result.json."""
   out = {f"final/{task}": loss for task, loss in sorted(record.get("final", {}).items())}
+  out.update({f"train/{k}": v for k, v in sorted(record.get("train", {}).items())})
   for eval_name, losses in record.get("evals", {}).items():
     out.update({f"{eval_name}/{task}": loss for task, loss in sorted(losses.items())})
   return out

@@ -63,7 +63,8 @@ def collect(sweep: Sweep, output_dir: str) -> dict:
   if arms:
     files.append(join_path(output_dir, "results.png"))
     # The sweep's own evals score every run alike; the trainer's final/* ones only when there are none.
-    plotted = [m for m in metrics if not m.startswith("final/")] or metrics
+    losses = [m for m in metrics if not m.startswith("train/")]
+    plotted = [m for m in losses if not m.startswith("final/")] or losses
     _plot(arms, plotted, files[2])
   return {"rows": rows, "arms": arms, "metrics": metrics, "comparisons": comparisons, "files": files}
 
@@ -93,9 +94,10 @@ def _compare(spec: dict, by_arm: dict) -> dict:
 
 
 def _cell(summary: dict) -> str:
+  form = ",.0f" if abs(summary["mean"]) >= 1000 else ".4f"  # counts (train/*) whole, losses to 4 places
   if summary["n"] < 2:
-    return f"{summary['mean']:.4f}"
-  return f"{summary['mean']:.4f} ± {summary['std']:.4f}"
+    return f"{summary['mean']:{form}}"
+  return f"{summary['mean']:{form}} ± {summary['std']:{form}}"
 
 
 def results_markdown(arms, metrics, comparisons, finished: int, planned: int, seeds: int) -> str:
@@ -173,3 +175,27 @@ def _plot(arms, metrics, path: str):
   fig.savefig(buffer, format="png", dpi=110)
   plt.close(fig)
   fs.write(path, buffer.getvalue(), mode="wb")
+
+
+def write_report(doc_path: str, sweep_file: str, results: dict) -> str:
+  """Puts a collected sweep into a document (`sweep --report`, e.g. docs/LESSONS.md): the text between the
+  lines `<!-- results of STEM -->` and `<!-- end of results -->` (STEM: the sweep file's name without .gin)
+  becomes results.md, and results.png is copied beside the document as STEM_results.png with a link to it.
+  Returns the image's path. Raises ValueError naming the document when it lacks the marker lines."""
+  stem = sweep_file.rsplit("/", 1)[-1].removesuffix(".gin")
+  begin, end = f"<!-- results of {stem} -->", "<!-- end of results -->"
+  with fs.open(doc_path) as f:
+    text = f.read()
+  start = text.find(begin)
+  stop = text.find(end, start)
+  if start < 0 or stop < 0:
+    raise ValueError(f"{doc_path}: no '{begin}' line followed by '{end}' to put the results between")
+  image = join_path(doc_path.rsplit("/", 1)[0] if "/" in doc_path else ".", f"{stem}_results.png")
+  with fs.open(results["files"][1]) as f:
+    table = f.read()
+  block = f"{begin}\n{table}\n![the arms' means, one standard deviation as error bars]({stem}_results.png)\n"
+  if len(results["files"]) > 2:
+    with fs.open(results["files"][2], "rb") as f:
+      fs.write(image, f.read(), mode="wb")
+  fs.write(doc_path, text[:start] + block + text[stop:])
+  return image

@@ -401,3 +401,23 @@ def test_small_pl_task_repeats_the_same_documents_every_epoch(local_corpus):
   three = chunks(3)
   assert len(one) > 5 and three == one * 3  # exactly 5 documents' chunks, three times over
   assert len(chunks(None)) == 10_000  # an unbounded run never runs dry
+
+
+def test_small_pl_task_by_token_budget_keeps_the_first_documents_that_fit(local_corpus):
+  from jaxformer.tasks import local
+
+  gin.bind_parameter("objectives.objective_mixture.rates", {"causal_lm": 1.0})
+  local.register_local_tasks(corpus_dir=local_corpus)
+  documents = seqio.get_mixture_or_task("local_pl_small").get_dataset(
+    {"targets": 100_000}, split="train", shuffle=False, num_epochs=1, use_cached=False
+  )
+  lengths = [len(x["targets"]) for x in documents.as_numpy_iterator()]  # one chunk per document
+  budget = sum(lengths[:3]) + lengths[3] // 2  # three documents fit, the fourth does not
+  local.register_local_tasks(corpus_dir=local_corpus, small_pl_tokens=budget)
+  small = seqio.get_mixture_or_task("local_pl_small").get_dataset(
+    {"targets": 100_000}, split="train", shuffle=False, num_epochs=2, use_cached=False
+  )
+  assert [len(x["targets"]) for x in small.as_numpy_iterator()] == lengths[:3] * 2
+  assert "local_nl_only" in seqio.MixtureRegistry.names()
+  with pytest.raises(ValueError, match="small_pl_tokens"):
+    local.register_local_tasks(corpus_dir=local_corpus, small_pl_tokens=0)

@@ -109,6 +109,43 @@ def test_seeds_give_mean_spread_and_a_verdict_by_the_written_rule(tmp_path, loss
   assert len(list(csv.DictReader(open(tmp_path / "results.csv")))) == 6  # every seed's row kept
 
 
+def test_report_puts_the_results_into_a_document_between_its_markers(tmp_path):
+  definition = sweep.define(
+    variants={"a": {}, "b": {}},
+    evals={"l2r": {"OBJECTIVE_RATES": {"causal_lm": 1.0}}},
+    comparisons=[{"lesson": "x", "metric": "l2r/local_pl", "lower": "a", "than": "b"}],
+    seeds=3,
+  )
+  out = tmp_path / "out"
+  _write_results(out, {"a": [4.00, 4.02, 4.01], "b": [4.30, 4.31, 4.29]})
+  results = sweep_results.collect(definition, str(out))
+  doc = tmp_path / "docs" / "LESSONS.md"
+  doc.parent.mkdir()
+  doc.write_text("intro\n<!-- results of my_sweep -->\nold table\n<!-- end of results -->\nprose\n")
+  image = sweep_results.write_report(str(doc), "sweeps/my_sweep.gin", results)
+  text = doc.read_text()
+  assert text.startswith("intro\n<!-- results of my_sweep -->\n") and text.endswith("<!-- end of results -->\nprose\n")
+  assert "old table" not in text and (out / "results.md").read_text() in text
+  assert "| x | l2r/local_pl | a < b |" in text and "](my_sweep_results.png)" in text
+  assert image == str(tmp_path / "docs" / "my_sweep_results.png")
+  assert (tmp_path / "docs" / "my_sweep_results.png").read_bytes() == (out / "results.png").read_bytes()
+  doc.write_text("no markers\n")
+  with pytest.raises(ValueError, match=r"LESSONS.md: no '<!-- results of my_sweep -->' line"):
+    sweep_results.write_report(str(doc), "sweeps/my_sweep.gin", results)
+
+
+def test_supervised_tokens_are_counted_from_the_train_records(tmp_path):
+  from jaxformer.train import metrics
+
+  records = [{"step": s, "split": "train", "loss_tokens": 100.0 * s} for s in (1, 2, 3, 4)]
+  records += [{"step": 2, "split": "train", "loss_tokens": 200.0}]  # a resumed run logs a step again
+  records += [{"step": 4, "split": "eval", "task": "local_pl", "loss": 4.5}]
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  assert metrics.train_totals(str(tmp_path)) == {"steps": 4, "supervised_tokens": 1000.0}
+  record = {"final": metrics.final_train_eval(str(tmp_path)), "train": metrics.train_totals(str(tmp_path))}
+  assert sweep.flatten_metrics(record) == {"final/local_pl": 4.5, "train/steps": 4, "train/supervised_tokens": 1000.0}
+
+
 def test_bad_sweep_definitions_are_named():
   with pytest.raises(ValueError, match="nothing to run"):
     sweep.define(base_gin_files=["x.gin"])
@@ -163,25 +200,39 @@ def test_a_dry_run_parses_every_run_and_names_what_cannot_work(tmp_path, capsys)
 def test_the_lessons_sweep_file_expands_to_its_ablations():
   config_lib.parse_gin(["sweeps/codegen2_lessons.gin"])
   definition = sweep.define()
+  assert definition.seeds == 3
   names = [r.name for r in sweep.expand(definition)]
   assert names == [
     "causal",
     "prefix_lm",
+    "causal_half",
     "causal_span",
     "causal_span_seq",
+    "fim",
     "pl_only",
+    "nl_only",
     "pl_small_1epoch",
-    "pl_small_6epochs",
+    "pl_small_5epochs",
   ]
   runs = {r.name: dict(r.bindings) for r in sweep.expand(definition)}
-  # each pair differs only in the ablated setting
+  # each pair a claim compares differs only in the ablated setting
   differ = lambda a, b: sorted(k for k in set(runs[a]) | set(runs[b]) if runs[a].get(k) != runs[b].get(k))
   assert differ("causal", "prefix_lm") == ["OBJECTIVE_RATES"]
-  assert differ("causal", "causal_span") == ["OBJECTIVE_RATES"]
+  assert differ("causal_half", "prefix_lm") == ["OBJECTIVE_RATES", "TRAIN_STEPS"]
+  assert runs["causal_half"]["TRAIN_STEPS"] * 2 == runs["prefix_lm"]["TRAIN_STEPS"]  # its supervised tokens
+  assert differ("causal", "causal_span") == ["LOSS_PLACEMENT", "OBJECTIVE_RATES"]
   assert differ("causal_span", "causal_span_seq") == ["LOSS_PLACEMENT"]
-  assert differ("causal", "pl_only") == ["MIXTURE_OR_TASK_NAME"]
-  assert differ("pl_small_1epoch", "pl_small_6epochs") == ["TRAIN_STEPS"]
+  assert differ("causal", "pl_only") == differ("causal", "nl_only") == ["MIXTURE_OR_TASK_NAME"]
+  assert differ("pl_small_1epoch", "pl_small_5epochs") == ["TRAIN_STEPS"]
+  assert differ("pl_only", "pl_small_5epochs") == ["MIXTURE_OR_TASK_NAME"]  # equal compute
+  # five epochs: the small set holds about a fifth of the arm's tokens (within 10% of 40 batches)
+  tokens = runs["pl_small_5epochs"]["tasks.register_local_tasks.small_pl_tokens"]
+  assert abs(tokens / (8 * 512) / runs["pl_small_1epoch"]["TRAIN_STEPS"] - 1) < 0.1
+  assert runs["pl_small_5epochs"]["TRAIN_STEPS"] == 5 * runs["pl_small_1epoch"]["TRAIN_STEPS"]
   assert set(definition.evals) == {"l2r", "infill"}
+  compared = {(c["lower"], c["than"]) for c in definition.comparisons}
+  assert ("causal_span", "causal") not in compared  # infill against a model that never saw a sentinel: by construction
+  assert {("causal", "pl_only"), ("causal", "nl_only"), ("pl_small_5epochs", "pl_only")} <= compared
 
 
 def _micro_sweep(path, corpus_dir: str):

@@ -29,6 +29,12 @@ def sweep_args(parser):
   )
   parser.add_argument("--collect_only", action="store_true", help="only gather finished runs into results.*")
   parser.add_argument(
+    "--report",
+    default=None,
+    help="also put results.md (and results.png) into this document between its '<!-- results of STEM -->' "
+    "(STEM: the sweep file's name without .gin) and '<!-- end of results -->' lines, e.g. docs/LESSONS.md",
+  )
+  parser.add_argument(
     "--seeds",
     type=int,
     default=None,
@@ -47,7 +53,9 @@ def sweep_run(args, bindings):
   runs = common.user_errors(sweep.seeded, definition)
   output_dir = args.output_dir if "://" in args.output_dir else os.path.abspath(os.path.expanduser(args.output_dir))
   paths = common.search_paths(args)
-  parse = lambda gin_files, run_bindings: config_lib.parse_gin(gin_files, run_bindings, paths, finalize=False)
+  parse = lambda gin_files, run_bindings, unread=(): config_lib.parse_gin(
+    gin_files, run_bindings, paths, finalize=False, unread_macros_allowed=unread
+  )
   common.user_errors(sweep.check_runs, definition, output_dir, parse, common.bound)
   launcher = sweep.TpuLauncher(args.tpu_flag) if args.launcher == "tpu" else sweep.LocalLauncher()
   print(f"sweep {args.sweep_file}: {len(runs)} runs into {output_dir}", flush=True)
@@ -60,6 +68,9 @@ def sweep_run(args, bindings):
   print(f"{len(results['rows'])} of {len(runs)} runs finished; wrote " + ", ".join(results["files"]))
   for c in results["comparisons"]:
     print(f"  {c['lesson']}: {c['metric']} {c['lower']} < {c['than']}: {c['verdict']}")
+  if args.report:
+    image = common.user_errors(sweep_results.write_report, args.report, args.sweep_file, results)
+    print(f"put the results into {args.report} (and {image})")
   if summary["interrupted"]:
     raise UserError("sweep interrupted; run the same command again to resume")
   if summary["failed"]:

@@ -3,6 +3,7 @@
 local_pl, local_nl     one class of documents each (splits: train, validation)
 local_pl_small         a fixed small subset of local_pl's train split (several-epoch studies)
 local_pl_only          mixture: PL alone
+local_nl_only          mixture: NL alone
 local_pl_nl            mixture: PL and NL at rates from gin
 """
 
@@ -16,11 +17,12 @@ import tensorflow as tf
 from jaxformer.data.ingest.corpus import check_corpus
 from jaxformer.data.pipeline import preprocessors
 from jaxformer.data.pipeline.vocabulary import load_vocabulary
+from jaxformer.errors import require_int
 from jaxformer.objectives.mixture import objective_mixture
 
 DEFAULT_CORPUS_DIR = os.path.join("~", ".cache", "jaxformer", "local_corpus")
 TASKS = ("local_pl", "local_nl", "local_pl_small")
-MIXTURES = ("local_pl_only", "local_pl_nl")
+MIXTURES = ("local_pl_only", "local_nl_only", "local_pl_nl")
 
 
 def output_features(vocabulary) -> dict:
@@ -43,16 +45,23 @@ def shuffle_buffer_size(size: int = 1000) -> int:
 
 
 def text_task(
-  name: str, source: seqio.DataSource, vocabulary, text_key: str = "text", max_documents: int | None = None
+  name: str,
+  source: seqio.DataSource,
+  vocabulary,
+  text_key: str = "text",
+  max_documents: int | None = None,
+  max_tokens: int | None = None,
 ) -> seqio.Task:
   """A task from any source of documents with a text feature, through the objective mixture.
-  max_documents keeps only the first documents the source yields (a small set for epoch studies)."""
+  max_documents keeps only the first documents the source yields, max_tokens the first documents whose
+  tokens add up to at most that many (a small set for epoch studies, of a size in batches)."""
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)
   # Tokens are what `jaxformer data cache` stores (data/ingest/cache.py); the objectives come after the
   # placeholder so every epoch draws fresh spans, cached or not. seqio repeats epochs after the
   # placeholder, so a subset (max_documents) is taken before it and not from the repeated stream.
   first = [functools.partial(_take, count=max_documents)] if max_documents else []
+  budget = [functools.partial(_take_tokens, budget=max_tokens)] if max_tokens else []
   return seqio.TaskRegistry.add(
     name,
     source=source,
@@ -61,6 +70,7 @@ def text_task(
       *first,
       functools.partial(preprocessors.text_to_targets, text_key=text_key),
       functools.partial(seqio.preprocessors.tokenize, copy_pretokenized=False),  # the cache keeps ids only
+      *budget,
       seqio.CacheDatasetPlaceholder(),
       objective_mixture,
     ],
@@ -77,6 +87,17 @@ def text_source(split_to_filepattern: dict) -> seqio.TFExampleDataSource:
 
 def _take(dataset, count: int):
   return dataset.take(count)
+
+
+def _take_tokens(dataset, budget: int):
+  """The first documents whose tokens add up to at most budget."""
+  totals = dataset.scan(tf.constant(0, tf.int64), _add_length)
+  return totals.take_while(lambda total, example: total <= budget).map(lambda total, example: example)
+
+
+def _add_length(total, example):
+  total = total + tf.cast(tf.size(example["targets"]), tf.int64)
+  return total, (total, example)
 
 
 def add_mixture(name: str, tasks_and_rates):
@@ -117,11 +138,14 @@ def register_local_tasks(
   nl_rate: float = 0.2,
   build_if_missing: bool = False,
   small_pl_documents: int = 64,
+  small_pl_tokens: int | None = None,
 ):
   """Registers local_pl, local_nl and their mixtures; returns the vocabulary.
 
   Also registers local_pl_small: the first small_pl_documents documents of PL's first train shard
-  (always the same ones, so a run over it sees them once per epoch), with local_pl's validation split.
+  (always the same ones, so a run over it sees them once per epoch), with local_pl's validation split;
+  with small_pl_tokens, the first documents of that shard whose tokens add up to at most that many
+  (an epoch of a known size on any machine's corpus: BATCH_SIZE x length x packing fill tokens a step).
 
   With build_if_missing (runs/local.gin) a missing corpus or tokenizer is built first
   (`jaxformer data build-local` and `data train-tokenizer` with their defaults). Otherwise
@@ -149,7 +173,12 @@ def register_local_tasks(
     text_task(f"local_{kind}", source, vocabulary)
   pl_train = sorted(tf.io.gfile.glob(os.path.join(corpus_dir, "pl", "train-*.tfrecord")))
   small = text_source({"train": pl_train[0], "validation": os.path.join(corpus_dir, "pl", "validation-*.tfrecord")})
-  text_task("local_pl_small", small, vocabulary, max_documents=small_pl_documents)
+  if small_pl_tokens is None:
+    text_task("local_pl_small", small, vocabulary, max_documents=small_pl_documents)
+  else:
+    require_int("tasks.register_local_tasks.small_pl_tokens", small_pl_tokens, 1)
+    text_task("local_pl_small", small, vocabulary, max_tokens=small_pl_tokens)
   add_mixture("local_pl_only", [("local_pl", 1.0)])
+  add_mixture("local_nl_only", [("local_nl", 1.0)])
   add_mixture("local_pl_nl", [("local_pl", pl_rate), ("local_nl", nl_rate)])
   return vocabulary

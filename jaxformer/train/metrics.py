@@ -129,6 +129,27 @@ def read_metrics(model_dir: str) -> list[dict]:
   return records
 
 
+def final_train_eval(model_dir: str) -> dict:
+  """{task: loss} of the last eval the trainer logged in MODEL_DIR/metrics.jsonl."""
+  evals = [r for r in read_metrics(model_dir) if r.get("split") == "eval"]
+  if not evals:
+    return {}
+  last = max(r["step"] for r in evals)
+  return {r["task"]: r["loss"] for r in evals if r["step"] == last}
+
+
+def train_totals(model_dir: str) -> dict:
+  """{steps, supervised_tokens} of MODEL_DIR/metrics.jsonl: the tokens under the loss, as the mean of the
+  logged steps' loss_tokens times the steps (exact when every step is logged: log_period 1)."""
+  logged = {
+    r["step"]: r["loss_tokens"] for r in read_metrics(model_dir) if r.get("split") == "train" and "loss_tokens" in r
+  }
+  if not logged:
+    return {}
+  steps = max(logged)
+  return {"steps": steps, "supervised_tokens": sum(logged.values()) / len(logged) * steps}
+
+
 def plot_losses(model_dir: str) -> str | None:
   """MODEL_DIR/loss.png: train loss and each task's eval loss against step (last value per step wins)."""
   records = read_metrics(model_dir)
