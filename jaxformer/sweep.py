@@ -3,8 +3,8 @@
 A sweep file is gin that binds `sweep.define` (see jaxformer/gin/sweeps/codegen2_lessons.gin):
 
   sweep.define.base_gin_files = ['models/tiny.gin', ...]   # every run's gin files
-  sweep.define.bindings = {'TRAIN_STEPS': 400}             # every run's bindings
-  sweep.define.variants = {'causal': {'OBJECTIVE_RATES': {'causal_lm': 1.0}}, ...}
+  sweep.define.bindings = {'TRAIN_STEPS': 400}             # every run's bindings (a dict, or a list merged)
+  sweep.define.variants = {'causal': {'OBJECTIVE_RATES': {'causal_lm': 1.0}}, 'b': [%DATA, {...}], ...}
   sweep.define.grid = {'lr': {'low': {...}, 'high': {...}},             # named choices, or
                        'optimizer.make_optimizer.weight_decay': [0.0, 0.1]}  # values of one binding
   sweep.define.evals = {'l2r': {'OBJECTIVE_RATES': {'causal_lm': 1.0}},  # `eval loss` after training
@@ -75,22 +75,28 @@ def define(base_gin_files=(), bindings=None, variants=None, grid=None, evals=Non
     raise ValueError(f"sweep.define.seeds (--seeds) = {seeds!r} must be an integer >= 1 (runs per arm)")
   sweep = Sweep(
     tuple(base_gin_files),
-    dict(bindings or {}),
-    dict(variants or {}),
+    _merged("sweep.define.bindings", bindings or {}),
+    {name: _merged(f"sweep.define.variants[{name!r}]", spec) for name, spec in (variants or {}).items()},
     dict(grid or {}),
     dict(evals or {}),
     tuple(comparisons),
     seeds,
   )
-  for name, spec in sweep.variants.items():
-    if not isinstance(spec, dict):
-      raise ValueError(f"sweep.define.variants[{name!r}] must be a dict of bindings, not {spec!r}")
   for axis, choices in sweep.grid.items():
     if not isinstance(choices, (dict, list, tuple)) or not choices:
       raise ValueError(f"sweep.define.grid[{axis!r}] must be a non-empty dict of named choices or list of values")
   if not sweep.variants and not sweep.grid:
     raise ValueError("sweep.define binds neither variants nor grid: there is nothing to run")
   return sweep
+
+
+def _merged(where: str, spec) -> dict:
+  """Bindings (every run's, or a variant's): a dict, or a list of dicts merged in order, a later key
+  winning (a macro's shared bindings, such as an arm's data, then the arm's own)."""
+  parts = spec if isinstance(spec, (list, tuple)) else [spec]
+  if not parts or not all(isinstance(part, dict) for part in parts):
+    raise ValueError(f"{where} must be a dict of bindings (or a list of them), not {spec!r}")
+  return {k: v for part in parts for k, v in part.items()}
 
 
 def _short(value) -> str:
@@ -366,7 +372,9 @@ def run_sweep(sweep: Sweep, output_dir: str, launcher, dry_run: bool = False, sa
       summary["ran"].append(run.name)
       say(
         f"[{i}/{len(runs)}] {run.name}: done in {record['seconds']:.0f} s: "
-        + ", ".join(f"{m} {v:.4f}" for m, v in flatten_metrics(record).items()),
+        + ", ".join(
+          f"{m} {v:,.0f}" if m.startswith("train/") else f"{m} {v:.4f}" for m, v in flatten_metrics(record).items()
+        ),
         flush=True,
       )
   finally:

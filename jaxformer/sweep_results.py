@@ -59,7 +59,9 @@ def collect(sweep: Sweep, output_dir: str) -> dict:
     writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
   files = [join_path(output_dir, "results.csv"), join_path(output_dir, "results.md")]
   fs.write(files[0], buffer.getvalue())
-  fs.write(files[1], results_markdown(arms, metrics, comparisons, len(rows), len(runs), sweep.seeds))
+  # results.csv keeps the trainer's final/* evals; the table shows the sweep's own, which score every run alike
+  shown = [m for m in metrics if not m.startswith("final/")] if sweep.evals else metrics
+  fs.write(files[1], results_markdown(arms, shown, comparisons, len(rows), len(runs), sweep.seeds))
   if arms:
     files.append(join_path(output_dir, "results.png"))
     # The sweep's own evals score every run alike; the trainer's final/* ones only when there are none.
@@ -93,8 +95,8 @@ def _compare(spec: dict, by_arm: dict) -> dict:
   return {**out, "verdict": verdict, "agrees": {"agrees": True, "disagrees": False}.get(verdict)}
 
 
-def _cell(summary: dict) -> str:
-  form = ",.0f" if abs(summary["mean"]) >= 1000 else ".4f"  # counts (train/*) whole, losses to 4 places
+def _cell(summary: dict, metric: str) -> str:
+  form = ",.0f" if metric.startswith("train/") else ".4f"  # counts whole, losses to 4 places
   if summary["n"] < 2:
     return f"{summary['mean']:{form}}"
   return f"{summary['mean']:{form}} ± {summary['std']:{form}}"
@@ -104,15 +106,16 @@ def results_markdown(arms, metrics, comparisons, finished: int, planned: int, se
   lines = [
     f"{finished} of {planned} runs finished ({seeds} seed{'s' if seeds > 1 else ''} per arm; mean ± standard "
     "deviation over the seeds). Loss in nats per token, on held-out data (`final/*`: the trainer's last eval, "
-    "with the run's own objective; others: `jaxformer eval loss` with the sweep's eval bindings); pass@1 and "
-    "exact match: `jaxformer eval humaneval` / `eval infill`, greedy, by execution in the sandbox.",
+    "with the run's own objective, shown only when the sweep has no evals of its own; others: `jaxformer eval "
+    "loss` with the sweep's eval bindings); pass@1 and exact match: `jaxformer eval humaneval` / `eval infill`, "
+    "greedy, by execution in the sandbox; `train/supervised_tokens`: tokens under the training loss.",
     "",
     "| run | seeds | " + " | ".join(metrics) + " |",
     "|---" * (len(metrics) + 2) + "|",
   ]
   for arm in arms:
     n = max(arm[m]["n"] for m in metrics if m in arm)
-    lines.append(f"| {arm['arm']} | {n} | " + " | ".join(_cell(arm[m]) if m in arm else "" for m in metrics) + " |")
+    lines.append(f"| {arm['arm']} | {n} | " + " | ".join(_cell(arm[m], m) if m in arm else "" for m in metrics) + " |")
   if comparisons:
     lines += [
       "",

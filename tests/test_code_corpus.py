@@ -87,6 +87,32 @@ def test_languages_become_tasks_mixed_by_bytes_then_flattened_by_temperature(con
     tasks.ensure_registered("code_corpus")
 
 
+def test_pl_alone_and_first_shards_for_the_pod_lessons(converted, local_corpus):
+  # PL_SHARE 1.0 keeps NL's tasks (evals score them) at rate 0; train_shards reads each language's first
+  # train shards only, a fixed subset for epoch studies, and leaves validation whole
+  _parse(converted, local_corpus, "PL_SHARE = 1.0", "tasks.register_code_corpus.train_shards = 1")
+  tasks.ensure_registered("code_corpus")
+  assert _rates()["nl_docs"] == 0.0 and sum(_rates().values()) == pytest.approx(1.0)
+  vocab = seqio.get_mixture_or_task("code_corpus").output_features["targets"].vocabulary
+
+  def documents(task, split, **kw):
+    ds = pipeline.examples_dataset(task, {"targets": 128}, split=split, num_epochs=1, shuffle=False, **kw)
+    return {vocab.decode(e["source"].tolist()) for e in ds.as_numpy_iterator()}
+
+  first = documents("code_python", "train")
+  drawn = pipeline.examples_dataset("code_corpus", {"targets": 128}, num_epochs=None).take(300)
+  assert not any(vocab.decode(e["source"][:3].tolist()).startswith("The") for e in drawn.as_numpy_iterator())
+  validation = documents("code_python", "validation")
+  _parse(converted, local_corpus)
+  tasks.ensure_registered("code_corpus")
+  every = documents("code_python", "train")
+  assert first < every and 0.3 < len(first) / len(every) < 0.7  # one of two shards
+  assert documents("code_python", "validation") == validation
+  with pytest.raises(ValueError, match=r"train_shards=1 reads the first shards .* bind CACHE_DIR = None"):
+    _parse(converted, local_corpus, "tasks.register_code_corpus.train_shards = 1", f"CACHE_DIR = '{converted}'")
+    tasks.ensure_registered("code_corpus")
+
+
 def _write_stack(raw, offset=0):
   raw.mkdir(exist_ok=True)
   # A deeply indented comment: Python here has far more bytes per token than C (~2.5 vs ~1.8 with the

@@ -9,8 +9,8 @@ import os
 import gin
 import pytest
 
+from jaxformer import cli, sweep
 from jaxformer import config as config_lib
-from jaxformer import sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OBJECTIVES = {
@@ -92,9 +92,18 @@ def test_pretrain_requires_model_dir_and_train_steps():
     config_lib.parse_gin(files, ["TRAIN_STEPS = 10"])
 
 
+# What a sweep file leaves to its command line (its header says how to bind them).
+SWEEP_FLAGS = {
+  "codegen2_lessons_pod.gin": [
+    "LESSON_DATA = {'PL_DIR': 'gs://b/stack', 'NL_DIRS': {'nl_pile': 'gs://b/pile'}, 'VOCABULARY': 'gs://b/t.json'}",
+    "LESSON_SMALL_STEPS = 4000",
+  ]
+}
+
+
 def test_each_sweep_variant_binds_what_it_names():
   for sweep_file in glob.glob(os.path.join(REPO, "jaxformer", "gin", "sweeps", "*.gin")):
-    config_lib.parse_gin([sweep_file])
+    config_lib.parse_gin([sweep_file], SWEEP_FLAGS.get(os.path.basename(sweep_file), []))
     definition = sweep.define()
     for run in sweep.expand(definition):
       # The flags the sweep passes to `jaxformer train` (sweep.gin_flags), parsed as the CLI parses them.
@@ -105,6 +114,30 @@ def test_each_sweep_variant_binds_what_it_names():
       for name, value in run.bindings:
         key = f"%{name}" if name.isupper() else name
         assert _query(key) == value, (run.name, name)
+
+
+def test_the_pod_lessons_are_the_lessons_arms_at_1b_on_the_code_corpus(tmp_path, capsys):
+  config_lib.parse_gin(["sweeps/codegen2_lessons.gin"])
+  local = sweep.define()
+  config_lib.parse_gin(["sweeps/codegen2_lessons_pod.gin"], SWEEP_FLAGS["codegen2_lessons_pod.gin"])
+  pod = sweep.define()
+  assert list(pod.variants) == list(local.variants) and pod.evals.keys() == local.evals.keys()
+  assert [c["lesson"] for c in pod.comparisons] == [c["lesson"] for c in local.comparisons]
+  assert pod.base_gin_files == ("runs/codegen2_1b_v4_32.gin",) and pod.seeds == 3
+  runs = {r.name: dict(r.bindings) for r in sweep.expand(pod)}
+  assert runs["causal"]["PL_DIR"] == "gs://b/stack" and runs["pl_only"]["PL_SHARE"] == 1.0
+  assert runs["pl_small_1epoch"]["TRAIN_STEPS"] == 4000 and runs["pl_small_5epochs"]["TRAIN_STEPS"] == 20000
+  assert {c["metric"] for c in pod.comparisons} == {"l2r/code_python", "l2r/nl_pile", "infill/code_python"}
+  # every run and eval parses as the slice will parse it; the data is read only when a run trains
+  flags = [
+    "--gin.LESSON_SMALL_STEPS=4000",
+    "--gin.LESSON_DATA=" + SWEEP_FLAGS["codegen2_lessons_pod.gin"][0].split(" = ")[1],
+  ]
+  args = ["sweep", "--sweep_file=sweeps/codegen2_lessons_pod.gin", f"--output_dir={tmp_path}", "--dry_run"]
+  assert cli.main([*args, *flags]) == 0
+  assert "[30/30] pl_small_5epochs.seed-2" in capsys.readouterr().out
+  assert cli.main([*args, "--gin.LESSON_SMALL_STEPS=4000"]) == 2
+  assert "LESSON_DATA" in capsys.readouterr().err
 
 
 def test_plan_reads_a_pod_run_config_with_no_data_or_model_dir_bound(capsys):

@@ -69,7 +69,7 @@ def _write_results(out, losses: dict):
     for k, value in enumerate(values):
       name = f"{arm}.seed-{k}" if len(values) > 1 else arm
       (out / name).mkdir(parents=True)
-      record = {"name": name, "arm": arm, "final": {}, "evals": {"l2r": {"local_pl": value}}}
+      record = {"name": name, "arm": arm, "final": {"local_pl": value + 1}, "evals": {"l2r": {"local_pl": value}}}
       (out / name / sweep.RESULT_FILE).write_text(json.dumps(record))
 
 
@@ -126,6 +126,8 @@ def test_report_puts_the_results_into_a_document_between_its_markers(tmp_path):
   text = doc.read_text()
   assert text.startswith("intro\n<!-- results of my_sweep -->\n") and text.endswith("<!-- end of results -->\nprose\n")
   assert "old table" not in text and (out / "results.md").read_text() in text
+  # the sweep's own evals score every arm alike: the trainer's final/* stay in results.csv only
+  assert "final/local_pl" not in text and "final/local_pl" in (out / "results.csv").read_text()
   assert "| x | l2r/local_pl | a < b |" in text and "](my_sweep_results.png)" in text
   assert image == str(tmp_path / "docs" / "my_sweep_results.png")
   assert (tmp_path / "docs" / "my_sweep_results.png").read_bytes() == (out / "results.png").read_bytes()

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from jaxformer.data.pipeline import cache
 from jaxformer.data.pipeline.vocabulary import load_vocabulary
+from jaxformer.errors import require_int
 from jaxformer.tasks.local import add_mixture, text_source, text_task
 
 log = logging.getLogger("jaxformer")
@@ -39,13 +40,17 @@ def _stats(folder: str) -> dict:
     return json.load(f)
 
 
-def _source(folder: str, subdir: str) -> tuple[seqio.TFExampleDataSource | None, int]:
+def _source(folder: str, subdir: str, train_shards: int | None = None) -> tuple[seqio.TFExampleDataSource | None, int]:
   """The splits of folder/subdir that hold documents (an empty TFRecord file is 0 bytes), and the
-  bytes of its train shards."""
+  bytes of its train shards; with train_shards, only the first that many train shards."""
   patterns, train_bytes = {}, 0
   for split in SPLITS:
     pattern = os.path.join(folder, subdir, f"{split}-*.tfrecord")
-    sizes = [tf.io.gfile.stat(p).length for p in tf.io.gfile.glob(pattern)]
+    files = sorted(tf.io.gfile.glob(pattern))
+    if split == "train" and train_shards:
+      files = files[:train_shards]
+      pattern = files
+    sizes = [tf.io.gfile.stat(p).length for p in files]
     if any(sizes):
       patterns[split] = pattern
     if split == "train":
@@ -106,12 +111,20 @@ def register_code_corpus(
   pl_share: float = 0.8,
   mixture_name: str = "code_corpus",
   cache_dir: str | None = None,
+  train_shards: int | None = None,
 ) -> dict:
   """Registers code_<language> tasks, NL tasks and the mixture; returns {task: rate}.
 
   Nothing happens when pl_dir is None (the recipe is not in use). languages: the converter's
-  language names to keep (None: all with training documents).
+  language names to keep (None: all with training documents). train_shards: each language reads only
+  its first that many train shards (a fixed subset for multi-epoch studies; validation stays whole).
   """
+  require_int("tasks.register_code_corpus.train_shards", train_shards, 1, allow_none=True)
+  if train_shards and cache_dir:
+    raise ValueError(
+      f"tasks.register_code_corpus.train_shards={train_shards} reads the first shards of {pl_dir}, but the cache "
+      f"{cache_dir} (CACHE_DIR) holds every shard under the same task names: bind CACHE_DIR = None"
+    )
   if pl_dir is None:
     return {}
   if not vocabulary_path:
@@ -132,7 +145,7 @@ def register_code_corpus(
   for lang in chosen:
     folders.setdefault(dirs[lang], []).append(lang)
   for folder, names in sorted(folders.items()):
-    source, _ = _source(pl_dir, folder)
+    source, _ = _source(pl_dir, folder, train_shards)
     if source is None:
       empty.extend(names)
       continue
