@@ -203,7 +203,7 @@ def eval_metrics(eval_bindings: dict, result: dict) -> dict:
 
 def check_runs(sweep: Sweep, output_dir: str, parse, query) -> None:
   """Before anything runs (also for --dry_run): each run's gin files and bindings parse as `train` will
-  parse them (a misspelled binding stops here, named), TRAIN_STEPS is a positive integer, each eval's
+  parse them (a misspelled binding stops here, named), TRAIN_STEPS is a positive integer above the warmup, each eval's
   bindings parse on top of the run's, and every comparison names runs and evals the sweep has.
 
   parse(gin_files, bindings, unread_macros_allowed) parses gin (config.parse_gin); query(name) reads a
@@ -223,7 +223,14 @@ def check_runs(sweep: Sweep, output_dir: str, parse, query) -> None:
         unread = [k for k, _ in run.bindings] if eval_name else []
         parse(run.gin_files, flags + [f"{k} = {v!r}" for k, v in gin_bindings.items()], unread)
         if eval_name is None:
-          require_int("TRAIN_STEPS", query("%TRAIN_STEPS"), 1)
+          steps = query("%TRAIN_STEPS")
+          require_int("TRAIN_STEPS", steps, 1)
+          warmup = query("optimizer.learning_rate_schedule.warmup_steps")
+          if isinstance(warmup, int) and (query("optimizer.learning_rate_schedule.decay_steps") or steps) <= warmup:
+            raise ValueError(
+              f"TRAIN_STEPS={steps} must exceed the warmup's {warmup} steps "
+              "(optimizer.learning_rate_schedule.warmup_steps): the run would stop at start-up"
+            )
       except ValueError as e:
         raise ValueError(f"{where}: {e}") from e
   names = {run.name for run in runs}

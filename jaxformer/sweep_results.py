@@ -83,7 +83,8 @@ def _compare(spec: dict, by_arm: dict) -> dict:
   b = by_arm.get(spec["than"], {}).get(spec["metric"])
   out.update({"lower_value": a, "than_value": b, "margin": margin, "difference": None, "interval": None})
   if a is None or b is None:
-    return {**out, "verdict": "not run", "agrees": None}
+    missing = [arm for arm in (spec["lower"], spec["than"]) if arm in by_arm and spec["metric"] not in by_arm[arm]]
+    return {**out, "verdict": f"metric missing for {', '.join(missing)}" if missing else "not run", "agrees": None}
   d = a["mean"] - b["mean"] - margin
   out["difference"] = d
   if min(a["n"], b["n"]) < 2:
@@ -185,20 +186,31 @@ def write_report(doc_path: str, sweep_file: str, results: dict) -> str:
   lines `<!-- results of STEM -->` and `<!-- end of results -->` (STEM: the sweep file's name without .gin)
   becomes results.md, and results.png is copied beside the document as STEM_results.png with a link to it.
   Returns the image's path. Raises ValueError naming the document when it lacks the marker lines."""
+  text, start, stop, stem = report_markers(doc_path, sweep_file)
+  begin = f"<!-- results of {stem} -->"
+  image = join_path(doc_path.rsplit("/", 1)[0] if "/" in doc_path else ".", f"{stem}_results.png")
+  with fs.open(results["files"][1]) as f:
+    table = f.read()
+  block = f"{begin}\n{table}"
+  if len(results["files"]) > 2:  # a plot, when any run finished
+    with fs.open(results["files"][2], "rb") as f:
+      fs.write(image, f.read(), mode="wb")
+    block += f"\n![the arms' means, one standard deviation as error bars]({stem}_results.png)\n"
+  fs.write(doc_path, text[:start] + block + text[stop:])
+  return image if len(results["files"]) > 2 else None
+
+
+def report_markers(doc_path: str, sweep_file: str) -> tuple[str, int, int, str]:
+  """(text, start, stop, STEM) of write_report's block in doc_path; ValueError naming the document when it
+  is missing or lacks the marker lines (`sweep --report` checks this before any run starts)."""
   stem = sweep_file.rsplit("/", 1)[-1].removesuffix(".gin")
   begin, end = f"<!-- results of {stem} -->", "<!-- end of results -->"
+  if not fs.exists(doc_path):
+    raise ValueError(f"--report={doc_path}: no such document")
   with fs.open(doc_path) as f:
     text = f.read()
   start = text.find(begin)
   stop = text.find(end, start)
   if start < 0 or stop < 0:
     raise ValueError(f"{doc_path}: no '{begin}' line followed by '{end}' to put the results between")
-  image = join_path(doc_path.rsplit("/", 1)[0] if "/" in doc_path else ".", f"{stem}_results.png")
-  with fs.open(results["files"][1]) as f:
-    table = f.read()
-  block = f"{begin}\n{table}\n![the arms' means, one standard deviation as error bars]({stem}_results.png)\n"
-  if len(results["files"]) > 2:
-    with fs.open(results["files"][2], "rb") as f:
-      fs.write(image, f.read(), mode="wb")
-  fs.write(doc_path, text[:start] + block + text[stop:])
-  return image
+  return text, start, stop, stem

@@ -97,6 +97,7 @@ SWEEP_FLAGS = {
   "codegen2_lessons_pod.gin": [
     "LESSON_DATA = {'PL_DIR': 'gs://b/stack', 'NL_DIRS': {'nl_pile': 'gs://b/pile'}, 'VOCABULARY': 'gs://b/t.json'}",
     "LESSON_SMALL_STEPS = 4000",
+    "LESSON_SMALL_WARMUP = 400",
   ]
 }
 
@@ -130,14 +131,17 @@ def test_the_pod_lessons_are_the_lessons_arms_at_1b_on_the_code_corpus(tmp_path,
   assert {c["metric"] for c in pod.comparisons} == {"l2r/code_python", "l2r/nl_pile", "infill/code_python"}
   # every run and eval parses as the slice will parse it; the data is read only when a run trains
   flags = [
-    "--gin.LESSON_SMALL_STEPS=4000",
     "--gin.LESSON_DATA=" + SWEEP_FLAGS["codegen2_lessons_pod.gin"][0].split(" = ")[1],
   ]
   args = ["sweep", "--sweep_file=sweeps/codegen2_lessons_pod.gin", f"--output_dir={tmp_path}", "--dry_run"]
-  assert cli.main([*args, *flags]) == 0
+  assert cli.main([*args, *flags, "--gin.LESSON_SMALL_STEPS=4000", "--gin.LESSON_SMALL_WARMUP=400"]) == 0
   assert "[30/30] pl_small_5epochs.seed-2" in capsys.readouterr().out
-  assert cli.main([*args, "--gin.LESSON_SMALL_STEPS=4000"]) == 2
+  assert cli.main([*args, "--gin.LESSON_SMALL_STEPS=4000", "--gin.LESSON_SMALL_WARMUP=400"]) == 2
   assert "LESSON_DATA" in capsys.readouterr().err
+  # a one-epoch arm no longer than its warmup stops here, not days into the sweep on the slice
+  assert cli.main([*args, *flags, "--gin.LESSON_SMALL_STEPS=1500", "--gin.LESSON_SMALL_WARMUP=2000"]) == 2
+  err = capsys.readouterr().err
+  assert "pl_small_1epoch" in err and "TRAIN_STEPS=1500 must exceed the warmup's 2000 steps" in err
 
 
 def test_plan_reads_a_pod_run_config_with_no_data_or_model_dir_bound(capsys):

@@ -11,8 +11,8 @@ import time
 import pytest
 import train_util
 
+from jaxformer import cli, sweep, sweep_results
 from jaxformer import config as config_lib
-from jaxformer import sweep, sweep_results
 
 
 def test_expansion_names_runs_and_later_bindings_win():
@@ -136,6 +136,35 @@ def test_report_puts_the_results_into_a_document_between_its_markers(tmp_path):
     sweep_results.write_report(str(doc), "sweeps/my_sweep.gin", results)
 
 
+def test_report_is_checked_before_any_run_and_a_missing_metric_is_named(tmp_path, capsys):
+  sweep_file = tmp_path / "s.gin"
+  sweep_file.write_text("sweep.define.variants = {'a': {'TRAIN_STEPS': 5}}\nsweep.define.seeds = 1\n")
+  doc = tmp_path / "doc.md"
+  doc.write_text("no markers\n")
+  args = ["sweep", f"--sweep_file={sweep_file}", f"--output_dir={tmp_path / 'out'}", f"--report={doc}"]
+  assert cli.main(args) == 2  # nothing trained: the document is refused first
+  assert "doc.md: no '<!-- results of s -->' line" in capsys.readouterr().err
+  assert not (tmp_path / "out").exists()
+  assert cli.main([*args[:3], f"--report={tmp_path / 'missing.md'}"]) == 2
+  assert "missing.md: no such document" in capsys.readouterr().err
+  by_arm = {"a": {"l2r/local_pl": {"mean": 4.0, "std": 0.1, "n": 3}}, "b": {}}
+  spec = {"lesson": "x", "metric": "l2r/local_pl", "lower": "a", "than": "b"}
+  assert sweep_results._compare(spec, by_arm)["verdict"] == "metric missing for b"
+  assert sweep_results._compare({**spec, "than": "c"}, by_arm)["verdict"] == "not run"
+
+
+def test_bindings_and_variants_may_be_lists_merged_in_order():
+  definition = sweep.define(
+    bindings=[{"TRAIN_STEPS": 10, "SEED": 1}, {"TRAIN_STEPS": 20}],
+    variants={"a": [{"BATCH_SIZE": 4, "TRAIN_STEPS": 30}, {"BATCH_SIZE": 8}], "b": {}},
+    seeds=1,
+  )
+  runs = {r.name: dict(r.bindings) for r in sweep.expand(definition)}
+  assert runs == {"a": {"TRAIN_STEPS": 30, "SEED": 1, "BATCH_SIZE": 8}, "b": {"TRAIN_STEPS": 20, "SEED": 1}}
+  with pytest.raises(ValueError, match=r"variants\['a'\] must be a dict of bindings \(or a list of them\)"):
+    sweep.define(variants={"a": [{"X": 1}, 3]})
+
+
 def test_supervised_tokens_are_counted_from_the_train_records(tmp_path):
   from jaxformer.train import metrics
 
@@ -189,6 +218,7 @@ def test_a_dry_run_parses_every_run_and_names_what_cannot_work(tmp_path, capsys)
     ("{'a': {'optimizer.make_optimizer.weight_dacay': 0.1}}", "[]", "sweep run 'a': .*weight_dacay"),
     ("{'a': {'TRAIN_STEPS': -5}}", "[]", r"sweep run 'a': TRAIN_STEPS=-5 must be an integer >= 1"),
     ("{'a': {'TRAIN_STEPS': '10'}}", "[]", r"sweep run 'a': TRAIN_STEPS='10' must be an integer"),
+    ("{'a': {'TRAIN_STEPS': 5}}", "[]", r"sweep run 'a': TRAIN_STEPS=5 must exceed the warmup's 30 steps"),
     ("{'a': {}}", "[{'lesson': 'x', 'metric': 'l2r/local_pl', 'lower': 'a', 'than': 'b'}]", r"no run named \['b'\]"),
     ("{'a': {}, 'b': {}}", "[{'lesson': 'x', 'metric': 'nope/local_pl', 'lower': 'a', 'than': 'b'}]", "names no eval"),
   ]
@@ -196,7 +226,7 @@ def test_a_dry_run_parses_every_run_and_names_what_cannot_work(tmp_path, capsys)
     assert cli.main(["sweep", sweep_file(variants, comparisons), out, "--dry_run"]) == 2, variants
     assert re.search(match, capsys.readouterr().err), (variants, match)
   assert not (tmp_path / "out").exists()  # nothing ran, nothing was written
-  assert cli.main(["sweep", sweep_file("{'a': {'TRAIN_STEPS': 5}}"), out, "--dry_run"]) == 0
+  assert cli.main(["sweep", sweep_file("{'a': {'TRAIN_STEPS': 50}}"), out, "--dry_run"]) == 0
 
 
 def test_the_lessons_sweep_file_expands_to_its_ablations():
@@ -220,12 +250,16 @@ def test_the_lessons_sweep_file_expands_to_its_ablations():
   # each pair a claim compares differs only in the ablated setting
   differ = lambda a, b: sorted(k for k in set(runs[a]) | set(runs[b]) if runs[a].get(k) != runs[b].get(k))
   assert differ("causal", "prefix_lm") == ["OBJECTIVE_RATES"]
-  assert differ("causal_half", "prefix_lm") == ["OBJECTIVE_RATES", "TRAIN_STEPS"]
+  warmup = "optimizer.learning_rate_schedule.warmup_steps"
+  assert differ("causal_half", "prefix_lm") == ["OBJECTIVE_RATES", "TRAIN_STEPS", warmup]
   assert runs["causal_half"]["TRAIN_STEPS"] * 2 == runs["prefix_lm"]["TRAIN_STEPS"]  # its supervised tokens
+  # the shorter arms warm up for the same share of their steps as runs/local.gin's 30 of 200
+  for arm in ("causal_half", "pl_small_1epoch"):
+    assert runs[arm][warmup] / runs[arm]["TRAIN_STEPS"] == 30 / runs["causal"]["TRAIN_STEPS"]
   assert differ("causal", "causal_span") == ["LOSS_PLACEMENT", "OBJECTIVE_RATES"]
   assert differ("causal_span", "causal_span_seq") == ["LOSS_PLACEMENT"]
   assert differ("causal", "pl_only") == differ("causal", "nl_only") == ["MIXTURE_OR_TASK_NAME"]
-  assert differ("pl_small_1epoch", "pl_small_5epochs") == ["TRAIN_STEPS"]
+  assert differ("pl_small_1epoch", "pl_small_5epochs") == ["TRAIN_STEPS", warmup]
   assert differ("pl_only", "pl_small_5epochs") == ["MIXTURE_OR_TASK_NAME"]  # equal compute
   # five epochs: the small set holds about a fifth of the arm's tokens (within 10% of 40 batches)
   tokens = runs["pl_small_5epochs"]["tasks.register_local_tasks.small_pl_tokens"]

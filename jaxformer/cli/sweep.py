@@ -50,6 +50,8 @@ def sweep_run(args, bindings):
   from jaxformer import sweep, sweep_results
 
   definition = common.user_errors(config_lib.call_configurable, sweep.define)
+  if args.report:  # before any run: a document that cannot take the results stops the sweep now
+    common.user_errors(sweep_results.report_markers, args.report, args.sweep_file)
   runs = common.user_errors(sweep.seeded, definition)
   output_dir = args.output_dir if "://" in args.output_dir else os.path.abspath(os.path.expanduser(args.output_dir))
   paths = common.search_paths(args)
@@ -68,9 +70,9 @@ def sweep_run(args, bindings):
   print(f"{len(results['rows'])} of {len(runs)} runs finished; wrote " + ", ".join(results["files"]))
   for c in results["comparisons"]:
     print(f"  {c['lesson']}: {c['metric']} {c['lower']} < {c['than']}: {c['verdict']}")
-  if args.report:
+  if args.report and not summary["interrupted"] and not summary["failed"]:  # partial results stay in results.md
     image = common.user_errors(sweep_results.write_report, args.report, args.sweep_file, results)
-    print(f"put the results into {args.report} (and {image})")
+    print(f"put the results into {args.report}" + (f" (and {image})" if image else ""))
   if summary["interrupted"]:
     raise UserError("sweep interrupted; run the same command again to resume")
   if summary["failed"]:
