@@ -29,8 +29,6 @@ import os
 import re
 import shlex
 import signal
-import subprocess
-import sys
 import time
 
 import gin
@@ -40,9 +38,6 @@ from jaxformer.train.metrics import final_train_eval, train_totals
 
 RESULT_FILE = "sweep_result.json"
 RUN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
-# The console script next to this interpreter (`python -m jaxformer.cli` breaks gin's relative includes).
-JAXFORMER = [os.path.join(os.path.dirname(sys.executable), "jaxformer")]
-TPU_LAUNCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tpu", "launch.sh")  # package data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,51 +252,6 @@ def read_json(path: str):
     return None
   with fs.open(path) as f:
     return json.load(f)
-
-
-# --- launchers ------------------------------------------------------------------------------
-
-
-class LocalLauncher:
-  """Runs each command as a child process here, its output appended to a log file. SIGTERM or
-  Ctrl-C to the sweep is passed on: the trainer saves a checkpoint, and the sweep stops."""
-
-  def __init__(self):
-    self.child = None
-    self.interrupted = False
-
-  def command(self, argv, name: str):
-    return [*JAXFORMER, *argv]
-
-  def run(self, argv: list[str], log_path: str, name: str) -> tuple[int, str]:
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    with open(log_path, "ab") as log:
-      log.write(f"$ jaxformer {' '.join(argv)}\n".encode())
-      log.flush()
-      self.child = subprocess.Popen(self.command(argv, name), stdout=subprocess.PIPE, stderr=log)
-      out = self.child.stdout.read()
-      code = self.child.wait()
-      log.write(out)
-    self.child = None
-    return code, out.decode("utf-8", "replace")
-
-  def forward(self, signum, _frame):
-    self.interrupted = True
-    if self.child is not None and self.child.poll() is None:
-      self.child.send_signal(signal.SIGTERM)
-
-
-class TpuLauncher(LocalLauncher):
-  """Runs each command on every worker of the slice named by jaxformer/tpu/common.sh's settings (TPU_NAME, ZONE, ...),
-  through `jaxformer/tpu/launch.sh --foreground`, which returns when the command ends on all workers."""
-
-  def __init__(self, extra_flags=()):
-    super().__init__()
-    self.extra_flags = list(extra_flags)
-
-  def command(self, argv, name: str):
-    # The run's name names its log and exit files on the workers.
-    return ["bash", TPU_LAUNCH, "--foreground", f"--run_name={name}", *self.extra_flags, "--", "jaxformer", *argv]
 
 
 def _last_json(text: str):

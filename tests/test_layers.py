@@ -19,7 +19,14 @@ LAYERS = [
   ["jaxformer.data.ingest"],
   ["jaxformer.tasks"],
   ["jaxformer.data.reports", "jaxformer.train", "jaxformer.infer"],
-  ["jaxformer.evals", "jaxformer.export", "jaxformer.plan", "jaxformer.sweep", "jaxformer.sweep_results"],
+  [
+    "jaxformer.evals",
+    "jaxformer.export",
+    "jaxformer.plan",
+    "jaxformer.sweep",
+    "jaxformer.sweep_results",
+    "jaxformer.sweep_launchers",
+  ],
   ["jaxformer.config", "jaxformer.config_files", "jaxformer.cli"],
 ]
 # Upward imports that are deliberate, each inside the function that needs it.

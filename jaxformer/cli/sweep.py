@@ -59,7 +59,9 @@ def sweep_run(args, bindings):
     gin_files, run_bindings, paths, finalize=False, unread_macros_allowed=unread
   )
   common.user_errors(sweep.check_runs, definition, output_dir, parse, common.bound)
-  launcher = sweep.TpuLauncher(args.tpu_flag) if args.launcher == "tpu" else sweep.LocalLauncher()
+  from jaxformer import sweep_launchers
+
+  launcher = sweep_launchers.TpuLauncher(args.tpu_flag) if args.launcher == "tpu" else sweep_launchers.LocalLauncher()
   print(f"sweep {args.sweep_file}: {len(runs)} runs into {output_dir}", flush=True)
   summary = {"interrupted": False, "failed": []}
   if not args.collect_only:
