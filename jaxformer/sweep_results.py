@@ -115,7 +115,7 @@ def results_markdown(arms, metrics, comparisons, finished: int, planned: int, se
     "|---" * (len(metrics) + 2) + "|",
   ]
   for arm in arms:
-    n = max(arm[m]["n"] for m in metrics if m in arm)
+    n = max((arm[m]["n"] for m in metrics if m in arm), default=0)  # 0: its runs finished without metrics
     lines.append(f"| {arm['arm']} | {n} | " + " | ".join(_cell(arm[m], m) if m in arm else "" for m in metrics) + " |")
   if comparisons:
     lines += [

@@ -153,6 +153,15 @@ def test_report_is_checked_before_any_run_and_a_missing_metric_is_named(tmp_path
   assert sweep_results._compare({**spec, "than": "c"}, by_arm)["verdict"] == "not run"
 
 
+def test_an_arm_whose_runs_recorded_no_metrics_is_tabulated_not_a_crash(tmp_path):
+  definition = sweep.define(variants={"a": {}, "b": {}}, evals={"l2r": {}}, seeds=1)
+  _write_results(tmp_path, {"a": [4.0]})
+  (tmp_path / "b").mkdir()
+  (tmp_path / "b" / sweep.RESULT_FILE).write_text(json.dumps({"name": "b", "arm": "b", "final": {}, "evals": {}}))
+  results = sweep_results.collect(definition, str(tmp_path))
+  assert "| b | 0 |" in (tmp_path / "results.md").read_text() and len(results["rows"]) == 2
+
+
 def test_bindings_and_variants_may_be_lists_merged_in_order():
   definition = sweep.define(
     bindings=[{"TRAIN_STEPS": 10, "SEED": 1}, {"TRAIN_STEPS": 20}],
@@ -175,6 +184,14 @@ def test_supervised_tokens_are_counted_from_the_train_records(tmp_path):
   assert metrics.train_totals(str(tmp_path)) == {"steps": 4, "supervised_tokens": 1000.0}
   record = {"final": metrics.final_train_eval(str(tmp_path)), "train": metrics.train_totals(str(tmp_path))}
   assert sweep.flatten_metrics(record) == {"final/local_pl": 4.5, "train/steps": 4, "train/supervised_tokens": 1000.0}
+  # windows of log_period 3: steps 1-3 then 4-6, the second logged twice (a resumed run)
+  windows = [
+    {"step": 3, "split": "train", "loss_tokens": 90.0, "loss_tokens_window": 300.0, "window_steps": 3},
+    {"step": 6, "split": "train", "loss_tokens": 10.0, "loss_tokens_window": 999.0, "window_steps": 3},
+    {"step": 6, "split": "train", "loss_tokens": 10.0, "loss_tokens_window": 330.0, "window_steps": 3},
+  ]
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in windows))
+  assert metrics.train_totals(str(tmp_path)) == {"steps": 6, "supervised_tokens": 630.0}
 
 
 def test_bad_sweep_definitions_are_named():
@@ -333,6 +350,11 @@ def test_micro_sweep_is_interrupted_restarted_and_collected(local_corpus, tmp_pa
   assert [r["run"] for r in rows] == ["causal", "mixture"]
   assert {"final/local_pl", "final/local_nl", "l2r/local_pl", "l2r/local_nl"} <= set(rows[0])
   assert all(0 < float(r["l2r/local_pl"]) < 20 for r in rows)
+  # supervised tokens from the trainer's windows (log_period 10: the causal run's one window of 4 steps;
+  # the mixture's windows across its interruption): causal LM supervises nearly every token of 8 x 128
+  causal, mixture = rows
+  assert float(causal["train/steps"]) == 4 and 0.9 * 4 * 1024 < float(causal["train/supervised_tokens"]) <= 4 * 1024
+  assert float(mixture["train/steps"]) == 40 and 0.3 * 40 * 1024 < float(mixture["train/supervised_tokens"]) < 40 * 1024
   table = (out / "results.md").read_text()
   assert "2 of 2 runs finished" in table and "| causal |" in table and "| toy | l2r/local_pl |" in table
   assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"

@@ -231,6 +231,8 @@ def test_local_tiny_run_leaves_checkpoint_metrics_tensorboard_plot_and_profile(l
   assert all(r["humaneval_problems"] == 2 and r["infill_tasks"] == 2 and "infill_exact_match" in r for r in code)
   train_records = [r for r in records if r.get("split") == "train"]
   assert [r["step"] for r in train_records] == list(range(1, 7)) and all("loss" in r for r in train_records)
+  # log_period 1: each record's window is its own step
+  assert all(r["window_steps"] == 1 and r["loss_tokens_window"] == r["loss_tokens"] > 0 for r in train_records)
   assert train_records[0]["mfu_6n"] is None  # CPU: no peak FLOP/s, shown as n/a
 
 

@@ -56,9 +56,11 @@ class TrainMetricsHook(Hook):
 
   def _window(self, now: float) -> None:
     self.window_start, self.window_hooks, self.window_steps = now, self.trainer.hook_seconds, 0
+    self.window_loss_tokens = 0.0  # tokens under the loss since the last record: exact at any log_period
 
   def on_metrics(self, step: int, metrics: dict) -> None:
     self.window_steps += 1
+    self.window_loss_tokens += float(metrics["loss_tokens"])
     if step % self.log_period == 0 or step == self.trainer.end:
       now = time.perf_counter()
       elapsed = max(now - self.window_start - (self.trainer.hook_seconds - self.window_hooks), 1e-9)
@@ -71,6 +73,8 @@ class TrainMetricsHook(Hook):
         mfu_6n=mfu("flops_per_token_6n"),
         mfu_6n_attention=mfu("flops_per_token_with_attention"),
         skipped_steps=self.trainer.result["skipped_steps"],
+        loss_tokens_window=self.window_loss_tokens,
+        window_steps=self.window_steps,
       )
       self.log.write(step, record, prefix="train/", split="train")
       self.bar.log(step, record)

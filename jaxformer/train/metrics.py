@@ -139,15 +139,20 @@ def final_train_eval(model_dir: str) -> dict:
 
 
 def train_totals(model_dir: str) -> dict:
-  """{steps, supervised_tokens} of MODEL_DIR/metrics.jsonl: the tokens under the loss, as the mean of the
-  logged steps' loss_tokens times the steps (exact when every step is logged: log_period 1)."""
-  logged = {
-    r["step"]: r["loss_tokens"] for r in read_metrics(model_dir) if r.get("split") == "train" and "loss_tokens" in r
-  }
+  """{steps, supervised_tokens} of MODEL_DIR/metrics.jsonl: the tokens under the training loss. Each train
+  record sums its window's (loss_tokens_window over window_steps steps since the record before): their
+  total, scaled to the run's steps where a resumed run's windows do not tile it. Records without
+  windows (older runs) give the mean logged step's loss_tokens times the steps."""
+  logged = {r["step"]: r for r in read_metrics(model_dir) if r.get("split") == "train" and "loss_tokens" in r}
   if not logged:
     return {}
-  steps = max(logged)
-  return {"steps": steps, "supervised_tokens": sum(logged.values()) / len(logged) * steps}
+  steps = max(logged)  # the last record per step wins: a resumed run logs its steps again
+  windows = [r for r in logged.values() if "window_steps" in r]
+  if windows:
+    per_step = sum(r["loss_tokens_window"] for r in windows) / sum(r["window_steps"] for r in windows)
+  else:
+    per_step = sum(r["loss_tokens"] for r in logged.values()) / len(logged)
+  return {"steps": steps, "supervised_tokens": per_step * steps}
 
 
 def plot_losses(model_dir: str) -> str | None:
