@@ -106,7 +106,7 @@ def test_data_stats_and_show_report_fim(fim_tasks, tmp_path, capsys):
   assert (
     "fim: " in table
     and "middle length (tokens)" in table
-    and "span corruption: loss on 'infill' (LOSS_PLACEMENT); spans per example" in table
+    and "span corruption: loss on 'sequence' (LOSS_PLACEMENT); spans per example" in table  # the default
   )
   rows = show.show_examples(config, fim_tasks, 12)
   assert {r["objective"] for r in rows} >= {"fim", "causal_lm"} and all(r["restores_source"] for r in rows)

@@ -118,6 +118,7 @@ def test_data_stats_prints_table_json_and_png(local_corpus, tmp_path, capsys):
     "--gin.TASK_FEATURE_LENGTHS={'targets': 256}",
     "--gin.tasks.shuffle_buffer_size.size=64",
     "--gin.MIXTURE_OR_TASK_NAME='local_pl'",  # one task: half the pipelines to build
+    "--gin.LOSS_PLACEMENT='infill'",  # not the default: the loss share below is the infill targets'
     "--num_examples=30",
     "--num_batches=2",
     "--json",

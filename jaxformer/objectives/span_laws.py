@@ -49,7 +49,7 @@ class SpanCorruption:
   # Where the loss goes (LOSS_PLACEMENT): 'infill' counts only the tokens after <sep> (the masks, spans
   # and <eom>s the model will be asked to write), 'sequence' every token, the corrupted document too.
   # docs/RECIPE.md, "Loss placement", says why 'infill' is the default.
-  loss_placement: str = "infill"
+  loss_placement: str = "sequence"
 
   def __post_init__(self):
     if self.loss_placement not in LOSS_PLACEMENTS:
