@@ -34,7 +34,7 @@ import time
 import gin
 
 from jaxformer import fs
-from jaxformer.train.metrics import final_train_eval, train_totals
+from jaxformer.train.metrics import final_train_eval, read_metrics, train_totals
 
 RESULT_FILE = "sweep_result.json"
 RUN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
@@ -198,7 +198,8 @@ def eval_metrics(eval_bindings: dict, result: dict) -> dict:
 
 def check_runs(sweep: Sweep, output_dir: str, parse, query) -> None:
   """Before anything runs (also for --dry_run): each run's gin files and bindings parse as `train` will
-  parse them (a misspelled binding stops here, named), TRAIN_STEPS is a positive integer above the warmup, each eval's
+  parse them (a misspelled binding stops here, named), TRAIN_STEPS is a positive integer its learning-rate
+  schedule can run (longer than the warmup), each eval's
   bindings parse on top of the run's, and every comparison names runs and evals the sweep has.
 
   parse(gin_files, bindings, unread_macros_allowed) parses gin (config.parse_gin); query(name) reads a
@@ -206,6 +207,7 @@ def check_runs(sweep: Sweep, output_dir: str, parse, query) -> None:
   Raises ValueError naming the run, eval or comparison.
   """
   from jaxformer.errors import require_int
+  from jaxformer.train.optimizer import learning_rate_schedule
 
   runs = expand(sweep)
   for run in runs:
@@ -220,12 +222,7 @@ def check_runs(sweep: Sweep, output_dir: str, parse, query) -> None:
         if eval_name is None:
           steps = query("%TRAIN_STEPS")
           require_int("TRAIN_STEPS", steps, 1)
-          warmup = query("optimizer.learning_rate_schedule.warmup_steps")
-          if isinstance(warmup, int) and (query("optimizer.learning_rate_schedule.decay_steps") or steps) <= warmup:
-            raise ValueError(
-              f"TRAIN_STEPS={steps} must exceed the warmup's {warmup} steps "
-              "(optimizer.learning_rate_schedule.warmup_steps): the run would stop at start-up"
-            )
+          learning_rate_schedule(total_steps=steps)  # the run's own check: a schedule that cannot start
       except ValueError as e:
         raise ValueError(f"{where}: {e}") from e
   names = {run.name for run in runs}
@@ -252,6 +249,12 @@ def read_json(path: str):
     return None
   with fs.open(path) as f:
     return json.load(f)
+
+
+def run_metrics(model_dir: str) -> dict:
+  """{'final': the trainer's last eval, 'train': steps and supervised tokens}, from one read of metrics.jsonl."""
+  records = read_metrics(model_dir)
+  return {"final": final_train_eval(model_dir, records), "train": train_totals(model_dir, records)}
 
 
 def _last_json(text: str):
@@ -320,8 +323,7 @@ def run_sweep(sweep: Sweep, output_dir: str, launcher, dry_run: bool = False, sa
         "arm": run.arm_name,
         "gin_files": list(run.gin_files),
         "bindings": {k: repr(v) for k, v in run.bindings},
-        "final": final_train_eval(model_dir),
-        "train": train_totals(model_dir),
+        **run_metrics(model_dir),
         "evals": evals,
         "seconds": time.time() - started,
       }
@@ -329,9 +331,7 @@ def run_sweep(sweep: Sweep, output_dir: str, launcher, dry_run: bool = False, sa
       summary["ran"].append(run.name)
       say(
         f"[{i}/{len(runs)}] {run.name}: done in {record['seconds']:.0f} s: "
-        + ", ".join(
-          f"{m} {v:,.0f}" if m.startswith("train/") else f"{m} {v:.4f}" for m, v in flatten_metrics(record).items()
-        ),
+        + ", ".join(f"{m} {format_value(m, v)}" for m, v in flatten_metrics(record).items()),
         flush=True,
       )
   finally:
@@ -341,6 +341,11 @@ def run_sweep(sweep: Sweep, output_dir: str, launcher, dry_run: bool = False, sa
 
 
 # --- results --------------------------------------------------------------------------------
+
+
+def format_value(metric: str, value: float) -> str:
+  """train/* counts whole (816,691), losses and rates to 4 places."""
+  return f"{value:,.0f}" if metric.startswith("train/") else f"{value:.4f}"
 
 
 def flatten_metrics(record: dict) -> dict:

@@ -14,7 +14,7 @@ import io
 import math
 
 from jaxformer import fs
-from jaxformer.sweep import RESULT_FILE, Sweep, flatten_metrics, join_path, read_json, seeded
+from jaxformer.sweep import RESULT_FILE, Sweep, flatten_metrics, format_value, join_path, read_json, seeded
 
 # Student's t, two-sided 95% (0.975 quantile), by degrees of freedom. Between entries the one below is
 # used (a larger t: the interval errs wide); 30 and more take 30's.
@@ -97,10 +97,9 @@ def _compare(spec: dict, by_arm: dict) -> dict:
 
 
 def _cell(summary: dict, metric: str) -> str:
-  form = ",.0f" if metric.startswith("train/") else ".4f"  # counts whole, losses to 4 places
   if summary["n"] < 2:
-    return f"{summary['mean']:{form}}"
-  return f"{summary['mean']:{form}} ± {summary['std']:{form}}"
+    return format_value(metric, summary["mean"])
+  return f"{format_value(metric, summary['mean'])} ± {format_value(metric, summary['std'])}"
 
 
 def results_markdown(arms, metrics, comparisons, finished: int, planned: int, seeds: int) -> str:

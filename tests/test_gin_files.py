@@ -141,7 +141,7 @@ def test_the_pod_lessons_are_the_lessons_arms_at_1b_on_the_code_corpus(tmp_path,
   # a one-epoch arm no longer than its warmup stops here, not days into the sweep on the slice
   assert cli.main([*args, *flags, "--gin.LESSON_SMALL_STEPS=1500", "--gin.LESSON_SMALL_WARMUP=2000"]) == 2
   err = capsys.readouterr().err
-  assert "pl_small_1epoch" in err and "TRAIN_STEPS=1500 must exceed the warmup's 2000 steps" in err
+  assert "pl_small_1epoch" in err and "decay_steps=1500 must exceed warmup_steps=2000" in err
 
 
 def test_plan_reads_a_pod_run_config_with_no_data_or_model_dir_bound(capsys):

@@ -235,7 +235,11 @@ def test_a_dry_run_parses_every_run_and_names_what_cannot_work(tmp_path, capsys)
     ("{'a': {'optimizer.make_optimizer.weight_dacay': 0.1}}", "[]", "sweep run 'a': .*weight_dacay"),
     ("{'a': {'TRAIN_STEPS': -5}}", "[]", r"sweep run 'a': TRAIN_STEPS=-5 must be an integer >= 1"),
     ("{'a': {'TRAIN_STEPS': '10'}}", "[]", r"sweep run 'a': TRAIN_STEPS='10' must be an integer"),
-    ("{'a': {'TRAIN_STEPS': 5}}", "[]", r"sweep run 'a': TRAIN_STEPS=5 must exceed the warmup's 30 steps"),
+    (
+      "{'a': {'TRAIN_STEPS': 5}}",
+      "[]",
+      r"sweep run 'a': optimizer.learning_rate_schedule: decay_steps=5 must exceed warmup_steps=30",
+    ),
     ("{'a': {}}", "[{'lesson': 'x', 'metric': 'l2r/local_pl', 'lower': 'a', 'than': 'b'}]", r"no run named \['b'\]"),
     ("{'a': {}, 'b': {}}", "[{'lesson': 'x', 'metric': 'nope/local_pl', 'lower': 'a', 'than': 'b'}]", "names no eval"),
   ]

@@ -129,21 +129,22 @@ def read_metrics(model_dir: str) -> list[dict]:
   return records
 
 
-def final_train_eval(model_dir: str) -> dict:
-  """{task: loss} of the last eval the trainer logged in MODEL_DIR/metrics.jsonl."""
-  evals = [r for r in read_metrics(model_dir) if r.get("split") == "eval"]
+def final_train_eval(model_dir: str, records: list[dict] | None = None) -> dict:
+  """{task: loss} of the last eval the trainer logged in MODEL_DIR/metrics.jsonl (records: read already)."""
+  evals = [r for r in (read_metrics(model_dir) if records is None else records) if r.get("split") == "eval"]
   if not evals:
     return {}
   last = max(r["step"] for r in evals)
   return {r["task"]: r["loss"] for r in evals if r["step"] == last}
 
 
-def train_totals(model_dir: str) -> dict:
+def train_totals(model_dir: str, records: list[dict] | None = None) -> dict:
   """{steps, supervised_tokens} of MODEL_DIR/metrics.jsonl: the tokens under the training loss. Each train
   record sums its window's (loss_tokens_window over window_steps steps since the record before): their
   total, scaled to the run's steps where a resumed run's windows do not tile it. Records without
-  windows (older runs) give the mean logged step's loss_tokens times the steps."""
-  logged = {r["step"]: r for r in read_metrics(model_dir) if r.get("split") == "train" and "loss_tokens" in r}
+  windows (older runs) give the mean logged step's loss_tokens times the steps. records: read already."""
+  records = read_metrics(model_dir) if records is None else records
+  logged = {r["step"]: r for r in records if r.get("split") == "train" and "loss_tokens" in r}
   if not logged:
     return {}
   steps = max(logged)  # the last record per step wins: a resumed run logs its steps again
