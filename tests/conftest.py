@@ -1,5 +1,7 @@
 """Test setup: 8 simulated CPU devices, set before jax is imported anywhere."""
 
+import fcntl
+import json
 import os
 import shutil
 import tempfile
@@ -41,15 +43,42 @@ def _clear_gin():
   _reset_gin()
 
 
+def once_per_run(tmp_path_factory, name: str, build):
+  """build(folder) -> a JSON value, run once per test run and shared by its xdist workers: a session fixture
+  is otherwise built by every worker. The first worker to ask builds under a lock; the others wait and read
+  its result. What build writes is read-only to the tests that use it."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = root.parent  # the run's base folder, which holds each worker's own
+  folder, done = root / name, root / f"{name}.fixture.json"
+  with open(root / f"{name}.fixture-lock", "w") as lock:  # not NAME.lock: the builds lock that themselves
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not done.exists():
+      shutil.rmtree(folder, ignore_errors=True)
+      folder.mkdir()
+      done.with_suffix(".tmp").write_text(json.dumps(build(folder)))
+      done.with_suffix(".tmp").replace(done)  # only a finished build counts
+    return json.loads(done.read_text())
+
+
+@pytest.fixture(scope="session")
+def once(tmp_path_factory):
+  """once(name, build): once_per_run for a test module's own shared fixtures."""
+  return lambda name, build: once_per_run(tmp_path_factory, name, build)
+
+
 @pytest.fixture(scope="session")
 def local_corpus(tmp_path_factory):
-  """A small real local corpus (this machine's files) with its tokenizer, built once per session."""
-  from jaxformer.data.ingest import corpus, tokenizer
+  """A small real local corpus (this machine's files) with its tokenizer, built once per test run."""
 
-  out = tmp_path_factory.mktemp("corpus")
-  corpus.build_local_corpus(str(out), options=corpus.CorpusOptions(max_bytes=3 << 20, validation_percent=5))
-  tokenizer.train_tokenizer(str(out), str(out / "spm.model"), vocab_size=1024, max_documents=3000)
-  return str(out)
+  def build(out):
+    from jaxformer.data.ingest import corpus, tokenizer
+
+    corpus.build_local_corpus(str(out), options=corpus.CorpusOptions(max_bytes=3 << 20, validation_percent=5))
+    tokenizer.train_tokenizer(str(out), str(out / "spm.model"), vocab_size=1024, max_documents=3000)
+    return str(out)
+
+  return once_per_run(tmp_path_factory, "corpus", build)
 
 
 @pytest.fixture(scope="session")
@@ -59,8 +88,11 @@ def online_reference_16(local_corpus, tmp_path_factory):
   (test_train's online, test_cache's from the seqio cache, which holds the same tokens)."""
   import train_util
 
-  flags = train_util.small_run_flags(local_corpus, steps=16, checkpoint_period=4)
-  return train_util.reference_losses(str(tmp_path_factory.mktemp("reference_16") / "run"), flags, 16)
+  def build(out):
+    flags = train_util.small_run_flags(local_corpus, steps=16, checkpoint_period=4)
+    return {str(k): v for k, v in train_util.reference_losses(str(out / "run"), flags, 16).items()}
+
+  return {int(k): v for k, v in once_per_run(tmp_path_factory, "reference_16", build).items()}
 
 
 @pytest.fixture

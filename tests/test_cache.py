@@ -15,13 +15,17 @@ from jaxformer.data import pipeline
 from jaxformer.data.pipeline import cache
 
 
-@pytest.fixture(scope="module")
-def local_cache(local_corpus, tmp_path_factory):
+@pytest.fixture(scope="session")
+def local_cache(local_corpus, once):
   """The session corpus's local_pl and local_nl, cached by `jaxformer data cache` (DirectRunner)."""
-  out = tmp_path_factory.mktemp("cache") / "cache"
-  args = ["data", "cache", "--gin_file=data/local.gin", f"--gin.CORPUS_DIR='{local_corpus}'", f"--output_dir={out}"]
-  assert cli.main(args) == 0
-  return str(out)
+
+  def build(folder):
+    out = folder / "cache"
+    args = ["data", "cache", "--gin_file=data/local.gin", f"--gin.CORPUS_DIR='{local_corpus}'", f"--output_dir={out}"]
+    assert cli.main(args) == 0
+    return str(out)
+
+  return once("local_cache", build)
 
 
 def _register(local_corpus):

@@ -5,7 +5,6 @@ import dataclasses
 import glob
 import json
 import os
-import subprocess
 
 import jax
 import jax.numpy as jnp
@@ -171,24 +170,27 @@ def _pairs(task: str, count: int, seed: int):
   return out
 
 
-@pytest.fixture(scope="module")
-def pair_sets(local_corpus, tmp_path_factory):
+@pytest.fixture(scope="session")
+def pair_sets(local_corpus, once):
   """{task: folder} of 3,000 pairs each (reverse, copy, shift), converted with the session corpus's tokenizer."""
   from jaxformer.data.ingest import instructions
 
-  root = tmp_path_factory.mktemp("pairs")
   vocabulary = os.path.join(local_corpus, "spm.model")
-  folders = {}
-  for seed, task in enumerate(("reverse", "copy", "shift")):
-    source = _jsonl(root / f"{task}.jsonl", _pairs(task, 3000, seed))
-    folders[task] = str(root / task)
-    instructions.convert_instructions(
-      source, folders[task], vocabulary, instructions.InstructionOptions(max_length=128)
-    )
-  return folders, vocabulary
+
+  def build(root):
+    folders = {}
+    for seed, task in enumerate(("reverse", "copy", "shift")):
+      source = _jsonl(root / f"{task}.jsonl", _pairs(task, 3000, seed))
+      folders[task] = str(root / task)
+      instructions.convert_instructions(
+        source, folders[task], vocabulary, instructions.InstructionOptions(max_length=128)
+      )
+    return folders
+
+  return once("pair_sets", build), vocabulary
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reverse_pairs(pair_sets):
   folders, vocabulary = pair_sets
   return folders["reverse"], vocabulary
@@ -262,25 +264,22 @@ def _finetune_flags(base_dir, folder, vocabulary, steps, run_gin="runs/finetune_
   ]
 
 
-def _jaxformer(*args, timeout=300):
-  result = subprocess.run(
-    [train_util.JAXFORMER, *args], capture_output=True, text=True, env=train_util.env(), timeout=timeout
-  )
-  return result.returncode, result.stdout, result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
-
-
-@pytest.fixture(scope="module")
-def base_run(local_corpus, tmp_path_factory):
+@pytest.fixture(scope="session")
+def base_run(local_corpus, once):
   """A tiny CodeGen base: 4 steps of the local run (a model that cannot reverse lists)."""
-  model_dir = str(tmp_path_factory.mktemp("base") / "run")
-  assert train_util.run(model_dir, train_util.small_run_flags(local_corpus, steps=4)) == 0, train_util.log_text(
-    model_dir
-  )
-  return model_dir
+
+  def build(out):
+    model_dir = str(out / "run")
+    assert train_util.run_here(model_dir, train_util.small_run_flags(local_corpus, steps=4)) == 0, train_util.log_text(
+      model_dir
+    )
+    return model_dir
+
+  return once("finetune_base", build)
 
 
 def _exact_match(model_dir, folder):
-  code, out, err = _jaxformer("eval", "exact-match", f"--model_dir={model_dir}", f"--data_dir={folder}", "--json")
+  code, out, err = train_util.cli("eval", "exact-match", f"--model_dir={model_dir}", f"--data_dir={folder}", "--json")
   assert code == 0, err
   return json.loads(out.strip().splitlines()[-1])["exact_match"]
 
@@ -294,16 +293,20 @@ def _checksums(model_dir):
   return out
 
 
-@pytest.fixture(scope="module")
-def copy_run(base_run, pair_sets, tmp_path_factory):
+@pytest.fixture(scope="session")
+def copy_run(base_run, pair_sets, once):
   """A full fine-tune of the base on 'copy' pairs (200 steps): a base that answers in digits and stops."""
   folders, vocabulary = pair_sets
-  model_dir = str(tmp_path_factory.mktemp("copy") / "run")
-  before = _checksums(base_run)
-  flags = _finetune_flags(base_run, folders["copy"], vocabulary, steps=200, run_gin="runs/finetune.gin")
-  assert train_util.run(model_dir, flags, timeout=600) == 0, train_util.log_text(model_dir)
-  assert _checksums(base_run) == before  # the base run is only read
-  return model_dir
+
+  def build(out):
+    model_dir = str(out / "run")
+    before = _checksums(base_run)
+    flags = _finetune_flags(base_run, folders["copy"], vocabulary, steps=200, run_gin="runs/finetune.gin")
+    assert train_util.run_here(model_dir, flags) == 0, train_util.log_text(model_dir)
+    assert _checksums(base_run) == before  # the base run is only read
+    return model_dir
+
+  return once("finetune_copy", build)
 
 
 @pytest.mark.slow
@@ -328,7 +331,7 @@ def test_lora_finetune_learns_and_exports_to_hf_and_peft(copy_run, pair_sets, tm
   before = _checksums(copy_run)
   model_dir = str(tmp_path / "lora")
   flags = _finetune_flags(copy_run, folder, vocabulary, steps=200)
-  assert train_util.run(model_dir, flags, timeout=600) == 0, train_util.log_text(model_dir)
+  assert train_util.run_here(model_dir, flags) == 0, train_util.log_text(model_dir)
   assert _checksums(copy_run) == before  # the base run is only read
   pointer = json.load(open(os.path.join(model_dir, "base.json")))
   assert pointer["model_dir"] == copy_run and pointer["lora"]["rank"] == 32
@@ -347,11 +350,13 @@ def test_lora_finetune_learns_and_exports_to_hf_and_peft(copy_run, pair_sets, tm
     (f"--model_dir={model_dir}", f"--output_dir={adapters}", "--adapters_only", f"--base_model={hf_base}"),
     (f"--model_dir={copy_run}", f"--output_dir={hf_base}"),
   ):
-    code, _, err = _jaxformer("export", *args)
+    code, _, err = train_util.cli("export", *args)
     assert code == 0, err
-  code, _, err = _jaxformer("export", f"--model_dir={model_dir}", f"--output_dir={tmp_path / 'x'}")
+  code, _, err = train_util.cli("export", f"--model_dir={model_dir}", f"--output_dir={tmp_path / 'x'}")
   assert code == 2 and "is a LoRA run: pass --merge" in err
-  code, _, err = _jaxformer("export", f"--model_dir={model_dir}", f"--output_dir={tmp_path / 'x'}", "--adapters_only")
+  code, _, err = train_util.cli(
+    "export", f"--model_dir={model_dir}", f"--output_dir={tmp_path / 'x'}", "--adapters_only"
+  )
   assert code == 2 and "--adapters_only needs --base_model" in err
 
   # Merged HF weights against our adapters applied (jaxformer's own forward, float32).
@@ -399,11 +404,11 @@ def test_lora_finetune_resumes_exactly_and_refuses_a_changed_base(base_run, reve
   assert runs
   # Resuming with another base than the one the run recorded is refused.
   other = _finetune_flags(base_run, folder, vocabulary, steps=14)
-  code, _, err = _jaxformer("train", f"--model_dir={runs[0]}", *other)
+  code, _, err = train_util.cli("train", f"--model_dir={runs[0]}", *other)
   assert code == 2 and f"was fine-tuned from {base} step 4" in err, err
   with open(os.path.join(base, "checkpoints", "4", "checksums.json"), "a") as f:
     f.write(" ")
-  code, _, err = _jaxformer("eval", "exact-match", f"--model_dir={runs[0]}", f"--data_dir={folder}")
+  code, _, err = train_util.cli("eval", "exact-match", f"--model_dir={runs[0]}", f"--data_dir={folder}")
   assert code == 2 and "which has sha256" in err and "holds adapters of the base" in err, err
 
 
@@ -416,31 +421,27 @@ def test_finetune_bad_bases_are_one_line_errors(base_run, reverse_pairs, tmp_pat
   ]
   for base, model_gin, message in cases:
     flags = _finetune_flags(base, folder, vocabulary, steps=2, model_gin=model_gin)
-    code, _, err = _jaxformer("train", f"--model_dir={tmp_path / 'run'}", *flags)
+    code, _, err = train_util.cli("train", f"--model_dir={tmp_path / 'run'}", *flags)
     assert code == 2 and message in err, err
   flags = _finetune_flags(base_run, folder, vocabulary, steps=2) + ["--gin.models.LoraConfig.targets=('wq',)"]
-  code, _, err = _jaxformer("train", f"--model_dir={tmp_path / 'run2'}", *flags)
+  code, _, err = train_util.cli("train", f"--model_dir={tmp_path / 'run2'}", *flags)
   assert code == 2 and "name no projection of the codegen family" in err, err
 
 
 def test_finetune_gins_pass_plan():
   """runs/finetune_lora.gin as shipped, on CodeGen2-1B: rank-16 adapters on every projection train, the base
   is counted in its compute dtype (bfloat16) and only the adapters in the optimizer."""
-  result = subprocess.run(
-    [train_util.JAXFORMER, "plan", "--gin_file=models/codegen2_1b.gin", "--gin_file=runs/finetune_lora.gin", "--json"],
-    capture_output=True,
-    text=True,
-    env=train_util.env(),
-    timeout=300,
+  code, out, err = train_util.cli(
+    "plan", "--gin_file=models/codegen2_1b.gin", "--gin_file=runs/finetune_lora.gin", "--json"
   )
-  assert result.returncode == 0, result.stderr[-2000:]
-  report = json.loads(result.stdout.strip().splitlines()[-1])
+  assert code == 0, err
+  report = json.loads(out.strip().splitlines()[-1])
   d, mlp, layers, rank = 2048, 8192, 16, 16
   per_layer = rank * ((d + 3 * d) + (d + d) + 2 * (d + mlp))  # qkv, out, fc_in, fc_out
   assert report["trainable_params"] == layers * per_layer
   assert report["frozen_bytes"] == 2 * (report["params"] - report["trainable_params"])
   assert report["adam_state_bytes"] == 2 * 4 * report["trainable_params"]
-  assert "trainable (LoRA adapters)" in result.stdout
+  assert "trainable (LoRA adapters)" in out
 
 
 def test_dataclass_configs_round_trip_with_lora():

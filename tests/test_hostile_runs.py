@@ -15,16 +15,20 @@ from jaxformer import checkpoint, checkpoint_checks, cli
 from jaxformer.errors import UserError
 
 
-@pytest.fixture(scope="module")
-def trained(local_corpus, tmp_path_factory):
+@pytest.fixture(scope="session")
+def trained(local_corpus, once):
   """A tiny run trained 6 steps with a checkpoint every 2 (all kept), and the flags that made it."""
-  model_dir = str(tmp_path_factory.mktemp("trained") / "run")
   flags = train_util.small_run_flags(local_corpus, steps=6, checkpoint_period=2) + [
     "--gin.checkpoint.make_manager.keep=4"
   ]
-  assert train_util.run(model_dir, flags) == 0, train_util.log_text(model_dir)
-  assert train_util.committed_steps(model_dir) == [2, 4, 6]
-  return model_dir, flags
+
+  def build(out):
+    model_dir = str(out / "run")
+    assert train_util.run_here(model_dir, flags) == 0, train_util.log_text(model_dir)
+    assert train_util.committed_steps(model_dir) == [2, 4, 6]
+    return model_dir
+
+  return once("hostile_trained", build), flags
 
 
 def _copy(trained, tmp_path, name="run") -> str:
@@ -61,7 +65,7 @@ def test_a_bit_flipped_checkpoint_is_moved_aside_and_the_run_resumes_from_the_on
     f.seek(-1, 1)
     f.write(bytes([byte[0] ^ 0x10]))
   flags = [f for f in trained[1] if not f.startswith("--gin.TRAIN_STEPS")] + ["--gin.TRAIN_STEPS=8"]
-  assert train_util.run(run, flags) == 0, train_util.log_text(run)
+  assert train_util.run_here(run, flags) == 0, train_util.log_text(run)
   text = train_util.log_text(run)
   assert "checkpoint step 6 does not read" in text and "does not match its sha256" in text
   assert "restored step 4" in text

@@ -139,7 +139,7 @@ def test_sigterm_saves_and_exits_cleanly_then_resumes(local_corpus, tmp_path):
   saved = train_util.committed_steps(model_dir)
   assert saved and 3 <= saved[-1] < 1000  # saved at the preemption step, not the period
   flags = train_util.small_run_flags(local_corpus, steps=saved[-1] + 2, checkpoint_period=100)
-  assert train_util.run(model_dir, flags) == 0
+  assert train_util.run_here(model_dir, flags) == 0
   assert f"restored step {saved[-1]}" in train_util.log_text(model_dir)
   assert train_util.committed_steps(model_dir)[-1] == saved[-1] + 2
 
@@ -151,7 +151,7 @@ def test_nan_stop_mode_names_the_step_and_leaves_no_bad_checkpoint(local_corpus,
     "--gin.train.StepConfig.z_loss=1e39",
     "--gin.train.StepConfig.nan_policy='stop'",
   ]
-  assert train_util.run(model_dir, flags) == 2
+  assert train_util.run_here(model_dir, flags) == 2
   text = train_util.log_text(model_dir)
   assert "step 1:" in text and "not finite" in text and "nan_policy = 'stop'" in text
   assert train_util.committed_steps(model_dir) == []
@@ -172,7 +172,7 @@ def test_finite_data_that_runs_out_names_the_step_and_keeps_the_checkpoint(local
     f"--gin.VOCABULARY='{os.path.join(local_corpus, 'spm.model')}'",
     "--gin.DataConfig.num_epochs=1",
   ]
-  assert train_util.run(model_dir, flags) == 2
+  assert train_util.run_here(model_dir, flags) == 2
   text = train_util.log_text(model_dir)
   assert "the train split of my_code ran out after" in text and "DataConfig.num_epochs=1" in text
   assert "Traceback" not in text
@@ -187,7 +187,7 @@ def test_nan_skip_mode_keeps_training_and_checkpoints_finite_state(local_corpus,
   flags = train_util.small_run_flags(local_corpus, steps=4, checkpoint_period=2) + [
     "--gin.train.StepConfig.z_loss=1e39"
   ]
-  assert train_util.run(model_dir, flags) == 0, train_util.log_text(model_dir)
+  assert train_util.run_here(model_dir, flags) == 0, train_util.log_text(model_dir)
   assert "skipped; train.StepConfig.nan_policy = 'skip'" in train_util.log_text(model_dir)
   assert train_util.committed_steps(model_dir)[-1] == 4
   params, step = checkpoint.restore_params(

@@ -1,5 +1,7 @@
 """Running `jaxformer train` as a user does, in a subprocess, on the session's small corpus."""
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -65,6 +67,32 @@ def run(model_dir: str, flags: list[str], timeout: int = 300, **kwargs) -> int:
   return process.wait(timeout=timeout)
 
 
+def cli(*args) -> tuple[int, str, str]:
+  """`jaxformer ARGS` run in this process: the verb's own code and its exit code, without the ~10 s a new
+  interpreter spends importing jax and TensorFlow. For checks that need no process of their own (kills,
+  signals, several processes and the console script do). Returns (exit code, stdout, stderr's last line)."""
+  code, out, err = _in_process(args)
+  lines = err.strip().splitlines()
+  return code, out, lines[-1] if lines else ""
+
+
+def run_here(model_dir: str, flags: list[str]) -> int:
+  """`jaxformer train` of model_dir in this process (see cli); its output goes to the log `run` writes."""
+  code, out, err = _in_process(["train", f"--model_dir={model_dir}", *flags])
+  with open(os.path.join(os.path.dirname(model_dir), os.path.basename(model_dir) + ".log"), "a") as f:
+    f.write(out + err)
+  return code
+
+
+def _in_process(args) -> tuple[int, str, str]:
+  from jaxformer import cli as cli_lib
+
+  out, err = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    code = cli_lib.main([str(a) for a in args])
+  return code, out.getvalue(), err.getvalue()
+
+
 def log_text(model_dir: str) -> str:
   with open(os.path.join(os.path.dirname(model_dir), os.path.basename(model_dir) + ".log"), "rb") as f:
     return f.read().decode("utf-8", "replace")
@@ -105,8 +133,8 @@ def train_losses(model_dir: str) -> dict[int, float]:
 
 
 def reference_losses(model_dir: str, flags: list[str], steps: int) -> dict:
-  """Trains `steps` steps uninterrupted into model_dir; returns {step: loss}."""
-  assert run(model_dir, flags) == 0, log_text(model_dir)
+  """Trains `steps` steps uninterrupted into model_dir (in this process); returns {step: loss}."""
+  assert run_here(model_dir, flags) == 0, log_text(model_dir)
   expected = train_losses(model_dir)
   assert sorted(expected) == list(range(1, steps + 1))
   return expected
@@ -115,9 +143,9 @@ def reference_losses(model_dir: str, flags: list[str], steps: int) -> dict:
 def assert_sigkill_then_restart_matches(
   tmp_path, flags: list[str], steps: int, kill_after: int, expected: dict | None = None
 ) -> str:
-  """Trains `steps` steps uninterrupted (unless `expected` gives those losses), then again killed
-  (SIGKILL) after checkpoint `kill_after` and restarted; asserts the resumed steps' losses are
-  bit-identical. Returns the restarted run's log."""
+  """Trains `steps` steps uninterrupted (unless `expected` gives those losses), then again in a process of
+  its own killed (SIGKILL) after checkpoint `kill_after`, and restarted from what that process left on
+  disk; asserts the resumed steps' losses are bit-identical. Returns the restarted run's log."""
   if expected is None:
     expected = reference_losses(str(tmp_path / "reference"), flags, steps)
   interrupted = str(tmp_path / "interrupted")
@@ -126,7 +154,7 @@ def assert_sigkill_then_restart_matches(
   kill(process, signal.SIGKILL)
   restored_from = max(committed_steps(interrupted))
   assert kill_after <= restored_from < steps
-  assert run(interrupted, flags) == 0, log_text(interrupted)
+  assert run_here(interrupted, flags) == 0, log_text(interrupted)
   assert f"restored step {restored_from}" in log_text(interrupted)
   resumed = train_losses(interrupted)
   for step in range(restored_from + 1, steps + 1):
