@@ -198,7 +198,7 @@ def test_continued_pretraining_then_export_reproduces_sample_in_hf(codegen2, loc
   # tokenizer.json: its config.gin is the model gin, and VOCABULARY names the run's tokenizer.
   flags = train_util.small_run_flags(local_corpus, steps=2, checkpoint_period=2, model_gin=f"{run}/config.gin")
   flags += [f"--gin.VOCABULARY='{run}/vocabulary/tokenizer.json'", "--gin.ModelConfig.remat_policy='none'"]
-  assert train_util.run(run, flags) == 0, train_util.log_text(run)
+  assert train_util.run_here(run, flags) == 0, train_util.log_text(run)
   log = train_util.log_text(run)
   assert "initialised parameters from the imported checkpoint at step 0" in log
   assert train_util.committed_steps(run) == [0, 2]  # the data iterator was checkpointed too

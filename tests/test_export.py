@@ -131,7 +131,7 @@ def test_grouping_8_checkpoint_without_its_code_needs_qkv_groups(tmp_path):
 def test_cli_export_loads_in_transformers_and_round_trips_through_import(local_corpus, tmp_path, capsys):
   run = str(tmp_path / "run")
   fim = ["--gin.OBJECTIVE_RATES={'fim': 1.0}"]  # a FIM run: its infill prompt is PSM, which HF must answer alike
-  assert train_util.run(run, train_util.small_run_flags(local_corpus, steps=2, checkpoint_period=2) + fim) == 0
+  assert train_util.run_here(run, train_util.small_run_flags(local_corpus, steps=2, checkpoint_period=2) + fim) == 0
   hf_dir = str(tmp_path / "hf")
   assert cli.main(["export", f"--model_dir={run}", f"--output_dir={hf_dir}", "--step=7"]) == 2  # no such step
   assert "--step=7" in capsys.readouterr().err and not os.path.exists(hf_dir)
@@ -185,7 +185,7 @@ def test_cli_export_loads_in_transformers_and_round_trips_through_import(local_c
 
   # The imported run fine-tunes: train starts from its parameters with a fresh optimizer.
   flags = train_util.small_run_flags(local_corpus, steps=2, checkpoint_period=2)
-  assert train_util.run(imported, flags) == 0, train_util.log_text(imported)
+  assert train_util.run_here(imported, flags) == 0, train_util.log_text(imported)
   assert "initialised parameters from the imported checkpoint at step 0" in train_util.log_text(imported)
   assert train_util.committed_steps(imported) == [0, 2]
 

@@ -151,7 +151,7 @@ def test_the_local_run_trains_samples_and_infills_on_a_llama_block_and_a_starcod
   # The embedded run with the Llama family: CodeGen2's mixture (span corruption) on a Llama block.
   run = str(tmp_path / "llama")
   flags = train_util.small_run_flags(local_corpus, steps=4, checkpoint_period=2, model_gin="models/llama_tiny.gin")
-  assert train_util.run(run, flags) == 0, train_util.log_text(run)
+  assert train_util.run_here(run, flags) == 0, train_util.log_text(run)
   assert "bound.config = @LlamaConfig()" in open(os.path.join(run, "config.gin")).read()  # gin shortens the name
   assert cli.main(["sample", f"--model_dir={run}", "--prompt=def f(x):", "--max_new_tokens=8", "--json"]) == 0
   assert len(json.loads(capsys.readouterr().out.splitlines()[-1])["tokens"]) <= 8
@@ -175,7 +175,7 @@ def test_the_local_run_trains_samples_and_infills_on_a_llama_block_and_a_starcod
   assert cli.main(["import", f"--hf={hf_dir}", f"--model_dir={imported}"]) == 0
   flags = train_util.small_run_flags(local_corpus, steps=2, checkpoint_period=2, model_gin=f"{imported}/config.gin")
   flags.append(f"--gin.VOCABULARY='{os.path.join(local_corpus, 'spm.model')}'")
-  assert train_util.run(imported, flags) == 0, train_util.log_text(imported)
+  assert train_util.run_here(imported, flags) == 0, train_util.log_text(imported)
   assert "initialised parameters from the imported checkpoint" in train_util.log_text(imported)
   out = str(tmp_path / "back")
   assert cli.main(["export", f"--model_dir={imported}", f"--output_dir={out}"]) == 0

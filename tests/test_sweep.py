@@ -368,27 +368,15 @@ def test_micro_sweep_is_interrupted_restarted_and_collected(local_corpus, tmp_pa
 def test_tpu_launcher_dry_run_goes_through_tpu_launch(local_corpus, tmp_path):
   sweep_file = tmp_path / "micro.gin"
   _micro_sweep(sweep_file, local_corpus)
-  result = subprocess.run(
-    [
-      train_util.JAXFORMER,
-      "sweep",
-      f"--sweep_file={sweep_file}",
-      "--output_dir=gs://b/sweep",
-      "--launcher=tpu",
-      "--tpu_flag=--name=my-v4",
-      "--dry_run",
-    ],
-    capture_output=True,
-    text=True,
-    env=train_util.env(),
-    check=True,
-  )
-  assert "[1/2] causal" in result.stdout and "[2/2] mixture" in result.stdout
-  assert "  TRAIN_STEPS = 40" in result.stdout and "  OBJECTIVE_RATES = {'causal_lm': 1.0}" in result.stdout
-  assert (
-    result.stdout.count("jaxformer/tpu/launch.sh --foreground --run_name=mixture --name=my-v4 -- jaxformer train") == 1
-  )
-  assert "gs://b/sweep/mixture" in result.stdout and "eval loss --model_dir=gs://b/sweep/causal" in result.stdout
+  code, stdout, err = train_util.cli(
+    "sweep", f"--sweep_file={sweep_file}", "--output_dir=gs://b/sweep", "--launcher=tpu", "--tpu_flag=--name=my-v4",
+    "--dry_run",
+  )  # fmt: skip
+  assert code == 0, err
+  assert "[1/2] causal" in stdout and "[2/2] mixture" in stdout
+  assert "  TRAIN_STEPS = 40" in stdout and "  OBJECTIVE_RATES = {'causal_lm': 1.0}" in stdout
+  assert stdout.count("jaxformer/tpu/launch.sh --foreground --run_name=mixture --name=my-v4 -- jaxformer train") == 1
+  assert "gs://b/sweep/mixture" in stdout and "eval loss --model_dir=gs://b/sweep/causal" in stdout
 
 
 def test_a_sweep_takes_the_model_family_as_an_axis(tmp_path, capsys):

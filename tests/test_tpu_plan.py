@@ -2,7 +2,6 @@
 multi-slice meshes (DCN) on TPU topologies and on two processes."""
 
 import json
-import subprocess
 
 import jax
 import pytest
@@ -94,25 +93,18 @@ def test_two_slices_put_the_data_axis_across_slices():
 
 @pytest.mark.slow
 def test_plan_cli_reads_the_topology_from_the_run_gin():
-  result = subprocess.run(
-    [
-      train_util.JAXFORMER,
-      "plan",
-      "--gin_file=runs/local_tiny.gin",
-      "--gin.plan.tpu_plan.topology='v4-8'",
-      "--gin.TASK_FEATURE_LENGTHS={'targets': 256}",
-      "--json",
-    ],
-    capture_output=True,
-    text=True,
-    env=train_util.env(),
-    check=True,
-    timeout=300,
+  code, out, err = train_util.cli(
+    "plan",
+    "--gin_file=runs/local_tiny.gin",
+    "--gin.plan.tpu_plan.topology='v4-8'",
+    "--gin.TASK_FEATURE_LENGTHS={'targets': 256}",
+    "--json",
   )
-  report = json.loads(result.stdout.strip().splitlines()[-1])
+  assert code == 0, err
+  report = json.loads(out.strip().splitlines()[-1])
   assert report["tpu"]["topology"] == "v4-8" and report["tpu"]["fits"] is True
-  assert "fits" in result.stdout and "predicted step time at 40% MFU (6N + causal attn)" in result.stdout
-  assert report["tpu"]["compiler_step_seconds"] > 0 and "compiler step time" in result.stdout
+  assert "fits" in out and "predicted step time at 40% MFU (6N + causal attn)" in out
+  assert report["tpu"]["compiler_step_seconds"] > 0 and "compiler step time" in out
 
 
 @pytest.mark.slow
@@ -130,26 +122,14 @@ def test_two_processes_as_two_slices_train(local_corpus, tmp_path):
 
 
 @pytest.mark.slow
-def test_plan_fit_compiles_candidates_ranks_them_and_writes_a_run_gin_that_trains(local_corpus, tmp_path):
+def test_plan_fit_compiles_candidates_ranks_them_and_writes_a_run_gin_that_trains(local_corpus, tmp_path, monkeypatch):
   fit_gin = tmp_path / "fit.gin"
   flags = ["--gin_file=runs/local_tiny.gin", "--gin.TASK_FEATURE_LENGTHS={'targets': 128}", "--gin.BATCH_SIZE=16"]
-  result = subprocess.run(
-    [
-      train_util.JAXFORMER,
-      "plan",
-      *flags,
-      "--topology=v5litepod-8",
-      "--fit",
-      "--max_compiles=2",
-      f"--fit_gin={fit_gin}",
-    ],
-    capture_output=True,
-    text=True,
-    env=train_util.env(),
-    cwd=tmp_path,
+  monkeypatch.chdir(tmp_path)  # from a folder that is not the checkout
+  code, out, err = train_util.cli(
+    "plan", *flags, "--topology=v5litepod-8", "--fit", "--max_compiles=2", f"--fit_gin={fit_gin}"
   )
-  assert result.returncode == 0, result.stderr[-3000:]
-  out = result.stdout
+  assert code == 0, err
   assert "plan --fit: " in out and "[1/2] " in out and "[2/2] " in out and "[3/" not in out  # --max_compiles
   header = next(line for line in out.splitlines() if line.startswith("candidate"))
   assert "overlapped ms" in header and "serial ms" in header and "bound" in header
@@ -159,24 +139,18 @@ def test_plan_fit_compiles_candidates_ranks_them_and_writes_a_run_gin_that_train
   assert text.count("BATCH_SIZE = 16") == 1  # the run's binding is not written twice
   # the written gin trains as is on the 8 simulated CPU devices (the slice's 8 chips)
   run = tmp_path / "run"
-  train = subprocess.run(
-    [
-      train_util.JAXFORMER,
-      "train",
-      f"--gin_file={fit_gin}",
-      f"--gin.MODEL_DIR='{run}'",
-      f"--gin.CORPUS_DIR='{local_corpus}'",
-      "--gin.TRAIN_STEPS=1",
-      "--gin.optimizer.learning_rate_schedule.warmup_steps=0",
-      "--gin.EVAL_PERIOD=0",
-      "--gin.train.train.sample_prompt=None",
-      "--gin.train.train.final_eval=False",
-    ],
-    capture_output=True,
-    text=True,
-    env=train_util.env(),
+  code, _, err = train_util.cli(
+    "train",
+    f"--gin_file={fit_gin}",
+    f"--gin.MODEL_DIR='{run}'",
+    f"--gin.CORPUS_DIR='{local_corpus}'",
+    "--gin.TRAIN_STEPS=1",
+    "--gin.optimizer.learning_rate_schedule.warmup_steps=0",
+    "--gin.EVAL_PERIOD=0",
+    "--gin.train.train.sample_prompt=None",
+    "--gin.train.train.final_eval=False",
   )
-  assert train.returncode == 0, train.stderr[-3000:]
+  assert code == 0, err
   assert train_util.train_losses(str(run)).keys() == {1}
 
 

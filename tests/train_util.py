@@ -71,20 +71,21 @@ def cli(*args) -> tuple[int, str, str]:
   """`jaxformer ARGS` run in this process: the verb's own code and its exit code, without the ~10 s a new
   interpreter spends importing jax and TensorFlow. For checks that need no process of their own (kills,
   signals, several processes and the console script do). Returns (exit code, stdout, stderr's last line)."""
-  code, out, err = _in_process(args)
+  code, out, err = cli_streams(args)
   lines = err.strip().splitlines()
   return code, out, lines[-1] if lines else ""
 
 
 def run_here(model_dir: str, flags: list[str]) -> int:
   """`jaxformer train` of model_dir in this process (see cli); its output goes to the log `run` writes."""
-  code, out, err = _in_process(["train", f"--model_dir={model_dir}", *flags])
+  code, out, err = cli_streams(["train", f"--model_dir={model_dir}", *flags])
   with open(os.path.join(os.path.dirname(model_dir), os.path.basename(model_dir) + ".log"), "a") as f:
     f.write(out + err)
   return code
 
 
-def _in_process(args) -> tuple[int, str, str]:
+def cli_streams(args) -> tuple[int, str, str]:
+  """As cli, with the whole of stderr."""
   from jaxformer import cli as cli_lib
 
   out, err = io.StringIO(), io.StringIO()
