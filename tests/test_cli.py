@@ -112,6 +112,7 @@ def test_inconsistent_values_fail_with_the_binding_names(capsys):
   assert "ModelConfig.d_model=130" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_console_script_runs_from_another_directory(tmp_path):
   exe = os.path.join(os.path.dirname(sys.executable), "jaxformer")
   out = subprocess.run(

@@ -20,7 +20,7 @@ C = "int g{i}(int y) {{ return y * {i}; }}\n"
 NL = "The quick brown fox {i} jumps over the lazy dog and keeps on running far away.\n"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def converted(tmp_path_factory):
   """A two-language Parquet corpus (Python ~4x the bytes of C, copies across shards) and an NL
   JSONL, both through `jaxformer data convert`."""
@@ -58,6 +58,7 @@ def _rates():
   return {t.name: mixture.get_rate(t) / mixture.total_rate for t in mixture.tasks}
 
 
+@pytest.mark.slow
 def test_languages_become_tasks_mixed_by_bytes_then_flattened_by_temperature(converted, local_corpus):
   with open(os.path.join(converted, "stack", "stats.json")) as f:
     stats = json.load(f)

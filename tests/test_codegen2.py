@@ -27,7 +27,7 @@ PROMPT = "def count_words(text):\n"
 PREFIX, SUFFIX = "def fib(n):\n    if n < 2:\n", "\n    return fib(n - 1) + fib(n - 2)\n"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def codegen2(tmp_path_factory):
   """(tokenizer dir, 8-group checkpoint dir, its HF model loaded through the remote code)."""
   root = tmp_path_factory.mktemp("codegen2")

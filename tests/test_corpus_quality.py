@@ -57,7 +57,7 @@ def _shard_bytes(output_dir):
   return {os.path.relpath(f, output_dir): open(f, "rb").read() for f in files}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def near_copies(tmp_path_factory):
   """Two files: 30 Python and 20 Java originals in a.jsonl; near copies of 8 Python and 5 Java
   originals (one line of 42 rewritten: Jaccard about 0.9, where LSH misses a pair once in 3,000),
@@ -73,6 +73,7 @@ def near_copies(tmp_path_factory):
   return raw, copied
 
 
+@pytest.mark.slow
 def test_near_copies_are_removed_the_first_copy_kept_and_the_output_is_the_same_on_two_workers(near_copies, tmp_path):
   raw, copied = near_copies
   outputs = {}

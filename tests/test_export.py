@@ -33,6 +33,7 @@ def _with_bos(tokens):
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.slow
 def test_exported_model_gives_the_same_logits_and_greedy_tokens(name, tmp_path):
   config = CONFIGS[name]
   model, params = init(config, seed=5)

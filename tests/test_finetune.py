@@ -28,6 +28,7 @@ def _init(config, seed=0):
 
 
 @pytest.mark.parametrize("config", [CODEGEN, LLAMA], ids=["codegen", "llama"])
+@pytest.mark.slow
 def test_adapters_start_exact_and_merge_into_the_plain_model(config):
   adapted = config.replace(lora=lora.LoraConfig(rank=4, alpha=8.0))
   adapters, base = _init(adapted)
@@ -57,6 +58,7 @@ def test_bad_lora_settings_name_the_binding():
     lora.LoraConfig(dropout=1.5)
 
 
+@pytest.mark.slow
 def test_a_lora_step_trains_the_adapters_alone():
   """Only adapter parameters change; the base stays bit-identical and has no optimizer state."""
   from jaxformer import sharding
@@ -472,6 +474,7 @@ def test_convert_instructions_flags_default_to_the_options():
   ],
   ids=["codegen", "llama_gqa_head_dim"],
 )
+@pytest.mark.slow
 def test_peft_adapters_load_onto_the_hf_base_of_each_family(config, tmp_path):
   """Adapters of every family (CodeGen's grouped qkv_proj; Llama's q/k/v/o with grouped-query heads and a
   head_dim other than d_model / heads) land where PEFT reads them: the HF base plus them equals the merged

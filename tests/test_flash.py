@@ -39,6 +39,7 @@ def _qkv(length, heads=2, head_dim=16, seed=0):
 
 
 @pytest.mark.parametrize("length, block_q, block_k", [(50, 16, 16), (37, 8, 16)])
+@pytest.mark.slow
 def test_flash_equals_xla_attention_and_its_gradients(length, block_q, block_k):
   # Lengths that are not a multiple of the block are padded inside; packing, prefixes, padding
   # and hostile segment ids all in one batch.
@@ -76,6 +77,7 @@ def test_flash_visits_only_the_tiles_the_mask_can_reach():
   assert tiles(packed, 0 * packed) == (4 * 3, 4 * 3)
 
 
+@pytest.mark.slow
 def test_flash_model_equals_xla_model_logits_and_gradients():
   # The whole tiny model, packed documents with prefixes and padding, same parameters.
   config = tiny()
@@ -167,6 +169,7 @@ def test_flash_lowers_for_nvidia_gpus_through_triton(length, head_dim, dtype):
 
 
 @pytest.mark.parametrize("kv_heads, window", [(2, 0), (1, 0), (2, 9), (4, 13)])
+@pytest.mark.slow
 def test_every_kernel_handles_grouped_and_multi_query_attention_and_windows(kv_heads, window):
   """xla, jax's dispatcher and flash on packed prefix-LM rows with 4 query heads sharing kv_heads heads
   (and a sliding window), against HF's reference: K and V repeated per query head, dense mask."""

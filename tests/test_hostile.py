@@ -50,7 +50,7 @@ needs_namespaces = pytest.mark.skipif(not machine_has_namespaces(), reason="unsh
 needs_cgroups = pytest.mark.skipif(not machine_has_cgroups(), reason="no writable memory and pids cgroups")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def problems():
   return humaneval.read_problems()
 

@@ -104,6 +104,7 @@ def test_resuming_with_another_batch_or_model_stops_with_one_line_and_touches_no
   assert {p: s for p, s in after.items() if "run.lock" not in p} == before  # nothing moved, written or rotated
 
 
+@pytest.mark.slow
 def test_resuming_with_another_tokenizer_is_refused_naming_both_digests(trained, tmp_path, capsys, local_corpus):
   from sentencepiece import sentencepiece_model_pb2
 

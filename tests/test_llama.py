@@ -92,6 +92,7 @@ def _run_params(run: str, config):
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.slow
 def test_hf_checkpoints_import_with_the_same_logits_and_greedy_tokens_and_export_back_exactly(name, tmp_path, capsys):
   hf_model = _hf_model(name, tmp_path / "hf")
   run = str(tmp_path / "run")

@@ -4,6 +4,7 @@ same parameter tree, and no [batch, length, vocab] float32 logits in the compile
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from model_util import init, jitted_apply, random_tokens, tiny
 
 from jaxformer.models import head_logits, param_shapes
@@ -44,6 +45,7 @@ def test_hidden_state_keeps_the_parameter_tree_and_gives_the_logits():
   np.testing.assert_allclose(logits, jitted_apply(model)(params, tokens), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_chunked_loss_sums_and_gradients_equal_full_logits():
   config = tiny(num_layers=1)  # one layer compiles in half the time; every layer's gradient flows the same way
   model, params = init(config)

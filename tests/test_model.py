@@ -74,6 +74,7 @@ def _loss_and_grads(config, params, tokens):
 
 
 @pytest.mark.parametrize("policy", ["full", "save_dots", "save_qkv_attn", "save_attn_mlp"])
+@pytest.mark.slow
 def test_remat_policies_give_the_same_gradients(policy):
   config = tiny()
   _, params = init(config)
@@ -176,6 +177,7 @@ def _residual_variance(num_layers: int, scheme: str) -> float:
   return float(jnp.var(out) / jnp.var(embed))
 
 
+@pytest.mark.slow
 def test_depth_scaled_init_keeps_the_residual_stream_bounded_as_depth_grows():
   normal = [_residual_variance(layers, "normal") for layers in (2, 4, 12)]
   scaled = [_residual_variance(layers, "depth_scaled") for layers in (2, 4, 12)]
@@ -203,6 +205,7 @@ def test_codegen2_sizes_with_the_project_recipe_scale_residual_outputs_down_with
   assert stds[16] > stds[32] > stds[34]
 
 
+@pytest.mark.slow
 def test_the_codegen1_trainer_init_is_truncated_normal_by_fan_in_depth_and_vocabulary():
   """salesforce/jaxformer's scheme: haiku TruncatedNormal (cut at 2 std, so the sample's std is 0.88 of
   the parameter) with 1/sqrt(fan_in), (2/L)/sqrt(d_model) on residual outputs, 1/sqrt(vocab) embeddings."""

@@ -54,7 +54,7 @@ def _features(tokens):
   }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def run(tmp_path_factory):
   """Our 50 steps (losses, final parameters) and the step-0 weights exported as an HF checkpoint."""
   config = tiny(vocab_size=96, init_scheme="codegen1")  # float32, 2 layers, d_model 32
@@ -105,6 +105,7 @@ def _torch_losses(hf_dir: str, vocab: int, decay_everything=False, lr_shift=0) -
   return np.array(losses)
 
 
+@pytest.mark.slow
 def test_training_equals_hf_codegen_with_torch_adamw_over_50_steps(run):
   theirs = _torch_losses(run["hf_dir"], run["config"].vocab_size)
   assert run["rates"][:2] == [0.0, pytest.approx(LR_MAX / WARMUP)]  # the schedule is the released one

@@ -116,6 +116,7 @@ def _tree(folder) -> dict:
   return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_failed_builds_leave_earlier_outputs_byte_identical(tmp_path, capsys):
   source = tmp_path / "source"
   source.mkdir()

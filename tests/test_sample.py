@@ -59,6 +59,7 @@ def test_greedy_cache_decoding_equals_the_argmax_path():
     sequence.append(token)
 
 
+@pytest.mark.slow
 def test_stop_ids_cut_each_row_and_prefix_lm_prompts_decode_like_the_reference():
   config = tiny()
   model, params = init(config, seed=3)

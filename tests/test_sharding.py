@@ -88,6 +88,7 @@ print("TABLE SHAPES", sorted(set(re.findall(r"f32\[(384|192),64\]", hlo))))
 """
 
 
+@pytest.mark.slow
 def test_sharded_embedding_lookup_never_gathers_the_whole_table(tmp_path):
   """On a (data 2, fsdp 2, tensor 2) mesh the [vocab, embed] table is split both ways. The lookup
   gathers it over fsdp only (each device sees vocab/2 rows, as every FSDP weight is gathered), so

@@ -73,6 +73,7 @@ def test_old_noise_density_rule_is_still_selectable_and_differs(tasks_64):
   ],
   ids=lambda span: ",".join(f"{k}={v}" for k, v in span.items()) or "defaults",
 )
+@pytest.mark.slow
 def test_every_law_inverts_exactly_to_its_source(tasks_64, span):
   ids = tasks_64.special
   examples = _span_examples(256, 16, **span)
@@ -87,6 +88,7 @@ def test_every_law_inverts_exactly_to_its_source(tasks_64, span):
     assert k <= 16 and masks == list(range(1, k + 1)) * 2  # <mask_k> numbered in order, in text and infill
 
 
+@pytest.mark.slow
 def test_same_seed_same_examples(tasks_64):
   first = [e["targets"] for e in _span_examples(256, 12, seed=5)]
   again = [e["targets"] for e in _span_examples(256, 12, seed=5)]
