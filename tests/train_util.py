@@ -1,4 +1,4 @@
-"""Running `jaxformer train` as a user does, in a subprocess, on the session's small corpus."""
+"""Running `jaxformer` as a user does, in a process of its own or (cli, run_here) in this one."""
 
 import contextlib
 import io
