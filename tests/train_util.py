@@ -52,8 +52,8 @@ def env(devices: int = 8, **extra) -> dict:
   return out
 
 
-def start(model_dir: str, flags: list[str], devices: int = 8, extra_args=(), log_path=None) -> subprocess.Popen:
-  log = open(log_path or os.path.join(os.path.dirname(model_dir), os.path.basename(model_dir) + ".log"), "ab")
+def start(model_dir: str, flags: list[str], devices: int = 8, extra_args=(), log_to=None) -> subprocess.Popen:
+  log = open(log_to or log_path(model_dir), "ab")
   return subprocess.Popen(
     [JAXFORMER, "train", f"--model_dir={model_dir}", *flags, *extra_args],
     stdout=log,
@@ -79,7 +79,7 @@ def cli(*args) -> tuple[int, str, str]:
 def run_here(model_dir: str, flags: list[str]) -> int:
   """`jaxformer train` of model_dir in this process (see cli); its output goes to the log `run` writes."""
   code, out, err = cli_streams(["train", f"--model_dir={model_dir}", *flags])
-  with open(os.path.join(os.path.dirname(model_dir), os.path.basename(model_dir) + ".log"), "a") as f:
+  with open(log_path(model_dir), "a") as f:
     f.write(out + err)
   return code
 
@@ -94,8 +94,13 @@ def cli_streams(args) -> tuple[int, str, str]:
   return code, out.getvalue(), err.getvalue()
 
 
+def log_path(model_dir: str) -> str:
+  """MODEL_DIR.log, beside the run: where start and run_here write the run's output."""
+  return os.path.join(os.path.dirname(model_dir), os.path.basename(model_dir) + ".log")
+
+
 def log_text(model_dir: str) -> str:
-  with open(os.path.join(os.path.dirname(model_dir), os.path.basename(model_dir) + ".log"), "rb") as f:
+  with open(log_path(model_dir), "rb") as f:
     return f.read().decode("utf-8", "replace")
 
 
