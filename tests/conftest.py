@@ -95,6 +95,21 @@ def online_reference_16(local_corpus, tmp_path_factory):
   return {int(k): v for k, v in once_per_run(tmp_path_factory, "reference_16", build).items()}
 
 
+@pytest.fixture(scope="session")
+def tiny_run(local_corpus, tmp_path_factory):
+  """A finished 4-step local run of the tiny model (train_util.small_run_flags), trained once per test run:
+  the base of the fine-tunes and the run the eval verbs read. Read-only: a test that writes to it copies it."""
+  import train_util
+
+  def build(out):
+    model_dir = str(out / "run")
+    code = train_util.run_here(model_dir, train_util.small_run_flags(local_corpus, steps=4))
+    assert code == 0, train_util.log_text(model_dir)
+    return model_dir
+
+  return once_per_run(tmp_path_factory, "tiny_run", build)
+
+
 @pytest.fixture
 def local_tasks(local_corpus):
   """Registers the local tasks over the session corpus; returns the vocabulary."""
