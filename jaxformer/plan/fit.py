@@ -69,10 +69,12 @@ def candidates(model_config, batch_sizes, devices_per_slice: int, num_slices: in
   return found
 
 
-def estimate(model_config, candidate: Candidate, length: int, loss_chunk: int, device_kind: str, num_slices: int):
-  """(bytes per device, seconds per step) by arithmetic alone: the pruning and the compile order."""
+def estimate(
+  model_config, candidate: Candidate, length: int, loss_chunk: int, device_kind: str, num_slices: int, params: int
+):
+  """(bytes per device, seconds per step) by arithmetic alone: the pruning and the compile order. params:
+  count_params(model_config), counted once by the caller (it traces the model's init: 0.1 s a call)."""
   data, fsdp, tensor = candidate.mesh
-  params = count_params(model_config)
   state = params * (4 + 8 + 4) / (fsdp * tensor)  # f32 params, Adam's two moments, the gradients
   rows = candidate.batch_size / (data * fsdp * num_slices) / candidate.microbatches
   tokens = rows * length
@@ -125,9 +127,9 @@ def search(
       f"no mesh divides BATCH_SIZE={list(batch_sizes)} over {len(devices)} devices with microbatches in "
       f"{MICROBATCHES}: use a batch that is a multiple of {len(devices)}"
     )
-  estimated = []
+  estimated, params = [], count_params(model_config)
   for c in options:
-    memory, seconds = estimate(model_config, c, length, step_config.loss_chunk_length, device_kind, num_slices)
+    memory, seconds = estimate(model_config, c, length, step_config.loss_chunk_length, device_kind, num_slices, params)
     estimated.append((c, memory, seconds))
   survivors = [e for e in estimated if e[1] <= PRUNE_FACTOR * info["hbm_bytes"]]
   # the largest batch first, then the fastest by estimate (for several batches, more tokens per step)
