@@ -270,12 +270,6 @@ def _finetune_flags(
   ]
 
 
-@pytest.fixture(scope="session")
-def base_run(tiny_run):
-  """A tiny CodeGen base: 4 steps of the local run (a model that cannot reverse lists)."""
-  return tiny_run
-
-
 def _exact_match(model_dir, folder):
   code, out, err = train_util.cli("eval", "exact-match", f"--model_dir={model_dir}", f"--data_dir={folder}", "--json")
   assert code == 0, err
@@ -292,27 +286,27 @@ def _checksums(model_dir):
 
 
 @pytest.fixture(scope="session")
-def copy_run(base_run, pair_sets, once):
+def copy_run(tiny_run, pair_sets, once):
   """A full fine-tune of the base on 'copy' pairs (200 steps): a base that answers in digits and stops."""
   folders, vocabulary = pair_sets
 
   def build(out):
     model_dir = str(out / "run")
-    before = _checksums(base_run)
+    before = _checksums(tiny_run)
     flags = _finetune_flags(
-      base_run, folders["copy"], vocabulary, steps=200, run_gin="runs/finetune.gin", log_period=10
+      tiny_run, folders["copy"], vocabulary, steps=200, run_gin="runs/finetune.gin", log_period=10
     )
     assert train_util.run_here(model_dir, flags) == 0, train_util.log_text(model_dir)
-    assert _checksums(base_run) == before  # the base run is only read
+    assert _checksums(tiny_run) == before  # the base run is only read
     return model_dir
 
   return once("finetune_copy", build)
 
 
 @pytest.mark.slow
-def test_full_finetune_learns_the_task(base_run, copy_run, pair_sets):
+def test_full_finetune_learns_the_task(tiny_run, copy_run, pair_sets):
   folders, _ = pair_sets
-  base_score, tuned_score = _exact_match(base_run, folders["copy"]), _exact_match(copy_run, folders["copy"])
+  base_score, tuned_score = _exact_match(tiny_run, folders["copy"]), _exact_match(copy_run, folders["copy"])
   print(f"copy, exact match: base {base_score:.3f}, full fine-tune {tuned_score:.3f}")
   assert base_score == 0.0 and tuned_score >= 0.15
 
@@ -390,12 +384,12 @@ def test_lora_finetune_learns_and_exports_to_hf_and_peft(copy_run, pair_sets, tm
 
 
 @pytest.mark.slow
-def test_lora_finetune_resumes_exactly_and_refuses_a_changed_base(base_run, reverse_pairs, tmp_path):
+def test_lora_finetune_resumes_exactly_and_refuses_a_changed_base(tiny_run, reverse_pairs, tmp_path):
   import shutil
 
   folder, vocabulary = reverse_pairs
   base = str(tmp_path / "base")
-  shutil.copytree(base_run, base)  # this test changes its base afterwards
+  shutil.copytree(tiny_run, base)  # this test changes its base afterwards
   flags = _finetune_flags(base, folder, vocabulary, steps=12)
   log = train_util.assert_sigkill_then_restart_matches(tmp_path, flags, steps=12, kill_after=6)
   assert "restored step" in log
@@ -403,7 +397,7 @@ def test_lora_finetune_resumes_exactly_and_refuses_a_changed_base(base_run, reve
   runs = [os.path.dirname(p) for p in glob.glob(str(tmp_path / "**" / "base.json"), recursive=True)]
   assert runs
   # Resuming with another base than the one the run recorded is refused.
-  other = _finetune_flags(base_run, folder, vocabulary, steps=14)
+  other = _finetune_flags(tiny_run, folder, vocabulary, steps=14)
   code, _, err = train_util.cli("train", f"--model_dir={runs[0]}", *other)
   assert code == 2 and f"was fine-tuned from {base} step 4" in err, err
   with open(os.path.join(base, "checkpoints", "4", "checksums.json"), "a") as f:
@@ -413,17 +407,17 @@ def test_lora_finetune_resumes_exactly_and_refuses_a_changed_base(base_run, reve
 
 
 @pytest.mark.slow
-def test_finetune_bad_bases_are_one_line_errors(base_run, reverse_pairs, tmp_path):
+def test_finetune_bad_bases_are_one_line_errors(tiny_run, reverse_pairs, tmp_path):
   folder, vocabulary = reverse_pairs
   cases = [
     (str(tmp_path / "nowhere"), "models/tiny.gin", "holds no checkpoint"),
-    (base_run, "models/llama_tiny.gin", "is a codegen model; this run's LlamaConfig is a llama model"),
+    (tiny_run, "models/llama_tiny.gin", "is a codegen model; this run's LlamaConfig is a llama model"),
   ]
   for base, model_gin, message in cases:
     flags = _finetune_flags(base, folder, vocabulary, steps=2, model_gin=model_gin)
     code, _, err = train_util.cli("train", f"--model_dir={tmp_path / 'run'}", *flags)
     assert code == 2 and message in err, err
-  flags = _finetune_flags(base_run, folder, vocabulary, steps=2) + ["--gin.models.LoraConfig.targets=('wq',)"]
+  flags = _finetune_flags(tiny_run, folder, vocabulary, steps=2) + ["--gin.models.LoraConfig.targets=('wq',)"]
   code, _, err = train_util.cli("train", f"--model_dir={tmp_path / 'run2'}", *flags)
   assert code == 2 and "name no projection of the codegen family" in err, err
 
